@@ -1,0 +1,480 @@
+// Package onnx implements runtime.Session with ONNX Runtime through
+// github.com/yalue/onnxruntime_go.
+//
+// ONNX Runtime has one environment per process, so this package keeps exactly
+// one: NewEnv loads the shared library the first time and counts references;
+// the last Close tears it down. Everything else (thread counts, sessions) is
+// per Env or per Session, with no package-level configuration.
+package onnx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	gosync "sync"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/outpost-edge/outpost/runtime"
+)
+
+// LibraryName is the file name of the ONNX Runtime shared library outpost ships.
+const LibraryName = "libonnxruntime.so.1"
+
+// Version of ONNX Runtime this build pins (see scripts/deps.sh).
+const Version = "1.24.1"
+
+// ErrLibraryNotFound is returned by FindLibrary when no candidate exists.
+var ErrLibraryNotFound = errors.New("onnxruntime library not found")
+
+// ErrBadModel means the bytes given as a model are not a model ONNX Runtime can load.
+var ErrBadModel = errors.New("bad model")
+
+// Options configure an Env. The zero value is valid.
+type Options struct {
+	// LibraryPath is the ONNX Runtime shared library. Empty means FindLibrary("").
+	LibraryPath string
+}
+
+// SessionOptions configure one model's session. The zero value is valid.
+type SessionOptions struct {
+	// IntraOpThreads is the number of threads one Run may use. Default 1: on a
+	// 4-core Pi the daemon runs several models side by side, and spinning up
+	// a pool per model costs more than it gains on small models.
+	IntraOpThreads int
+	// InterOpThreads is the number of threads for parallel graph branches. Default 1.
+	InterOpThreads int
+}
+
+var (
+	envMu   gosync.Mutex
+	envRefs int
+	envLib  string
+)
+
+// Env is a handle on the process-wide ONNX Runtime environment.
+type Env struct {
+	once gosync.Once
+	lib  string
+}
+
+// NewEnv loads the library (first call only) and returns a handle. A second
+// NewEnv with a different library path fails: one process, one library.
+func NewEnv(opts Options) (*Env, error) {
+	lib := opts.LibraryPath
+	if lib == "" {
+		var err error
+		if lib, err = FindLibrary(""); err != nil {
+			return nil, err
+		}
+	}
+	if abs, err := filepath.Abs(lib); err == nil {
+		lib = abs
+	}
+	envMu.Lock()
+	defer envMu.Unlock()
+	if envRefs > 0 {
+		if lib != envLib {
+			return nil, fmt.Errorf("onnx: environment already uses %s, cannot also load %s", envLib, lib)
+		}
+		envRefs++
+		return &Env{lib: lib}, nil
+	}
+	if _, err := os.Stat(lib); err != nil {
+		return nil, fmt.Errorf("onnx: library %s: %w", lib, err)
+	}
+	ort.SetSharedLibraryPath(lib)
+	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		return nil, fmt.Errorf("onnx: load %s: %w", lib, err)
+	}
+	_ = ort.DisableTelemetry() // telemetry is a no-op on Linux builds; an error here is harmless
+	envRefs, envLib = 1, lib
+	return &Env{lib: lib}, nil
+}
+
+// Library is the path of the loaded shared library.
+func (e *Env) Library() string { return e.lib }
+
+// RuntimeVersion reports the version string of the loaded library.
+func (e *Env) RuntimeVersion() string { return ort.GetVersion() }
+
+// Close releases this handle; the last one destroys the environment. Safe to call twice.
+func (e *Env) Close() error {
+	var err error
+	e.once.Do(func() {
+		envMu.Lock()
+		defer envMu.Unlock()
+		envRefs--
+		if envRefs == 0 {
+			if derr := ort.DestroyEnvironment(); derr != nil {
+				err = fmt.Errorf("onnx: destroy environment: %w", derr)
+			}
+			envLib = ""
+		}
+	})
+	return err
+}
+
+// FindLibrary returns the first existing ONNX Runtime library among: explicit
+// (if set, and then only it), next to the executable (dir and dir/lib), the
+// repository's .cache from `make deps`, and system library paths. The error
+// names every place it looked.
+func FindLibrary(explicit string) (string, error) {
+	if explicit != "" {
+		if _, err := os.Stat(explicit); err != nil {
+			return "", fmt.Errorf("%w: %s: %v", ErrLibraryNotFound, explicit, err)
+		}
+		return explicit, nil
+	}
+	cands := Candidates()
+	for _, c := range cands {
+		if st, err := os.Stat(c); err == nil && !st.IsDir() {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("%w: looked in %s; run 'make deps' or pass --ort-lib / OUTPOST_ORT_LIB", ErrLibraryNotFound, strings.Join(cands, ", "))
+}
+
+// Candidates lists where FindLibrary looks, in order.
+func Candidates() []string {
+	arch := "linux-" + goruntime.GOARCH
+	var c []string
+	if exe, err := os.Executable(); err == nil {
+		if r, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = r
+		}
+		d := filepath.Dir(exe)
+		c = append(c, filepath.Join(d, "lib", LibraryName), filepath.Join(d, LibraryName),
+			filepath.Join(d, "..", "lib", "outpost", LibraryName),
+			// bin/outpost inside a checkout after `make build`
+			filepath.Join(d, "..", ".cache", "onnxruntime", Version, arch, LibraryName))
+	}
+	if wd, err := os.Getwd(); err == nil {
+		// walk up from the working directory to a checkout's .cache (tests, go run)
+		for d := wd; ; d = filepath.Dir(d) {
+			p := filepath.Join(d, ".cache", "onnxruntime", Version, arch, LibraryName)
+			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+				c = append(c, p)
+				break
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	return append(c, "/usr/lib/outpost/"+LibraryName, "/usr/local/lib/"+LibraryName,
+		"/usr/lib/"+LibraryName, "/usr/lib/"+multiarch()+"/"+LibraryName)
+}
+
+func multiarch() string {
+	if goruntime.GOARCH == "arm64" {
+		return "aarch64-linux-gnu"
+	}
+	return "x86_64-linux-gnu"
+}
+
+// Session is one model loaded into ONNX Runtime. Run is safe for concurrent use.
+type Session struct {
+	s       *ort.DynamicAdvancedSession
+	inputs  []runtime.TensorInfo
+	outputs []runtime.TensorInfo
+
+	mu     gosync.RWMutex // Close waits for in-flight Runs
+	closed bool
+
+	// Free ORT input tensors keyed by the concrete input shapes, so a stream
+	// of same-shaped calls (VAD chunks) reuses its OrtValues. all holds every
+	// set ever made so Close can free them; its size is bounded by the peak
+	// number of concurrent Runs per shape.
+	freeMu gosync.Mutex
+	free   map[string][]*inputSet
+	all    []*inputSet
+	runs   gosync.Pool
+}
+
+type inputSet struct {
+	vals []ort.Value
+	copy []func(*runtime.Tensor)
+}
+
+// Load creates a session from model bytes (already checksum-verified by the
+// caller, so the bytes checked are the bytes run).
+func (e *Env) Load(model []byte, opts SessionOptions) (*Session, error) {
+	if len(model) == 0 {
+		return nil, fmt.Errorf("onnx: %w: empty model (0 bytes)", ErrBadModel)
+	}
+	ins, outs, err := ort.GetInputOutputInfoWithONNXData(model)
+	if err != nil {
+		return nil, fmt.Errorf("onnx: %w: %v", ErrBadModel, err)
+	}
+	s := &Session{}
+	if s.inputs, err = convertInfos(ins); err != nil {
+		return nil, fmt.Errorf("onnx: model inputs: %w", err)
+	}
+	if s.outputs, err = convertInfos(outs); err != nil {
+		return nil, fmt.Errorf("onnx: model outputs: %w", err)
+	}
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("onnx: session options: %w", err)
+	}
+	defer so.Destroy()
+	intra, inter := max(opts.IntraOpThreads, 1), max(opts.InterOpThreads, 1)
+	if err := so.SetIntraOpNumThreads(intra); err != nil {
+		return nil, fmt.Errorf("onnx: intra-op threads: %w", err)
+	}
+	if err := so.SetInterOpNumThreads(inter); err != nil {
+		return nil, fmt.Errorf("onnx: inter-op threads: %w", err)
+	}
+	// Spinning threads burn a Pi's battery and steal cores from the other
+	// models; outpost's requests are sparse, so sleep instead of spin.
+	for _, k := range []string{"session.intra_op.allow_spinning", "session.inter_op.allow_spinning"} {
+		if err := so.AddSessionConfigEntry(k, "0"); err != nil {
+			return nil, fmt.Errorf("onnx: %s: %w", k, err)
+		}
+	}
+	s.s, err = ort.NewDynamicAdvancedSessionWithONNXData(model, infoNames(s.inputs), infoNames(s.outputs), so)
+	if err != nil {
+		return nil, fmt.Errorf("onnx: %w: %v", ErrBadModel, err)
+	}
+	s.runs.New = func() any {
+		o, err := ort.NewRunOptions()
+		if err != nil {
+			return nil
+		}
+		return o
+	}
+	return s, nil
+}
+
+// Inputs implements runtime.Session.
+func (s *Session) Inputs() []runtime.TensorInfo { return s.inputs }
+
+// Outputs implements runtime.Session.
+func (s *Session) Outputs() []runtime.TensorInfo { return s.outputs }
+
+// Run implements runtime.Session. Inputs are validated first, so a shape
+// mistake is an error naming the input rather than an ORT message.
+func (s *Session) Run(ctx context.Context, inputs map[string]*runtime.Tensor) (map[string]*runtime.Tensor, error) {
+	if err := runtime.Validate(s.inputs, inputs); err != nil {
+		return nil, fmt.Errorf("onnx: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("onnx: run: %w", err)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, fmt.Errorf("onnx: %w", runtime.ErrClosed)
+	}
+	key := shapeKey(s.inputs, inputs)
+	set, err := s.getSet(key, inputs)
+	if err != nil {
+		return nil, err
+	}
+	for i, in := range s.inputs {
+		set.copy[i](inputs[in.Name])
+	}
+	outs := make([]ort.Value, len(s.outputs))
+
+	var opts *ort.RunOptions
+	if ctx.Done() != nil {
+		// Cancellation reaches into ORT through RunOptions.Terminate.
+		if o, _ := s.runs.Get().(*ort.RunOptions); o != nil {
+			opts = o
+			stop := context.AfterFunc(ctx, func() { _ = o.Terminate() })
+			defer func() {
+				if !stop() {
+					_ = o.UnsetTerminate()
+				}
+				s.runs.Put(o)
+			}()
+		}
+	}
+	err = s.s.RunWithOptions(set.vals, outs, opts)
+	s.putSet(key, set)
+	if err != nil {
+		destroyAll(outs)
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, fmt.Errorf("onnx: run: %w", cerr)
+		}
+		return nil, fmt.Errorf("onnx: run: %w", err)
+	}
+	res := make(map[string]*runtime.Tensor, len(outs))
+	for i, v := range outs {
+		t, err := toTensor(v)
+		if err != nil {
+			destroyAll(outs)
+			return nil, fmt.Errorf("onnx: output %q: %w", s.outputs[i].Name, err)
+		}
+		res[s.outputs[i].Name] = t
+	}
+	destroyAll(outs)
+	return res, nil
+}
+
+func (s *Session) getSet(key string, inputs map[string]*runtime.Tensor) (*inputSet, error) {
+	s.freeMu.Lock()
+	if l := s.free[key]; len(l) > 0 {
+		set := l[len(l)-1]
+		s.free[key] = l[:len(l)-1]
+		s.freeMu.Unlock()
+		return set, nil
+	}
+	s.freeMu.Unlock()
+	set, err := s.newInputSet(inputs)
+	if err != nil {
+		return nil, err
+	}
+	s.freeMu.Lock()
+	s.all = append(s.all, set)
+	s.freeMu.Unlock()
+	return set, nil
+}
+
+func (s *Session) putSet(key string, set *inputSet) {
+	s.freeMu.Lock()
+	if s.free == nil {
+		s.free = make(map[string][]*inputSet)
+	}
+	s.free[key] = append(s.free[key], set)
+	s.freeMu.Unlock()
+}
+
+func (s *Session) newInputSet(inputs map[string]*runtime.Tensor) (*inputSet, error) {
+	set := &inputSet{}
+	for _, in := range s.inputs {
+		t := inputs[in.Name]
+		shape := ort.NewShape(t.Shape...)
+		var (
+			v   ort.Value
+			cp  func(*runtime.Tensor)
+			err error
+		)
+		switch t.DType {
+		case runtime.Float32:
+			v, cp, err = newBuf(shape, (*runtime.Tensor).Float32)
+		case runtime.Int64:
+			v, cp, err = newBuf(shape, (*runtime.Tensor).Int64)
+		case runtime.Uint8:
+			v, cp, err = newBuf(shape, (*runtime.Tensor).Uint8)
+		case runtime.Int8:
+			v, cp, err = newBuf(shape, (*runtime.Tensor).Int8)
+		default:
+			err = fmt.Errorf("%w: input %q has unsupported dtype %s", runtime.ErrBadInput, in.Name, t.DType)
+		}
+		if err != nil {
+			destroyAll(set.vals)
+			return nil, fmt.Errorf("onnx: input %q: %w", in.Name, err)
+		}
+		set.vals = append(set.vals, v)
+		set.copy = append(set.copy, cp)
+	}
+	return set, nil
+}
+
+func newBuf[T ort.TensorData](shape ort.Shape, get func(*runtime.Tensor) []T) (ort.Value, func(*runtime.Tensor), error) {
+	t, err := ort.NewEmptyTensor[T](shape)
+	if err != nil {
+		return nil, nil, err
+	}
+	dst := t.GetData()
+	return t, func(src *runtime.Tensor) { copy(dst, get(src)) }, nil
+}
+
+func shapeKey(infos []runtime.TensorInfo, inputs map[string]*runtime.Tensor) string {
+	var b []byte
+	for _, in := range infos {
+		for _, d := range inputs[in.Name].Shape {
+			b = strconv.AppendInt(b, d, 10)
+			b = append(b, ',')
+		}
+		b = append(b, ';')
+	}
+	return string(b)
+}
+
+func toTensor(v ort.Value) (*runtime.Tensor, error) {
+	shape := runtime.Shape(v.GetShape())
+	switch t := v.(type) {
+	case *ort.Tensor[float32]:
+		return runtime.NewFloat32(shape, t.GetData())
+	case *ort.Tensor[int64]:
+		return runtime.NewInt64(shape, t.GetData())
+	case *ort.Tensor[uint8]:
+		return runtime.NewUint8(shape, t.GetData())
+	case *ort.Tensor[int8]:
+		return runtime.NewInt8(shape, t.GetData())
+	}
+	return nil, fmt.Errorf("unsupported output type %T", v)
+}
+
+func destroyAll(vs []ort.Value) {
+	for _, v := range vs {
+		if v != nil {
+			_ = v.Destroy()
+		}
+	}
+}
+
+// Close frees the session after in-flight Runs finish. Safe to call twice.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	for _, set := range s.all {
+		destroyAll(set.vals)
+	}
+	s.all, s.free = nil, nil
+	if err := s.s.Destroy(); err != nil {
+		return fmt.Errorf("onnx: close session: %w", err)
+	}
+	return nil
+}
+
+func convertInfos(in []ort.InputOutputInfo) ([]runtime.TensorInfo, error) {
+	out := make([]runtime.TensorInfo, len(in))
+	for i, x := range in {
+		if x.OrtValueType != ort.ONNXTypeTensor {
+			return nil, fmt.Errorf("%q is a %s; outpost supports tensors only", x.Name, x.OrtValueType)
+		}
+		dt, err := fromORT(x.DataType)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", x.Name, err)
+		}
+		out[i] = runtime.TensorInfo{Name: x.Name, DType: dt, Shape: runtime.Shape(x.Dimensions)}
+	}
+	return out, nil
+}
+
+func fromORT(t ort.TensorElementDataType) (runtime.DType, error) {
+	switch t {
+	case ort.TensorElementDataTypeFloat:
+		return runtime.Float32, nil
+	case ort.TensorElementDataTypeInt64:
+		return runtime.Int64, nil
+	case ort.TensorElementDataTypeUint8:
+		return runtime.Uint8, nil
+	case ort.TensorElementDataTypeInt8:
+		return runtime.Int8, nil
+	}
+	return runtime.Invalid, fmt.Errorf("element type %s is not supported (float32, int64, uint8, int8)", t)
+}
+
+func infoNames(infos []runtime.TensorInfo) []string {
+	n := make([]string, len(infos))
+	for i, x := range infos {
+		n[i] = x.Name
+	}
+	return n
+}
+
+var _ runtime.Session = (*Session)(nil)

@@ -1,0 +1,222 @@
+package onnx_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	gosync "sync"
+	"testing"
+
+	"github.com/outpost-edge/outpost/internal/testutil"
+	"github.com/outpost-edge/outpost/runtime"
+	"github.com/outpost-edge/outpost/runtime/onnx"
+)
+
+// tiny.onnx: y = x·W + b with W[r][c] = (3r+c)/10, b = [0.5 -1 2]; z = i + 1.
+func tinyWant(x []float32) []float32 {
+	b := []float32{0.5, -1, 2}
+	n := len(x) / 4
+	y := make([]float32, n*3)
+	for r := 0; r < n; r++ {
+		for c := 0; c < 3; c++ {
+			s := b[c]
+			for k := 0; k < 4; k++ {
+				s += x[r*4+k] * float32(3*k+c) / 10
+			}
+			y[r*3+c] = s
+		}
+	}
+	return y
+}
+
+func loadTiny(t testing.TB) *onnx.Session {
+	t.Helper()
+	env := testutil.ORT(t)
+	b, err := os.ReadFile(filepath.Join(testutil.Root(t), "runtime", "testdata", "tiny.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := env.Load(b, onnx.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func abs(f float32) float32 {
+	if f < 0 {
+		return -f
+	}
+	return f
+}
+
+func close32(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		tol := 1e-5 * max(1, abs(b[i]))
+		if d := a[i] - b[i]; d > tol || d < -tol {
+			return false
+		}
+	}
+	return true
+}
+
+func TestSession_Infos(t *testing.T) {
+	s := loadTiny(t)
+	got := []string{}
+	for _, i := range s.Inputs() {
+		got = append(got, i.String())
+	}
+	for _, o := range s.Outputs() {
+		got = append(got, o.String())
+	}
+	want := "x float32[? 4]|i int64[2]|y float32[? 3]|z int64[2]"
+	if strings.Join(got, "|") != want {
+		t.Fatalf("infos = %q, want %q", strings.Join(got, "|"), want)
+	}
+}
+
+func TestSession_Run(t *testing.T) {
+	s := loadTiny(t)
+	for _, n := range []int{1, 3, 1} { // shape changes, then repeats (pooled tensors)
+		x := make([]float32, n*4)
+		for i := range x {
+			x[i] = float32(i) - 2
+		}
+		xt, _ := runtime.NewFloat32(runtime.Shape{int64(n), 4}, x)
+		it, _ := runtime.NewInt64(runtime.Shape{2}, []int64{41, -1})
+		out, err := s.Run(context.Background(), map[string]*runtime.Tensor{"x": xt, "i": it})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if y := out["y"]; !close32(y.Float32(), tinyWant(x)) || y.Shape.String() != (runtime.Shape{int64(n), 3}).String() {
+			t.Fatalf("n=%d: y = %v %v, want %v", n, y.Shape, y.Float32(), tinyWant(x))
+		}
+		if z := out["z"].Int64(); z[0] != 42 || z[1] != 0 {
+			t.Fatalf("z = %v", z)
+		}
+	}
+}
+
+func TestSession_RunConcurrent(t *testing.T) {
+	s := loadTiny(t)
+	var wg gosync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				n := 1 + (g+i)%3
+				x := make([]float32, n*4)
+				for k := range x {
+					x[k] = float32(g*100 + i + k)
+				}
+				xt, _ := runtime.NewFloat32(runtime.Shape{int64(n), 4}, x)
+				it, _ := runtime.NewInt64(runtime.Shape{2}, []int64{int64(g), int64(i)})
+				out, err := s.Run(context.Background(), map[string]*runtime.Tensor{"x": xt, "i": it})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !close32(out["y"].Float32(), tinyWant(x)) || out["z"].Int64()[1] != int64(i)+1 {
+					errs <- errors.New("concurrent run returned another call's result")
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestSession_RunBadInput(t *testing.T) {
+	s := loadTiny(t)
+	x, _ := runtime.NewFloat32(runtime.Shape{1, 5}, make([]float32, 5))
+	i, _ := runtime.NewInt64(runtime.Shape{2}, []int64{1, 2})
+	_, err := s.Run(context.Background(), map[string]*runtime.Tensor{"x": x, "i": i})
+	if !errors.Is(err, runtime.ErrBadInput) || !strings.Contains(err.Error(), `input "x" has shape [1 5], model wants [? 4]`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestSession_RunCancelled(t *testing.T) {
+	s := loadTiny(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	x, _ := runtime.NewFloat32(runtime.Shape{1, 4}, make([]float32, 4))
+	i, _ := runtime.NewInt64(runtime.Shape{2}, []int64{1, 2})
+	if _, err := s.Run(ctx, map[string]*runtime.Tensor{"x": x, "i": i}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	// A cancellable but live context still runs (RunOptions path).
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	if _, err := s.Run(ctx2, map[string]*runtime.Tensor{"x": x, "i": i}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSession_Close(t *testing.T) {
+	s := loadTiny(t)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	x, _ := runtime.NewFloat32(runtime.Shape{1, 4}, make([]float32, 4))
+	i, _ := runtime.NewInt64(runtime.Shape{2}, []int64{1, 2})
+	if _, err := s.Run(context.Background(), map[string]*runtime.Tensor{"x": x, "i": i}); !errors.Is(err, runtime.ErrClosed) {
+		t.Fatalf("Run after Close: %v", err)
+	}
+}
+
+func TestEnv_LoadBadModel(t *testing.T) {
+	env := testutil.ORT(t)
+	junk := make([]byte, 4096)
+	rand.Read(junk)
+	for name, b := range map[string][]byte{"empty": nil, "random": junk, "text": []byte("not a model\n")} {
+		_, err := env.Load(b, onnx.SessionOptions{})
+		if !errors.Is(err, onnx.ErrBadModel) {
+			t.Errorf("%s: err = %v, want ErrBadModel", name, err)
+		}
+	}
+}
+
+func TestEnv_Version(t *testing.T) {
+	if v := testutil.ORT(t).RuntimeVersion(); v != onnx.Version {
+		t.Fatalf("runtime version %q, want %q", v, onnx.Version)
+	}
+}
+
+func TestFindLibrary(t *testing.T) {
+	if _, err := onnx.FindLibrary("/nonexistent/libonnxruntime.so.1"); !errors.Is(err, onnx.ErrLibraryNotFound) {
+		t.Fatalf("explicit missing: %v", err)
+	}
+	p, err := onnx.FindLibrary("")
+	if err != nil {
+		t.Fatalf("search: %v", err)
+	}
+	if filepath.Base(p) != onnx.LibraryName {
+		t.Fatalf("found %s", p)
+	}
+}
+
+func TestNewEnv_OtherLibrary(t *testing.T) {
+	testutil.ORT(t)
+	other := filepath.Join(t.TempDir(), onnx.LibraryName)
+	os.WriteFile(other, []byte("x"), 0o644)
+	if _, err := onnx.NewEnv(onnx.Options{LibraryPath: other}); err == nil || !strings.Contains(err.Error(), "cannot also load") {
+		t.Fatalf("err = %v", err)
+	}
+}
