@@ -89,7 +89,7 @@ func NewEnv(opts Options) (*Env, error) {
 		return nil, fmt.Errorf("onnx: library %s: %w", lib, err)
 	}
 	ort.SetSharedLibraryPath(lib)
-	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+	if err := ort.InitializeEnvironment(ort.WithLogLevelFatal()); err != nil { // errors come back as Go errors; no duplicate console lines
 		return nil, fmt.Errorf("onnx: load %s: %w", lib, err)
 	}
 	_ = ort.DisableTelemetry() // telemetry is a no-op on Linux builds; an error here is harmless
@@ -199,8 +199,12 @@ type Session struct {
 
 type inputSet struct {
 	vals []ort.Value
-	copy []func(*runtime.Tensor)
+	fill []fillFunc
 }
+
+// fillFunc copies a Go tensor into the ORT value in *slot, replacing the
+// value when it cannot be updated in place.
+type fillFunc func(src *runtime.Tensor, slot *ort.Value) error
 
 // Load creates a session from model bytes (already checksum-verified by the
 // caller, so the bytes checked are the bytes run).
@@ -278,7 +282,10 @@ func (s *Session) Run(ctx context.Context, inputs map[string]*runtime.Tensor) (m
 		return nil, err
 	}
 	for i, in := range s.inputs {
-		set.copy[i](inputs[in.Name])
+		if err := set.fill[i](inputs[in.Name], &set.vals[i]); err != nil {
+			s.putSet(key, set)
+			return nil, fmt.Errorf("onnx: input %q: %w", in.Name, err)
+		}
 	}
 	outs := make([]ort.Value, len(s.outputs))
 
@@ -353,7 +360,7 @@ func (s *Session) newInputSet(inputs map[string]*runtime.Tensor) (*inputSet, err
 		shape := ort.NewShape(t.Shape...)
 		var (
 			v   ort.Value
-			cp  func(*runtime.Tensor)
+			cp  fillFunc
 			err error
 		)
 		switch t.DType {
@@ -373,18 +380,45 @@ func (s *Session) newInputSet(inputs map[string]*runtime.Tensor) (*inputSet, err
 			return nil, fmt.Errorf("onnx: input %q: %w", in.Name, err)
 		}
 		set.vals = append(set.vals, v)
-		set.copy = append(set.copy, cp)
+		set.fill = append(set.fill, cp)
 	}
 	return set, nil
 }
 
-func newBuf[T ort.TensorData](shape ort.Shape, get func(*runtime.Tensor) []T) (ort.Value, func(*runtime.Tensor), error) {
+func newBuf[T ort.TensorData](shape ort.Shape, get func(*runtime.Tensor) []T) (ort.Value, fillFunc, error) {
+	if len(shape) == 0 {
+		return newScalar(get)
+	}
 	t, err := ort.NewEmptyTensor[T](shape)
 	if err != nil {
 		return nil, nil, err
 	}
 	dst := t.GetData()
-	return t, func(src *runtime.Tensor) { copy(dst, get(src)) }, nil
+	return t, func(src *runtime.Tensor, _ *ort.Value) error { copy(dst, get(src)); return nil }, nil
+}
+
+// newScalar handles rank-0 inputs (Silero's "sr"). onnxruntime_go's
+// Scalar.Set swaps its Go slice without updating the OrtValue, so a changed
+// value needs a new OrtValue; an unchanged one (the common case) is reused.
+func newScalar[T ort.TensorData](get func(*runtime.Tensor) []T) (ort.Value, fillFunc, error) {
+	var cur T
+	sc, err := ort.NewScalar(cur)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sc, func(src *runtime.Tensor, slot *ort.Value) error {
+		v := get(src)[0]
+		if v == cur {
+			return nil
+		}
+		n, err := ort.NewScalar(v)
+		if err != nil {
+			return err
+		}
+		_ = (*slot).Destroy()
+		*slot, cur = n, v
+		return nil
+	}, nil
 }
 
 func shapeKey(infos []runtime.TensorInfo, inputs map[string]*runtime.Tensor) string {
@@ -410,6 +444,10 @@ func toTensor(v ort.Value) (*runtime.Tensor, error) {
 		return runtime.NewUint8(shape, t.GetData())
 	case *ort.Tensor[int8]:
 		return runtime.NewInt8(shape, t.GetData())
+	case *ort.Scalar[float32]:
+		return runtime.NewFloat32(runtime.Shape{}, []float32{t.GetData()})
+	case *ort.Scalar[int64]:
+		return runtime.NewInt64(runtime.Shape{}, []int64{t.GetData()})
 	}
 	return nil, fmt.Errorf("unsupported output type %T", v)
 }

@@ -1,0 +1,173 @@
+// Package models turns model files into answers: manifests that describe a
+// model, a registry that loads and verifies a directory of them, and the
+// pre- and post-processing around runtime.Session (audio decoding, VAD
+// segmentation). It never talks to the network.
+package models
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+
+	"github.com/outpost-edge/outpost/runtime"
+)
+
+// ManifestFile is the file name the registry looks for in each model folder.
+const ManifestFile = "manifest.json"
+
+// Sentinel errors, tested with errors.Is.
+var (
+	// ErrBadManifest: a manifest that does not parse or fails validation.
+	ErrBadManifest = errors.New("bad manifest")
+	// ErrChecksum: the model file's sha256 differs from the manifest's.
+	ErrChecksum = errors.New("checksum mismatch")
+	// ErrModelMismatch: the model's real inputs/outputs differ from the manifest's.
+	ErrModelMismatch = errors.New("model does not match its manifest")
+	// ErrUnknownModel: no model of that name is loaded.
+	ErrUnknownModel = errors.New("unknown model")
+	// ErrBadInput: input data (audio, image) that cannot be used.
+	ErrBadInput = errors.New("bad input")
+)
+
+// Task is what a model does; it selects the pipeline.
+type Task string
+
+// Tasks outpost knows.
+const (
+	TaskImageClassification Task = "image-classification"
+	TaskVAD                 Task = "vad"
+	TaskKeywordSpotting     Task = "keyword-spotting"
+)
+
+// Manifest describes one model. See docs/MODELS.md for every field.
+type Manifest struct {
+	Name          string               `json:"name"`
+	Version       string               `json:"version"`
+	Task          Task                 `json:"task"`
+	Description   string               `json:"description,omitempty"`
+	File          string               `json:"file"`
+	SHA256        string               `json:"sha256"`
+	Inputs        []runtime.TensorInfo `json:"inputs"`
+	Outputs       []runtime.TensorInfo `json:"outputs"`
+	Preprocessing Preprocessing        `json:"preprocessing"`
+	VAD           *VADOptions          `json:"vad,omitempty"`
+	Labels        []string             `json:"labels,omitempty"`
+	License       string               `json:"license"`
+	Source        string               `json:"source,omitempty"`
+	Languages     []string             `json:"languages,omitempty"`
+}
+
+// Preprocessing says how raw input becomes tensors.
+type Preprocessing struct {
+	// Audio models.
+	SampleRate     int `json:"sample_rate,omitempty"`     // Hz the model expects
+	ChunkSamples   int `json:"chunk_samples,omitempty"`   // samples per Run (streaming models)
+	ContextSamples int `json:"context_samples,omitempty"` // tail of the previous chunk prepended
+	// Image models.
+	Width  int       `json:"width,omitempty"`
+	Height int       `json:"height,omitempty"`
+	Layout string    `json:"layout,omitempty"` // NCHW or NHWC
+	Mean   []float32 `json:"mean,omitempty"`
+	Std    []float32 `json:"std,omitempty"`
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// ParseManifest decodes and validates a manifest. Unknown fields are errors,
+// so a typo ("sha265") is caught instead of silently ignored.
+func ParseManifest(b []byte) (*Manifest, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var m Manifest
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadManifest, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrBadManifest)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Validate checks the fields a registry relies on.
+func (m *Manifest) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrBadManifest, fmt.Sprintf(format, a...))
+	}
+	if !nameRE.MatchString(m.Name) {
+		return bad("name %q: want lower-case letters, digits, '.', '_' or '-', at most 64", m.Name)
+	}
+	if m.Version == "" {
+		return bad("version is empty")
+	}
+	switch m.Task {
+	case TaskImageClassification, TaskVAD, TaskKeywordSpotting:
+	default:
+		return bad("task %q: want image-classification, vad or keyword-spotting", m.Task)
+	}
+	// IsLocal refuses absolute paths, "..", and reserved names: a manifest
+	// can only point inside its own folder.
+	if m.File == "" || !filepath.IsLocal(m.File) {
+		return bad("file %q must be a relative path inside the model folder", m.File)
+	}
+	if len(m.SHA256) != 64 {
+		return bad("sha256 must be 64 hex digits, got %d characters", len(m.SHA256))
+	}
+	if _, err := hex.DecodeString(m.SHA256); err != nil {
+		return bad("sha256 is not hex: %v", err)
+	}
+	if len(m.Inputs) == 0 || len(m.Outputs) == 0 {
+		return bad("inputs and outputs must each list at least one tensor")
+	}
+	for _, t := range append(append([]runtime.TensorInfo{}, m.Inputs...), m.Outputs...) {
+		if t.Name == "" || t.DType == runtime.Invalid {
+			return bad("tensor %q needs a name and a dtype", t.Name)
+		}
+	}
+	if m.License == "" {
+		return bad("license is empty: say under what terms the model may be used")
+	}
+	p := m.Preprocessing
+	if p.SampleRate < 0 || p.ChunkSamples < 0 || p.ContextSamples < 0 || p.Width < 0 || p.Height < 0 {
+		return bad("preprocessing sizes must not be negative")
+	}
+	if m.Task == TaskVAD && (p.SampleRate == 0 || p.ChunkSamples == 0) {
+		return bad("a vad model needs preprocessing.sample_rate and preprocessing.chunk_samples")
+	}
+	if m.VAD != nil {
+		if err := m.VAD.validate(); err != nil {
+			return bad("vad: %v", err)
+		}
+	}
+	return nil
+}
+
+// CheckIO compares the manifest's declared tensors with a loaded session's.
+func (m *Manifest) CheckIO(s runtime.Session) error {
+	if err := sameInfos("input", m.Inputs, s.Inputs()); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrModelMismatch, m.Name, err)
+	}
+	if err := sameInfos("output", m.Outputs, s.Outputs()); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrModelMismatch, m.Name, err)
+	}
+	return nil
+}
+
+func sameInfos(kind string, want, got []runtime.TensorInfo) error {
+	if len(want) != len(got) {
+		return fmt.Errorf("manifest lists %d %ss, model has %d", len(want), kind, len(got))
+	}
+	for i := range want {
+		w, g := want[i], got[i]
+		if w.Name != g.Name || w.DType != g.DType || w.Shape.String() != g.Shape.String() {
+			return fmt.Errorf("%s %d: manifest says %s, model has %s", kind, i, w, g)
+		}
+	}
+	return nil
+}

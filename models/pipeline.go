@@ -1,0 +1,90 @@
+package models
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/outpost-edge/outpost/runtime"
+)
+
+// Input is one thing to run a model on: a file's bytes and a name for it.
+type Input struct {
+	Name string // file name or other label, echoed in the Result
+	Data []byte
+}
+
+// Timings of one inference, in milliseconds.
+type Timings struct {
+	Decode      float64 `json:"decode"`
+	Preprocess  float64 `json:"preprocess"`
+	Inference   float64 `json:"inference"`
+	Postprocess float64 `json:"postprocess"`
+	Total       float64 `json:"total"`
+}
+
+// Result is what a pipeline produced for one input.
+type Result struct {
+	Model   string  `json:"model"`
+	Version string  `json:"version"`
+	Task    Task    `json:"task"`
+	Input   string  `json:"input,omitempty"`
+	Output  any     `json:"result"`
+	Timings Timings `json:"timings_ms"`
+}
+
+// Pipeline turns raw input into a Result with one model.
+type Pipeline interface {
+	Infer(ctx context.Context, in Input) (*Result, error)
+}
+
+// PipelineOptions carry per-task overrides.
+type PipelineOptions struct {
+	VAD VADOptions
+}
+
+// NewPipeline returns the pipeline for m's task around an open session.
+func NewPipeline(m *Model, sess runtime.Session, opts PipelineOptions) (Pipeline, error) {
+	switch m.Task {
+	case TaskVAD:
+		v, err := NewVAD(sess, &m.Manifest, opts.VAD)
+		if err != nil {
+			return nil, err
+		}
+		return &vadPipeline{m: m, v: v}, nil
+	}
+	return nil, fmt.Errorf("models: %s: task %q has no pipeline in this build", m.Name, m.Task)
+}
+
+type vadPipeline struct {
+	m *Model
+	v *VAD
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (p *vadPipeline) Infer(ctx context.Context, in Input) (*Result, error) {
+	t0 := time.Now()
+	a, err := DecodeWAV(in.Data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", in.Name, err)
+	}
+	t1 := time.Now()
+	samples := a.Samples
+	if a.SampleRate != p.v.rate {
+		samples = Resample(samples, a.SampleRate, p.v.rate)
+	}
+	t2 := time.Now()
+	probs, err := p.v.Probabilities(ctx, samples)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", in.Name, err)
+	}
+	t3 := time.Now()
+	out := Segments(probs, p.v.chunk, p.v.rate, len(samples), p.v.opts)
+	t4 := time.Now()
+	return &Result{
+		Model: p.m.Name, Version: p.m.Version, Task: p.m.Task, Input: in.Name, Output: out,
+		Timings: Timings{Decode: ms(t1.Sub(t0)), Preprocess: ms(t2.Sub(t1)), Inference: ms(t3.Sub(t2)),
+			Postprocess: ms(t4.Sub(t3)), Total: ms(t4.Sub(t0))},
+	}, nil
+}
