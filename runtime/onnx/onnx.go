@@ -14,7 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
-	"strconv"
+	"slices"
 	"strings"
 	gosync "sync"
 
@@ -192,7 +192,7 @@ type Session struct {
 	// set ever made so Close can free them; its size is bounded by the peak
 	// number of concurrent Runs per shape.
 	freeMu gosync.Mutex
-	free   map[string][]*inputSet
+	free   map[uint64][]*inputSet
 	all    []*inputSet
 	runs   gosync.Pool
 }
@@ -200,6 +200,11 @@ type Session struct {
 type inputSet struct {
 	vals []ort.Value
 	fill []fillFunc
+	// outs are ORT-allocated outputs from this set's first run, reused as
+	// preallocated outputs after, so a repeated shape costs no allocation in
+	// ORT. noReuse is set when a model's output shapes vary with the data.
+	outs    []ort.Value
+	noReuse bool
 }
 
 // fillFunc copies a Go tensor into the ORT value in *slot, replacing the
@@ -287,8 +292,6 @@ func (s *Session) Run(ctx context.Context, inputs map[string]*runtime.Tensor) (m
 			return nil, fmt.Errorf("onnx: input %q: %w", in.Name, err)
 		}
 	}
-	outs := make([]ort.Value, len(s.outputs))
-
 	var opts *ort.RunOptions
 	if ctx.Done() != nil {
 		// Cancellation reaches into ORT through RunOptions.Terminate.
@@ -303,10 +306,21 @@ func (s *Session) Run(ctx context.Context, inputs map[string]*runtime.Tensor) (m
 			}()
 		}
 	}
+	defer s.putSet(key, set)
+	outs := make([]ort.Value, len(s.outputs))
+	copy(outs, set.outs)
 	err = s.s.RunWithOptions(set.vals, outs, opts)
-	s.putSet(key, set)
+	if err != nil && set.outs != nil && ctx.Err() == nil {
+		// The outputs' shapes changed with the data: stop reusing them.
+		destroyAll(set.outs)
+		set.outs, set.noReuse = nil, true
+		clear(outs)
+		err = s.s.RunWithOptions(set.vals, outs, opts)
+	}
 	if err != nil {
-		destroyAll(outs)
+		if set.outs == nil {
+			destroyAll(outs)
+		}
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, fmt.Errorf("onnx: run: %w", cerr)
 		}
@@ -314,18 +328,27 @@ func (s *Session) Run(ctx context.Context, inputs map[string]*runtime.Tensor) (m
 	}
 	res := make(map[string]*runtime.Tensor, len(outs))
 	for i, v := range outs {
-		t, err := toTensor(v)
-		if err != nil {
-			destroyAll(outs)
-			return nil, fmt.Errorf("onnx: output %q: %w", s.outputs[i].Name, err)
+		t, terr := toTensor(v) // copies: the ORT buffers are reused next call
+		if terr != nil {
+			err = fmt.Errorf("onnx: output %q: %w", s.outputs[i].Name, terr)
+			break
 		}
 		res[s.outputs[i].Name] = t
 	}
-	destroyAll(outs)
+	switch {
+	case set.outs != nil:
+	case err == nil && !set.noReuse:
+		set.outs = outs
+	default:
+		destroyAll(outs)
+	}
+	if err != nil {
+		return nil, err
+	}
 	return res, nil
 }
 
-func (s *Session) getSet(key string, inputs map[string]*runtime.Tensor) (*inputSet, error) {
+func (s *Session) getSet(key uint64, inputs map[string]*runtime.Tensor) (*inputSet, error) {
 	s.freeMu.Lock()
 	if l := s.free[key]; len(l) > 0 {
 		set := l[len(l)-1]
@@ -344,10 +367,10 @@ func (s *Session) getSet(key string, inputs map[string]*runtime.Tensor) (*inputS
 	return set, nil
 }
 
-func (s *Session) putSet(key string, set *inputSet) {
+func (s *Session) putSet(key uint64, set *inputSet) {
 	s.freeMu.Lock()
 	if s.free == nil {
-		s.free = make(map[string][]*inputSet)
+		s.free = make(map[uint64][]*inputSet)
 	}
 	s.free[key] = append(s.free[key], set)
 	s.freeMu.Unlock()
@@ -421,29 +444,30 @@ func newScalar[T ort.TensorData](get func(*runtime.Tensor) []T) (ort.Value, fill
 	}, nil
 }
 
-func shapeKey(infos []runtime.TensorInfo, inputs map[string]*runtime.Tensor) string {
-	var b []byte
+// shapeKey identifies the concrete input shapes without allocating: FNV-1a
+// over every dimension, with a separator per input.
+func shapeKey(infos []runtime.TensorInfo, inputs map[string]*runtime.Tensor) uint64 {
+	h := uint64(14695981039346656037)
 	for _, in := range infos {
 		for _, d := range inputs[in.Name].Shape {
-			b = strconv.AppendInt(b, d, 10)
-			b = append(b, ',')
+			h = (h ^ uint64(d)) * 1099511628211
 		}
-		b = append(b, ';')
+		h = (h ^ 0xff) * 1099511628211
 	}
-	return string(b)
+	return h
 }
 
 func toTensor(v ort.Value) (*runtime.Tensor, error) {
 	shape := runtime.Shape(v.GetShape())
 	switch t := v.(type) {
 	case *ort.Tensor[float32]:
-		return runtime.NewFloat32(shape, t.GetData())
+		return runtime.NewFloat32(shape, slices.Clone(t.GetData()))
 	case *ort.Tensor[int64]:
-		return runtime.NewInt64(shape, t.GetData())
+		return runtime.NewInt64(shape, slices.Clone(t.GetData()))
 	case *ort.Tensor[uint8]:
-		return runtime.NewUint8(shape, t.GetData())
+		return runtime.NewUint8(shape, slices.Clone(t.GetData()))
 	case *ort.Tensor[int8]:
-		return runtime.NewInt8(shape, t.GetData())
+		return runtime.NewInt8(shape, slices.Clone(t.GetData()))
 	case *ort.Scalar[float32]:
 		return runtime.NewFloat32(runtime.Shape{}, []float32{t.GetData()})
 	case *ort.Scalar[int64]:
@@ -470,6 +494,7 @@ func (s *Session) Close() error {
 	s.closed = true
 	for _, set := range s.all {
 		destroyAll(set.vals)
+		destroyAll(set.outs)
 	}
 	s.all, s.free = nil, nil
 	if err := s.s.Destroy(); err != nil {

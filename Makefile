@@ -1,0 +1,59 @@
+# outpost — the front door. Every target is idempotent and says what it does.
+# The two commands a newcomer needs: `make demo` and `make test`.
+
+SHELL      := /bin/bash
+GO         ?= go
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT     ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS    := -X github.com/outpost-edge/outpost/internal/cli.Version=$(VERSION) \
+              -X github.com/outpost-edge/outpost/internal/cli.Commit=$(COMMIT)
+export CGO_ENABLED := 1
+
+.PHONY: all deps sysdeps build test unit fmt-check vet lint bench demo cross clean help
+
+all: build
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+sysdeps: ## install missing Debian packages (apt-get as root, else prints the command)
+	@bash scripts/sysdeps.sh test
+
+deps: sysdeps ## fetch ONNX Runtime (amd64+arm64) and Silero VAD, pinned by sha256
+	@bash scripts/deps.sh
+	@$(GO) mod download
+
+build: deps ## build bin/outpost
+	@echo "build: bin/outpost $(VERSION)"
+	@$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/outpost ./cmd/outpost
+
+fmt-check: ## fail if gofmt would change anything
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi; echo "fmt: ok"
+
+vet: ## go vet
+	@$(GO) vet ./... && echo "vet: ok"
+
+lint: fmt-check vet ## gofmt + vet
+
+test: deps lint ## deps, gofmt, vet, then every test with the race detector
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+bench: deps ## benchmarks with ratios against baselines measured in the same run
+	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./runtime/onnx/ ./models/
+
+fuzz: deps ## a short fuzzing session on every decoder
+	$(GO) test -run '^$$' -fuzz FuzzDecodeWAV -fuzztime 60s ./models/
+	$(GO) test -run '^$$' -fuzz FuzzManifest -fuzztime 60s ./models/
+
+demo: build ## speak a sentence, pad it with silence, and find the speech in it
+	@mkdir -p artifacts
+	@espeak-ng -v en -w artifacts/demo-raw.wav "Good morning. The maize in the north field has brown spots on its leaves."
+	@sox -q artifacts/demo-raw.wav -r 16000 artifacts/demo-speech.wav pad 1.5 2
+	@echo "demo: ./bin/outpost infer --model silero-vad --format text artifacts/demo-speech.wav"
+	@./bin/outpost infer --model silero-vad --format text artifacts/demo-speech.wav
+	@echo "demo: the same as JSON, one object per input:"
+	@./bin/outpost infer --model silero-vad artifacts/demo-speech.wav
+
+clean: ## remove build outputs (keeps the .cache of fetched deps)
+	rm -rf bin artifacts

@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/outpost-edge/outpost/models"
+	"github.com/outpost-edge/outpost/runtime/onnx"
+)
+
+const inferExamples = `  outpost infer --model silero-vad speech.wav
+  outpost infer --model silero-vad --format text a.wav b.wav
+  arecord -f S16_LE -r 16000 -d 5 -t wav | outpost infer --model silero-vad -
+  outpost infer --model silero-vad --vad-threshold 0.6 --vad-min-speech 400ms noisy.wav
+`
+
+func runInfer(ctx context.Context, std IO, args []string) error {
+	var (
+		rf      runtimeFlags
+		name    string
+		format  string
+		vadOpts models.VADOptions
+		minSp   time.Duration
+		minSil  time.Duration
+		pad     time.Duration
+	)
+	fs := newFlags(std, "infer", "outpost infer --model NAME [flags] FILE... ('-' reads stdin)", inferExamples)
+	fs.StringVarP(&name, "model", "m", "", "model name (see 'outpost models list')")
+	fs.StringVar(&format, "format", "json", "output: json (one object per line) or text")
+	rf.register(fs, "models-dir")
+	fs.Float32Var(&vadOpts.Threshold, "vad-threshold", 0, "VAD: probability that starts speech (default from the manifest, else 0.5)")
+	fs.DurationVar(&minSp, "vad-min-speech", 0, "VAD: drop speech shorter than this (default 250ms)")
+	fs.DurationVar(&minSil, "vad-min-silence", 0, "VAD: silence that ends speech (default 100ms)")
+	fs.DurationVar(&pad, "vad-pad", 0, "VAD: padding added to each side of a segment (default 30ms)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if name == "" {
+		return usagef("--model is required")
+	}
+	if fs.NArg() == 0 {
+		return usagef("no input files")
+	}
+	if format != "json" && format != "text" {
+		return usagef("--format must be json or text, got %q", format)
+	}
+	vadOpts.MinSpeech, vadOpts.MinSilence, vadOpts.SpeechPad = models.Duration(minSp), models.Duration(minSil), models.Duration(pad)
+
+	reg, err := rf.registry()
+	if err != nil {
+		return err
+	}
+	m, err := reg.Get(name)
+	if err != nil {
+		for _, p := range reg.Problems() {
+			if strings.Contains(p.Dir, name) {
+				return fmt.Errorf("%w; %s", err, p)
+			}
+		}
+		return err
+	}
+	env, err := rf.env()
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	sess, err := m.Open(env.Loader(onnx.SessionOptions{IntraOpThreads: rf.threads}))
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	p, err := models.NewPipeline(m, sess, models.PipelineOptions{VAD: vadOpts})
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(std.Out)
+	failed := 0
+	for _, path := range fs.Args() {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		data, err := readInput(std, path)
+		if err == nil {
+			var res *models.Result
+			if res, err = p.Infer(ctx, models.Input{Name: path, Data: data}); err == nil {
+				if format == "json" {
+					err = enc.Encode(res)
+				} else {
+					printText(std.Out, res)
+				}
+			}
+		}
+		if err != nil {
+			failed++
+			fmt.Fprintf(std.Err, "outpost infer: %v\n", err)
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d inputs failed", failed, fs.NArg())
+	}
+	return nil
+}
+
+// maxInput bounds one input file, so a mistaken path to a disk image does
+// not exhaust a 512 MB device.
+const maxInput = 256 << 20
+
+func readInput(std IO, path string) ([]byte, error) {
+	var r io.Reader
+	if path == "-" {
+		r = std.In
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxInput+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxInput {
+		return nil, fmt.Errorf("input is larger than %d MiB", maxInput>>20)
+	}
+	return b, nil
+}
+
+func printText(w io.Writer, r *models.Result) {
+	switch out := r.Output.(type) {
+	case *models.VADResult:
+		fmt.Fprintf(w, "%s: %d speech segment(s) in %.2f s (%.0f%% speech) [%s %s, %.1f ms]\n",
+			r.Input, len(out.Segments), out.Duration, out.SpeechRatio*100, r.Model, r.Version, r.Timings.Total)
+		for _, s := range out.Segments {
+			fmt.Fprintf(w, "  %7.3f – %7.3f s  p=%.2f\n", s.Start, s.End, s.Probability)
+		}
+	default:
+		b, _ := json.Marshal(r.Output)
+		fmt.Fprintf(w, "%s: %s [%s %s, %.1f ms]\n", r.Input, b, r.Model, r.Version, r.Timings.Total)
+	}
+}

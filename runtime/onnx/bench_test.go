@@ -1,0 +1,144 @@
+package onnx_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/outpost-edge/outpost/internal/testutil"
+	"github.com/outpost-edge/outpost/runtime"
+	"github.com/outpost-edge/outpost/runtime/onnx"
+)
+
+// BenchmarkRunOverhead measures one Silero VAD chunk through runtime/onnx
+// against onnxruntime_go called directly on the same model, options and
+// tensors (preallocated inputs and outputs: the fastest direct use). The two
+// are interleaved call by call so machine noise hits both alike, and the
+// ratio is reported as outpost/direct (target ≤ 1.02).
+func BenchmarkRunOverhead(b *testing.B) {
+	env := testutil.ORT(b)
+	model, err := os.ReadFile(testutil.SileroPath(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sess, err := env.Load(model, onnx.SessionOptions{IntraOpThreads: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sess.Close()
+
+	// Direct baseline: same session options as Load.
+	so, _ := ort.NewSessionOptions()
+	so.SetIntraOpNumThreads(1)
+	so.SetInterOpNumThreads(1)
+	so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0")
+	so.AddSessionConfigEntry("session.inter_op.allow_spinning", "0")
+	direct, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{"input", "state", "sr"}, []string{"output", "stateN"}, so)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer direct.Destroy()
+
+	audio := make([]float32, 576)
+	for i := range audio {
+		audio[i] = float32(i%50) / 100
+	}
+	state := make([]float32, 256)
+	dIn, _ := ort.NewTensor(ort.NewShape(1, 576), audio)
+	dState, _ := ort.NewTensor(ort.NewShape(2, 1, 128), state)
+	dSR, _ := ort.NewScalar(int64(16000))
+	dOut, _ := ort.NewEmptyTensor[float32](ort.NewShape(1, 1))
+	dStateN, _ := ort.NewEmptyTensor[float32](ort.NewShape(2, 1, 128))
+	ins, outs := []ort.Value{dIn, dState, dSR}, []ort.Value{dOut, dStateN}
+
+	in, _ := runtime.NewFloat32(runtime.Shape{1, 576}, audio)
+	st, _ := runtime.NewFloat32(runtime.Shape{2, 1, 128}, state)
+	sr, _ := runtime.NewInt64(runtime.Shape{}, []int64{16000})
+	feeds := map[string]*runtime.Tensor{"input": in, "state": st, "sr": sr}
+	ctx := context.Background()
+
+	// Warm both paths (first runs allocate and pick kernels).
+	for i := 0; i < 20; i++ {
+		direct.Run(ins, outs)
+		sess.Run(ctx, feeds)
+	}
+	interleave(b, func() error { return direct.Run(ins, outs) },
+		func() error { _, err := sess.Run(ctx, feeds); return err })
+}
+
+// BenchmarkRunOverheadTiny is the same comparison on the 257-byte test model,
+// where ORT does almost nothing: the difference is outpost's Go-side cost
+// per call (validation, pooled tensors, copying outputs out) in nanoseconds.
+func BenchmarkRunOverheadTiny(b *testing.B) {
+	env := testutil.ORT(b)
+	model, err := os.ReadFile(filepath.Join(testutil.Root(b), "runtime", "testdata", "tiny.onnx"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sess, err := env.Load(model, onnx.SessionOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sess.Close()
+	so, _ := ort.NewSessionOptions()
+	so.SetIntraOpNumThreads(1)
+	so.SetInterOpNumThreads(1)
+	so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0")
+	so.AddSessionConfigEntry("session.inter_op.allow_spinning", "0")
+	direct, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{"x", "i"}, []string{"y", "z"}, so)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer direct.Destroy()
+	xd, id := make([]float32, 4), []int64{1, 2}
+	dx, _ := ort.NewTensor(ort.NewShape(1, 4), xd)
+	di, _ := ort.NewTensor(ort.NewShape(2), id)
+	dy, _ := ort.NewEmptyTensor[float32](ort.NewShape(1, 3))
+	dz, _ := ort.NewEmptyTensor[int64](ort.NewShape(2))
+	ins, outs := []ort.Value{dx, di}, []ort.Value{dy, dz}
+	x, _ := runtime.NewFloat32(runtime.Shape{1, 4}, xd)
+	i, _ := runtime.NewInt64(runtime.Shape{2}, id)
+	feeds := map[string]*runtime.Tensor{"x": x, "i": i}
+	interleave(b, func() error { return direct.Run(ins, outs) },
+		func() error { _, err := sess.Run(context.Background(), feeds); return err })
+}
+
+// interleave runs direct and outpost alternately b.N times each and reports
+// both per-call times, their ratio and the absolute overhead.
+func interleave(b *testing.B, direct, outpost func() error) {
+	for i := 0; i < 20; i++ { // warm both paths: first runs allocate and pick kernels
+		direct()
+		outpost()
+	}
+	timed := func(f func() error) time.Duration {
+		t0 := time.Now()
+		if err := f(); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0)
+	}
+	var tDirect, tOutpost time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Alternate which goes first: the second call of a pair finds
+		// warmer caches, and that must not count for either side.
+		if i%2 == 0 {
+			tDirect += timed(direct)
+			tOutpost += timed(outpost)
+		} else {
+			tOutpost += timed(outpost)
+			tDirect += timed(direct)
+		}
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(float64(tDirect.Nanoseconds())/n, "direct-ns/run")
+	b.ReportMetric(float64(tOutpost.Nanoseconds())/n, "outpost-ns/run")
+	b.ReportMetric(float64(tOutpost-tDirect)/n, "overhead-ns/run")
+	b.ReportMetric(float64(tOutpost)/float64(tDirect), "ratio")
+	b.ReportMetric(0, "ns/op") // the per-path figures above are the ones to read
+}
