@@ -179,24 +179,56 @@ func EncodeWAV(samples []float32, rate int) []byte {
 // Resample converts x from rate `from` to rate `to` with a windowed-sinc
 // (Blackman) low-pass at the lower Nyquist frequency, so downsampling 44.1
 // or 48 kHz recordings to 16 kHz does not fold high frequencies into speech.
+// Common rate pairs are rational with a small numerator, so the kernel is
+// precomputed once per output phase (polyphase) instead of per sample.
 func Resample(x []float32, from, to int) []float32 {
 	if from == to || len(x) == 0 {
 		return append([]float32(nil), x...)
 	}
 	const zeros = 16 // zero crossings on each side of the kernel
-	ratio := float64(to) / float64(from)
-	cutoff := math.Min(1, ratio) // in units of the input Nyquist
+	g := gcd(from, to)
+	up, down := to/g, from/g // output i sits at input position i*down/up
+	cutoff := math.Min(1, float64(up)/float64(down))
 	half := int(math.Ceil(zeros / cutoff))
-	n := int(math.Floor(float64(len(x)) * ratio))
+	taps := 2 * half
+	n := int(int64(len(x)) * int64(up) / int64(down))
 	out := make([]float32, n)
-	for i := range out {
-		t := float64(i) / ratio // position in input samples
-		c := int(math.Floor(t))
-		var sum, wsum float64
-		for k := c - half + 1; k <= c+half; k++ {
-			if k < 0 || k >= len(x) {
-				continue
+
+	var table []float32 // up phases × taps weights, normalised per phase
+	if up <= 4096 {
+		table = make([]float32, up*taps)
+		for ph := 0; ph < up; ph++ {
+			frac := float64(ph) / float64(up)
+			var sum float64
+			for j := 0; j < taps; j++ {
+				d := frac - float64(j-half+1)
+				w := cutoff * sinc(cutoff*d) * blackman(d/float64(half))
+				table[ph*taps+j] = float32(w)
+				sum += w
 			}
+			for j := 0; j < taps; j++ {
+				table[ph*taps+j] /= float32(sum)
+			}
+		}
+	}
+	for i := range out {
+		pos := int64(i) * int64(down)
+		c, ph := int(pos/int64(up)), int(pos%int64(up))
+		lo := c - half + 1
+		if table != nil && lo >= 0 && c+half < len(x) {
+			w := table[ph*taps : ph*taps+taps]
+			var acc float32
+			for j, xv := range x[lo : lo+taps] {
+				acc += w[j] * xv
+			}
+			out[i] = acc
+			continue
+		}
+		// Edges (and exotic ratios): direct evaluation, renormalised over
+		// the taps that exist.
+		t := float64(pos) / float64(up)
+		var sum, wsum float64
+		for k := max(lo, 0); k <= min(c+half, len(x)-1); k++ {
 			d := t - float64(k)
 			w := cutoff * sinc(cutoff*d) * blackman(d/float64(half))
 			sum += w * float64(x[k])
@@ -207,6 +239,13 @@ func Resample(x []float32, from, to int) []float32 {
 		}
 	}
 	return out
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 func sinc(x float64) float64 {

@@ -15,7 +15,9 @@ import (
 )
 
 // sileroPipeline opens the real Silero VAD v5 model through the registry.
-func sileroPipeline(t *testing.T) (models.Pipeline, *models.Model) {
+func sileroPipeline(t *testing.T) (models.Pipeline, *models.Model) { return sileroPipelineB(t) }
+
+func sileroPipelineB(t testing.TB) (models.Pipeline, *models.Model) {
 	t.Helper()
 	testutil.SileroPath(t)
 	reg, err := models.LoadDir(testutil.ModelsDir(t))
