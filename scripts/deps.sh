@@ -23,7 +23,7 @@ cache=${OUTPOST_CACHE:-$root/.cache}
 ortdir=$cache/onnxruntime/$ORT_VERSION
 vaddst=$root/models/silero-vad/silero_vad_v5.onnx
 
-say() { printf 'deps: %s\n' "$*"; }
+say() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
 
 sha_ok() { # file sha256
