@@ -1,0 +1,427 @@
+// Package outbox is outpost's durable queue of results on bbolt. Append
+// returns only after the record is on disk (group commit: concurrent
+// producers share one fsync); records leave only when Ack says the hub has
+// them. Caps keep the file inside its budget with an explicit policy.
+//
+// The outbox knows nothing of the wire format: it stores Records and hands
+// them out in delivery order (priority, then age).
+package outbox
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	gosync "sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Sentinel errors.
+var (
+	// ErrFull: a cap is reached and the policy is pause (or nothing lower
+	// priority can be evicted). Nothing stored was touched; retry later.
+	ErrFull = errors.New("outbox: full")
+	// ErrClosed: the outbox is closed or closing.
+	ErrClosed = errors.New("outbox: closed")
+	// ErrNotFound: no record with that ID.
+	ErrNotFound = errors.New("outbox: not found")
+	// ErrTooLarge: one record (or its evidence) is larger than the cap itself.
+	ErrTooLarge = errors.New("outbox: record larger than the cap")
+)
+
+// Policy says what happens when a cap is reached.
+type Policy string
+
+// Policies.
+const (
+	// PolicyPause rejects new intake with ErrFull: a field result is never
+	// lost silently. The default.
+	PolicyPause Policy = "pause"
+	// PolicyDropLowest evicts the lowest-priority, oldest records (never one
+	// more urgent than the newcomer), counting each eviction in stats and logs.
+	PolicyDropLowest Policy = "drop-lowest"
+)
+
+// Options configure an Outbox. Zero values take the documented defaults.
+type Options struct {
+	MaxBytes         int64                       // records' encoded bytes; default 64 MiB
+	MaxRecords       int64                       // default 1,000,000
+	EvidenceMaxBytes int64                       // evidence blobs; default 256 MiB
+	Policy           Policy                      // default PolicyPause
+	TTL              [NumPriorities]time.Duration // per priority; 0 keeps until acked
+	LeaseTimeout     time.Duration               // unacked leases return after this; default 2m
+	MaxBatch         int                         // records per group commit; default 1024
+	// CompactRatio: at Open, compact when free pages exceed this share of a
+	// file larger than CompactMinBytes. Defaults 0.5 and 4 MiB; <0 disables.
+	CompactRatio    float64
+	CompactMinBytes int64
+	// NoSync skips fsync. Benchmarks of the raw floor only: never in production.
+	NoSync bool
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.MaxBytes == 0 {
+		o.MaxBytes = 64 << 20
+	}
+	if o.MaxRecords == 0 {
+		o.MaxRecords = 1_000_000
+	}
+	if o.EvidenceMaxBytes == 0 {
+		o.EvidenceMaxBytes = 256 << 20
+	}
+	if o.Policy == "" {
+		o.Policy = PolicyPause
+	}
+	if o.LeaseTimeout == 0 {
+		o.LeaseTimeout = 2 * time.Minute
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 1024
+	}
+	if o.CompactRatio == 0 {
+		o.CompactRatio = 0.5
+	}
+	if o.CompactMinBytes == 0 {
+		o.CompactMinBytes = 4 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+func (o *Options) validate() error {
+	if o.Policy != PolicyPause && o.Policy != PolicyDropLowest {
+		return fmt.Errorf("outbox: policy %q: want pause or drop-lowest", o.Policy)
+	}
+	if o.MaxBytes < 0 || o.MaxRecords < 0 || o.EvidenceMaxBytes < 0 || o.MaxBatch < 0 {
+		return fmt.Errorf("outbox: caps must not be negative")
+	}
+	return nil
+}
+
+var (
+	bRecords  = []byte("records")  // priority(1) | id(16) -> encoded Record
+	bIndex    = []byte("index")    // id -> priority
+	bEvidence = []byte("evidence") // id -> raw bytes
+	bMeta     = []byte("meta")     // counters, see meta.go
+)
+
+// Outbox is a durable queue. All methods are safe for concurrent use.
+type Outbox struct {
+	path string
+	opts Options
+	ids  *IDGen
+	log  *slog.Logger
+
+	mu     gosync.RWMutex // write-locked only to swap db during Compact
+	db     *bolt.DB
+	reqs   chan *appendReq
+	done   chan struct{}
+	closed chan struct{}
+	once   gosync.Once
+
+	leaseMu gosync.Mutex
+	leases  map[ID]time.Time
+}
+
+type appendReq struct {
+	rec      *Record
+	evidence []byte
+	err      error
+	evicted  []ID
+	done     chan struct{}
+}
+
+// Open opens or creates the outbox at path. A file that bbolt cannot open or
+// whose consistency check fails is renamed aside (never deleted), logged, and
+// a fresh outbox starts in its place.
+func Open(path string, opts Options) (*Outbox, error) {
+	opts.defaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	o := &Outbox{path: path, opts: opts, ids: NewIDGen(), log: opts.Logger,
+		reqs: make(chan *appendReq, opts.MaxBatch), done: make(chan struct{}), closed: make(chan struct{}),
+		leases: map[ID]time.Time{}}
+	o.ids.now = opts.Now
+	db, err := o.openDB()
+	if err != nil {
+		return nil, err
+	}
+	o.db = db
+	if err := o.maybeCompact(); err != nil {
+		o.log.Warn("outbox: compaction at open failed; continuing uncompacted", "path", path, "err", err)
+	}
+	go o.commitLoop()
+	return o, nil
+}
+
+func (o *Outbox) boltOptions() *bolt.Options {
+	return &bolt.Options{Timeout: 2 * time.Second, NoSync: o.opts.NoSync, FreelistType: bolt.FreelistMapType}
+}
+
+// openDB opens the file, checks it, and moves a corrupt one aside.
+func (o *Outbox) openDB() (*bolt.DB, error) {
+	db, err := o.tryOpen()
+	if err == nil {
+		return db, nil
+	}
+	if errors.Is(err, berrors.ErrTimeout) || errors.Is(err, os.ErrPermission) {
+		return nil, fmt.Errorf("outbox: open %s: %w", o.path, err)
+	}
+	aside := fmt.Sprintf("%s.corrupt-%s", o.path, o.opts.Now().UTC().Format("20060102T150405Z"))
+	if rerr := os.Rename(o.path, aside); rerr != nil {
+		return nil, fmt.Errorf("outbox: open %s: %w (and moving it aside failed: %v)", o.path, err, rerr)
+	}
+	syncDir(filepath.Dir(o.path))
+	o.log.Error("outbox: database unreadable; moved aside, starting a fresh outbox",
+		"path", o.path, "moved_to", aside, "err", err)
+	db, err2 := o.tryOpen()
+	if err2 != nil {
+		return nil, fmt.Errorf("outbox: open fresh %s after moving a corrupt file aside: %w", o.path, err2)
+	}
+	return db, nil
+}
+
+func (o *Outbox) tryOpen() (db *bolt.DB, err error) {
+	defer func() {
+		// bbolt panics on some corruptions it finds while reading pages.
+		if r := recover(); r != nil {
+			if db != nil {
+				db.Close()
+			}
+			db, err = nil, fmt.Errorf("bbolt panicked reading the file: %v", r)
+		}
+	}()
+	db, err = bolt.Open(o.path, 0o600, o.boltOptions())
+	if err != nil {
+		return nil, err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bRecords, bIndex, bEvidence, bMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		for cerr := range tx.Check() {
+			return fmt.Errorf("consistency check: %w", cerr)
+		}
+		if v := tx.Bucket(bMeta).Get(mLastID); len(v) == 16 {
+			o.ids.Observe(ID(v))
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Path is the database file.
+func (o *Outbox) Path() string { return o.path }
+
+// Append stores r durably and returns its ID. Zero ID and Created are filled
+// in; Seq is always assigned. evidence (raw photo/audio) may be nil. It
+// returns only after fsync, sharing it with concurrent Appends.
+func (o *Outbox) Append(ctx context.Context, r *Record, evidence []byte) (ID, error) {
+	if r.ID == (ID{}) {
+		r.ID = o.ids.New()
+	} else {
+		o.ids.Observe(r.ID)
+	}
+	if r.Created.IsZero() {
+		r.Created = o.opts.Now()
+	}
+	if r.Priority >= NumPriorities {
+		return r.ID, fmt.Errorf("outbox: append %s: priority %d out of range", r.ID, r.Priority)
+	}
+	if evidence != nil && r.Evidence == nil {
+		r.Evidence = &Evidence{Size: int64(len(evidence))}
+	}
+	req := &appendReq{rec: r, evidence: evidence, done: make(chan struct{})}
+	select {
+	case <-o.done:
+		return r.ID, ErrClosed
+	case <-ctx.Done():
+		return r.ID, fmt.Errorf("outbox: append %s: %w", r.ID, ctx.Err())
+	case o.reqs <- req:
+	}
+	// Once handed over, wait for the commit regardless of ctx: the caller
+	// must learn whether the record is stored.
+	<-req.done
+	if req.err != nil {
+		return r.ID, req.err
+	}
+	return r.ID, nil
+}
+
+// commitLoop is the single writer: it takes every request waiting, commits
+// them in one transaction (one fsync) and answers each.
+func (o *Outbox) commitLoop() {
+	defer close(o.closed)
+	batch := make([]*appendReq, 0, o.opts.MaxBatch)
+	for {
+		var first *appendReq
+		select {
+		case first = <-o.reqs:
+		case <-o.done:
+			// Drain what producers handed over before Close.
+			for {
+				select {
+				case r := <-o.reqs:
+					o.commit([]*appendReq{r})
+				default:
+					return
+				}
+			}
+		}
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < o.opts.MaxBatch {
+			select {
+			case r := <-o.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		o.commit(batch)
+	}
+}
+
+func (o *Outbox) commit(batch []*appendReq) {
+	o.mu.RLock()
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		for _, r := range batch {
+			r.err, r.evicted = nil, nil
+			if err := o.put(tx, r); err != nil {
+				if errors.Is(err, ErrFull) || errors.Is(err, ErrTooLarge) {
+					r.err = err // this record only; the rest of the batch goes on
+					continue
+				}
+				return err
+			}
+		}
+		return nil
+	})
+	o.mu.RUnlock()
+	if err != nil && len(batch) > 1 {
+		// One record's storage error must not fail its neighbours: retry
+		// each on its own (as bbolt's Batch does).
+		for _, r := range batch {
+			o.commit([]*appendReq{r})
+		}
+		return
+	}
+	for _, r := range batch {
+		if err != nil {
+			r.err = fmt.Errorf("outbox: append %s: %w", r.rec.ID, err)
+		}
+		if r.err == nil && len(r.evicted) > 0 {
+			o.forgetLeases(r.evicted)
+			o.log.Warn("outbox: full; evicted lower-priority records (policy drop-lowest)",
+				"count", len(r.evicted), "for", r.rec.ID.String(), "priority", r.rec.Priority.String())
+		}
+		close(r.done)
+	}
+}
+
+func (o *Outbox) put(tx *bolt.Tx, r *appendReq) error {
+	m := newMeta(tx)
+	rec := r.rec
+	rec.Seq = m.get(mSeq) + 1
+	val := rec.Encode(nil)
+	key := recordKey(rec.Priority, rec.ID)
+	size := int64(len(key) + len(val))
+	if size > o.opts.MaxBytes {
+		return fmt.Errorf("%w: record %s is %d bytes, cap %d", ErrTooLarge, rec.ID, size, o.opts.MaxBytes)
+	}
+	if int64(len(r.evidence)) > o.opts.EvidenceMaxBytes {
+		return fmt.Errorf("%w: evidence for %s is %d bytes, cap %d", ErrTooLarge, rec.ID, len(r.evidence), o.opts.EvidenceMaxBytes)
+	}
+	if err := o.makeRoom(tx, m, r, size); err != nil {
+		return err
+	}
+	recs := tx.Bucket(bRecords)
+	if recs.Get(key) != nil {
+		return nil // same ID appended twice (a retried Append): store once
+	}
+	if err := recs.Put(key, val); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bIndex).Put(rec.ID[:], []byte{byte(rec.Priority)}); err != nil {
+		return err
+	}
+	if r.evidence != nil {
+		if err := tx.Bucket(bEvidence).Put(rec.ID[:], r.evidence); err != nil {
+			return err
+		}
+		m.add(mEvBytes, int64(len(r.evidence)))
+	}
+	m.set(mSeq, rec.Seq)
+	m.add(countKey(rec.Priority), 1)
+	m.add(bytesKey(rec.Priority), size)
+	m.add(mAppended, 1)
+	if last := m.raw(mLastID); len(last) != 16 || string(last) < string(rec.ID[:]) {
+		if err := m.putRaw(mLastID, rec.ID[:]); err != nil {
+			return err
+		}
+	}
+	return m.err
+}
+
+func recordKey(p Priority, id ID) []byte {
+	k := make([]byte, 17)
+	k[0] = byte(p)
+	copy(k[1:], id[:])
+	return k
+}
+
+// Close stops intake, commits what producers already handed over, and
+// closes the file. Safe to call twice.
+func (o *Outbox) Close() error {
+	var err error
+	o.once.Do(func() {
+		close(o.done)
+		<-o.closed
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if cerr := o.db.Close(); cerr != nil {
+			err = fmt.Errorf("outbox: close: %w", cerr)
+		}
+	})
+	return err
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+// fileSize is the database file's size on disk.
+func (o *Outbox) fileSize() int64 {
+	st, err := os.Stat(o.path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+func putUint64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -1,0 +1,432 @@
+package outbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	gosync "sync"
+	"testing"
+	"time"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu sync0
+	t  time.Time
+}
+
+type sync0 = gosync.Mutex
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func open(t *testing.T, path string, o Options) *Outbox {
+	t.Helper()
+	ob, err := Open(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ob.Close() })
+	return ob
+}
+
+func rec(p Priority, out string) *Record {
+	return &Record{Device: "dev-1", Model: "m", Version: "1", Task: "vad", Priority: p, Output: []byte(out)}
+}
+
+func mustAppend(t *testing.T, ob *Outbox, r *Record) ID {
+	t.Helper()
+	id, err := ob.Append(context.Background(), r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func outputs(rs []*Record) string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, string(r.Output))
+	}
+	return strings.Join(s, ",")
+}
+
+func TestIDGen_Monotonic(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	g := &IDGen{now: c.Now}
+	var prev ID
+	for i := 0; i < 10000; i++ {
+		if i == 5000 {
+			c.Add(-time.Hour) // NTP yanks the clock back an hour
+		}
+		if i%100 == 0 {
+			c.Add(time.Millisecond)
+		}
+		id := g.New()
+		if bytes.Compare(id[:], prev[:]) <= 0 {
+			t.Fatalf("id %d %s not after %s", i, id, prev)
+		}
+		if id[6]>>4 != 7 || id[8]>>6 != 2 {
+			t.Fatalf("not a UUIDv7: %s", id)
+		}
+		prev = id
+	}
+	p, err := ParseID(prev.String())
+	if err != nil || p != prev {
+		t.Fatalf("ParseID(%s) = %s, %v", prev, p, err)
+	}
+	// A new generator (restart) with the clock still behind continues after
+	// the newest ID it is shown.
+	g2 := &IDGen{now: c.Now}
+	g2.Observe(prev)
+	if id := g2.New(); bytes.Compare(id[:], prev[:]) <= 0 {
+		t.Fatalf("after Observe: %s not after %s", id, prev)
+	}
+}
+
+func TestRecord_RoundTrip(t *testing.T) {
+	r := &Record{ID: NewIDGen().New(), Seq: 42, Created: time.Unix(1_700_000_000, 123).UTC(), Device: "kiosk-7",
+		Model: "silero-vad", Version: "5.0.0", Task: "vad", Priority: Alert, Tier: TierEvidence,
+		Output: []byte(`{"segments":[]}`), Evidence: &Evidence{ContentType: "audio/wav", Size: 1234, SHA256: "ab"}}
+	b := r.Encode(nil)
+	got, err := DecodeRecord(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gj, _ := json.Marshal(got)
+	wj, _ := json.Marshal(r)
+	if !bytes.Equal(gj, wj) {
+		t.Fatalf("got %+v\nwant %+v", got, r)
+	}
+	for i := 0; i < len(b); i++ {
+		if _, err := DecodeRecord(b[:i]); !errors.Is(err, ErrCorruptRecord) {
+			t.Fatalf("truncated at %d: err = %v", i, err)
+		}
+	}
+	b[0] = 9
+	if _, err := DecodeRecord(b); err == nil || !strings.Contains(err.Error(), "version 9") {
+		t.Fatalf("version: %v", err)
+	}
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	f.Add((&Record{Output: []byte("x"), Evidence: &Evidence{Size: 3}}).Encode(nil))
+	f.Add([]byte{1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeRecord(b)
+		if err != nil {
+			if !errors.Is(err, ErrCorruptRecord) {
+				t.Fatalf("unwrapped error %v", err)
+			}
+			return
+		}
+		if again := r.Encode(nil); !bytes.Equal(again, b) {
+			// Varints have one canonical form here, so a decoded record re-encodes identically.
+			t.Fatalf("re-encoding differs:\n%x\n%x", again, b)
+		}
+	})
+}
+
+func TestOutbox_LeaseOrderAndAck(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	ob := open(t, filepath.Join(t.TempDir(), "outbox.db"), Options{Now: c.Now, LeaseTimeout: time.Minute})
+	for i, p := range []Priority{Bulk, Normal, Alert, Normal, Bulk, Alert} {
+		c.Add(time.Millisecond)
+		mustAppend(t, ob, rec(p, fmt.Sprintf("%s%d", p, i)))
+	}
+	got, err := ob.Lease(4, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := outputs(got); s != "alert2,alert5,normal1,normal3" {
+		t.Fatalf("lease order %s", s)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].Seq == got[i-1].Seq {
+			t.Fatalf("duplicate seq")
+		}
+	}
+	// Leased records are skipped; the rest come next.
+	rest, _ := ob.Lease(10, 0)
+	if s := outputs(rest); s != "bulk0,bulk4" {
+		t.Fatalf("second lease %s", s)
+	}
+	if more, _ := ob.Lease(10, 0); len(more) != 0 {
+		t.Fatalf("everything is leased, got %s", outputs(more))
+	}
+	// Ack two, release one, let the rest time out.
+	n, err := ob.Ack([]ID{got[0].ID, got[1].ID, got[0].ID})
+	if err != nil || n != 2 {
+		t.Fatalf("ack: %d %v", n, err)
+	}
+	ob.Release([]ID{got[2].ID})
+	if again, _ := ob.Lease(10, 0); outputs(again) != "normal1" {
+		t.Fatalf("after release: %s", outputs(again))
+	}
+	c.Add(2 * time.Minute)
+	if again, _ := ob.Lease(10, 0); outputs(again) != "normal1,normal3,bulk0,bulk4" {
+		t.Fatalf("after lease timeout: %s", outputs(again))
+	}
+	if _, err := ob.Get(got[0].ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("acked record still there: %v", err)
+	}
+	st, _ := ob.Stats()
+	if st.Count != 4 || st.Appended != 6 || st.Acked != 2 || st.Priorities["bulk"].Count != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	// maxBytes bounds a lease but never starves it: one record always fits.
+	c.Add(2 * time.Minute)
+	if one, _ := ob.Lease(10, 1); len(one) != 1 {
+		t.Fatalf("lease with tiny maxBytes returned %d", len(one))
+	}
+}
+
+func TestOutbox_CapPause(t *testing.T) {
+	ob := open(t, filepath.Join(t.TempDir(), "outbox.db"), Options{MaxRecords: 3})
+	for i := 0; i < 3; i++ {
+		mustAppend(t, ob, rec(Bulk, fmt.Sprint(i)))
+	}
+	_, err := ob.Append(context.Background(), rec(Alert, "late"), nil)
+	if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "policy pause") {
+		t.Fatalf("err = %v", err)
+	}
+	all, _ := ob.Lease(10, 0)
+	if outputs(all) != "0,1,2" {
+		t.Fatalf("stored records changed: %s", outputs(all))
+	}
+	ob.Ack([]ID{all[0].ID})
+	mustAppend(t, ob, rec(Alert, "late")) // intake resumes when room returns
+}
+
+func TestOutbox_CapDropLowest(t *testing.T) {
+	ob := open(t, filepath.Join(t.TempDir(), "outbox.db"), Options{MaxRecords: 4, Policy: PolicyDropLowest})
+	for _, s := range []struct {
+		p Priority
+		o string
+	}{{Normal, "n1"}, {Bulk, "b1"}, {Alert, "a1"}, {Bulk, "b2"}} {
+		mustAppend(t, ob, rec(s.p, s.o))
+	}
+	mustAppend(t, ob, rec(Normal, "n2")) // evicts b1 (bulk, oldest)
+	mustAppend(t, ob, rec(Normal, "n3")) // evicts b2
+	mustAppend(t, ob, rec(Alert, "a2"))  // evicts n1 (normal, oldest)
+	_, err := ob.Append(context.Background(), rec(Bulk, "b3"), nil)
+	if !errors.Is(err, ErrFull) { // a bulk record may not evict more urgent ones
+		t.Fatalf("bulk into a full outbox of alerts+normals: %v", err)
+	}
+	all, _ := ob.Lease(10, 0)
+	if outputs(all) != "a1,a2,n2,n3" {
+		t.Fatalf("kept %s", outputs(all))
+	}
+	st, _ := ob.Stats()
+	if st.Evicted != 3 || st.Priorities["bulk"].Evicted != 2 || st.Priorities["normal"].Evicted != 1 {
+		t.Fatalf("eviction counters %+v", st)
+	}
+}
+
+func TestOutbox_ByteCapsAndEvidence(t *testing.T) {
+	ob := open(t, filepath.Join(t.TempDir(), "outbox.db"), Options{MaxBytes: 1000, EvidenceMaxBytes: 100})
+	big := rec(Normal, strings.Repeat("x", 2000))
+	if _, err := ob.Append(context.Background(), big, nil); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized record: %v", err)
+	}
+	id, err := ob.Append(context.Background(), rec(Normal, "photo"), []byte("0123456789"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := ob.Evidence(id)
+	if string(ev) != "0123456789" {
+		t.Fatalf("evidence %q", ev)
+	}
+	for i := 0; i < 9; i++ {
+		if _, err := ob.Append(context.Background(), rec(Normal, "p"), make([]byte, 10)); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	if _, err := ob.Append(context.Background(), rec(Normal, "p"), make([]byte, 10)); !errors.Is(err, ErrFull) {
+		t.Fatalf("evidence cap: %v", err)
+	}
+	st, _ := ob.Stats()
+	if st.EvidenceBytes != 100 {
+		t.Fatalf("evidence bytes %d", st.EvidenceBytes)
+	}
+	ob.Ack([]ID{id})
+	if st, _ = ob.Stats(); st.EvidenceBytes != 90 {
+		t.Fatalf("evidence bytes after ack %d", st.EvidenceBytes)
+	}
+}
+
+func TestOutbox_TTL(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	var ttl [NumPriorities]time.Duration
+	ttl[Bulk] = time.Hour
+	ob := open(t, filepath.Join(t.TempDir(), "outbox.db"), Options{Now: c.Now, TTL: ttl})
+	mustAppend(t, ob, rec(Bulk, "old"))
+	mustAppend(t, ob, rec(Normal, "keep"))
+	c.Add(2 * time.Hour)
+	mustAppend(t, ob, rec(Bulk, "new"))
+	n, err := ob.Expire(c.Now())
+	if err != nil || n != 1 {
+		t.Fatalf("expired %d, %v", n, err)
+	}
+	all, _ := ob.Lease(10, 0)
+	if outputs(all) != "keep,new" {
+		t.Fatalf("left %s", outputs(all))
+	}
+	if st, _ := ob.Stats(); st.Expired != 1 {
+		t.Fatalf("expired counter %d", st.Expired)
+	}
+}
+
+func TestOutbox_Reopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	ob, err := Open(path, Options{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mustAppend(t, ob, rec(Normal, "a"))
+	if err := ob.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	if _, err := ob.Append(context.Background(), rec(Normal, "x"), nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after close: %v", err)
+	}
+	c.Add(-24 * time.Hour) // the device boots with a dead RTC battery
+	ob2 := open(t, path, Options{Now: c.Now})
+	b := mustAppend(t, ob2, rec(Normal, "b"))
+	if bytes.Compare(b[:], a[:]) <= 0 {
+		t.Fatalf("ID after restart %s sorts before %s", b, a)
+	}
+	all, _ := ob2.Lease(10, 0)
+	if outputs(all) != "a,b" || all[1].Seq != all[0].Seq+1 {
+		t.Fatalf("after reopen: %s seqs %d %d", outputs(all), all[0].Seq, all[1].Seq)
+	}
+}
+
+func TestOutbox_CorruptFileMovedAside(t *testing.T) {
+	for name, content := range map[string][]byte{
+		"garbage":   bytes.Repeat([]byte("not a bbolt file "), 1000),
+		"truncated": nil, // filled below from a real DB
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "outbox.db")
+			if content == nil {
+				ob, _ := Open(path, Options{})
+				for i := 0; i < 500; i++ {
+					mustAppend(t, ob, rec(Normal, strings.Repeat("y", 200)))
+				}
+				ob.Close()
+				b, _ := os.ReadFile(path)
+				content = b[:len(b)/3]
+			}
+			os.WriteFile(path, content, 0o600)
+			var logs bytes.Buffer
+			ob := open(t, path, Options{Logger: newTextLogger(&logs)})
+			mustAppend(t, ob, rec(Normal, "fresh"))
+			matches, _ := filepath.Glob(path + ".corrupt-*")
+			if len(matches) != 1 {
+				t.Fatalf("corrupt file not moved aside: %v", matches)
+			}
+			kept, _ := os.ReadFile(matches[0])
+			if !bytes.Equal(kept, content) {
+				t.Fatal("the moved-aside file differs from the original")
+			}
+			if !strings.Contains(logs.String(), "moved aside") {
+				t.Fatalf("not logged: %q", logs.String())
+			}
+		})
+	}
+}
+
+func TestOutbox_Compact(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	ob := open(t, path, Options{})
+	var keep []ID
+	for i := 0; i < 3000; i++ {
+		id := mustAppend(t, ob, rec(Normal, strings.Repeat("z", 1000)))
+		if i%100 == 0 {
+			keep = append(keep, id)
+		}
+	}
+	all, _ := ob.Lease(3000, 0)
+	var drop []ID
+	for _, r := range all {
+		if !containsID(keep, r.ID) {
+			drop = append(drop, r.ID)
+		}
+	}
+	ob.Ack(drop)
+	before, after, err := ob.Compact()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after >= before/2 {
+		t.Fatalf("compaction %d -> %d bytes", before, after)
+	}
+	for _, id := range keep {
+		if _, err := ob.Get(id); err != nil {
+			t.Fatalf("lost %s in compaction: %v", id, err)
+		}
+	}
+	mustAppend(t, ob, rec(Normal, "after"))
+	t.Logf("compacted %d -> %d bytes", before, after)
+}
+
+func containsID(ids []ID, id ID) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+func TestOutbox_ConcurrentAppend(t *testing.T) {
+	ob := open(t, filepath.Join(t.TempDir(), "outbox.db"), Options{})
+	const producers, each = 64, 50
+	var wg gosync.WaitGroup
+	ids := make(chan ID, producers*each)
+	for p := 0; p < producers; p++ {
+		wg.Add(1)
+		go func(p int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				id, err := ob.Append(context.Background(), rec(Normal, fmt.Sprintf("%d/%d", p, i)), nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids <- id
+			}
+		}(p)
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[ID]bool{}
+	for id := range ids {
+		seen[id] = true
+	}
+	st, _ := ob.Stats()
+	if len(seen) != producers*each || st.Count != producers*each || st.LastSeq != producers*each {
+		t.Fatalf("%d ids, stats %+v", len(seen), st)
+	}
+}
+
+func TestOptions_Validate(t *testing.T) {
+	if _, err := Open(filepath.Join(t.TempDir(), "x.db"), Options{Policy: "yolo"}); err == nil || !strings.Contains(err.Error(), `policy "yolo"`) {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,222 @@
+package outbox
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Priority orders delivery and eviction: alerts first, bulk last.
+type Priority uint8
+
+// Priorities, lowest value = most urgent. Keys sort by priority then ID.
+const (
+	Alert  Priority = 0
+	Normal Priority = 1
+	Bulk   Priority = 2
+)
+
+// NumPriorities is the number of priority levels.
+const NumPriorities = 3
+
+var prioNames = [...]string{"alert", "normal", "bulk"}
+
+func (p Priority) String() string {
+	if int(p) < len(prioNames) {
+		return prioNames[p]
+	}
+	return fmt.Sprintf("priority(%d)", p)
+}
+
+// ParsePriority reads "alert", "normal" or "bulk".
+func ParsePriority(s string) (Priority, error) {
+	for i, n := range prioNames {
+		if n == s {
+			return Priority(i), nil
+		}
+	}
+	return 0, fmt.Errorf("outbox: priority %q: want alert, normal or bulk", s)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (p Priority) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (p *Priority) UnmarshalText(b []byte) error {
+	v, err := ParsePriority(string(b))
+	*p = v
+	return err
+}
+
+// Tier says what a record carries: labels (small, always synced) or
+// evidence (photo/audio, synced only when configured and within budget).
+type Tier uint8
+
+// Tiers.
+const (
+	TierLabels   Tier = 0
+	TierEvidence Tier = 1
+)
+
+// Evidence references raw input kept beside a record (never inlined in it).
+type Evidence struct {
+	ContentType string `json:"content_type"`
+	Size        int64  `json:"size"`
+	SHA256      string `json:"sha256"`
+}
+
+// Record is one inference result as it waits for the hub.
+type Record struct {
+	ID       ID        `json:"id"`
+	Seq      uint64    `json:"seq"`     // outbox-assigned, strictly increasing across restarts
+	Created  time.Time `json:"created"` // device wall clock; the hub corrects drift with Seq and its receive time
+	Device   string    `json:"device"`
+	Model    string    `json:"model"`
+	Version  string    `json:"model_version"`
+	Task     string    `json:"task"`
+	Priority Priority  `json:"priority"`
+	Tier     Tier      `json:"tier"`
+	Output   []byte    `json:"output"` // the task's JSON output (labels+scores, segments, keyword)
+	Evidence *Evidence `json:"evidence,omitempty"`
+}
+
+// ErrCorruptRecord is returned by DecodeRecord for bytes that are not a record.
+var ErrCorruptRecord = errors.New("outbox: corrupt record")
+
+// recordV1 is the encoding version byte. Layout (all integers varint unless noted):
+//
+//	0x01 | id [16] | seq uvarint | created unix-ns varint | priority u8 | tier u8 |
+//	device, model, version, task, output: uvarint length + bytes |
+//	evidence flag u8 [ | content type, sha256: length+bytes | size uvarint ]
+const recordV1 = 1
+
+// maxField bounds any one decoded field so a corrupt length cannot allocate gigabytes.
+const maxField = 16 << 20
+
+// Encode appends r's binary form to dst.
+func (r *Record) Encode(dst []byte) []byte {
+	dst = append(dst, recordV1)
+	dst = append(dst, r.ID[:]...)
+	dst = binary.AppendUvarint(dst, r.Seq)
+	dst = binary.AppendVarint(dst, r.Created.UnixNano())
+	dst = append(dst, byte(r.Priority), byte(r.Tier))
+	for _, s := range []string{r.Device, r.Model, r.Version, r.Task} {
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(r.Output)))
+	dst = append(dst, r.Output...)
+	if r.Evidence == nil {
+		return append(dst, 0)
+	}
+	dst = append(dst, 1)
+	for _, s := range []string{r.Evidence.ContentType, r.Evidence.SHA256} {
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
+	}
+	return binary.AppendUvarint(dst, uint64(r.Evidence.Size))
+}
+
+// DecodeRecord parses an encoded record. It never panics; errors wrap ErrCorruptRecord.
+func DecodeRecord(b []byte) (*Record, error) {
+	d := decoder{b: b}
+	if v := d.byte(); v != recordV1 {
+		if d.err != nil {
+			return nil, d.err
+		}
+		return nil, fmt.Errorf("%w: version %d (this build reads %d)", ErrCorruptRecord, v, recordV1)
+	}
+	r := &Record{}
+	copy(r.ID[:], d.bytes(16))
+	r.Seq = d.uvarint()
+	ns := d.varint()
+	r.Created = time.Unix(0, ns).UTC()
+	r.Priority, r.Tier = Priority(d.byte()), Tier(d.byte())
+	r.Device, r.Model, r.Version, r.Task = d.str(), d.str(), d.str(), d.str()
+	if out := d.field(); len(out) > 0 {
+		r.Output = append([]byte(nil), out...)
+	}
+	if d.byte() == 1 {
+		ev := &Evidence{ContentType: d.str(), SHA256: d.str()}
+		ev.Size = int64(d.uvarint())
+		r.Evidence = ev
+	}
+	if d.err == nil && d.p != len(b) {
+		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorruptRecord, len(b)-d.p)
+	}
+	if d.err == nil && r.Priority >= NumPriorities {
+		d.err = fmt.Errorf("%w: priority %d", ErrCorruptRecord, r.Priority)
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return r, nil
+}
+
+type decoder struct {
+	b   []byte
+	p   int
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: truncated or bad %s at byte %d", ErrCorruptRecord, what, d.p)
+	}
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil || d.p >= len(d.b) {
+		d.fail("byte")
+		return 0
+	}
+	d.p++
+	return d.b[d.p-1]
+}
+
+func (d *decoder) bytes(n int) []byte {
+	if d.err != nil || n < 0 || n > len(d.b)-d.p {
+		d.fail("field")
+		return nil
+	}
+	d.p += n
+	return d.b[d.p-n : d.p]
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b[d.p:])
+	if n <= 0 {
+		d.fail("uvarint")
+		return 0
+	}
+	d.p += n
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b[d.p:])
+	if n <= 0 {
+		d.fail("varint")
+		return 0
+	}
+	d.p += n
+	return v
+}
+
+func (d *decoder) field() []byte {
+	n := d.uvarint()
+	if n > maxField {
+		d.fail("length")
+		return nil
+	}
+	return d.bytes(int(n))
+}
+
+func (d *decoder) str() string { return string(d.field()) }

@@ -1,0 +1,136 @@
+package outbox
+
+import (
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// PriorityStats are one priority's figures.
+type PriorityStats struct {
+	Count   int64         `json:"count"`
+	Bytes   int64         `json:"bytes"`
+	Oldest  time.Time     `json:"oldest,omitzero"`
+	Age     time.Duration `json:"oldest_age_ns"`
+	Evicted int64         `json:"evicted"`
+	Expired int64         `json:"expired"`
+}
+
+// Stats describe the outbox. Counters survive restarts exactly: they are
+// written in the same transactions as the data.
+type Stats struct {
+	Count         int64                    `json:"count"`
+	Bytes         int64                    `json:"bytes"`
+	EvidenceBytes int64                    `json:"evidence_bytes"`
+	Leased        int                      `json:"leased"`
+	OldestAge     time.Duration            `json:"oldest_age_ns"`
+	Appended      int64                    `json:"appended_total"`
+	Acked         int64                    `json:"acked_total"`
+	Evicted       int64                    `json:"evicted_total"`
+	Expired       int64                    `json:"expired_total"`
+	LastSeq       uint64                   `json:"last_seq"`
+	FileBytes     int64                    `json:"file_bytes"`
+	Priorities    map[string]PriorityStats `json:"priorities"`
+	MaxBytes      int64                    `json:"max_bytes"`
+	MaxRecords    int64                    `json:"max_records"`
+	Policy        Policy                   `json:"policy"`
+}
+
+// Stats reads the counters and the oldest record of each priority.
+func (o *Outbox) Stats() (Stats, error) {
+	now := o.opts.Now()
+	s := Stats{Priorities: map[string]PriorityStats{}, MaxBytes: o.opts.MaxBytes, MaxRecords: o.opts.MaxRecords, Policy: o.opts.Policy}
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	err := o.db.View(func(tx *bolt.Tx) error {
+		m := newMeta(tx)
+		c := tx.Bucket(bRecords).Cursor()
+		for p := Priority(0); p < NumPriorities; p++ {
+			ps := PriorityStats{Count: int64(m.get(countKey(p))), Bytes: int64(m.get(bytesKey(p))),
+				Evicted: int64(m.get(evictedKey(p))), Expired: int64(m.get(expiredKey(p)))}
+			if k, _ := c.Seek([]byte{byte(p)}); k != nil && k[0] == byte(p) {
+				var id ID
+				copy(id[:], k[1:])
+				ps.Oldest = id.Time().UTC()
+				ps.Age = max(now.Sub(ps.Oldest), 0)
+				s.OldestAge = max(s.OldestAge, ps.Age)
+			}
+			s.Count += ps.Count
+			s.Bytes += ps.Bytes
+			s.Evicted += ps.Evicted
+			s.Expired += ps.Expired
+			s.Priorities[p.String()] = ps
+		}
+		s.EvidenceBytes = int64(m.get(mEvBytes))
+		s.Appended, s.Acked = int64(m.get(mAppended)), int64(m.get(mAcked))
+		s.LastSeq = m.get(mSeq)
+		return nil
+	})
+	if err != nil {
+		return s, fmt.Errorf("outbox: stats: %w", err)
+	}
+	o.leaseMu.Lock()
+	for _, exp := range o.leases {
+		if exp.After(now) {
+			s.Leased++
+		}
+	}
+	o.leaseMu.Unlock()
+	s.FileBytes = o.fileSize()
+	return s, nil
+}
+
+// Get returns one record.
+func (o *Outbox) Get(id ID) (*Record, error) {
+	var r *Record
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	err := o.db.View(func(tx *bolt.Tx) error {
+		p := tx.Bucket(bIndex).Get(id[:])
+		if len(p) != 1 {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		v := tx.Bucket(bRecords).Get(recordKey(Priority(p[0]), id))
+		if v == nil {
+			return fmt.Errorf("%w: %s (index without record)", ErrNotFound, id)
+		}
+		var err error
+		r, err = DecodeRecord(v)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox: get: %w", err)
+	}
+	return r, nil
+}
+
+// Evidence returns the raw evidence stored with a record (nil if none).
+func (o *Outbox) Evidence(id ID) ([]byte, error) {
+	var b []byte
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	err := o.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bEvidence).Get(id[:]); v != nil {
+			b = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	return b, err
+}
+
+// Each calls fn for every record in delivery order (priority, then age).
+// fn must not call other Outbox methods that write.
+func (o *Outbox) Each(fn func(*Record) error) error {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	return o.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bRecords).ForEach(func(k, v []byte) error {
+			r, err := DecodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("outbox: record %x: %w", k[1:], err)
+			}
+			return fn(r)
+		})
+	})
+}
