@@ -15,7 +15,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	gosync "sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -33,6 +36,9 @@ var (
 	ErrNotFound = errors.New("outbox: not found")
 	// ErrTooLarge: one record (or its evidence) is larger than the cap itself.
 	ErrTooLarge = errors.New("outbox: record larger than the cap")
+	// ErrDiskFull: the filesystem refused the write (ENOSPC, EDQUOT, EFBIG).
+	// Nothing stored is affected; intake works again once space returns.
+	ErrDiskFull = errors.New("outbox: disk full")
 )
 
 // Policy says what happens when a cap is reached.
@@ -50,13 +56,13 @@ const (
 
 // Options configure an Outbox. Zero values take the documented defaults.
 type Options struct {
-	MaxBytes         int64                       // records' encoded bytes; default 64 MiB
-	MaxRecords       int64                       // default 1,000,000
-	EvidenceMaxBytes int64                       // evidence blobs; default 256 MiB
-	Policy           Policy                      // default PolicyPause
+	MaxBytes         int64                        // records' encoded bytes; default 64 MiB
+	MaxRecords       int64                        // default 1,000,000
+	EvidenceMaxBytes int64                        // evidence blobs; default 256 MiB
+	Policy           Policy                       // default PolicyPause
 	TTL              [NumPriorities]time.Duration // per priority; 0 keeps until acked
-	LeaseTimeout     time.Duration               // unacked leases return after this; default 2m
-	MaxBatch         int                         // records per group commit; default 1024
+	LeaseTimeout     time.Duration                // unacked leases return after this; default 2m
+	MaxBatch         int                          // records per group commit; default 1024
 	// CompactRatio: at Open, compact when free pages exceed this share of a
 	// file larger than CompactMinBytes. Defaults 0.5 and 4 MiB; <0 disables.
 	CompactRatio    float64
@@ -131,8 +137,13 @@ type Outbox struct {
 	closed chan struct{}
 	once   gosync.Once
 
+	closeMu  gosync.RWMutex
+	isClosed bool
+
 	leaseMu gosync.Mutex
 	leases  map[ID]time.Time
+
+	commits, committed atomic.Int64 // group commits and records in them, this process
 }
 
 type appendReq struct {
@@ -235,13 +246,12 @@ func (o *Outbox) tryOpen() (db *bolt.DB, err error) {
 // Path is the database file.
 func (o *Outbox) Path() string { return o.path }
 
-// Append stores r durably and returns its ID. Zero ID and Created are filled
-// in; Seq is always assigned. evidence (raw photo/audio) may be nil. It
+// Append stores r durably and returns its ID. A zero ID is assigned in commit
+// order; a caller-chosen ID makes a retried Append idempotent. A zero Created
+// is set to now; Seq is always assigned. evidence (raw photo/audio) may be nil. It
 // returns only after fsync, sharing it with concurrent Appends.
 func (o *Outbox) Append(ctx context.Context, r *Record, evidence []byte) (ID, error) {
-	if r.ID == (ID{}) {
-		r.ID = o.ids.New()
-	} else {
+	if r.ID != (ID{}) {
 		o.ids.Observe(r.ID)
 	}
 	if r.Created.IsZero() {
@@ -254,13 +264,20 @@ func (o *Outbox) Append(ctx context.Context, r *Record, evidence []byte) (ID, er
 		r.Evidence = &Evidence{Size: int64(len(evidence))}
 	}
 	req := &appendReq{rec: r, evidence: evidence, done: make(chan struct{})}
-	select {
-	case <-o.done:
+	// closeMu makes "closed" and "handed over" exclusive: once Close holds
+	// it, no request can slip into the channel after the committer's drain.
+	o.closeMu.RLock()
+	if o.isClosed {
+		o.closeMu.RUnlock()
 		return r.ID, ErrClosed
+	}
+	select {
 	case <-ctx.Done():
-		return r.ID, fmt.Errorf("outbox: append %s: %w", r.ID, ctx.Err())
+		o.closeMu.RUnlock()
+		return r.ID, fmt.Errorf("outbox: append: %w", ctx.Err())
 	case o.reqs <- req:
 	}
+	o.closeMu.RUnlock()
 	// Once handed over, wait for the commit regardless of ctx: the caller
 	// must learn whether the record is stored.
 	<-req.done
@@ -320,6 +337,10 @@ func (o *Outbox) commit(batch []*appendReq) {
 		return nil
 	})
 	o.mu.RUnlock()
+	if err == nil {
+		o.commits.Add(1)
+		o.committed.Add(int64(len(batch)))
+	}
 	if err != nil && len(batch) > 1 {
 		// One record's storage error must not fail its neighbours: retry
 		// each on its own (as bbolt's Batch does).
@@ -328,9 +349,12 @@ func (o *Outbox) commit(batch []*appendReq) {
 		}
 		return
 	}
+	if isDiskFull(err) {
+		err = fmt.Errorf("%w: %s: %w", ErrDiskFull, o.path, err)
+	}
 	for _, r := range batch {
 		if err != nil {
-			r.err = fmt.Errorf("outbox: append %s: %w", r.rec.ID, err)
+			r.err = fmt.Errorf("outbox: append: %w", err)
 		}
 		if r.err == nil && len(r.evicted) > 0 {
 			o.forgetLeases(r.evicted)
@@ -344,6 +368,11 @@ func (o *Outbox) commit(batch []*appendReq) {
 func (o *Outbox) put(tx *bolt.Tx, r *appendReq) error {
 	m := newMeta(tx)
 	rec := r.rec
+	if rec.ID == (ID{}) {
+		// Assigned here, in commit order, so ID order, Seq order and the
+		// order Appends were acknowledged all agree.
+		rec.ID = o.ids.New()
+	}
 	rec.Seq = m.get(mSeq) + 1
 	val := rec.Encode(nil)
 	key := recordKey(rec.Priority, rec.ID)
@@ -397,6 +426,9 @@ func recordKey(p Priority, id ID) []byte {
 func (o *Outbox) Close() error {
 	var err error
 	o.once.Do(func() {
+		o.closeMu.Lock()
+		o.isClosed = true
+		o.closeMu.Unlock()
 		close(o.done)
 		<-o.closed
 		o.mu.Lock()
@@ -406,6 +438,24 @@ func (o *Outbox) Close() error {
 		}
 	})
 	return err
+}
+
+func isDiskFull(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG) {
+		return true
+	}
+	// bbolt formats some errors with %s (e.g. "file resize error: ..."),
+	// dropping the errno: match the kernel's words.
+	msg := err.Error()
+	for _, s := range []string{syscall.ENOSPC.Error(), syscall.EDQUOT.Error(), syscall.EFBIG.Error()} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func syncDir(dir string) {

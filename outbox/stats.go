@@ -35,6 +35,9 @@ type Stats struct {
 	MaxBytes      int64                    `json:"max_bytes"`
 	MaxRecords    int64                    `json:"max_records"`
 	Policy        Policy                   `json:"policy"`
+	// Commits and AvgBatch: group commits by this process and records per commit.
+	Commits  int64   `json:"commits"`
+	AvgBatch float64 `json:"avg_batch"`
 }
 
 // Stats reads the counters and the oldest record of each priority.
@@ -78,6 +81,9 @@ func (o *Outbox) Stats() (Stats, error) {
 	}
 	o.leaseMu.Unlock()
 	s.FileBytes = o.fileSize()
+	if s.Commits = o.commits.Load(); s.Commits > 0 {
+		s.AvgBatch = float64(o.committed.Load()) / float64(s.Commits)
+	}
 	return s, nil
 }
 
