@@ -9,7 +9,7 @@ LDFLAGS    := -X github.com/outpost-edge/outpost/internal/cli.Version=$(VERSION)
               -X github.com/outpost-edge/outpost/internal/cli.Commit=$(COMMIT)
 export CGO_ENABLED := 1
 
-.PHONY: all deps sysdeps build test unit fmt-check vet lint bench demo cross clean help
+.PHONY: all deps sysdeps build test fmt-check vet lint bench chaos fuzz demo clean help
 
 all: build
 
@@ -41,10 +41,15 @@ test: deps lint ## deps, gofmt, vet, then every test with the race detector
 
 bench: deps ## benchmarks with ratios against baselines measured in the same run
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./runtime/onnx/ ./models/
+	$(GO) test -run '^$$' -bench 'Append|Fdatasync' -benchtime 50000x -count 1 ./outbox/
+
+chaos: ## long crash soak: 1000 rounds of SIGKILL during appends
+	OUTPOST_CRASH_ROUNDS=1000 $(GO) test -count=1 -timeout 30m -run 'TestCrash' -v ./outbox/ | grep -E 'crash rounds|^(ok|FAIL|---)'
 
 fuzz: deps ## a short fuzzing session on every decoder
 	$(GO) test -run '^$$' -fuzz FuzzDecodeWAV -fuzztime 60s ./models/
 	$(GO) test -run '^$$' -fuzz FuzzManifest -fuzztime 60s ./models/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 60s ./outbox/
 
 demo: build ## speak a sentence, pad it with silence, and find the speech in it
 	@mkdir -p artifacts
@@ -56,4 +61,4 @@ demo: build ## speak a sentence, pad it with silence, and find the speech in it
 	@./bin/outpost infer --model silero-vad artifacts/demo-speech.wav
 
 clean: ## remove build outputs (keeps the .cache of fetched deps)
-	rm -rf bin artifacts
+	rm -rf bin artifacts outpost-data

@@ -25,6 +25,7 @@ type Timings struct {
 
 // Result is what a pipeline produced for one input.
 type Result struct {
+	ID      string  `json:"id,omitempty"` // set once the result is stored durably
 	Model   string  `json:"model"`
 	Version string  `json:"version"`
 	Task    Task    `json:"task"`

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -79,6 +80,36 @@ type Record struct {
 	Tier     Tier      `json:"tier"`
 	Output   []byte    `json:"output"` // the task's JSON output (labels+scores, segments, keyword)
 	Evidence *Evidence `json:"evidence,omitempty"`
+}
+
+// MarshalJSON writes Output as embedded JSON (not base64) when it is valid
+// JSON, so exports read naturally in jq, a spreadsheet or a text editor.
+func (r Record) MarshalJSON() ([]byte, error) {
+	type plain Record
+	out := json.RawMessage(r.Output)
+	if !json.Valid(r.Output) {
+		b, _ := json.Marshal(string(r.Output))
+		out = b
+	}
+	return json.Marshal(struct {
+		plain
+		Output json.RawMessage `json:"output"`
+	}{plain(r), out})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes (used by bundle import).
+func (r *Record) UnmarshalJSON(b []byte) error {
+	type plain Record
+	var v struct {
+		*plain
+		Output json.RawMessage `json:"output"`
+	}
+	v.plain = (*plain)(r)
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	r.Output = []byte(v.Output)
+	return nil
 }
 
 // ErrCorruptRecord is returned by DecodeRecord for bytes that are not a record.

@@ -54,6 +54,7 @@ func commands() []command {
 	return []command{
 		{"infer", "run a model on files and print one result per file", runInfer},
 		{"models", "list or verify the models in a directory", runModels},
+		{"queue", "inspect the outbox: stats, list, show, export, compact", runQueue},
 		{"version", "print outpost, Go and ONNX Runtime versions", runVersion},
 	}
 }
@@ -71,6 +72,8 @@ Examples:
   outpost models verify --dir ./models
   outpost infer --model silero-vad speech.wav
   outpost infer --model silero-vad --format text *.wav
+  outpost infer --model silero-vad --data-dir /var/lib/outpost clip.wav   # also queue the result
+  outpost queue stats
 
 Run 'outpost <command> --help' for a command's flags.
 `

@@ -17,6 +17,7 @@ import (
 func run(t *testing.T, stdin []byte, args ...string) (string, string, int) {
 	t.Helper()
 	testutil.SileroPath(t) // fails clearly when `make deps` has not run
+	t.Setenv("OUTPOST_ORT_LIB", testutil.LibPath(t))
 	var out, errb bytes.Buffer
 	code := Main(context.Background(), args, bytes.NewReader(stdin), &out, &errb)
 	return out.String(), errb.String(), code

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/models"
+	"github.com/outpost-edge/outpost/outbox"
 	"github.com/outpost-edge/outpost/runtime/onnx"
 )
 
@@ -28,11 +29,17 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 		minSp   time.Duration
 		minSil  time.Duration
 		pad     time.Duration
+		df      dataFlags
+		device  string
+		prio    string
 	)
 	fs := newFlags(std, "infer", "outpost infer --model NAME [flags] FILE... ('-' reads stdin)", inferExamples)
 	fs.StringVarP(&name, "model", "m", "", "model name (see 'outpost models list')")
 	fs.StringVar(&format, "format", "json", "output: json (one object per line) or text")
 	rf.register(fs, "models-dir")
+	df.register(fs)
+	fs.StringVar(&device, "device-id", os.Getenv("OUTPOST_DEVICE_ID"), "device ID recorded with queued results (env OUTPOST_DEVICE_ID; default: hostname)")
+	fs.StringVar(&prio, "priority", "normal", "queued results' priority: alert, normal or bulk")
 	fs.Float32Var(&vadOpts.Threshold, "vad-threshold", 0, "VAD: probability that starts speech (default from the manifest, else 0.5)")
 	fs.DurationVar(&minSp, "vad-min-speech", 0, "VAD: drop speech shorter than this (default 250ms)")
 	fs.DurationVar(&minSil, "vad-min-silence", 0, "VAD: silence that ends speech (default 100ms)")
@@ -48,6 +55,16 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 	}
 	if format != "json" && format != "text" {
 		return usagef("--format must be json or text, got %q", format)
+	}
+	priority, err := outbox.ParsePriority(prio)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	// Queue only when asked: a developer trying a model should not find a
+	// database in the working directory.
+	queue := fs.Changed("data-dir") || os.Getenv("OUTPOST_DATA_DIR") != ""
+	if device == "" {
+		device, _ = os.Hostname()
 	}
 	vadOpts.MinSpeech, vadOpts.MinSilence, vadOpts.SpeechPad = models.Duration(minSp), models.Duration(minSil), models.Duration(pad)
 
@@ -78,6 +95,13 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 	if err != nil {
 		return err
 	}
+	var ob *outbox.Outbox
+	if queue {
+		if ob, err = df.open(std.Err); err != nil {
+			return err
+		}
+		defer ob.Close()
+	}
 	enc := json.NewEncoder(std.Out)
 	failed := 0
 	for _, path := range fs.Args() {
@@ -87,7 +111,10 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 		data, err := readInput(std, path)
 		if err == nil {
 			var res *models.Result
-			if res, err = p.Infer(ctx, models.Input{Name: path, Data: data}); err == nil {
+			if res, err = p.Infer(ctx, models.Input{Name: path, Data: data}); err == nil && ob != nil {
+				err = enqueue(ctx, ob, res, device, priority)
+			}
+			if err == nil {
 				if format == "json" {
 					err = enc.Encode(res)
 				} else {
@@ -103,6 +130,21 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 	if failed > 0 {
 		return fmt.Errorf("%d of %d inputs failed", failed, fs.NArg())
 	}
+	return nil
+}
+
+// enqueue appends res durably; res.ID is set only once it is on disk.
+func enqueue(ctx context.Context, ob *outbox.Outbox, res *models.Result, device string, p outbox.Priority) error {
+	out, err := json.Marshal(res.Output)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	r := &outbox.Record{Device: device, Model: res.Model, Version: res.Version, Task: string(res.Task), Priority: p, Output: out}
+	id, err := ob.Append(ctx, r, nil)
+	if err != nil {
+		return fmt.Errorf("%s: result not stored: %w", res.Input, err)
+	}
+	res.ID = id.String()
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	gosync "sync"
 	"testing"
 
@@ -23,7 +24,7 @@ var (
 func ORT(t testing.TB) *onnx.Env {
 	t.Helper()
 	envOnce.Do(func() {
-		env, envErr = onnx.NewEnv(onnx.Options{LibraryPath: os.Getenv("OUTPOST_ORT_LIB")})
+		env, envErr = onnx.NewEnv(onnx.Options{LibraryPath: LibPath(t)})
 	})
 	if envErr != nil {
 		t.Fatalf("onnxruntime: %v (run 'make deps')", envErr)
@@ -31,22 +32,24 @@ func ORT(t testing.TB) *onnx.Env {
 	return env
 }
 
-// Root is the repository root (the directory holding go.mod).
+// LibPath is OUTPOST_ORT_LIB if set, else the library in the cache `make
+// deps` fills, independent of the working directory.
+func LibPath(t testing.TB) string {
+	if lib := os.Getenv("OUTPOST_ORT_LIB"); lib != "" {
+		return lib
+	}
+	return filepath.Join(Root(t), ".cache", "onnxruntime", onnx.Version, "linux-"+goruntime.GOARCH, onnx.LibraryName)
+}
+
+// Root is the repository root (the directory holding go.mod), found from
+// this source file so tests that change directory still find it.
 func Root(t testing.TB) string {
 	t.Helper()
-	d, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
+	_, file, _, ok := goruntime.Caller(0)
+	if !ok {
+		t.Fatal("testutil: cannot locate source file")
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-		if filepath.Dir(d) == d {
-			t.Fatal("go.mod not found above the working directory")
-		}
-		d = filepath.Dir(d)
-	}
+	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
 // ModelsDir is the repository's bundled models directory.
