@@ -66,6 +66,15 @@ func crashChild(path string) {
 	os.Exit(4)
 }
 
+// selfCommand runs this test binary again. OUTBOX_CRASH_EXEC prefixes a
+// wrapper: under `go test -exec qemu-aarch64-static` the arm64 binary cannot
+// exec itself without binfmt_misc, so the wrapper is qemu again.
+func selfCommand(args ...string) *exec.Cmd {
+	argv := append(strings.Fields(os.Getenv("OUTBOX_CRASH_EXEC")), os.Args[0])
+	argv = append(argv, args...)
+	return exec.Command(argv[0], argv[1:]...)
+}
+
 func crashRounds(t *testing.T) int {
 	if s := os.Getenv("OUTPOST_CRASH_ROUNDS"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -87,7 +96,7 @@ func TestCrash_KillDuringAppend(t *testing.T) {
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	var totalAcked, totalPresent, lost int
 	for round := 0; round < rounds; round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd := selfCommand("-test.run=^$")
 		cmd.Env = append(os.Environ(), "OUTBOX_CRASH_CHILD="+path, fmt.Sprintf("OUTBOX_CRASH_ROUND=%d", round))
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -81,7 +80,7 @@ func runDiskFull(t *testing.T, path string, freeSpace func()) {
 // raising it again as "space returns".
 func diskFullRlimit(t *testing.T) {
 	if os.Getenv("OUTBOX_RLIMIT_CHILD") == "" {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestDiskFull$", "-test.v")
+		cmd := selfCommand("-test.run=^TestDiskFull$", "-test.v")
 		cmd.Env = append(os.Environ(), "OUTBOX_RLIMIT_CHILD=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil {

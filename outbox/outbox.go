@@ -218,6 +218,9 @@ func (o *Outbox) tryOpen() (db *bolt.DB, err error) {
 			db, err = nil, fmt.Errorf("bbolt panicked reading the file: %v", r)
 		}
 	}()
+	if err := precheck(o.path); err != nil {
+		return nil, err
+	}
 	db, err = bolt.Open(o.path, 0o600, o.boltOptions())
 	if err != nil {
 		return nil, err

@@ -331,6 +331,9 @@ func TestOutbox_CorruptFileMovedAside(t *testing.T) {
 				ob.Close()
 				b, _ := os.ReadFile(path)
 				content = b[:len(b)/3]
+				if err := precheck(path); err != nil {
+					t.Fatalf("a good file fails precheck: %v", err)
+				}
 			}
 			os.WriteFile(path, content, 0o600)
 			var logs bytes.Buffer
@@ -428,5 +431,28 @@ func TestOutbox_ConcurrentAppend(t *testing.T) {
 func TestOptions_Validate(t *testing.T) {
 	if _, err := Open(filepath.Join(t.TempDir(), "x.db"), Options{Policy: "yolo"}); err == nil || !strings.Contains(err.Error(), `policy "yolo"`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestOpen_TruncatedAnywhere cuts a real outbox file at many lengths: Open
+// must never crash (bbolt would fault reading past the mapping) and must
+// either open the data or move the file aside and start fresh.
+func TestOpen_TruncatedAnywhere(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src.db")
+	ob, _ := Open(src, Options{})
+	for i := 0; i < 300; i++ {
+		mustAppend(t, ob, rec(Normal, strings.Repeat("q", 300)))
+	}
+	ob.Close()
+	full, _ := os.ReadFile(src)
+	for _, cut := range []int{1, 15, 100, 4095, 4096, 4097, 8192, 8200, 12288, len(full) / 4, len(full) / 2, len(full) - 4096, len(full) - 1} {
+		path := filepath.Join(t.TempDir(), "outbox.db")
+		os.WriteFile(path, full[:cut], 0o600)
+		ob, err := Open(path, Options{})
+		if err != nil {
+			t.Fatalf("cut at %d: %v", cut, err)
+		}
+		mustAppend(t, ob, rec(Normal, "after"))
+		ob.Close()
 	}
 }
