@@ -9,7 +9,9 @@ LDFLAGS    := -X github.com/outpost-edge/outpost/internal/cli.Version=$(VERSION)
               -X github.com/outpost-edge/outpost/internal/cli.Commit=$(COMMIT)
 export CGO_ENABLED := 1
 
-.PHONY: all deps sysdeps build test fmt-check vet lint bench chaos fuzz demo clean help
+QEMU       := qemu-aarch64-static -L /usr/aarch64-linux-gnu
+
+.PHONY: all deps sysdeps build test test-arm64 fmt-check vet lint bench chaos fuzz demo cross dist clean help
 
 all: build
 
@@ -17,7 +19,7 @@ help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 sysdeps: ## install missing Debian packages (apt-get as root, else prints the command)
-	@bash scripts/sysdeps.sh test
+	@bash scripts/sysdeps.sh all
 
 deps: sysdeps ## fetch ONNX Runtime (amd64+arm64) and Silero VAD, pinned by sha256
 	@bash scripts/deps.sh
@@ -36,8 +38,20 @@ vet: ## go vet
 
 lint: fmt-check vet ## gofmt + vet
 
-test: deps lint ## deps, gofmt, vet, then every test with the race detector
+test: deps lint ## deps, gofmt, vet, every test with -race, then the arm64 suite under qemu
 	$(GO) test -race -count=1 -timeout 15m ./...
+	@$(MAKE) --no-print-directory test-arm64
+
+test-arm64: deps ## pure-Go packages built for arm64 and run under qemu (incl. SIGKILL rounds)
+	GOARCH=arm64 CGO_ENABLED=0 OUTBOX_CRASH_EXEC="$(QEMU)" OUTPOST_CRASH_ROUNDS=20 \
+	  $(GO) test -count=1 -timeout 10m -exec "$(QEMU)" ./runtime/ ./outbox/
+
+cross: deps ## build bin/linux_arm64/outpost (cgo, aarch64-linux-gnu-gcc)
+	@echo "cross: bin/linux_arm64/outpost $(VERSION)"
+	@CGO_ENABLED=1 GOARCH=arm64 CC=aarch64-linux-gnu-gcc $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_arm64/outpost ./cmd/outpost
+
+dist: deps ## release tarballs for amd64 and arm64 in dist/out, with SHA256SUMS
+	@bash scripts/dist.sh '$(VERSION)' '$(LDFLAGS)' amd64 arm64
 
 bench: deps ## benchmarks with ratios against baselines measured in the same run
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./runtime/onnx/ ./models/
@@ -61,4 +75,4 @@ demo: build ## speak a sentence, pad it with silence, and find the speech in it
 	@./bin/outpost infer --model silero-vad artifacts/demo-speech.wav
 
 clean: ## remove build outputs (keeps the .cache of fetched deps)
-	rm -rf bin artifacts outpost-data
+	rm -rf bin artifacts outpost-data dist/out

@@ -12,15 +12,20 @@ declare -A test_pkgs=(
   [gcc]=gcc                        # cgo for onnxruntime_go
 )
 declare -A cross_pkgs=(
-  [aarch64-linux-gnu-gcc]=gcc-aarch64-linux-gnu
-  [qemu-aarch64-static]=qemu-user-static
+  [aarch64-linux-gnu-gcc]=gcc-aarch64-linux-gnu         # make cross / dist: cgo for arm64
+  [/usr/aarch64-linux-gnu/include/stdio.h]=libc6-dev-arm64-cross
+  [/usr/aarch64-linux-gnu/lib/libstdc++.so.6]=libstdc++6-arm64-cross  # ONNX Runtime arm64 under qemu
+  [qemu-aarch64-static]=qemu-user-static                # arm64 tests under qemu
 )
 
 want=()
 check() { # assoc-array-name
   local -n pk=$1
   for cmd in "${!pk[@]}"; do
-    command -v "$cmd" >/dev/null 2>&1 || want+=("${pk[$cmd]}")
+    case "$cmd" in
+      /*) [ -e "$cmd" ] || want+=("${pk[$cmd]}") ;;
+      *) command -v "$cmd" >/dev/null 2>&1 || want+=("${pk[$cmd]}") ;;
+    esac
   done
 }
 case "${1:-test}" in

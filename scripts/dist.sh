@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds release tarballs: dist/out/outpost_<version>_linux_{amd64,arm64}.tar.gz + SHA256SUMS.
+# Each holds: outpost (stripped, -trimpath), lib/libonnxruntime.so.1, models/, install.sh,
+# outpost.service, outpost.env, LICENSE, THIRD_PARTY_NOTICES.md, README.md, ARCH.
+# Usage: scripts/dist.sh VERSION LDFLAGS [ARCH...]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+version=$1 ldflags=$2
+shift 2
+arches=("${@:-amd64 arm64}")
+read -r -a arches <<<"${arches[*]}"
+ortdir=$root/.cache/onnxruntime/1.24.1
+out=$root/dist/out
+mkdir -p "$out"
+for arch in "${arches[@]}"; do
+  name=outpost_${version}_linux_${arch}
+  stage=$out/$name
+  rm -rf "$stage" && mkdir -p "$stage/lib" "$stage/models"
+  cc=gcc
+  [ "$arch" = arm64 ] && cc=aarch64-linux-gnu-gcc
+  echo "dist: building $name"
+  (cd "$root" && CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc go build -trimpath \
+    -ldflags "-s -w $ldflags" -o "$stage/outpost" ./cmd/outpost)
+  cp "$ortdir/linux-$arch/libonnxruntime.so.1" "$stage/lib/"
+  for m in "$root"/models/*/manifest.json; do
+    d=$(dirname "$m")
+    file=$(sed -n 's/.*"file": *"\([^"]*\)".*/\1/p' "$m")
+    mkdir -p "$stage/models/$(basename "$d")"
+    cp "$m" "$d/$file" "$stage/models/$(basename "$d")/"
+    for extra in "$d"/*.md "$d"/labels*.json "$d"/advice*.json; do
+      [ -f "$extra" ] && cp "$extra" "$stage/models/$(basename "$d")/"
+    done
+  done
+  cp "$root/dist/install.sh" "$root/dist/outpost.service" "$root/dist/outpost.env" \
+     "$root/dist/THIRD_PARTY_NOTICES.md" "$root/LICENSE" "$root/README.md" "$stage/"
+  echo "$arch" > "$stage/ARCH"
+  # Reproducible archive: fixed owner, order and mtime.
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='2026-01-01 00:00Z' \
+      -C "$out" -czf "$out/$name.tar.gz" "$name"
+  printf 'dist: %s  binary %s  tarball %s\n' "$name" \
+    "$(du -h "$stage/outpost" | cut -f1)" "$(du -h "$out/$name.tar.gz" | cut -f1)"
+done
+(cd "$out" && sha256sum outpost_"${version}"_linux_*.tar.gz > SHA256SUMS && cat SHA256SUMS)
