@@ -1,0 +1,163 @@
+package sync
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	gosync "sync"
+	"time"
+
+	"github.com/outpost-edge/outpost/outbox"
+)
+
+// Overheads used by WireCost, in bytes. Estimates, stated so they can be
+// checked: MQTT fixed header (≤5) + topic length (2) + packet id (2); the
+// PUBACK (4); TCP/IPv4 headers (40) per segment of up to 1460 bytes; and
+// the collector's ack message coming back (fixed part; ids added per record).
+const (
+	mqttPublishOverhead = 5 + 2 + 2
+	mqttPubackBytes     = 4
+	tcpIPPerSegment     = 40
+	segmentPayload      = 1460
+	ackOverhead         = mqttPublishOverhead + mqttPubackBytes + 2*tcpIPPerSegment + 4 + 16 + 2
+)
+
+// WireCost estimates the bytes a batch costs on the wire, both directions:
+// the PUBLISH with its headers and TCP/IP segments, the PUBACK, and the
+// collector's ack (16 bytes per record ID plus its own headers).
+func WireCost(topic string, payload, records int) int64 {
+	pub := mqttPublishOverhead + len(topic) + payload
+	segs := (pub + segmentPayload - 1) / segmentPayload
+	return int64(pub + segs*tcpIPPerSegment + mqttPubackBytes + tcpIPPerSegment + ackOverhead + 16*records + len(topic))
+}
+
+// Budget is a daily byte allowance for a metered link, persisted so a
+// reboot does not reset it. Alerts may always spend (an outbreak report
+// should not wait for tomorrow); normal records spend while the day's
+// allowance lasts; bulk records only while less than BulkShare is used.
+type Budget struct {
+	Daily     int64   `json:"-"` // bytes per day (local midnight to midnight); 0 = unlimited
+	BulkShare float64 `json:"-"` // share of Daily bulk may use; default 0.5
+	Path      string  `json:"-"` // file that keeps the day's spending; "" = memory only
+
+	mu   gosync.Mutex
+	Day  string `json:"day"`
+	Used int64  `json:"used"`
+}
+
+// LoadBudget reads the persisted spending for today (if any).
+func LoadBudget(daily int64, path string) (*Budget, error) {
+	b := &Budget{Daily: daily, Path: path, BulkShare: 0.5}
+	if path == "" {
+		return b, nil
+	}
+	data, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return b, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sync: budget %s: %w", path, err)
+	}
+	if err := json.Unmarshal(data, b); err != nil {
+		// A torn or garbage file must not stop syncing: start the day over, say so.
+		b.Day, b.Used = "", 0
+	}
+	return b, nil
+}
+
+func (b *Budget) today(now time.Time) {
+	if d := now.Format("2006-01-02"); d != b.Day {
+		b.Day, b.Used = d, 0
+	}
+}
+
+// Remaining is what is left today (Daily if unlimited).
+func (b *Budget) Remaining(now time.Time) int64 {
+	if b == nil || b.Daily <= 0 {
+		return 1 << 62
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.today(now)
+	return b.Daily - b.Used
+}
+
+// Spent is today's spending.
+func (b *Budget) Spent(now time.Time) int64 {
+	if b == nil {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.today(now)
+	return b.Used
+}
+
+func (b *Budget) allowsAny(now time.Time) bool { return b == nil || b.Daily <= 0 || b.Remaining(now) > 0 }
+
+// leaseOptions picks which priorities may go now and how large a batch.
+func (b *Budget) leaseOptions(now time.Time, n, maxBytes int) (outbox.LeaseOptions, bool) {
+	lo := outbox.LeaseOptions{Max: n, MaxBytes: maxBytes, MaxTier: outbox.TierLabels, MaxPriority: outbox.Bulk}
+	if b == nil || b.Daily <= 0 {
+		return lo, true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.today(now)
+	share := b.BulkShare
+	if share <= 0 {
+		share = 0.5
+	}
+	switch left := b.Daily - b.Used; {
+	case left <= 0:
+		lo.MaxPriority = outbox.Alert
+	case float64(b.Used) >= share*float64(b.Daily):
+		lo.MaxPriority = outbox.Normal
+		lo.MaxBytes = min(maxBytes, int(left))
+	default:
+		lo.MaxBytes = min(maxBytes, int(left))
+	}
+	return lo, true
+}
+
+// fits says whether a batch of this cost may go now: always for a batch
+// holding an alert, otherwise only within what is left.
+func (b *Budget) fits(now time.Time, cost int64, recs []*outbox.Record) bool {
+	if b == nil || b.Daily <= 0 {
+		return true
+	}
+	for _, r := range recs {
+		if r.Priority == outbox.Alert {
+			return true
+		}
+	}
+	return cost <= b.Remaining(now)
+}
+
+func (b *Budget) spend(now time.Time, cost int64) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.today(now)
+	b.Used += cost
+	data, _ := json.Marshal(b)
+	path := b.Path
+	b.mu.Unlock()
+	if path != "" {
+		// Atomic replace: a power cut leaves the old or the new day's figure.
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, data, 0o600); err == nil {
+			if f, err := os.Open(tmp); err == nil {
+				f.Sync()
+				f.Close()
+			}
+			os.Rename(tmp, path)
+			if d, err := os.Open(filepath.Dir(path)); err == nil {
+				d.Sync()
+				d.Close()
+			}
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"time"
+)
+
+// Conn is what the Uplink and the Collector need from an MQTT connection.
+// sync/mqtt implements it with paho.
+type Conn interface {
+	// Publish sends and, for QoS 1, returns once the broker's PUBACK arrives.
+	Publish(ctx context.Context, topic string, qos byte, retained bool, payload []byte) error
+	// Subscribe registers h for topic (wildcards allowed). h must not block
+	// on the connection; it is called from the client's receive loop.
+	Subscribe(ctx context.Context, topic string, qos byte, h func(topic string, payload []byte)) error
+	// Done is closed when the connection is lost or closed; Err says why.
+	Done() <-chan struct{}
+	Err() error
+	Close()
+}
+
+// Will is the Last Will the broker publishes if the connection drops.
+type Will struct {
+	Topic    string
+	Payload  []byte
+	Retained bool
+}
+
+// Dialer opens one connection. Retrying is the caller's job (Backoff).
+type Dialer func(ctx context.Context, clientID string, will *Will) (Conn, error)
+
+// Backoff is capped exponential backoff with full jitter: the wait is
+// uniform in [0, min(Max, Min·2^attempt)], so a hundred devices that lost
+// the same broker do not all return in the same second.
+type Backoff struct {
+	Min, Max time.Duration
+	attempt  int
+}
+
+// Next returns the next wait and advances.
+func (b *Backoff) Next() time.Duration {
+	lo, hi := b.Min, b.Max
+	if lo <= 0 {
+		lo = time.Second
+	}
+	if hi < lo {
+		hi = 5 * time.Minute
+	}
+	ceil := lo << min(b.attempt, 30)
+	if ceil > hi || ceil <= 0 {
+		ceil = hi
+	}
+	b.attempt++
+	return time.Duration(rand.Int64N(int64(ceil)) + 1)
+}
+
+// Reset after a success.
+func (b *Backoff) Reset() { b.attempt = 0 }
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Status is a device's retained status message (JSON), also its Last Will.
+type Status struct {
+	V        int       `json:"v"`
+	Device   string    `json:"device"`
+	State    string    `json:"state"` // online | offline
+	Queue    int64     `json:"queue"` // records waiting in the outbox
+	LastSync time.Time `json:"last_sync,omitzero"`
+	Version  string    `json:"version,omitempty"`
+	Time     time.Time `json:"time,omitzero"` // device clock when sent
+}
+
+func (s Status) encode() []byte {
+	s.V = ProtocolVersion
+	b, _ := json.Marshal(s)
+	return b
+}

@@ -1,0 +1,173 @@
+// Package mqtt adapts github.com/eclipse/paho.mqtt.golang to sync.Conn.
+//
+// Reconnection is not paho's job here: AutoReconnect is off and the
+// Uplink/Collector redial with capped, fully jittered backoff, so a fleet
+// does not stampede a broker that just came back.
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	gosync "sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+// Options for connecting to a broker.
+type Options struct {
+	Broker   string // tcp://host:1883, ssl://host:8883, ws://host:80/mqtt, wss://...
+	Username string
+	Password string
+	CAFile   string // PEM CA bundle for ssl:// and wss:// (default: system roots)
+	CertFile string // client certificate (mutual TLS)
+	KeyFile  string
+	// CleanSession: devices use a clean session (true): nothing accumulates
+	// on the broker for a device that is away for weeks, and a lost ack is
+	// recovered by resending, which the collector dedups. The collector
+	// uses a persistent session (false) so batches published while it
+	// restarts wait for it on the broker.
+	CleanSession   bool
+	KeepAlive      time.Duration // default 30s
+	ConnectTimeout time.Duration // default 10s
+	WriteTimeout   time.Duration // publish waits at most this for PUBACK; default 30s
+}
+
+// Dialer returns a sync.Dialer for opts.
+func Dialer(opts Options) (osync.Dialer, error) {
+	if opts.Broker == "" {
+		return nil, errors.New("mqtt: no broker URL")
+	}
+	var tlsCfg *tls.Config
+	if opts.CAFile != "" || opts.CertFile != "" {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		if opts.CAFile != "" {
+			pem, err := os.ReadFile(opts.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("mqtt: CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("mqtt: CA file %s holds no PEM certificate", opts.CAFile)
+			}
+			tlsCfg.RootCAs = pool
+		}
+		if opts.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("mqtt: client certificate: %w", err)
+			}
+			tlsCfg.Certificates = []tls.Certificate{cert}
+		}
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 30 * time.Second
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
+	return func(ctx context.Context, clientID string, will *osync.Will) (osync.Conn, error) {
+		c := &conn{done: make(chan struct{}), writeTimeout: opts.WriteTimeout}
+		po := paho.NewClientOptions().
+			AddBroker(opts.Broker).
+			SetClientID(clientID).
+			SetUsername(opts.Username).
+			SetPassword(opts.Password).
+			SetCleanSession(opts.CleanSession).
+			SetKeepAlive(opts.KeepAlive).
+			SetConnectTimeout(opts.ConnectTimeout).
+			SetAutoReconnect(false).
+			SetConnectRetry(false).
+			SetOrderMatters(false).
+			SetConnectionLostHandler(func(_ paho.Client, err error) { c.lost(err) })
+		if tlsCfg != nil {
+			po.SetTLSConfig(tlsCfg)
+		}
+		if will != nil {
+			po.SetBinaryWill(will.Topic, will.Payload, 1, will.Retained)
+		}
+		c.c = paho.NewClient(po)
+		tok := c.c.Connect()
+		if err := wait(ctx, tok, opts.ConnectTimeout+time.Second); err != nil {
+			c.c.Disconnect(0)
+			return nil, fmt.Errorf("mqtt: connect %s: %w", opts.Broker, err)
+		}
+		return c, nil
+	}, nil
+}
+
+type conn struct {
+	c            paho.Client
+	done         chan struct{}
+	once         gosync.Once
+	mu           gosync.Mutex
+	err          error
+	writeTimeout time.Duration
+}
+
+func (c *conn) lost(err error) {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+		close(c.done)
+	})
+}
+
+func wait(ctx context.Context, tok paho.Token, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("timed out after %s", timeout)
+	}
+}
+
+func (c *conn) Publish(ctx context.Context, topic string, qos byte, retained bool, payload []byte) error {
+	tok := c.c.Publish(topic, qos, retained, payload)
+	select {
+	case <-c.done:
+		return fmt.Errorf("mqtt: publish %s: connection lost: %w", topic, c.Err())
+	default:
+	}
+	if err := wait(ctx, tok, c.writeTimeout); err != nil {
+		return fmt.Errorf("mqtt: publish %s: %w", topic, err)
+	}
+	return nil
+}
+
+func (c *conn) Subscribe(ctx context.Context, topic string, qos byte, h func(string, []byte)) error {
+	tok := c.c.Subscribe(topic, qos, func(_ paho.Client, m paho.Message) { h(m.Topic(), m.Payload()) })
+	if err := wait(ctx, tok, c.writeTimeout); err != nil {
+		return fmt.Errorf("mqtt: subscribe %s: %w", topic, err)
+	}
+	return nil
+}
+
+func (c *conn) Done() <-chan struct{} { return c.done }
+
+func (c *conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close disconnects cleanly (the broker does not send the Will) and waits
+// briefly for queued work.
+func (c *conn) Close() {
+	c.c.Disconnect(250)
+	c.lost(errors.New("closed"))
+}

@@ -1,0 +1,269 @@
+// Package sync moves results from a device's outbox to the hub and back:
+// the wire format (versioned, compressed batches and acks), the Uplink that
+// drains an outbox over MQTT with end-to-end acknowledgement, and the
+// Collector that stores results on the hub idempotently. sync/mqtt adapts
+// paho; everything here talks to the small Conn interface so tests can put
+// a real broker, a fault proxy or a fake behind it.
+//
+// Inside outpost, import the standard library's sync as gosync.
+package sync
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	gosync "sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/outpost-edge/outpost/outbox"
+)
+
+// ProtocolVersion is the wire version this build speaks.
+const ProtocolVersion = 1
+
+// Topic layout (docs/PROTOCOL.md). {device} is the device ID.
+const (
+	TopicPrefix = "outpost/v1/"
+)
+
+// Topics for one device.
+func ResultsTopic(device string) string { return TopicPrefix + device + "/results" }
+
+// AckTopic is where the collector acknowledges a device's batches.
+func AckTopic(device string) string { return TopicPrefix + device + "/ack" }
+
+// StatusTopic carries the device's retained status and Last Will.
+func StatusTopic(device string) string { return TopicPrefix + device + "/status" }
+
+// CmdTopic is reserved for hub → device commands.
+func CmdTopic(device string) string { return TopicPrefix + device + "/cmd" }
+
+// DeviceFromTopic extracts {device} from outpost/v1/{device}/{kind}.
+func DeviceFromTopic(topic string) (device, kind string, ok bool) {
+	rest, found := strings.CutPrefix(topic, TopicPrefix)
+	if !found {
+		return "", "", false
+	}
+	device, kind, found = strings.Cut(rest, "/")
+	return device, kind, found && ValidDeviceID(device) && !strings.Contains(kind, "/")
+}
+
+// ValidDeviceID: 1–64 of [A-Za-z0-9._-]; no MQTT wildcards or separators.
+func ValidDeviceID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// ErrMalformed wraps every decoding failure; the message says what was wrong.
+var ErrMalformed = errors.New("malformed message")
+
+// ErrVersion: a message of a protocol version this build does not read.
+var ErrVersion = errors.New("unsupported protocol version")
+
+// Message kinds (second magic byte).
+const (
+	kindBatch = 'B'
+	kindAck   = 'A'
+)
+
+// Flags.
+const flagZstd = 1
+
+// Batch is one MQTT message of results.
+type Batch struct {
+	ID      outbox.ID // batch ID (UUIDv7), named by the ack
+	Device  string
+	Sent    time.Time // device clock at send; the collector derives clock offset
+	Records []*outbox.Record
+}
+
+// maxRecordsPerBatch and maxDecoded bound what a decoder allocates.
+const (
+	maxRecordsPerBatch = 100_000
+	maxDecoded         = 64 << 20
+)
+
+var (
+	encOnce gosync.Once
+	enc     *zstd.Encoder
+	dec     *zstd.Decoder
+)
+
+func codecs() {
+	encOnce.Do(func() {
+		// Nil writers/readers: these are used through EncodeAll/DecodeAll only.
+		enc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+		dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxDecoded))
+	})
+}
+
+// EncodeBatch writes the v1 batch envelope:
+//
+//	'O' 'B' version(1) flags(1) | body
+//	body (zstd-compressed when flags&1) =
+//	  batch id [16] | device (uvarint len + bytes) | sent unix-ms varint |
+//	  count uvarint | count × (uvarint len + outbox record encoding)
+//
+// Compression is used only when it makes the message smaller.
+func EncodeBatch(b *Batch) []byte {
+	var body []byte
+	body = append(body, b.ID[:]...)
+	body = binary.AppendUvarint(body, uint64(len(b.Device)))
+	body = append(body, b.Device...)
+	body = binary.AppendVarint(body, b.Sent.UnixMilli())
+	body = binary.AppendUvarint(body, uint64(len(b.Records)))
+	var rec []byte
+	for _, r := range b.Records {
+		rec = r.Encode(rec[:0])
+		body = binary.AppendUvarint(body, uint64(len(rec)))
+		body = append(body, rec...)
+	}
+	codecs()
+	out := []byte{'O', kindBatch, ProtocolVersion, 0}
+	if z := enc.EncodeAll(body, nil); len(z) < len(body) {
+		out[3] = flagZstd
+		return append(out, z...)
+	}
+	return append(out, body...)
+}
+
+func header(msg []byte, kind byte) ([]byte, error) {
+	if len(msg) < 4 || msg[0] != 'O' || msg[1] != kind {
+		return nil, fmt.Errorf("%w: not an outpost %c message (%d bytes)", ErrMalformed, kind, len(msg))
+	}
+	if msg[2] != ProtocolVersion {
+		return nil, fmt.Errorf("%w: version %d (this build speaks %d)", ErrVersion, msg[2], ProtocolVersion)
+	}
+	body := msg[4:]
+	switch msg[3] {
+	case 0:
+		return body, nil
+	case flagZstd:
+		codecs()
+		out, err := dec.DecodeAll(body, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w: zstd: %v", ErrMalformed, err)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("%w: unknown flags %#x", ErrMalformed, msg[3])
+}
+
+// DecodeBatch parses a batch. Errors wrap ErrMalformed or ErrVersion and
+// say what was wrong; it never panics (FuzzDecodeBatch).
+func DecodeBatch(msg []byte) (*Batch, error) {
+	body, err := header(msg, kindBatch)
+	if err != nil {
+		return nil, err
+	}
+	if len(body) < 16 {
+		return nil, fmt.Errorf("%w: batch id truncated", ErrMalformed)
+	}
+	b := &Batch{}
+	copy(b.ID[:], body)
+	r := bytes.NewReader(body[16:])
+	dev, err := readField(r, 64)
+	if err != nil || !ValidDeviceID(string(dev)) {
+		return nil, fmt.Errorf("%w: device id %q", ErrMalformed, dev)
+	}
+	b.Device = string(dev)
+	ms, err := binary.ReadVarint(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: sent time", ErrMalformed)
+	}
+	b.Sent = time.UnixMilli(ms).UTC()
+	n, err := binary.ReadUvarint(r)
+	if err != nil || n > maxRecordsPerBatch {
+		return nil, fmt.Errorf("%w: record count %d", ErrMalformed, n)
+	}
+	for i := uint64(0); i < n; i++ {
+		raw, err := readField(r, 16<<20)
+		if err != nil {
+			return nil, fmt.Errorf("%w: record %d of %d: %v", ErrMalformed, i, n, err)
+		}
+		rec, err := outbox.DecodeRecord(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: record %d of %d: %v", ErrMalformed, i, n, err)
+		}
+		b.Records = append(b.Records, rec)
+	}
+	if r.Len() != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Len())
+	}
+	return b, nil
+}
+
+func readField(r *bytes.Reader, max uint64) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, fmt.Errorf("length: %v", err)
+	}
+	if n > max || n > uint64(r.Len()) {
+		return nil, fmt.Errorf("length %d exceeds %d remaining", n, r.Len())
+	}
+	b := make([]byte, n)
+	r.Read(b)
+	return b, nil
+}
+
+// Ack is the collector's answer to a batch: which records it has durably
+// stored (including ones it already had), and which it refused for good.
+type Ack struct {
+	Batch    outbox.ID
+	Stored   []outbox.ID
+	Rejected []outbox.ID // undecodable for the collector; the device drops them (counted)
+}
+
+// EncodeAck writes 'O' 'A' version flags | batch [16] | n uvarint | n×id | m uvarint | m×id.
+func EncodeAck(a *Ack) []byte {
+	out := []byte{'O', kindAck, ProtocolVersion, 0}
+	out = append(out, a.Batch[:]...)
+	for _, ids := range [][]outbox.ID{a.Stored, a.Rejected} {
+		out = binary.AppendUvarint(out, uint64(len(ids)))
+		for _, id := range ids {
+			out = append(out, id[:]...)
+		}
+	}
+	return out
+}
+
+// DecodeAck parses an ack; errors wrap ErrMalformed or ErrVersion.
+func DecodeAck(msg []byte) (*Ack, error) {
+	body, err := header(msg, kindAck)
+	if err != nil {
+		return nil, err
+	}
+	if len(body) < 16 {
+		return nil, fmt.Errorf("%w: ack batch id truncated", ErrMalformed)
+	}
+	a := &Ack{}
+	copy(a.Batch[:], body)
+	r := bytes.NewReader(body[16:])
+	for _, dst := range []*[]outbox.ID{&a.Stored, &a.Rejected} {
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n > uint64(r.Len())/16 {
+			return nil, fmt.Errorf("%w: ack id count", ErrMalformed)
+		}
+		ids := make([]outbox.ID, n)
+		for i := range ids {
+			r.Read(ids[i][:])
+		}
+		*dst = ids
+	}
+	if r.Len() != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes in ack", ErrMalformed, r.Len())
+	}
+	return a, nil
+}

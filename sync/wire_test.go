@@ -1,0 +1,189 @@
+package sync
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/outbox"
+)
+
+func sampleBatch(n int) *Batch {
+	g := outbox.NewIDGen()
+	b := &Batch{ID: g.New(), Device: "pi-07", Sent: time.UnixMilli(1_764_000_000_123).UTC()}
+	for i := 0; i < n; i++ {
+		b.Records = append(b.Records, &outbox.Record{ID: g.New(), Seq: uint64(i + 1), Created: time.Unix(1_764_000_000, int64(i)).UTC(),
+			Device: "pi-07", Model: "crop-disease", Version: "1.0.0", Task: "image-classification", Priority: outbox.Normal,
+			Output: []byte(fmt.Sprintf(`{"labels":[{"label":"leaf_rust","score":0.%02d}]}`, i%100))})
+	}
+	return b
+}
+
+func TestBatch_RoundTrip(t *testing.T) {
+	for _, n := range []int{0, 1, 500} {
+		b := sampleBatch(n)
+		msg := EncodeBatch(b)
+		got, err := DecodeBatch(msg)
+		if err != nil {
+			t.Fatalf("n=%d: %v", n, err)
+		}
+		if got.ID != b.ID || got.Device != b.Device || !got.Sent.Equal(b.Sent) || len(got.Records) != n {
+			t.Fatalf("n=%d: got %+v", n, got)
+		}
+		for i := range got.Records {
+			if !bytes.Equal(got.Records[i].Encode(nil), b.Records[i].Encode(nil)) {
+				t.Fatalf("record %d differs", i)
+			}
+		}
+		if n == 500 {
+			var raw int
+			for _, r := range b.Records {
+				raw += len(r.Encode(nil))
+			}
+			t.Logf("500 records: %d bytes encoded, %d on the wire (%.1f B/record, zstd ratio %.2f)", raw, len(msg), float64(len(msg))/500, float64(raw)/float64(len(msg)))
+			if msg[3] != flagZstd || len(msg) > raw/2 {
+				t.Fatalf("batch of 500 not compressed usefully: %d -> %d", raw, len(msg))
+			}
+		}
+	}
+}
+
+func TestDecode_Malformed(t *testing.T) {
+	good := EncodeBatch(sampleBatch(3))
+	bad := append([]byte{}, good...)
+	bad[2] = 9
+	tests := []struct {
+		name string
+		msg  []byte
+		want error
+		text string
+	}{
+		{"empty", nil, ErrMalformed, "not an outpost"},
+		{"json", []byte(`{"records":[]}`), ErrMalformed, "not an outpost"},
+		{"version", bad, ErrVersion, "version 9"},
+		{"flags", append([]byte{'O', 'B', 1, 7}, good[4:]...), ErrMalformed, "unknown flags"},
+		{"bad zstd", append([]byte{'O', 'B', 1, 1}, []byte("not zstd at all")...), ErrMalformed, "zstd"},
+		{"truncated", EncodeBatch(&Batch{Device: "d", Records: sampleBatch(1).Records})[:30], ErrMalformed, ""},
+		{"ack as batch", EncodeAck(&Ack{}), ErrMalformed, "not an outpost"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := DecodeBatch(tt.msg)
+			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.text) {
+				t.Fatalf("err = %v, want %v containing %q", err, tt.want, tt.text)
+			}
+		})
+	}
+}
+
+func TestAck_RoundTrip(t *testing.T) {
+	g := outbox.NewIDGen()
+	a := &Ack{Batch: g.New(), Stored: []outbox.ID{g.New(), g.New()}, Rejected: []outbox.ID{g.New()}}
+	got, err := DecodeAck(EncodeAck(a))
+	if err != nil || got.Batch != a.Batch || len(got.Stored) != 2 || got.Stored[1] != a.Stored[1] || got.Rejected[0] != a.Rejected[0] {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	if _, err := DecodeAck(EncodeAck(a)[:30]); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("truncated ack: %v", err)
+	}
+}
+
+func FuzzDecodeBatch(f *testing.F) {
+	f.Add(EncodeBatch(sampleBatch(2)))
+	f.Add(EncodeBatch(sampleBatch(50)))
+	f.Add([]byte{'O', 'B', 1, 0})
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		b, err := DecodeBatch(msg)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrVersion) {
+				t.Fatalf("unwrapped error: %v", err)
+			}
+			return
+		}
+		if !ValidDeviceID(b.Device) {
+			t.Fatalf("accepted device %q", b.Device)
+		}
+	})
+}
+
+func FuzzDecodeAck(f *testing.F) {
+	f.Add(EncodeAck(&Ack{Stored: make([]outbox.ID, 3)}))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		if _, err := DecodeAck(msg); err != nil && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrVersion) {
+			t.Fatalf("unwrapped error: %v", err)
+		}
+	})
+}
+
+func TestTopics(t *testing.T) {
+	if d, k, ok := DeviceFromTopic(ResultsTopic("kiosk-3")); !ok || d != "kiosk-3" || k != "results" {
+		t.Fatalf("%q %q %v", d, k, ok)
+	}
+	for _, bad := range []string{"outpost/v1/+/results", "outpost/v2/x/results", "outpost/v1/a/b/c", "outpost/v1//results"} {
+		if _, _, ok := DeviceFromTopic(bad); ok {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestBackoff_FullJitter(t *testing.T) {
+	b := Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
+	var maxSeen time.Duration
+	for i := 0; i < 200; i++ {
+		d := b.Next()
+		ceil := min(100*time.Millisecond<<min(i, 30), 2*time.Second)
+		if d <= 0 || d > ceil {
+			t.Fatalf("attempt %d: %s outside (0, %s]", i, d, ceil)
+		}
+		maxSeen = max(maxSeen, d)
+	}
+	if maxSeen < time.Second {
+		t.Fatalf("never approached the cap: max %s", maxSeen)
+	}
+	// Jitter: many devices starting together do not pick the same delay.
+	seen := map[time.Duration]bool{}
+	for i := 0; i < 100; i++ {
+		bb := Backoff{Min: time.Second, Max: time.Minute}
+		seen[bb.Next()] = true
+	}
+	if len(seen) < 90 {
+		t.Fatalf("only %d distinct first delays of 100", len(seen))
+	}
+}
+
+func TestBudget(t *testing.T) {
+	path := t.TempDir() + "/budget.json"
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.Local)
+	b, err := LoadBudget(10_000, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, _ := b.leaseOptions(now, 100, 1<<20)
+	if lo.MaxPriority != outbox.Bulk || lo.MaxBytes != 10_000 {
+		t.Fatalf("fresh day: %+v", lo)
+	}
+	b.spend(now, 6_000)
+	if lo, _ = b.leaseOptions(now, 100, 1<<20); lo.MaxPriority != outbox.Normal {
+		t.Fatalf("past bulk share: %+v", lo)
+	}
+	b.spend(now, 4_500)
+	if lo, _ = b.leaseOptions(now, 100, 1<<20); lo.MaxPriority != outbox.Alert {
+		t.Fatalf("spent: %+v", lo)
+	}
+	alert := []*outbox.Record{{Priority: outbox.Alert}}
+	normal := []*outbox.Record{{Priority: outbox.Normal}}
+	if !b.fits(now, 5_000, alert) || b.fits(now, 1, normal) {
+		t.Fatal("alerts may overspend, normal records may not")
+	}
+	// A reboot keeps the day's spending; the next day starts fresh.
+	b2, _ := LoadBudget(10_000, path)
+	if got := b2.Spent(now); got != 10_500 {
+		t.Fatalf("after reload spent %d, want 10500", got)
+	}
+	if got := b2.Remaining(now.Add(24 * time.Hour)); got != 10_000 {
+		t.Fatalf("next day remaining %d", got)
+	}
+}
