@@ -94,7 +94,9 @@ func (b *Budget) Spent(now time.Time) int64 {
 	return b.Used
 }
 
-func (b *Budget) allowsAny(now time.Time) bool { return b == nil || b.Daily <= 0 || b.Remaining(now) > 0 }
+func (b *Budget) allowsAny(now time.Time) bool {
+	return b == nil || b.Daily <= 0 || b.Remaining(now) > 0
+}
 
 // leaseOptions picks which priorities may go now and how large a batch.
 func (b *Budget) leaseOptions(now time.Time, n, maxBytes int) (outbox.LeaseOptions, bool) {

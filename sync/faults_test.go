@@ -1,0 +1,140 @@
+package sync_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/testutil"
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+// waitEmpty polls until every outbox is empty or the deadline passes.
+func waitEmpty(t *testing.T, obs map[string]*outbox.Outbox, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		left := int64(0)
+		for _, ob := range obs {
+			st, _ := ob.Stats()
+			left += st.Count
+		}
+		if left == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for name, ob := range obs {
+		st, _ := ob.Stats()
+		t.Logf("%s: %d records left", name, st.Count)
+	}
+	t.Fatalf("outboxes not drained within %s", d)
+}
+
+// TestSync_Faults drains two devices through a fault proxy while the link
+// is reset mid-batch, stalled, slowed to 2G rates, refused, the broker is
+// killed and restarted, and the collector is restarted. Every record must
+// end in the collector's store exactly once and the outboxes must empty.
+func TestSync_Faults(t *testing.T) {
+	for _, persist := range []bool{false, true} {
+		t.Run("persistence="+strconv.FormatBool(persist), func(t *testing.T) {
+			before := goruntime.NumGoroutine()
+			broker := testutil.StartMosquitto(t, persist)
+			proxy := testutil.StartProxy(t, broker.Addr())
+			hubPath := filepath.Join(t.TempDir(), "hub.db")
+			h := startCollector(t, hubPath, broker.URL())
+			obs := map[string]*outbox.Outbox{}
+			var ups []*osync.Uplink
+			for _, name := range []string{"pi-a", "pi-b"} {
+				ob, u := device(t, name, proxy.URL(), 2000, osync.UplinkOptions{BatchRecords: 50, Window: 2, AckTimeout: time.Second})
+				obs[name] = ob
+				ups = append(ups, u)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, len(ups))
+			for _, u := range ups {
+				go func(u *osync.Uplink) { done <- u.Run(ctx) }(u)
+			}
+			step := func(name string, d time.Duration, f func()) {
+				time.Sleep(d)
+				t.Logf("fault: %s", name)
+				f()
+			}
+			step("reset every connection mid-batch", 150*time.Millisecond, proxy.Reset)
+			step("stall the link", 100*time.Millisecond, func() { proxy.Stall(true) })
+			step("unstall", 800*time.Millisecond, func() { proxy.Stall(false) })
+			step("2G link (5 KB/s)", 100*time.Millisecond, func() { proxy.Rate(5000) })
+			step("full speed", 1500*time.Millisecond, func() { proxy.Rate(0) })
+			step("kill broker", 100*time.Millisecond, broker.Kill)
+			step("restart broker", 300*time.Millisecond, broker.Start)
+			step("restart collector", 300*time.Millisecond, func() {
+				h.stop()
+				h = startCollector(t, hubPath, broker.URL())
+			})
+			step("refuse connections", 200*time.Millisecond, func() { proxy.Refuse(true); proxy.Reset() })
+			step("accept again", 500*time.Millisecond, func() { proxy.Refuse(false) })
+			waitEmpty(t, obs, 60*time.Second)
+			cancel()
+			for range ups {
+				<-done
+			}
+			checkExactlyOnce(t, h, obs, 2000)
+			var resent int64
+			for _, u := range ups {
+				st := u.Stats()
+				resent += st.Resent
+				t.Logf("uplink: %+v", st)
+			}
+			t.Logf("collector: %+v (duplicates were redeliveries, acknowledged again, stored once)", h.c.Stats())
+			h.stop()
+			for _, ob := range obs {
+				ob.Close()
+			}
+			proxy.Close()
+			broker.Kill()
+			waitGoroutines(t, before)
+		})
+	}
+}
+
+// TestSync_BrokerRestarts kills and restarts the broker repeatedly while a
+// device drains (3 times in make test; OUTPOST_SYNC_RESTARTS=100 in make
+// chaos) and reports loss and duplicates in the collector's store.
+func TestSync_BrokerRestarts(t *testing.T) {
+	restarts := 3
+	if s := os.Getenv("OUTPOST_SYNC_RESTARTS"); s != "" {
+		restarts, _ = strconv.Atoi(s)
+	}
+	broker := testutil.StartMosquitto(t, false)
+	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL())
+	perRestart := 200
+	n := perRestart * (restarts + 1)
+	ob, u := device(t, "pi-chaos", broker.URL(), n, osync.UplinkOptions{BatchRecords: 20, Window: 2, AckTimeout: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	for i := 0; i < restarts; i++ {
+		// Wait for some progress, then pull the broker out from under it.
+		target := int64(n - (i+1)*perRestart)
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			if st, _ := ob.Stats(); st.Count <= target {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		broker.Kill()
+		time.Sleep(time.Duration(20+i%5*20) * time.Millisecond)
+		broker.Start()
+	}
+	waitEmpty(t, map[string]*outbox.Outbox{"pi-chaos": ob}, 120*time.Second)
+	cancel()
+	<-done
+	checkExactlyOnce(t, h, map[string]*outbox.Outbox{"pi-chaos": ob}, n)
+	t.Logf("broker restarts %d, records %d: lost 0, stored twice 0; collector %+v; uplink %+v", restarts, n, h.c.Stats(), u.Stats())
+}
