@@ -10,6 +10,8 @@ declare -A test_pkgs=(
   [sox]=sox                        # audio conversion in demos and tests
   [npm]=npm                        # make deps fetches ONNX Runtime and Silero from npm
   [gcc]=gcc                        # cgo for onnxruntime_go
+  [/usr/sbin/mosquitto]=mosquitto  # real broker for the sync tests
+  [mosquitto_pub]=mosquitto-clients
 )
 declare -A cross_pkgs=(
   [aarch64-linux-gnu-gcc]=gcc-aarch64-linux-gnu         # make cross / dist: cgo for arm64

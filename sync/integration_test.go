@@ -199,8 +199,8 @@ func TestCollector_Malformed(t *testing.T) {
 	}{
 		{osync.ResultsTopic("pi-x"), []byte("random bytes, not a batch")},
 		{osync.ResultsTopic("pi-x"), append([]byte{'O', 'B', 9, 0}, good[4:]...)}, // future version
-		{osync.ResultsTopic("pi-x"), good[:len(good)-3]},                         // truncated
-		{osync.ResultsTopic("pi-y"), good},                                       // device/topic mismatch
+		{osync.ResultsTopic("pi-x"), good[:len(good)-3]},                          // truncated
+		{osync.ResultsTopic("pi-y"), good},                                        // device/topic mismatch
 		{osync.StatusTopic("pi-x"), []byte("{not json")},
 		{osync.ResultsTopic("pi-x"), good}, // and a good one after all that
 	} {

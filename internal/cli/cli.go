@@ -55,6 +55,8 @@ func commands() []command {
 		{"infer", "run a model on files and print one result per file", runInfer},
 		{"models", "list or verify the models in a directory", runModels},
 		{"queue", "inspect the outbox: stats, list, show, export, compact", runQueue},
+		{"sync", "drain the outbox to an MQTT broker now (--once)", runSync},
+		{"collect", "hub side: store devices' results and acknowledge them; export", runCollect},
 		{"version", "print outpost, Go and ONNX Runtime versions", runVersion},
 	}
 }
@@ -74,6 +76,8 @@ Examples:
   outpost infer --model silero-vad --format text *.wav
   outpost infer --model silero-vad --data-dir /var/lib/outpost clip.wav   # also queue the result
   outpost queue stats
+  outpost sync --once --broker tcp://hub.local:1883
+  outpost collect --broker tcp://localhost:1883 --data-dir ./hub
 
 Run 'outpost <command> --help' for a command's flags.
 `

@@ -1,0 +1,266 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+	"github.com/outpost-edge/outpost/sync/mqtt"
+)
+
+// brokerFlags are shared by sync and collect.
+type brokerFlags struct {
+	url, user, pass, ca, cert, key string
+}
+
+func (b *brokerFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&b.url, "broker", os.Getenv("OUTPOST_BROKER"), "MQTT broker URL: tcp://host:1883, ssl://host:8883, ws://host/mqtt (env OUTPOST_BROKER)")
+	fs.StringVar(&b.user, "username", os.Getenv("OUTPOST_MQTT_USERNAME"), "MQTT username (env OUTPOST_MQTT_USERNAME)")
+	fs.StringVar(&b.pass, "password", "", "MQTT password (prefer env OUTPOST_MQTT_PASSWORD: flags show in ps)")
+	fs.StringVar(&b.ca, "ca-file", os.Getenv("OUTPOST_MQTT_CA"), "PEM CA bundle for ssl:// brokers (env OUTPOST_MQTT_CA)")
+	fs.StringVar(&b.cert, "cert-file", os.Getenv("OUTPOST_MQTT_CERT"), "client certificate for mutual TLS (env OUTPOST_MQTT_CERT)")
+	fs.StringVar(&b.key, "key-file", os.Getenv("OUTPOST_MQTT_KEY"), "client key for mutual TLS (env OUTPOST_MQTT_KEY)")
+}
+
+func (b *brokerFlags) dialer(clean bool) (osync.Dialer, error) {
+	if b.url == "" {
+		return nil, usagef("--broker is required (or OUTPOST_BROKER)")
+	}
+	pass := b.pass
+	if pass == "" {
+		pass = os.Getenv("OUTPOST_MQTT_PASSWORD")
+	}
+	return mqtt.Dialer(mqtt.Options{Broker: b.url, Username: b.user, Password: pass, CAFile: b.ca,
+		CertFile: b.cert, KeyFile: b.key, CleanSession: clean})
+}
+
+func logTo(w io.Writer, verbose bool) *slog.Logger {
+	lvl := slog.LevelWarn
+	if verbose {
+		lvl = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+}
+
+const syncExamples = `  outpost sync --once --broker tcp://hub.local:1883          # drain now, exit 0 when empty
+  outpost sync --once --broker ssl://hub:8883 --ca-file hub-ca.pem --daily-budget 5MB
+  OUTPOST_BROKER=tcp://10.0.0.2:1883 outpost sync --once --timeout 10m
+`
+
+func runSync(ctx context.Context, std IO, args []string) error {
+	var (
+		df      dataFlags
+		bf      brokerFlags
+		once    bool
+		device  string
+		budget  string
+		timeout time.Duration
+		verbose bool
+		batch   int
+	)
+	fs := newFlags(std, "sync", "outpost sync --once --broker URL [--data-dir DIR]", syncExamples)
+	df.register(fs)
+	bf.register(fs)
+	fs.BoolVar(&once, "once", false, "drain the outbox now and exit (the daemon syncs continuously)")
+	fs.StringVar(&device, "device-id", os.Getenv("OUTPOST_DEVICE_ID"), "device ID in topics (env OUTPOST_DEVICE_ID; default: hostname)")
+	fs.StringVar(&budget, "daily-budget", os.Getenv("OUTPOST_DAILY_BUDGET"), "bytes per day on the wire, e.g. 5MB (alerts may exceed it); empty = unlimited")
+	fs.DurationVar(&timeout, "timeout", 0, "give up after this long (0 = keep retrying until done or interrupted)")
+	fs.IntVar(&batch, "batch", 500, "records per MQTT message")
+	fs.BoolVarP(&verbose, "verbose", "v", false, "log connections and retries")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if !once {
+		return usagef("continuous sync runs in the daemon ('outpost serve'); use --once here")
+	}
+	if device == "" {
+		device, _ = os.Hostname()
+	}
+	if !osync.ValidDeviceID(device) {
+		return usagef("device id %q: use letters, digits, '.', '_' or '-' (set --device-id)", device)
+	}
+	dial, err := bf.dialer(true)
+	if err != nil {
+		return err
+	}
+	daily, err := parseBytes(budget)
+	if err != nil {
+		return usagef("--daily-budget: %v", err)
+	}
+	ob, err := df.open(std.Err)
+	if err != nil {
+		return err
+	}
+	defer ob.Close()
+	var bud *osync.Budget
+	if daily > 0 {
+		if bud, err = osync.LoadBudget(daily, filepath.Join(df.path(), "budget.json")); err != nil {
+			return err
+		}
+	}
+	up, err := osync.NewUplink(ob, dial, osync.UplinkOptions{Device: device, Budget: bud, Version: Version,
+		BatchRecords: batch, Logger: logTo(std.Err, verbose)})
+	if err != nil {
+		return err
+	}
+	st0, _ := ob.Stats()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	stopBar := progress(std.Err, ob, st0.Count)
+	start := time.Now()
+	err = up.Drain(ctx)
+	stopBar()
+	s := up.Stats()
+	st, _ := ob.Stats()
+	fmt.Fprintf(std.Out, "synced %d records in %d batches to %s as %s in %s; %s on the wire (%.0f B/record); %d left\n",
+		s.Records, s.Batches, bf.url, device, time.Since(start).Round(time.Millisecond), humanBytes(s.WireBytes),
+		float64(s.WireBytes)/float64(max(s.Records, 1)), st.Count)
+	if bud != nil {
+		fmt.Fprintf(std.Out, "budget: %s of %s used today\n", humanBytes(bud.Spent(time.Now())), humanBytes(daily))
+	}
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("timed out after %s with %d records left (are the broker and collector reachable?)", timeout, st.Count)
+		}
+		return err
+	}
+	return nil
+}
+
+// progress draws a bar on a terminal while the outbox drains.
+func progress(w io.Writer, ob *outbox.Outbox, total int64) func() {
+	f, ok := w.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) || total == 0 {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			st, _ := ob.Stats()
+			sent := max(total-st.Count, 0)
+			n := int(30 * sent / total)
+			fmt.Fprintf(w, "\r[%s%s] %d/%d", strings.Repeat("#", n), strings.Repeat(".", 30-n), sent, total)
+			select {
+			case <-stop:
+				fmt.Fprint(w, "\r\033[K")
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+// parseBytes reads "5MB", "500k", "1GiB", "12345".
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(strings.ToUpper(s))
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	for _, u := range []struct {
+		suf string
+		m   int64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"G", 1e9}, {"M", 1e6}, {"K", 1e3}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suf) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suf)), u.m
+			break
+		}
+	}
+	var n float64
+	if _, err := fmt.Sscanf(s, "%g", &n); err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size like 5MB", s)
+	}
+	return int64(n * float64(mult)), nil
+}
+
+const collectExamples = `  outpost collect --broker tcp://localhost:1883 --data-dir /var/lib/outpost-hub
+  outpost collect export --data-dir /var/lib/outpost-hub --format csv > results.csv
+  outpost collect devices --data-dir /var/lib/outpost-hub
+`
+
+func runCollect(ctx context.Context, std IO, args []string) error {
+	var (
+		df      dataFlags
+		bf      brokerFlags
+		format  string
+		verbose bool
+	)
+	fs := newFlags(std, "collect", "outpost collect [export|devices] --data-dir DIR [--broker URL]", collectExamples)
+	df.register(fs)
+	bf.register(fs)
+	fs.StringVar(&format, "format", "jsonl", "export: jsonl or csv")
+	fs.BoolVarP(&verbose, "verbose", "v", true, "log connections and rejected messages")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(df.path(), 0o750); err != nil {
+		return err
+	}
+	path := filepath.Join(df.path(), "collector.db")
+	c, err := osync.OpenCollector(path, osync.CollectorOptions{Logger: logTo(std.Err, verbose)})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	switch fs.Arg(0) {
+	case "export":
+		var n int
+		switch format {
+		case "jsonl":
+			n, err = c.ExportJSONL(std.Out)
+		case "csv":
+			n, err = c.ExportCSV(std.Out)
+		default:
+			return usagef("--format must be jsonl or csv")
+		}
+		if err == nil {
+			fmt.Fprintf(std.Err, "exported %d results\n", n)
+		}
+		return err
+	case "devices":
+		devs, err := c.Devices()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(std.Out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST SEEN\tBACKLOG\tSTORED\tDUPLICATES\tCLOCK OFFSET")
+		for _, d := range devs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", d.Device, d.State, d.LastSeen.Local().Format(time.RFC3339),
+				d.Backlog, d.Stored, d.Duplicates, (time.Duration(d.ClockOffset) * time.Millisecond).String())
+		}
+		return tw.Flush()
+	case "":
+		dial, err := bf.dialer(false)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(std.Err, "collecting from %s into %s (Ctrl-C stops)\n", bf.url, path)
+		err = c.Run(ctx, dial)
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintf(std.Err, "stopped: %+v\n", c.Stats())
+			return nil
+		}
+		return err
+	}
+	return usagef("unknown collect command %q (want export or devices, or none to run)", fs.Arg(0))
+}

@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/testutil"
+)
+
+// TestSyncOnceAndCollect: infer queues results on a device; `sync --once`
+// drains them through a real mosquitto to `collect`, which exports them.
+func TestSyncOnceAndCollect(t *testing.T) {
+	broker := testutil.StartMosquitto(t, false)
+	hub, dev := t.TempDir(), t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var collectErr bytes.Buffer
+	done := make(chan int, 1)
+	testutil.SileroPath(t)
+	t.Setenv("OUTPOST_ORT_LIB", testutil.LibPath(t))
+	go func() {
+		done <- Main(ctx, []string{"collect", "--broker", broker.URL(), "--data-dir", hub}, nil, &bytes.Buffer{}, &collectErr)
+	}()
+	wav := speechWAV(t)
+	if _, errOut, code := run(t, nil, "infer", "--models-dir", testutil.ModelsDir(t), "-m", "silero-vad",
+		"--data-dir", dev, "--device-id", "kiosk-9", wav, wav, wav); code != ExitOK {
+		t.Fatalf("infer: %s", errOut)
+	}
+	time.Sleep(300 * time.Millisecond) // the collector subscribes
+	out, errOut, code := run(t, nil, "sync", "--once", "--broker", broker.URL(), "--data-dir", dev, "--device-id", "kiosk-9", "--timeout", "30s")
+	if code != ExitOK || !strings.Contains(out, "synced 3 records") || !strings.Contains(out, "0 left") {
+		t.Fatalf("sync (code %d): %s\n%s", code, out, errOut)
+	}
+	cancel()
+	if c := <-done; c != ExitOK {
+		t.Fatalf("collect exited %d: %s", c, collectErr.String())
+	}
+	out, _, code = run(t, nil, "collect", "export", "--data-dir", hub, "--format", "csv")
+	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if code != ExitOK || err != nil || len(rows) != 4 || rows[1][1] != "kiosk-9" || !strings.Contains(rows[1][9], "segments") {
+		t.Fatalf("csv export (code %d, %v):\n%s", code, err, out)
+	}
+	out, _, _ = run(t, nil, "collect", "export", "--data-dir", hub)
+	if strings.Count(out, `"received":`) != 3 || !strings.Contains(out, `"output":{"segments"`) {
+		t.Fatalf("jsonl export:\n%s", out)
+	}
+	out, _, _ = run(t, nil, "collect", "devices", "--data-dir", hub)
+	if !strings.Contains(out, "kiosk-9") {
+		t.Fatalf("devices:\n%s", out)
+	}
+	// Nothing left to send: a second sync is a quick no-op.
+	out, _, code = run(t, nil, "queue", "stats", "--data-dir", dev)
+	if code != ExitOK || !strings.Contains(out, "records   0 of") {
+		t.Fatalf("device queue after sync:\n%s", out)
+	}
+}
+
+func TestSync_Usage(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sync", "--broker", "tcp://127.0.0.1:1"}, "use --once"},
+		{[]string{"sync", "--once"}, "--broker is required"},
+		{[]string{"sync", "--once", "--broker", "tcp://x:1", "--device-id", "a/b"}, `device id "a/b"`},
+		{[]string{"sync", "--once", "--broker", "tcp://x:1", "--device-id", "a", "--daily-budget", "lots"}, "--daily-budget"},
+	} {
+		t.Setenv("OUTPOST_BROKER", "")
+		_, errOut, code := run(t, nil, c.args...)
+		if code != ExitUsage || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: code %d, %q", c.args, code, errOut)
+		}
+	}
+	if n, err := parseBytes("5MB"); err != nil || n != 5_000_000 {
+		t.Fatalf("5MB = %d, %v", n, err)
+	}
+	if n, _ := parseBytes("2 MiB"); n != 2<<20 {
+		t.Fatalf("2 MiB = %d", n)
+	}
+}
+
+func TestSync_UnreachableBrokerTimesOut(t *testing.T) {
+	dev := t.TempDir()
+	port := testutil.FreePort(t) // nothing listens there
+	_, errOut, code := run(t, nil, "sync", "--once", "--broker", "tcp://127.0.0.1:"+itoa(port), "--data-dir", dev, "--device-id", "d1", "--timeout", "1500ms")
+	if code != ExitFailure || !strings.Contains(errOut, "timed out after 1.5s") {
+		t.Fatalf("code %d: %s", code, errOut)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
