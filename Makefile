@@ -56,14 +56,18 @@ dist: deps ## release tarballs for amd64 and arm64 in dist/out, with SHA256SUMS
 bench: deps ## benchmarks with ratios against baselines measured in the same run
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./runtime/onnx/ ./models/
 	$(GO) test -run '^$$' -bench 'Append|Fdatasync' -benchtime 50000x -count 1 ./outbox/
+	$(GO) test -run '^$$' -bench Drain -benchtime 1x -count 1 ./sync/
 
-chaos: ## long crash soak: 1000 rounds of SIGKILL during appends
+chaos: ## soaks: 1000 SIGKILL rounds during appends; 100 broker kill/restarts during a drain
 	OUTPOST_CRASH_ROUNDS=1000 $(GO) test -count=1 -timeout 30m -run 'TestCrash' -v ./outbox/ | grep -E 'crash rounds|^(ok|FAIL|---)'
+	OUTPOST_SYNC_RESTARTS=100 $(GO) test -count=1 -timeout 30m -run 'TestSync_BrokerRestarts' -v ./sync/ | grep -E 'broker restarts|^(ok|FAIL|---)'
 
 fuzz: deps ## a short fuzzing session on every decoder
 	$(GO) test -run '^$$' -fuzz FuzzDecodeWAV -fuzztime 60s ./models/
 	$(GO) test -run '^$$' -fuzz FuzzManifest -fuzztime 60s ./models/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 60s ./outbox/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeBatch -fuzztime 60s ./sync/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeAck -fuzztime 60s ./sync/
 
 demo: build ## speak a sentence, pad it with silence, and find the speech in it
 	@mkdir -p artifacts

@@ -93,4 +93,3 @@ func TestSync_UnreachableBrokerTimesOut(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-

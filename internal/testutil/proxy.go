@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	gosync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -22,6 +23,10 @@ type Proxy struct {
 	stalled bool
 	rate    int // bytes per second per direction; 0 = unlimited
 	wg      gosync.WaitGroup
+
+	// Up counts bytes client → server, Down server → client: the real
+	// TCP payload on the wire, for benchmarks of bytes per record.
+	Up, Down atomic.Int64
 }
 
 // StartProxy listens on a free loopback port and forwards to target.
@@ -64,12 +69,12 @@ func (p *Proxy) accept() {
 		p.conns[c], p.conns[s] = true, true
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(c, s)
-		go p.pipe(s, c)
+		go p.pipe(s, c, &p.Up)
+		go p.pipe(c, s, &p.Down)
 	}
 }
 
-func (p *Proxy) pipe(dst, src net.Conn) {
+func (p *Proxy) pipe(dst, src net.Conn, count *atomic.Int64) {
 	defer p.wg.Done()
 	defer func() {
 		dst.Close()
@@ -102,6 +107,7 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 			if _, werr := dst.Write(chunk[:n]); werr != nil {
 				return
 			}
+			count.Add(int64(n))
 			if rate > 0 {
 				time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
 			}
