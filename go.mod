@@ -13,6 +13,7 @@ require (
 
 require (
 	github.com/gorilla/websocket v1.5.3 // indirect
+	golang.org/x/image v0.48.0 // indirect
 	golang.org/x/net v0.44.0 // indirect
 	golang.org/x/sync v0.20.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect

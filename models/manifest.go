@@ -45,20 +45,22 @@ const (
 
 // Manifest describes one model. See docs/MODELS.md for every field.
 type Manifest struct {
-	Name          string               `json:"name"`
-	Version       string               `json:"version"`
-	Task          Task                 `json:"task"`
-	Description   string               `json:"description,omitempty"`
-	File          string               `json:"file"`
-	SHA256        string               `json:"sha256"`
-	Inputs        []runtime.TensorInfo `json:"inputs"`
-	Outputs       []runtime.TensorInfo `json:"outputs"`
-	Preprocessing Preprocessing        `json:"preprocessing"`
-	VAD           *VADOptions          `json:"vad,omitempty"`
-	Labels        []string             `json:"labels,omitempty"`
-	License       string               `json:"license"`
-	Source        string               `json:"source,omitempty"`
-	Languages     []string             `json:"languages,omitempty"`
+	Name           string               `json:"name"`
+	Version        string               `json:"version"`
+	Task           Task                 `json:"task"`
+	Description    string               `json:"description,omitempty"`
+	File           string               `json:"file"`
+	SHA256         string               `json:"sha256"`
+	Inputs         []runtime.TensorInfo `json:"inputs"`
+	Outputs        []runtime.TensorInfo `json:"outputs"`
+	Preprocessing  Preprocessing        `json:"preprocessing"`
+	Postprocessing Postprocessing       `json:"postprocessing"`
+	VAD            *VADOptions          `json:"vad,omitempty"`
+	Advice         string               `json:"advice,omitempty"` // JSON file: label -> language -> text
+	Labels         []string             `json:"labels,omitempty"`
+	License        string               `json:"license"`
+	Source         string               `json:"source,omitempty"`
+	Languages      []string             `json:"languages,omitempty"`
 }
 
 // Preprocessing says how raw input becomes tensors.
@@ -73,6 +75,20 @@ type Preprocessing struct {
 	Layout string    `json:"layout,omitempty"` // NCHW or NHWC
 	Mean   []float32 `json:"mean,omitempty"`
 	Std    []float32 `json:"std,omitempty"`
+}
+
+// Postprocessing says how a classifier's output becomes an answer.
+type Postprocessing struct {
+	// Softmax: the output is logits (true) or already probabilities.
+	Softmax bool `json:"softmax,omitempty"`
+	// Temperature divides logits before softmax (calibrated confidence,
+	// fitted on held-out data); 0 or 1 = none.
+	Temperature float32 `json:"temperature,omitempty"`
+	// TopK labels in the answer; default 3.
+	TopK int `json:"top_k,omitempty"`
+	// UncertainBelow: a top score under this is answered "uncertain —
+	// retake the photo" instead of a diagnosis; default 0.5.
+	UncertainBelow float32 `json:"uncertain_below,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -139,6 +155,23 @@ func (m *Manifest) Validate() error {
 	}
 	if m.Task == TaskVAD && (p.SampleRate == 0 || p.ChunkSamples == 0) {
 		return bad("a vad model needs preprocessing.sample_rate and preprocessing.chunk_samples")
+	}
+	if m.Task == TaskImageClassification {
+		if p.Width == 0 || p.Height == 0 {
+			return bad("an image-classification model needs preprocessing.width and height")
+		}
+		if p.Layout != "" && p.Layout != "NCHW" && p.Layout != "NHWC" {
+			return bad("preprocessing.layout %q: want NCHW or NHWC", p.Layout)
+		}
+		if len(m.Labels) == 0 {
+			return bad("an image-classification model needs labels")
+		}
+	}
+	if pp := m.Postprocessing; pp.Temperature < 0 || pp.TopK < 0 || pp.UncertainBelow < 0 || pp.UncertainBelow > 1 {
+		return bad("postprocessing: temperature and top_k must not be negative, uncertain_below in [0, 1]")
+	}
+	if m.Advice != "" && !filepath.IsLocal(m.Advice) {
+		return bad("advice %q must be a relative path inside the model folder", m.Advice)
 	}
 	if m.VAD != nil {
 		if err := m.VAD.validate(); err != nil {

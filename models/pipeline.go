@@ -41,7 +41,8 @@ type Pipeline interface {
 
 // PipelineOptions carry per-task overrides.
 type PipelineOptions struct {
-	VAD VADOptions
+	VAD  VADOptions
+	Lang string // language for advice text (en, fr, sw, ha, am); default en
 }
 
 // NewPipeline returns the pipeline for m's task around an open session.
@@ -53,6 +54,12 @@ func NewPipeline(m *Model, sess runtime.Session, opts PipelineOptions) (Pipeline
 			return nil, err
 		}
 		return &vadPipeline{m: m, v: v}, nil
+	case TaskImageClassification:
+		c, err := NewClassifier(m, sess)
+		if err != nil {
+			return nil, err
+		}
+		return &classPipeline{c: c, lang: opts.Lang}, nil
 	}
 	return nil, fmt.Errorf("models: %s: task %q has no pipeline in this build", m.Name, m.Task)
 }

@@ -36,9 +36,10 @@ type Registry struct {
 	problems []Problem
 }
 
-// LoadDir reads every subfolder of dir that holds a manifest.json, verifying
-// each model's checksum. Folders without a manifest are ignored. The error is
-// non-nil only when dir itself cannot be read.
+// LoadDir reads every subfolder of dir for manifest.json (and manifest-*.json:
+// one folder may hold variants, e.g. INT8 and FP32 of the same model),
+// verifying each model's checksum. Folders without a manifest are ignored.
+// The error is non-nil only when dir itself cannot be read.
 func LoadDir(dir string) (*Registry, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -50,25 +51,32 @@ func LoadDir(dir string) (*Registry, error) {
 		if !e.IsDir() {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(sub, ManifestFile)); err != nil {
-			continue
+		mans, _ := filepath.Glob(filepath.Join(sub, "manifest-*.json"))
+		if _, err := os.Stat(filepath.Join(sub, ManifestFile)); err == nil {
+			mans = append([]string{filepath.Join(sub, ManifestFile)}, mans...)
 		}
-		m, err := loadModel(sub)
-		if err != nil {
-			r.problems = append(r.problems, Problem{Dir: sub, Err: err})
-			continue
+		for _, man := range mans {
+			where := sub
+			if filepath.Base(man) != ManifestFile {
+				where = man
+			}
+			m, err := loadModel(sub, man)
+			if err != nil {
+				r.problems = append(r.problems, Problem{Dir: where, Err: err})
+				continue
+			}
+			if prev, dup := r.models[m.Name]; dup {
+				r.problems = append(r.problems, Problem{Dir: where, Err: fmt.Errorf("%w: name %q already used by %s", ErrBadManifest, m.Name, prev.Dir)})
+				continue
+			}
+			r.models[m.Name] = m
 		}
-		if prev, dup := r.models[m.Name]; dup {
-			r.problems = append(r.problems, Problem{Dir: sub, Err: fmt.Errorf("%w: name %q already used by %s", ErrBadManifest, m.Name, prev.Dir)})
-			continue
-		}
-		r.models[m.Name] = m
 	}
 	return r, nil
 }
 
-func loadModel(dir string) (*Model, error) {
-	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+func loadModel(dir, manifest string) (*Model, error) {
+	b, err := os.ReadFile(manifest)
 	if err != nil {
 		return nil, fmt.Errorf("read manifest: %w", err)
 	}

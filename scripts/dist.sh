@@ -22,14 +22,18 @@ for arch in "${arches[@]}"; do
   (cd "$root" && CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc go build -trimpath \
     -ldflags "-s -w $ldflags" -o "$stage/outpost" ./cmd/outpost)
   cp "$ortdir/linux-$arch/libonnxruntime.so.1" "$stage/lib/"
-  for m in "$root"/models/*/manifest.json; do
-    d=$(dirname "$m")
-    file=$(sed -n 's/.*"file": *"\([^"]*\)".*/\1/p' "$m")
-    mkdir -p "$stage/models/$(basename "$d")"
-    cp "$m" "$d/$file" "$stage/models/$(basename "$d")/"
-    for extra in "$d"/*.md "$d"/labels*.json "$d"/advice*.json; do
-      [ -f "$extra" ] && cp "$extra" "$stage/models/$(basename "$d")/"
+  # Each model folder: its manifests, the files they name, advice and samples
+  # (training scripts and evaluation sets stay in the repository).
+  for m in "$root"/models/*/manifest*.json; do
+    d=$(dirname "$m") mname=$(basename "$(dirname "$m")")
+    mkdir -p "$stage/models/$mname"
+    cp "$m" "$stage/models/$mname/"
+    for key in file advice; do
+      f=$(sed -n "s/.*\"$key\": *\"\([^\"]*\)\".*/\1/p" "$m")
+      [ -n "$f" ] && cp "$d/$f" "$stage/models/$mname/"
     done
+    [ -d "$d/samples" ] && cp -R "$d/samples" "$stage/models/$mname/"
+    [ -f "$root/docs/models/$mname.md" ] && cp "$root/docs/models/$mname.md" "$stage/models/$mname/MODEL_CARD.md"
   done
   cp "$root/dist/install.sh" "$root/dist/outpost.service" "$root/dist/outpost.env" \
      "$root/dist/THIRD_PARTY_NOTICES.md" "$root/LICENSE" "$root/README.md" "$stage/"

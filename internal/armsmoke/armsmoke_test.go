@@ -114,6 +114,31 @@ func TestARM64Smoke(t *testing.T) {
 	}
 	t.Logf("arm64 vs %s: %d segments, max boundary diff %.3f s, max probability diff %.4f", goruntime.GOARCH, len(a.Result.Segments), maxT, maxP)
 
+	// The crop-disease INT8 model on the bundled photos: same labels, scores within 0.02.
+	samples, _ := filepath.Glob(filepath.Join(md, "crop-disease", "samples", "*.jpg"))
+	if len(samples) == 0 {
+		t.Fatal("no crop-disease samples")
+	}
+	args := append([]string{"infer", "--models-dir", md, "-m", "crop-disease"}, samples...)
+	armLines := strings.Split(strings.TrimSpace(output(t, runner(t, armBin, args...))), "\n")
+	hostLines := strings.Split(strings.TrimSpace(output(t, exec.Command(hostBin, args...))), "\n")
+	var maxS float64
+	for i := range samples {
+		var ar, hr struct {
+			Result models.ClassResult `json:"result"`
+		}
+		json.Unmarshal([]byte(armLines[i]), &ar)
+		json.Unmarshal([]byte(hostLines[i]), &hr)
+		if ar.Result.Label == "" || ar.Result.Label != hr.Result.Label {
+			t.Fatalf("%s: arm64 %q, %s %q", samples[i], ar.Result.Label, goruntime.GOARCH, hr.Result.Label)
+		}
+		maxS = math.Max(maxS, math.Abs(float64(ar.Result.Score-hr.Result.Score)))
+	}
+	if maxS > 0.02 {
+		t.Fatalf("crop-disease scores differ by up to %.4f between arm64 and %s", maxS, goruntime.GOARCH)
+	}
+	t.Logf("crop-disease INT8 on %d photos: same labels, max score diff %.4f", len(samples), maxS)
+
 	// The outbox the arm64 build wrote is read by the host build: one file format.
 	stats := output(t, exec.Command(hostBin, "queue", "show", "--data-dir", data, a.ID))
 	if !strings.Contains(stats, `"silero-vad"`) {

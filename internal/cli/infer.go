@@ -14,7 +14,9 @@ import (
 	"github.com/outpost-edge/outpost/runtime/onnx"
 )
 
-const inferExamples = `  outpost infer --model silero-vad speech.wav
+const inferExamples = `  outpost infer --model crop-disease --format text leaf.jpg
+  outpost infer --model crop-disease --lang sw leaf.jpg     # advice in Swahili
+  outpost infer --model silero-vad speech.wav
   outpost infer --model silero-vad --format text a.wav b.wav
   arecord -f S16_LE -r 16000 -d 5 -t wav | outpost infer --model silero-vad -
   outpost infer --model silero-vad --vad-threshold 0.6 --vad-min-speech 400ms noisy.wav
@@ -32,6 +34,7 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 		df      dataFlags
 		device  string
 		prio    string
+		lang    string
 	)
 	fs := newFlags(std, "infer", "outpost infer --model NAME [flags] FILE... ('-' reads stdin)", inferExamples)
 	fs.StringVarP(&name, "model", "m", "", "model name (see 'outpost models list')")
@@ -40,6 +43,7 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 	df.register(fs)
 	fs.StringVar(&device, "device-id", os.Getenv("OUTPOST_DEVICE_ID"), "device ID recorded with queued results (env OUTPOST_DEVICE_ID; default: hostname)")
 	fs.StringVar(&prio, "priority", "normal", "queued results' priority: alert, normal or bulk")
+	fs.StringVar(&lang, "lang", envOr("OUTPOST_LANG", "en"), "language of advice text: en, fr, sw, ha, am (env OUTPOST_LANG)")
 	fs.Float32Var(&vadOpts.Threshold, "vad-threshold", 0, "VAD: probability that starts speech (default from the manifest, else 0.5)")
 	fs.DurationVar(&minSp, "vad-min-speech", 0, "VAD: drop speech shorter than this (default 250ms)")
 	fs.DurationVar(&minSil, "vad-min-silence", 0, "VAD: silence that ends speech (default 100ms)")
@@ -91,7 +95,7 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 		return err
 	}
 	defer sess.Close()
-	p, err := models.NewPipeline(m, sess, models.PipelineOptions{VAD: vadOpts})
+	p, err := models.NewPipeline(m, sess, models.PipelineOptions{VAD: vadOpts, Lang: lang})
 	if err != nil {
 		return err
 	}
@@ -148,6 +152,13 @@ func enqueue(ctx context.Context, ob *outbox.Outbox, res *models.Result, device 
 	return nil
 }
 
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
 // maxInput bounds one input file, so a mistaken path to a disk image does
 // not exhaust a 512 MB device.
 const maxInput = 256 << 20
@@ -181,6 +192,18 @@ func printText(w io.Writer, r *models.Result) {
 			r.Input, len(out.Segments), out.Duration, out.SpeechRatio*100, r.Model, r.Version, r.Timings.Total)
 		for _, s := range out.Segments {
 			fmt.Fprintf(w, "  %7.3f – %7.3f s  p=%.2f\n", s.Start, s.End, s.Probability)
+		}
+	case *models.ClassResult:
+		verdict := fmt.Sprintf("%s (%.0f%%)", out.Label, out.Score*100)
+		if out.Uncertain {
+			verdict = fmt.Sprintf("uncertain: best guess %s at %.0f%%", out.Top[0].Label, out.Top[0].Score*100)
+		}
+		fmt.Fprintf(w, "%s: %s [%s %s, %.1f ms]\n", r.Input, verdict, r.Model, r.Version, r.Timings.Total)
+		for _, s := range out.Top[1:] {
+			fmt.Fprintf(w, "  also %s %.0f%%\n", s.Label, s.Score*100)
+		}
+		if out.Advice != "" {
+			fmt.Fprintf(w, "  → %s\n", out.Advice)
 		}
 	default:
 		b, _ := json.Marshal(r.Output)

@@ -1,0 +1,187 @@
+package models
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/outpost-edge/outpost/runtime"
+)
+
+// Scored is one label with its probability.
+type Scored struct {
+	Label string  `json:"label"`
+	Score float32 `json:"score"`
+}
+
+// ClassResult is the answer of an image classifier.
+type ClassResult struct {
+	Label     string   `json:"label"`     // top label, or "uncertain"
+	Score     float32  `json:"score"`     // its calibrated probability
+	Uncertain bool     `json:"uncertain"` // top score below the model's threshold: retake the photo
+	Top       []Scored `json:"top"`       // top-k, best first
+	Advice    string   `json:"advice,omitempty"`
+	Lang      string   `json:"lang,omitempty"` // language of Advice
+}
+
+// UncertainLabel is ClassResult.Label when the model is not sure.
+const UncertainLabel = "uncertain"
+
+// Advice maps label → language → text. The key "uncertain" holds the
+// retake-the-photo message.
+type Advice map[string]map[string]string
+
+// LoadAdvice reads the advice file named by the manifest (nil if none).
+func LoadAdvice(m *Model) (Advice, error) {
+	if m.Manifest.Advice == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(filepath.Join(m.Dir, m.Manifest.Advice))
+	if err != nil {
+		return nil, fmt.Errorf("models: %s advice: %w", m.Name, err)
+	}
+	var a Advice
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, fmt.Errorf("models: %s advice %s: %w", m.Name, m.Manifest.Advice, err)
+	}
+	return a, nil
+}
+
+// Text returns the advice for label in lang, falling back to English.
+func (a Advice) Text(label, lang string) (string, string) {
+	if t := a[label][lang]; t != "" {
+		return t, lang
+	}
+	if t := a[label]["en"]; t != "" {
+		return t, "en"
+	}
+	return "", ""
+}
+
+// Classifier runs an image-classification model.
+type Classifier struct {
+	m      *Model
+	sess   runtime.Session
+	in     string
+	advice Advice
+}
+
+// NewClassifier checks the model's single image input and loads its advice.
+func NewClassifier(m *Model, sess runtime.Session) (*Classifier, error) {
+	if len(sess.Inputs()) != 1 || len(sess.Outputs()) < 1 {
+		return nil, fmt.Errorf("%w: %s: a classifier has one input and one output", ErrModelMismatch, m.Name)
+	}
+	adv, err := LoadAdvice(m)
+	if err != nil {
+		return nil, err
+	}
+	return &Classifier{m: m, sess: sess, in: sess.Inputs()[0].Name, advice: adv}, nil
+}
+
+// Scores runs the model on a prepared tensor and returns calibrated probabilities.
+func (c *Classifier) Scores(ctx context.Context, t *runtime.Tensor) ([]float32, error) {
+	out, err := c.sess.Run(ctx, map[string]*runtime.Tensor{c.in: t})
+	if err != nil {
+		return nil, err
+	}
+	o := out[c.sess.Outputs()[0].Name].Float32()
+	if len(o) != len(c.m.Labels) {
+		return nil, fmt.Errorf("%w: %s: output has %d values, manifest lists %d labels", ErrModelMismatch, c.m.Name, len(o), len(c.m.Labels))
+	}
+	pp := c.m.Postprocessing
+	if !pp.Softmax {
+		return o, nil
+	}
+	return Softmax(o, pp.Temperature), nil
+}
+
+// Softmax with temperature (0 or 1 = plain), numerically stable.
+func Softmax(logits []float32, temperature float32) []float32 {
+	t := float64(temperature)
+	if t <= 0 {
+		t = 1
+	}
+	m := math.Inf(-1)
+	for _, v := range logits {
+		m = math.Max(m, float64(v)/t)
+	}
+	out := make([]float32, len(logits))
+	var sum float64
+	for i, v := range logits {
+		e := math.Exp(float64(v)/t - m)
+		out[i] = float32(e)
+		sum += e
+	}
+	for i := range out {
+		out[i] = float32(float64(out[i]) / sum)
+	}
+	return out
+}
+
+// Answer turns probabilities into the result people see.
+func (c *Classifier) Answer(probs []float32, lang string) *ClassResult {
+	pp := c.m.Postprocessing
+	k := pp.TopK
+	if k <= 0 {
+		k = 3
+	}
+	thr := pp.UncertainBelow
+	if thr == 0 {
+		thr = 0.5
+	}
+	idx := make([]int, len(probs))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return probs[idx[a]] > probs[idx[b]] })
+	r := &ClassResult{}
+	for _, i := range idx[:min(k, len(idx))] {
+		r.Top = append(r.Top, Scored{Label: c.m.Labels[i], Score: round4(probs[i])})
+	}
+	r.Label, r.Score = r.Top[0].Label, r.Top[0].Score
+	if r.Score < thr {
+		r.Uncertain, r.Label = true, UncertainLabel
+	}
+	if lang == "" {
+		lang = "en"
+	}
+	r.Advice, r.Lang = c.advice.Text(r.Label, lang)
+	return r
+}
+
+func round4(f float32) float32 { return float32(math.Round(float64(f)*10000) / 10000) }
+
+type classPipeline struct {
+	c    *Classifier
+	lang string
+}
+
+func (p *classPipeline) Infer(ctx context.Context, in Input) (*Result, error) {
+	t0 := time.Now()
+	img, err := DecodeImage(in.Data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", in.Name, err)
+	}
+	t1 := time.Now()
+	t, err := ImageTensor(img, p.c.m.Preprocessing)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", in.Name, err)
+	}
+	t2 := time.Now()
+	probs, err := p.c.Scores(ctx, t)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", in.Name, err)
+	}
+	t3 := time.Now()
+	out := p.c.Answer(probs, p.lang)
+	t4 := time.Now()
+	m := p.c.m
+	return &Result{Model: m.Name, Version: m.Version, Task: m.Task, Input: in.Name, Output: out,
+		Timings: Timings{Decode: ms(t1.Sub(t0)), Preprocess: ms(t2.Sub(t1)), Inference: ms(t3.Sub(t2)),
+			Postprocess: ms(t4.Sub(t3)), Total: ms(t4.Sub(t0))}}, nil
+}
