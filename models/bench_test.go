@@ -72,6 +72,15 @@ func BenchmarkCropDisease(b *testing.B) {
 	feeds := map[string]*runtime.Tensor{"input": in}
 	p, _ := models.NewPipeline(m8, s8, models.PipelineOptions{})
 	ctx := context.Background()
+	compareVariants(b,
+		func() error { _, err := s8.Run(ctx, feeds); return err },
+		func() error { _, err := s32.Run(ctx, feeds); return err },
+		func() error { _, err := p.Infer(ctx, models.Input{Name: "rust.jpg", Data: jpg}); return err })
+}
+
+// compareVariants interleaves the INT8 run, the FP32 run and the whole
+// pipeline b.N times each and reports latencies and ratios.
+func compareVariants(b *testing.B, run8, run32, pipe func() error) {
 	timed := func(f func() error) time.Duration {
 		t0 := time.Now()
 		if err := f(); err != nil {
@@ -79,9 +88,6 @@ func BenchmarkCropDisease(b *testing.B) {
 		}
 		return time.Since(t0)
 	}
-	run8 := func() error { _, err := s8.Run(ctx, feeds); return err }
-	run32 := func() error { _, err := s32.Run(ctx, feeds); return err }
-	pipe := func() error { _, err := p.Infer(ctx, models.Input{Name: "rust.jpg", Data: jpg}); return err }
 	for i := 0; i < 20; i++ {
 		run8()
 		run32()
@@ -102,4 +108,38 @@ func BenchmarkCropDisease(b *testing.B) {
 	b.ReportMetric(float64(tp.Microseconds())/n, "pipeline-µs")
 	b.ReportMetric(float64(tp)/float64(t8), "pipeline/run")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkKWS: one 1 s window through the INT8 and FP32 keyword models,
+// and the whole pipeline (WAV decode, Silero VAD, log-mel, classify) on a
+// held-out clip.
+func BenchmarkKWS(b *testing.B) {
+	wav, err := os.ReadFile(filepath.Join(testutil.ModelsDir(b), "kws", "eval", "000_en_yes.wav"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg, _ := models.LoadDir(testutil.ModelsDir(b))
+	load := testutil.ORT(b).Loader(onnx.SessionOptions{})
+	var sess [2]runtime.Session
+	for i, name := range []string{"kws", "kws-fp32"} {
+		m, _ := reg.Get(name)
+		s, err := m.Open(load)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		sess[i] = s
+	}
+	p := kwsPipeline(b, "kws")
+	a, _ := models.DecodeWAV(wav)
+	window := make([]float32, 16000)
+	copy(window, a.Samples)
+	feats, frames := models.LogMel(window)
+	in, _ := runtime.NewFloat32(runtime.Shape{1, 1, int64(frames), models.MelBins}, feats)
+	feeds := map[string]*runtime.Tensor{"input": in}
+	ctx := context.Background()
+	compareVariants(b,
+		func() error { _, err := sess[0].Run(ctx, feeds); return err },
+		func() error { _, err := sess[1].Run(ctx, feeds); return err },
+		func() error { _, err := p.Infer(ctx, models.Input{Name: "yes.wav", Data: wav}); return err })
 }

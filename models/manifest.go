@@ -69,6 +69,7 @@ type Preprocessing struct {
 	SampleRate     int `json:"sample_rate,omitempty"`     // Hz the model expects
 	ChunkSamples   int `json:"chunk_samples,omitempty"`   // samples per Run (streaming models)
 	ContextSamples int `json:"context_samples,omitempty"` // tail of the previous chunk prepended
+	WindowSamples  int `json:"window_samples,omitempty"`  // keyword spotting: samples per window (1 s)
 	// Image models.
 	Width  int       `json:"width,omitempty"`
 	Height int       `json:"height,omitempty"`
@@ -172,6 +173,9 @@ func (m *Manifest) Validate() error {
 	}
 	if m.Advice != "" && !filepath.IsLocal(m.Advice) {
 		return bad("advice %q must be a relative path inside the model folder", m.Advice)
+	}
+	if m.Task == TaskKeywordSpotting && (p.SampleRate == 0 || p.WindowSamples == 0 || len(m.Labels) == 0) {
+		return bad("a keyword-spotting model needs preprocessing.sample_rate, preprocessing.window_samples and labels")
 	}
 	if m.VAD != nil {
 		if err := m.VAD.validate(); err != nil {

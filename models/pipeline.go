@@ -43,6 +43,9 @@ type Pipeline interface {
 type PipelineOptions struct {
 	VAD  VADOptions
 	Lang string // language for advice text (en, fr, sw, ha, am); default en
+	// Segmenter finds speech for keyword spotting (a Silero VAD); nil
+	// treats the whole input as one segment.
+	Segmenter *VAD
 }
 
 // NewPipeline returns the pipeline for m's task around an open session.
@@ -60,6 +63,12 @@ func NewPipeline(m *Model, sess runtime.Session, opts PipelineOptions) (Pipeline
 			return nil, err
 		}
 		return &classPipeline{c: c, lang: opts.Lang}, nil
+	case TaskKeywordSpotting:
+		k, err := NewKWS(m, sess, opts.Segmenter)
+		if err != nil {
+			return nil, err
+		}
+		return &kwsPipeline{k: k}, nil
 	}
 	return nil, fmt.Errorf("models: %s: task %q has no pipeline in this build", m.Name, m.Task)
 }

@@ -16,6 +16,7 @@ import (
 
 const inferExamples = `  outpost infer --model crop-disease --format text leaf.jpg
   outpost infer --model crop-disease --lang sw leaf.jpg     # advice in Swahili
+  outpost infer --model kws --format text command.wav    # yes/no/help/repeat/outpost in en, sw, fr, am
   outpost infer --model silero-vad speech.wav
   outpost infer --model silero-vad --format text a.wav b.wav
   arecord -f S16_LE -r 16000 -d 5 -t wav | outpost infer --model silero-vad -
@@ -35,6 +36,7 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 		device  string
 		prio    string
 		lang    string
+		vadName string
 	)
 	fs := newFlags(std, "infer", "outpost infer --model NAME [flags] FILE... ('-' reads stdin)", inferExamples)
 	fs.StringVarP(&name, "model", "m", "", "model name (see 'outpost models list')")
@@ -44,6 +46,7 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 	fs.StringVar(&device, "device-id", os.Getenv("OUTPOST_DEVICE_ID"), "device ID recorded with queued results (env OUTPOST_DEVICE_ID; default: hostname)")
 	fs.StringVar(&prio, "priority", "normal", "queued results' priority: alert, normal or bulk")
 	fs.StringVar(&lang, "lang", envOr("OUTPOST_LANG", "en"), "language of advice text: en, fr, sw, ha, am (env OUTPOST_LANG)")
+	fs.StringVar(&vadName, "vad-model", "silero-vad", "keyword spotting: the VAD model that finds speech segments ('' = whole input)")
 	fs.Float32Var(&vadOpts.Threshold, "vad-threshold", 0, "VAD: probability that starts speech (default from the manifest, else 0.5)")
 	fs.DurationVar(&minSp, "vad-min-speech", 0, "VAD: drop speech shorter than this (default 250ms)")
 	fs.DurationVar(&minSil, "vad-min-silence", 0, "VAD: silence that ends speech (default 100ms)")
@@ -95,7 +98,24 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 		return err
 	}
 	defer sess.Close()
-	p, err := models.NewPipeline(m, sess, models.PipelineOptions{VAD: vadOpts, Lang: lang})
+	popts := models.PipelineOptions{VAD: vadOpts, Lang: lang}
+	if m.Task == models.TaskKeywordSpotting && vadName != "" {
+		// Keywords are looked for in the speech segments the VAD finds.
+		vm, err := reg.Get(vadName)
+		if err != nil {
+			return fmt.Errorf("keyword spotting needs the VAD model: %w (or --vad-model '')", err)
+		}
+		vs, err := vm.Open(env.Loader(onnx.SessionOptions{IntraOpThreads: rf.threads}))
+		if err != nil {
+			return err
+		}
+		defer vs.Close()
+		// Keywords are short: keep segments down to 100 ms.
+		if popts.Segmenter, err = models.NewVAD(vs, &vm.Manifest, models.VADOptions{MinSpeech: models.Duration(100 * time.Millisecond), SpeechPad: models.Duration(50 * time.Millisecond)}); err != nil {
+			return err
+		}
+	}
+	p, err := models.NewPipeline(m, sess, popts)
 	if err != nil {
 		return err
 	}
@@ -192,6 +212,12 @@ func printText(w io.Writer, r *models.Result) {
 			r.Input, len(out.Segments), out.Duration, out.SpeechRatio*100, r.Model, r.Version, r.Timings.Total)
 		for _, s := range out.Segments {
 			fmt.Fprintf(w, "  %7.3f – %7.3f s  p=%.2f\n", s.Start, s.End, s.Probability)
+		}
+	case *models.KWSResult:
+		fmt.Fprintf(w, "%s: %d keyword(s) in %d speech segment(s), %.2f s [%s %s, %.1f ms]\n",
+			r.Input, len(out.Keywords), out.Segments, out.Duration, r.Model, r.Version, r.Timings.Total)
+		for _, k := range out.Keywords {
+			fmt.Fprintf(w, "  %7.3f – %7.3f s  %s (%.0f%%)\n", k.Start, k.End, k.Keyword, k.Score*100)
 		}
 	case *models.ClassResult:
 		verdict := fmt.Sprintf("%s (%.0f%%)", out.Label, out.Score*100)

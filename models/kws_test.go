@@ -1,0 +1,181 @@
+package models_test
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/testutil"
+	"github.com/outpost-edge/outpost/models"
+	"github.com/outpost-edge/outpost/runtime/onnx"
+)
+
+// kwsPipeline opens a keyword model with the Silero VAD as its segmenter,
+// as `outpost infer` does.
+func kwsPipeline(t testing.TB, name string) models.Pipeline {
+	t.Helper()
+	reg, err := models.LoadDir(testutil.ModelsDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := testutil.ORT(t).Loader(onnx.SessionOptions{})
+	m, err := reg.Get(name)
+	if err != nil {
+		t.Fatalf("%v; problems %v", err, reg.Problems())
+	}
+	sess, err := m.Open(load)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, _ := reg.Get("silero-vad")
+	vs, err := vm.Open(load)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close(); vs.Close() })
+	vad, err := models.NewVAD(vs, &vm.Manifest, models.VADOptions{MinSpeech: models.Duration(100 * time.Millisecond), SpeechPad: models.Duration(50 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := models.NewPipeline(m, sess, models.PipelineOptions{Segmenter: vad})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type kwsMetrics struct {
+	EvalClips  int                `json:"eval_clips"`
+	Accuracy   map[string]float64 `json:"accuracy"`
+	PerLang    map[string]float64 `json:"per_language_int8"`
+	FalseAlarm float64            `json:"false_alarm_int8"` // unknown words reported as a keyword
+	Agreement  float64            `json:"agreement"`
+	Golden     []golden           `json:"golden"`
+}
+
+// clipTruth: 012_sw_yes.wav -> ("sw", "yes"); "unknown" means no keyword.
+func clipTruth(path string) (lang, word string) {
+	parts := strings.Split(strings.TrimSuffix(filepath.Base(path), ".wav"), "_")
+	return parts[1], parts[2]
+}
+
+func TestKWS_HeldOutVoices(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(testutil.ModelsDir(t), "kws", "eval", "*.wav"))
+	sort.Strings(files)
+	if len(files) < 40 {
+		t.Fatalf("evaluation set has %d clips", len(files))
+	}
+	got := kwsMetrics{EvalClips: len(files), Accuracy: map[string]float64{}, PerLang: map[string]float64{}}
+	heard := map[string][]string{}
+	for _, name := range []string{"kws", "kws-fp32"} {
+		p := kwsPipeline(t, name)
+		correct := 0
+		langOK, langN := map[string]int{}, map[string]int{}
+		falseAlarm, unknowns := 0, 0
+		for i, f := range files {
+			b, _ := os.ReadFile(f)
+			res, err := p.Infer(context.Background(), models.Input{Name: f, Data: b})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := res.Output.(*models.KWSResult)
+			word := "unknown"
+			var score float32
+			if len(out.Keywords) > 0 {
+				word, score = out.Keywords[0].Keyword, out.Keywords[0].Score
+			}
+			heard[name] = append(heard[name], word)
+			lang, want := clipTruth(f)
+			langN[lang]++
+			if want == "unknown" {
+				unknowns++
+				if word != "unknown" {
+					falseAlarm++
+				}
+			}
+			if word == want {
+				correct++
+				langOK[lang]++
+			}
+			if name == "kws" && i%10 == 0 {
+				got.Golden = append(got.Golden, golden{File: filepath.Base(f), Label: word, Score: score})
+			}
+		}
+		got.Accuracy[name] = round3(float64(correct) / float64(len(files)))
+		if name == "kws" {
+			for l, n := range langN {
+				got.PerLang[l] = round3(float64(langOK[l]) / float64(n))
+			}
+			got.FalseAlarm = round3(float64(falseAlarm) / float64(max(unknowns, 1)))
+		}
+	}
+	agree := 0
+	for i := range files {
+		if heard["kws"][i] == heard["kws-fp32"][i] {
+			agree++
+		}
+	}
+	got.Agreement = round3(float64(agree) / float64(len(files)))
+	t.Logf("accuracy %v, per language %v, false alarms %.3f, INT8/FP32 agreement %.3f", got.Accuracy, got.PerLang, got.FalseAlarm, got.Agreement)
+
+	path := filepath.Join(testutil.ModelsDir(t), "kws", "metrics.json")
+	if *update {
+		b, _ := json.MarshalIndent(got, "", "  ")
+		os.WriteFile(path, append(b, '\n'), 0o644)
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run: go test ./models -run KWS -update)", err)
+	}
+	var card kwsMetrics
+	json.Unmarshal(b, &card)
+	for name, acc := range card.Accuracy {
+		if math.Abs(got.Accuracy[name]-acc) > 0.01 {
+			t.Errorf("%s accuracy %.3f, model card says %.3f (±0.01)", name, got.Accuracy[name], acc)
+		}
+	}
+	for i, g := range card.Golden {
+		a := got.Golden[i]
+		if a.File != g.File || a.Label != g.Label || math.Abs(float64(a.Score-g.Score)) > 0.02 {
+			t.Errorf("golden %s: got %s %.4f, want %s %.4f", g.File, a.Label, a.Score, g.Label, g.Score)
+		}
+	}
+}
+
+// TestKWS_TwoCommands: two keywords with a pause between them, in a voice
+// the model never heard, at 22.05 kHz: two segments, two detections, in order.
+func TestKWS_TwoCommands(t *testing.T) {
+	p := kwsPipeline(t, "kws")
+	var s []float32
+	rate := 0
+	for _, w := range []string{"help", "repeat"} {
+		b, _ := os.ReadFile(testutil.Speak(t, "en-us+m6", w))
+		a, err := models.DecodeWAV(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rate = a.SampleRate
+		s = append(s, make([]float32, rate*6/10)...)
+		s = append(s, a.Samples...)
+	}
+	s = append(s, make([]float32, rate/2)...)
+	res, err := p.Infer(context.Background(), models.Input{Name: "two.wav", Data: models.EncodeWAV(s, rate)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := res.Output.(*models.KWSResult)
+	var words []string
+	for _, k := range out.Keywords {
+		words = append(words, k.Keyword)
+	}
+	if strings.Join(words, ",") != "help,repeat" || out.Keywords[0].End > out.Keywords[1].Start {
+		t.Fatalf("heard %+v in %d segments", out.Keywords, out.Segments)
+	}
+}
