@@ -175,3 +175,16 @@ func TestBinary(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 }
+
+func TestInfer_CropAndKWS(t *testing.T) {
+	md := testutil.ModelsDir(t)
+	out, errOut, code := run(t, nil, "infer", "--models-dir", md, "-m", "crop-disease", "--lang", "fr", "--format", "text",
+		filepath.Join(md, "crop-disease", "samples", "blight.jpg"))
+	if code != ExitOK || !strings.Contains(out, "blight (") || !strings.Contains(out, "Brûlure") {
+		t.Fatalf("crop (code %d): %s %s", code, out, errOut)
+	}
+	out, errOut, code = run(t, nil, "infer", "--models-dir", md, "-m", "kws", filepath.Join(md, "kws", "eval", "000_en_yes.wav"))
+	if code != ExitOK || !strings.Contains(out, `"keywords":[{"keyword":"yes"`) {
+		t.Fatalf("kws (code %d): %s %s", code, out, errOut)
+	}
+}
