@@ -24,7 +24,7 @@ const MaxImagePixels = 40_000_000
 func DecodeImage(b []byte) (image.Image, error) {
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
 	if err != nil {
-		return nil, fmt.Errorf("%w: image: %v (want JPEG or PNG)", ErrBadInput, err)
+		return nil, fmt.Errorf("%w: %v (want JPEG or PNG)", ErrBadInput, err)
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > MaxImagePixels {
 		return nil, fmt.Errorf("%w: image: %dx%d %s is outside 1 to %d pixels", ErrBadInput, cfg.Width, cfg.Height, format, MaxImagePixels)

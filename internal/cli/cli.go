@@ -52,6 +52,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"serve", "run the daemon: HTTP API, kiosk page, watch folder, sync", runServe},
 		{"infer", "run a model on files and print one result per file", runInfer},
 		{"models", "list or verify the models in a directory", runModels},
 		{"queue", "inspect the outbox: stats, list, show, export, compact", runQueue},
@@ -69,6 +70,7 @@ Usage:
 Commands:
 %s
 Examples:
+  outpost serve --demo
   outpost version
   outpost models list
   outpost models verify --dir ./models

@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/term"
+
+	"github.com/outpost-edge/outpost/internal/daemon"
+)
+
+const serveExamples = `  outpost serve                                   # 127.0.0.1:8080, offline: results queue on disk
+  outpost serve --broker tcp://hub.local:1883 --device-id kiosk-3
+  outpost serve --config /etc/outpost/outpost.json --print-config
+  outpost serve --demo                            # embedded broker + hub collector, bundled samples
+  OUTPOST_LISTEN=0.0.0.0:8080 OUTPOST_TOKEN=s3cret outpost serve   # reachable on the LAN, with a token
+`
+
+func runServe(ctx context.Context, std IO, args []string) error {
+	var (
+		cfgFile string
+		print   bool
+		rf      runtimeFlags
+		df      dataFlags
+		c       = daemon.Defaults()
+		f       = daemon.Config{}
+	)
+	fs := newFlags(std, "serve", "outpost serve [--config FILE] [flags]", serveExamples)
+	fs.StringVar(&cfgFile, "config", os.Getenv("OUTPOST_CONFIG"), "JSON config file (keys: see --print-config); env OUTPOST_<KEY> and flags override it")
+	fs.BoolVar(&print, "print-config", false, "print the merged configuration (secrets masked) and exit")
+	df.register(fs)
+	fs.StringVar(&f.Listen, "listen", "", "HTTP address (default 127.0.0.1:8080; off loopback a --token is required)")
+	fs.StringVar(&f.Broker, "broker", "", "MQTT broker URL; none = stay offline and queue")
+	fs.StringVar(&f.DeviceID, "device-id", "", "device ID in topics and results (default: hostname)")
+	fs.StringVar(&f.Inbox, "inbox", "", "watch folder: photos and WAVs dropped here are inferred and stored")
+	fs.StringVar(&f.Token, "token", "", "bearer token for the API (prefer env OUTPOST_TOKEN)")
+	fs.BoolVar(&f.Demo, "demo", false, "demo: embedded MQTT broker and hub collector, bundled samples in the inbox")
+	rf.register(fs, "models-dir")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if cfgFile != "" {
+		if err := c.LoadFile(cfgFile); err != nil {
+			return err
+		}
+	}
+	if err := c.LoadEnv(os.Getenv); err != nil {
+		return err
+	}
+	set := func(name string, dst *string, v string) {
+		if fs.Changed(name) {
+			*dst = v
+		}
+	}
+	set("listen", &c.Listen, f.Listen)
+	set("broker", &c.Broker, f.Broker)
+	set("device-id", &c.DeviceID, f.DeviceID)
+	set("inbox", &c.Inbox, f.Inbox)
+	set("token", &c.Token, f.Token)
+	set("ort-lib", &c.ORTLib, rf.ortLib)
+	set("data-dir", &c.DataDir, df.dir)
+	set("models-dir", &c.ModelsDir, rf.modelsDir)
+	if fs.Changed("threads") {
+		c.Threads = rf.threads
+	}
+	if fs.Changed("demo") {
+		c.Demo = f.Demo
+	}
+	if c.DataDir == "" {
+		c.DataDir = df.path()
+	}
+	if c.ModelsDir == "" {
+		dir, err := rf.dir()
+		if err != nil {
+			return err
+		}
+		c.ModelsDir = dir
+	}
+	if c.Demo && c.Inbox == "" {
+		c.Inbox = filepath.Join(c.DataDir, "inbox")
+	}
+	if print {
+		fmt.Fprintln(std.Out, c.Masked())
+		return c.Validate()
+	}
+	if err := c.Validate(); err != nil {
+		return usagef("%v", err)
+	}
+	log := newLogger(std)
+
+	// Second signal: exit at once (the first one, via ctx, drains). bbolt
+	// keeps the outbox consistent either way.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		<-sigs
+		<-sigs
+		log.Warn("second signal: exiting now")
+		os.Exit(130)
+	}()
+
+	var emb *daemon.Embedded
+	if c.Demo && c.Broker == "" {
+		var err error
+		emb, err = daemon.StartEmbedded("127.0.0.1:1883", filepath.Join(c.DataDir, "hub"), std.Out, log)
+		if err != nil {
+			return fmt.Errorf("demo broker: %w", err)
+		}
+		defer emb.Close()
+		c.Broker = emb.Broker
+		fmt.Fprintf(std.Out, "demo: embedded MQTT broker at %s, hub collector storing into %s\n", emb.Broker, filepath.Join(c.DataDir, "hub"))
+	}
+	d, err := daemon.New(c, Version, log)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	go func() {
+		addr, ok := <-d.Addr()
+		if !ok {
+			return
+		}
+		fmt.Fprintf(std.Out, "kiosk: http://%s/  (API: /v1/status, /v1/models, metrics: /metrics)\n", addr)
+		if c.Demo {
+			n, err := daemon.CopySamples(c.ModelsDir, c.Inbox)
+			if err != nil {
+				log.Error("demo: copying samples", "err", err)
+			}
+			fmt.Fprintf(std.Out, "demo: %d sample photos and recordings dropped into %s; watch them reach the hub. Ctrl-C stops.\n", n, c.Inbox)
+		}
+	}()
+	return d.Run(ctx)
+}
+
+// newLogger: text on a terminal, JSON otherwise (journald, files).
+func newLogger(std IO) *slog.Logger {
+	if f, ok := std.Err.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return slog.New(slog.NewTextHandler(std.Err, nil))
+	}
+	return slog.New(slog.NewJSONHandler(std.Err, nil))
+}

@@ -1,0 +1,167 @@
+// Package daemon is `outpost serve`: it ties the models, the outbox and the
+// uplink into one long-running process with a local HTTP API, the kiosk
+// page, a watch folder and Prometheus metrics. Library packages never
+// import it.
+package daemon
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+// Config is every setting of the daemon. Each key can come from the JSON
+// config file, from the environment as OUTPOST_<KEY> (upper case), and for
+// the common ones from flags; later sources win (file < env < flags).
+type Config struct {
+	DataDir   string `json:"data_dir"`   // outbox, budget, inbox; default per dataFlags
+	ModelsDir string `json:"models_dir"` // default: next to the binary, then ./models
+	ORTLib    string `json:"ort_lib"`    // default: search (runtime/onnx.Candidates)
+	Threads   int    `json:"threads"`    // intra-op threads per model; default 1
+	Listen    string `json:"listen"`     // HTTP address; default 127.0.0.1:8080
+	Token     string `json:"token"`      // bearer token; required when Listen is not loopback
+	DeviceID  string `json:"device_id"`  // default: hostname
+	Lang      string `json:"lang"`       // default advice language; default en
+
+	Broker       string `json:"broker"`        // MQTT URL; "" stays offline and queues
+	MQTTUsername string `json:"mqtt_username"` //
+	MQTTPassword string `json:"mqtt_password"` // secret: masked by --print-config
+	MQTTCA       string `json:"mqtt_ca"`
+	MQTTCert     string `json:"mqtt_cert"`
+	MQTTKey      string `json:"mqtt_key"`
+	DailyBudget  string `json:"daily_budget"` // e.g. "5MB"; "" = unlimited
+
+	MaxBodyBytes  int64  `json:"max_body_bytes"` // per request; default 16 MiB
+	MaxConcurrent int    `json:"max_concurrent"` // inferences at once; more get 429; default 2
+	QueueMaxBytes int64  `json:"queue_max_bytes"`
+	QueueMaxItems int64  `json:"queue_max_records"`
+	QueuePolicy   string `json:"queue_policy"` // pause | drop-lowest
+
+	Inbox      string `json:"inbox"`       // watch folder; "" = off
+	ImageModel string `json:"image_model"` // for photos dropped in the inbox; default crop-disease
+	AudioModel string `json:"audio_model"` // for WAVs dropped in the inbox; default kws
+
+	Demo bool `json:"demo"` // embedded broker + collector + sample inputs (make demo)
+}
+
+// Defaults returns a Config with every default filled in.
+func Defaults() Config {
+	return Config{Threads: 1, Listen: "127.0.0.1:8080", Lang: "en", MaxBodyBytes: 16 << 20, MaxConcurrent: 2,
+		QueuePolicy: string(outbox.PolicyPause), ImageModel: "crop-disease", AudioModel: "kws"}
+}
+
+// LoadFile merges a JSON config file into c. Unknown keys are errors.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// LoadEnv merges OUTPOST_<KEY> variables (e.g. OUTPOST_LISTEN, OUTPOST_QUEUE_MAX_BYTES).
+func (c *Config) LoadEnv(getenv func(string) string) error {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		key := strings.Split(t.Field(i).Tag.Get("json"), ",")[0]
+		s := getenv("OUTPOST_" + strings.ToUpper(key))
+		if s == "" {
+			continue
+		}
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString(s)
+		case reflect.Int, reflect.Int64:
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return fmt.Errorf("config: OUTPOST_%s=%q: want a whole number", strings.ToUpper(key), s)
+			}
+			f.SetInt(n)
+		case reflect.Bool:
+			b, err := strconv.ParseBool(s)
+			if err != nil {
+				return fmt.Errorf("config: OUTPOST_%s=%q: want true or false", strings.ToUpper(key), s)
+			}
+			f.SetBool(b)
+		}
+	}
+	return nil
+}
+
+// Validate checks every key and names the first wrong one.
+func (c *Config) Validate() error {
+	bad := func(key, format string, a ...any) error {
+		return fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...))
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return bad("listen", "%q is not host:port (%v)", c.Listen, err)
+	}
+	if !isLoopback(host) && c.Token == "" {
+		return bad("token", "required when listen (%s) is not a loopback address: anyone on the network could use the API", c.Listen)
+	}
+	if c.DeviceID != "" && !osync.ValidDeviceID(c.DeviceID) {
+		return bad("device_id", "%q: use 1-64 of A-Z a-z 0-9 . _ -", c.DeviceID)
+	}
+	if c.Threads < 1 || c.Threads > 64 {
+		return bad("threads", "%d: want 1 to 64", c.Threads)
+	}
+	if c.MaxBodyBytes < 1024 {
+		return bad("max_body_bytes", "%d is too small (at least 1024)", c.MaxBodyBytes)
+	}
+	if c.MaxConcurrent < 1 {
+		return bad("max_concurrent", "%d: want at least 1", c.MaxConcurrent)
+	}
+	if c.QueuePolicy != string(outbox.PolicyPause) && c.QueuePolicy != string(outbox.PolicyDropLowest) {
+		return bad("queue_policy", "%q: want pause or drop-lowest", c.QueuePolicy)
+	}
+	if c.QueueMaxBytes < 0 || c.QueueMaxItems < 0 {
+		return bad("queue_max_bytes", "caps must not be negative")
+	}
+	if c.Broker != "" && !strings.Contains(c.Broker, "://") {
+		return bad("broker", "%q: want a URL like tcp://host:1883, ssl://host:8883, ws://host/mqtt", c.Broker)
+	}
+	switch c.Lang {
+	case "en", "fr", "sw", "ha", "am":
+	default:
+		return bad("lang", "%q: want en, fr, sw, ha or am", c.Lang)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Masked returns the config as indented JSON with secrets replaced.
+func (c Config) Masked() string {
+	if c.Token != "" {
+		c.Token = "********"
+	}
+	if c.MQTTPassword != "" {
+		c.MQTTPassword = "********"
+	}
+	b, _ := json.MarshalIndent(c, "", "  ")
+	return string(b)
+}
+
+

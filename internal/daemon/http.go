@@ -1,0 +1,226 @@
+package daemon
+
+import (
+	"crypto/subtle"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/outpost-edge/outpost/models"
+	"github.com/outpost-edge/outpost/outbox"
+	"github.com/outpost-edge/outpost/runtime"
+)
+
+//go:embed kiosk
+var kioskFS embed.FS
+
+// apiError is every error response: {"error": short code, "detail": what was wrong}.
+type apiError struct {
+	Error  string `json:"error"`
+	Detail string `json:"detail"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func fail(w http.ResponseWriter, code int, short string, detail error) {
+	writeJSON(w, code, apiError{Error: short, Detail: detail.Error()})
+}
+
+func (d *Daemon) routes() http.Handler {
+	mux := http.NewServeMux()
+	kiosk, _ := fs.Sub(kioskFS, "kiosk")
+	mux.Handle("GET /", http.FileServerFS(kiosk))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, d.statusBody()) })
+	mux.HandleFunc("GET /v1/models", d.handleModels)
+	mux.HandleFunc("POST /v1/models/{name}/infer", d.handleInfer)
+	mux.HandleFunc("GET /v1/results", d.handleResults)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
+	return d.auth(mux)
+}
+
+// auth requires "Authorization: Bearer <token>" on the API when a token is
+// configured (mandatory off loopback). The kiosk page and /healthz stay open
+// so a kiosk browser can load; the page sends the token it is given in its URL.
+func (d *Daemon) auth(next http.Handler) http.Handler {
+	if d.cfg.Token == "" {
+		return next
+	}
+	want := []byte("Bearer " + d.cfg.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") || r.URL.Path == "/metrics" {
+			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="outpost"`)
+				fail(w, http.StatusUnauthorized, "unauthorized", errors.New("missing or wrong bearer token"))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (d *Daemon) handleModels(w http.ResponseWriter, r *http.Request) {
+	type model struct {
+		Name      string      `json:"name"`
+		Version   string      `json:"version"`
+		Task      models.Task `json:"task"`
+		Labels    []string    `json:"labels,omitempty"`
+		Languages []string    `json:"languages,omitempty"`
+		Accepts   []string    `json:"accepts"`
+	}
+	var out []model
+	for _, m := range d.reg.Models() {
+		acc := []string{"audio/wav"}
+		if m.Task == models.TaskImageClassification {
+			acc = []string{"image/jpeg", "image/png"}
+		}
+		out = append(out, model{m.Name, m.Version, m.Task, m.Labels, m.Languages, acc})
+	}
+	writeJSON(w, 200, map[string]any{"models": out})
+}
+
+// handleInfer: POST /v1/models/{name}/infer with an image/jpeg, image/png or
+// audio/wav body, or multipart/form-data with a "file" part. 201 with the
+// stored result once it is durable.
+func (d *Daemon) handleInfer(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	m, err := d.reg.Get(name)
+	if err != nil {
+		fail(w, http.StatusNotFound, "unknown_model", err)
+		return
+	}
+	// Backpressure: a bounded number of inferences at once; the rest are
+	// told to come back rather than piling up goroutines and memory.
+	select {
+	case d.sem <- struct{}{}:
+		defer func() { <-d.sem }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		fail(w, http.StatusTooManyRequests, "busy", fmt.Errorf("%d inferences already running; retry in a second", cap(d.sem)))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, d.cfg.MaxBodyBytes)
+	data, ctype, filename, err := readUpload(r)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			fail(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body larger than %d bytes", d.cfg.MaxBodyBytes))
+			return
+		}
+		fail(w, http.StatusBadRequest, "bad_request", err)
+		return
+	}
+	if err := accepts(m.Task, ctype); err != nil {
+		fail(w, http.StatusUnsupportedMediaType, "unsupported_media_type", err)
+		return
+	}
+	prio := outbox.Normal
+	if p := r.URL.Query().Get("priority"); p != "" {
+		if prio, err = outbox.ParsePriority(p); err != nil {
+			fail(w, http.StatusBadRequest, "bad_request", err)
+			return
+		}
+	}
+	res, err := d.InferAndStore(r.Context(), name, filename, data, r.URL.Query().Get("lang"), prio)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusCreated, res)
+	case errors.Is(err, models.ErrBadInput) || errors.Is(err, runtime.ErrBadInput):
+		fail(w, http.StatusBadRequest, "bad_input", err)
+	case errors.Is(err, outbox.ErrFull), errors.Is(err, outbox.ErrDiskFull), errors.Is(err, outbox.ErrTooLarge):
+		fail(w, http.StatusInsufficientStorage, "queue_full", err)
+	default:
+		d.log.Error("inference failed", "model", name, "err", err)
+		fail(w, http.StatusInternalServerError, "internal", err)
+	}
+}
+
+func readUpload(r *http.Request) (data []byte, ctype, filename string, err error) {
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		return nil, "", "", fmt.Errorf("Content-Type %q: %v", r.Header.Get("Content-Type"), err)
+	}
+	if mt != "multipart/form-data" {
+		data, err = io.ReadAll(r.Body)
+		return data, mt, "upload", err
+	}
+	mr := multipart.NewReader(r.Body, params["boundary"])
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			return nil, "", "", errors.New(`multipart body has no "file" part`)
+		}
+		if err != nil {
+			return nil, "", "", fmt.Errorf("multipart: %w", err)
+		}
+		if p.FormName() != "file" {
+			continue
+		}
+		data, err := io.ReadAll(p)
+		ct := p.Header.Get("Content-Type")
+		if mt, _, e := mime.ParseMediaType(ct); e == nil {
+			ct = mt
+		}
+		return data, ct, p.FileName(), err
+	}
+}
+
+func accepts(task models.Task, ctype string) error {
+	switch task {
+	case models.TaskImageClassification:
+		if ctype == "image/jpeg" || ctype == "image/png" {
+			return nil
+		}
+		return fmt.Errorf("this model takes image/jpeg or image/png, not %q", ctype)
+	default:
+		switch ctype {
+		case "audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave":
+			return nil
+		}
+		return fmt.Errorf("this model takes audio/wav, not %q", ctype)
+	}
+}
+
+// handleResults: GET /v1/results?since=ID&limit=N — results stored by this
+// process, oldest first, after the given ID.
+func (d *Daemon) handleResults(w http.ResponseWriter, r *http.Request) {
+	since := r.URL.Query().Get("since")
+	limit := 20
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > recentMax {
+			fail(w, http.StatusBadRequest, "bad_request", fmt.Errorf("limit %q: want 1 to %d", s, recentMax))
+			return
+		}
+		limit = n
+	}
+	d.recentMu.Lock()
+	out := []stored{}
+	for _, s := range d.recent {
+		if s.ID > since {
+			out = append(out, s)
+		}
+	}
+	d.recentMu.Unlock()
+	if len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	writeJSON(w, 200, map[string]any{"results": out})
+}

@@ -1,0 +1,73 @@
+package daemon
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics is the daemon's own Prometheus registry (no global state).
+type metrics struct {
+	reg      *prometheus.Registry
+	infer    *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	watchOut *prometheus.CounterVec
+}
+
+func newMetrics(d *Daemon) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.infer = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_inferences_total",
+		Help: "Inferences by model and outcome (ok, error)."}, []string{"model", "outcome"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "outpost_inference_seconds",
+		Help: "Inference latency (decode to answer) by model.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"model"})
+	m.watchOut = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_watch_files_total",
+		Help: "Files taken from the watch folder, by outcome (done, failed)."}, []string{"outcome"})
+	queue := func(f func(count, bytes float64) float64) func() float64 {
+		return func() float64 {
+			st, err := d.ob.Stats()
+			if err != nil {
+				return 0
+			}
+			return f(float64(st.Count), float64(st.Bytes))
+		}
+	}
+	m.reg.MustRegister(m.infer, m.latency, m.watchOut,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_queue_records", Help: "Records waiting in the outbox."},
+			queue(func(c, _ float64) float64 { return c })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_queue_bytes", Help: "Encoded bytes waiting in the outbox."},
+			queue(func(_, b float64) float64 { return b })),
+	)
+	if d.up != nil {
+		stat := func(f func() int64) func() float64 { return func() float64 { return float64(f()) } }
+		m.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_batches_acked_total", Help: "Batches the collector acknowledged."},
+				stat(func() int64 { return d.up.Stats().Batches })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_records_acked_total", Help: "Records deleted after the collector's ack."},
+				stat(func() int64 { return d.up.Stats().Records })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_resent_total", Help: "Batches resent after no ack."},
+				stat(func() int64 { return d.up.Stats().Resent })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_connect_failures_total", Help: "Failed broker connections."},
+				stat(func() int64 { return d.up.Stats().ConnectFails })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_wire_bytes_total", Help: "Estimated bytes on the wire, both directions."},
+				stat(func() int64 { return d.up.Stats().WireBytes })),
+		)
+		if d.budget != nil {
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_sync_budget_used_bytes", Help: "Bytes of today's budget spent."},
+				func() float64 { return float64(d.budget.Spent(time.Now())) }))
+		}
+	}
+	return m
+}
+
+func (m *metrics) observe(model string, took time.Duration, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.infer.WithLabelValues(model, outcome).Inc()
+	if err == nil {
+		m.latency.WithLabelValues(model).Observe(took.Seconds())
+	}
+}
