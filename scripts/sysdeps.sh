@@ -12,6 +12,9 @@ declare -A test_pkgs=(
   [gcc]=gcc                        # cgo for onnxruntime_go
   [/usr/sbin/mosquitto]=mosquitto  # real broker for the sync tests
   [mosquitto_pub]=mosquitto-clients
+  [/usr/bin/chromium]=chromium     # kiosk page tests (headless, driven by chromedp)
+  [/usr/share/fonts/truetype/abyssinica/AbyssinicaSIL-Regular.ttf]=fonts-sil-abyssinica  # Ge'ez script for Amharic
+  [/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf]=fonts-noto-core
 )
 declare -A cross_pkgs=(
   [aarch64-linux-gnu-gcc]=gcc-aarch64-linux-gnu         # make cross / dist: cgo for arm64

@@ -163,5 +163,3 @@ func (c Config) Masked() string {
 	b, _ := json.MarshalIndent(c, "", "  ")
 	return string(b)
 }
-
-

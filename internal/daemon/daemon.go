@@ -14,7 +14,6 @@ import (
 	gosync "sync"
 	"time"
 
-
 	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/outbox"
 	"github.com/outpost-edge/outpost/runtime"
@@ -349,4 +348,3 @@ func parseBytes(s string) (int64, error) {
 	}
 	return int64(n * float64(mult)), nil
 }
-
