@@ -11,7 +11,7 @@ export CGO_ENABLED := 1
 
 QEMU       := qemu-aarch64-static -L /usr/aarch64-linux-gnu
 
-.PHONY: all deps sysdeps build test test-arm64 fmt-check vet lint bench chaos fuzz demo cross dist clean help
+.PHONY: all deps sysdeps build test test-arm64 fmt-check vet lint bench chaos fuzz demo demo-cli cross dist clean help
 
 all: build
 
@@ -57,6 +57,7 @@ bench: deps ## benchmarks with ratios against baselines measured in the same run
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./runtime/onnx/ ./models/
 	$(GO) test -run '^$$' -bench 'Append|Fdatasync' -benchtime 50000x -count 1 ./outbox/
 	$(GO) test -run '^$$' -bench Drain -benchtime 1x -count 1 ./sync/
+	$(GO) test -run '^$$' -bench HTTPInfer -benchtime 300x -count 1 ./internal/daemon/
 
 chaos: ## soaks: 1000 SIGKILL rounds during appends; 100 broker kill/restarts during a drain
 	OUTPOST_CRASH_ROUNDS=1000 $(GO) test -count=1 -timeout 30m -run 'TestCrash' -v ./outbox/ | grep -E 'crash rounds|^(ok|FAIL|---)'
@@ -69,14 +70,17 @@ fuzz: deps ## a short fuzzing session on every decoder
 	$(GO) test -run '^$$' -fuzz FuzzDecodeBatch -fuzztime 60s ./sync/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeAck -fuzztime 60s ./sync/
 
-demo: build ## speak a sentence, pad it with silence, and find the speech in it
+demo: build ## outpost serve --demo: embedded broker + hub, samples flow to it, kiosk URL printed (Ctrl-C stops)
+	@rm -rf artifacts/demo-data && mkdir -p artifacts
+	@echo "demo: starting outpost serve --demo (data in artifacts/demo-data); open the kiosk URL below, Ctrl-C to stop"
+	@./bin/outpost serve --demo --data-dir artifacts/demo-data --listen 127.0.0.1:8080
+
+demo-cli: build ## the CLI alone: speak a sentence, pad it with silence, find the speech in it
 	@mkdir -p artifacts
 	@espeak-ng -v en -w artifacts/demo-raw.wav "Good morning. The maize in the north field has brown spots on its leaves."
 	@sox -q artifacts/demo-raw.wav -r 16000 artifacts/demo-speech.wav pad 1.5 2
-	@echo "demo: ./bin/outpost infer --model silero-vad --format text artifacts/demo-speech.wav"
 	@./bin/outpost infer --model silero-vad --format text artifacts/demo-speech.wav
-	@echo "demo: the same as JSON, one object per input:"
-	@./bin/outpost infer --model silero-vad artifacts/demo-speech.wav
+	@./bin/outpost infer --model crop-disease --format text --lang sw models/crop-disease/samples/rust.jpg
 
 clean: ## remove build outputs (keeps the .cache of fetched deps)
 	rm -rf bin artifacts outpost-data dist/out

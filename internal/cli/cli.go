@@ -149,12 +149,14 @@ func parse(fs *pflag.FlagSet, args []string) error {
 type runtimeFlags struct {
 	ortLib    string
 	modelsDir string
+	dirFlag   string
 	threads   int
 }
 
 // register adds the flags; dirFlag names the models-directory flag
 // ("dir" for `outpost models`, "models-dir" elsewhere).
 func (r *runtimeFlags) register(fs *pflag.FlagSet, dirFlag string) {
+	r.dirFlag = dirFlag
 	fs.StringVar(&r.ortLib, "ort-lib", os.Getenv("OUTPOST_ORT_LIB"), "ONNX Runtime library (env OUTPOST_ORT_LIB; default: search next to the binary, the build cache, system paths)")
 	fs.StringVar(&r.modelsDir, dirFlag, os.Getenv("OUTPOST_MODELS_DIR"), "models directory (env OUTPOST_MODELS_DIR; default: next to the binary, then ./models)")
 	fs.IntVar(&r.threads, "threads", 1, "intra-op threads per model (1 suits a Pi running several models)")
@@ -180,7 +182,7 @@ func (r *runtimeFlags) dir() (string, error) {
 			return c, nil
 		}
 	}
-	return "", fmt.Errorf("no models directory found (looked in %s); pass --dir", strings.Join(cands, ", "))
+	return "", fmt.Errorf("no models directory found (looked in %s); pass --%s", strings.Join(cands, ", "), r.dirFlag)
 }
 
 func (r *runtimeFlags) env() (*onnx.Env, error) {

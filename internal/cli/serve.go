@@ -74,6 +74,15 @@ func runServe(ctx context.Context, std IO, args []string) error {
 	if c.DataDir == "" {
 		c.DataDir = df.path()
 	}
+	if c.Demo && c.Inbox == "" {
+		c.Inbox = filepath.Join(c.DataDir, "inbox")
+	}
+	if err := c.Validate(); err != nil {
+		if print {
+			fmt.Fprintln(std.Out, c.Masked())
+		}
+		return usagef("%v", err)
+	}
 	if c.ModelsDir == "" {
 		dir, err := rf.dir()
 		if err != nil {
@@ -81,15 +90,9 @@ func runServe(ctx context.Context, std IO, args []string) error {
 		}
 		c.ModelsDir = dir
 	}
-	if c.Demo && c.Inbox == "" {
-		c.Inbox = filepath.Join(c.DataDir, "inbox")
-	}
 	if print {
 		fmt.Fprintln(std.Out, c.Masked())
-		return c.Validate()
-	}
-	if err := c.Validate(); err != nil {
-		return usagef("%v", err)
+		return nil
 	}
 	log := newLogger(std)
 

@@ -1,0 +1,61 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/models"
+)
+
+// BenchmarkHTTPInfer: the same photo through the daemon's HTTP path (POST,
+// decode, infer, durable append with fsync, JSON answer) and straight
+// through the model pipeline as `outpost infer` runs it, interleaved.
+func BenchmarkHTTPInfer(b *testing.B) {
+	t := &testing.T{}
+	d, srv := newTestDaemon(t, nil)
+	photo := sample(t, "crop-disease/samples/rust.jpg")
+	l, err := d.pipeline("crop-disease")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	direct := func() time.Duration {
+		t0 := time.Now()
+		if _, err := l.p.Infer(ctx, models.Input{Name: "rust.jpg", Data: photo}); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0)
+	}
+	viaHTTP := func() time.Duration {
+		t0 := time.Now()
+		resp, err := http.Post(srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", bytes.NewReader(photo))
+		if err != nil || resp.StatusCode != 201 {
+			b.Fatalf("%v %v", err, resp)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return time.Since(t0)
+	}
+	for i := 0; i < 10; i++ {
+		direct()
+		viaHTTP()
+	}
+	var td, th time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		td += direct()
+		th += viaHTTP()
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(float64(td.Microseconds())/n, "infer-µs")
+	b.ReportMetric(float64(th.Microseconds())/n, "http-µs")
+	b.ReportMetric(float64(th)/float64(td), "http/infer")
+	b.ReportMetric(0, "ns/op")
+	srv.Close()
+	d.Close()
+}

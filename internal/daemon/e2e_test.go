@@ -1,0 +1,180 @@
+package daemon_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/testutil"
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+	"github.com/outpost-edge/outpost/sync/mqtt"
+)
+
+// buildOutpost compiles the real binary once per test.
+func buildOutpost(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "outpost")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/outpost")
+	cmd.Dir = testutil.Root(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	url  string
+	logs *bytes.Buffer
+	exit chan error
+}
+
+// startServe runs `outpost serve` and waits for its kiosk URL line.
+func startServe(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--models-dir", testutil.ModelsDir(t)}, args...)...)
+	cmd.Env = append(os.Environ(), "OUTPOST_ORT_LIB="+testutil.LibPath(t))
+	out, _ := cmd.StdoutPipe()
+	p := &proc{cmd: cmd, logs: &bytes.Buffer{}, exit: make(chan error, 1)}
+	cmd.Stderr = p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "kiosk: "); ok {
+				urls <- strings.Fields(u)[0]
+			}
+		}
+	}()
+	go func() { p.exit <- cmd.Wait() }()
+	select {
+	case p.url = <-urls:
+	case err := <-p.exit:
+		t.Fatalf("serve exited: %v\n%s", err, p.logs)
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("serve did not start\n%s", p.logs)
+	}
+	p.url = strings.TrimSuffix(p.url, "/")
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return p
+}
+
+// TestServe_EndToEnd: the real daemon process, real models, a real
+// mosquitto and a collector. A photo posted to the API reaches the hub
+// exactly once and leaves the device; SIGTERM stops it cleanly.
+func TestServe_EndToEnd(t *testing.T) {
+	bin := buildOutpost(t)
+	broker := testutil.StartMosquitto(t, false)
+	hubDB := filepath.Join(t.TempDir(), "hub.db")
+	col, err := osync.OpenCollector(hubDB, osync.CollectorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer col.Close()
+	dial, _ := mqtt.Dialer(mqtt.Options{Broker: broker.URL()})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go col.Run(ctx, dial)
+
+	data := t.TempDir()
+	p := startServe(t, bin, "--broker", broker.URL(), "--data-dir", data, "--device-id", "kiosk-e2e")
+	photo, _ := os.ReadFile(filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples", "leaf_spot.jpg"))
+	for i := 0; i < 3; i++ {
+		resp, err := http.Post(p.url+"/v1/models/crop-disease/infer?lang=fr", "image/jpeg", bytes.NewReader(photo))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 201 || !strings.Contains(string(b), `"label":"leaf_spot"`) || !strings.Contains(string(b), "Taches foliaires") {
+			t.Fatalf("infer: %d %s", resp.StatusCode, b)
+		}
+	}
+	// Bad input through the process: 400, still up.
+	resp, _ := http.Post(p.url+"/v1/models/crop-disease/infer", "image/jpeg", strings.NewReader("not a jpeg"))
+	if resp.StatusCode != 400 {
+		t.Fatalf("bad photo: %d", resp.StatusCode)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		n, _ := col.Count()
+		var st struct{ Queue struct{ Count int } }
+		r, err := http.Get(p.url + "/v1/status")
+		if err == nil {
+			json.NewDecoder(r.Body).Decode(&st)
+			r.Body.Close()
+		}
+		if n == 3 && st.Queue.Count == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n, _ := col.Count(); n != 3 {
+		t.Fatalf("collector has %d results, want 3\n%s", n, p.logs)
+	}
+	// Two-stage shutdown, first stage: SIGTERM drains and exits 0.
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exit:
+		if err != nil || !strings.Contains(p.logs.String(), "stopped cleanly") {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.logs)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit after SIGTERM\n%s", p.logs)
+	}
+	ob, err := outbox.Open(filepath.Join(data, "outbox.db"), outbox.Options{})
+	if err != nil {
+		t.Fatalf("outbox after shutdown: %v", err)
+	}
+	defer ob.Close()
+	if st, _ := ob.Stats(); st.Count != 0 || st.Appended != 3 || st.Acked != 3 {
+		t.Fatalf("outbox after shutdown: %+v", st)
+	}
+}
+
+// TestServe_SecondSignalExitsNow: a second signal does not wait for the drain.
+func TestServe_SecondSignalExitsNow(t *testing.T) {
+	bin := buildOutpost(t)
+	p := startServe(t, bin, "--data-dir", t.TempDir())
+	p.cmd.Process.Signal(syscall.SIGINT)
+	p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-p.exit:
+		// Either the drain finished first (exit 0) or the second signal won (130).
+		if err != nil && !strings.Contains(err.Error(), "exit status 130") {
+			t.Fatalf("exit: %v\n%s", err, p.logs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running after two signals\n%s", p.logs)
+	}
+}
+
+func TestServe_BadConfig(t *testing.T) {
+	bin := buildOutpost(t)
+	cmd := exec.Command(bin, "serve", "--listen", "0.0.0.0:8080")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "token: required") {
+		t.Fatalf("%v: %s", err, out)
+	}
+	cmd = exec.Command(bin, "serve", "--print-config", "--data-dir", t.TempDir(), "--models-dir", testutil.ModelsDir(t))
+	cmd.Env = append(os.Environ(), "OUTPOST_MQTT_PASSWORD=hunter2", "OUTPOST_QUEUE_POLICY=drop-lowest")
+	out, err = cmd.CombinedOutput()
+	if err != nil || strings.Contains(string(out), "hunter2") || !strings.Contains(string(out), `"queue_policy": "drop-lowest"`) {
+		t.Fatalf("%v: %s", err, out)
+	}
+}
