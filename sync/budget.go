@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	gosync "sync"
 	"time"
 
@@ -162,4 +163,28 @@ func (b *Budget) spend(now time.Time, cost int64) {
 			}
 		}
 	}
+}
+
+// ParseBytes reads a size: "5MB", "500k", "1GiB", "12345" (decimal units
+// for kB/MB/GB, binary for KiB/MiB/GiB).
+func ParseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(strings.ToUpper(s))
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	for _, u := range []struct {
+		suf string
+		m   int64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"G", 1e9}, {"M", 1e6}, {"K", 1e3}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suf) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suf)), u.m
+			break
+		}
+	}
+	var n float64
+	if _, err := fmt.Sscanf(s, "%g", &n); err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size like 5MB", s)
+	}
+	return int64(n * float64(mult)), nil
 }

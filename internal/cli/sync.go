@@ -95,7 +95,7 @@ func runSync(ctx context.Context, std IO, args []string) error {
 	if err != nil {
 		return err
 	}
-	daily, err := parseBytes(budget)
+	daily, err := osync.ParseBytes(budget)
 	if err != nil {
 		return usagef("--daily-budget: %v", err)
 	}
@@ -168,29 +168,6 @@ func progress(w io.Writer, ob *outbox.Outbox, total int64) func() {
 		}
 	}()
 	return func() { close(stop); <-done }
-}
-
-// parseBytes reads "5MB", "500k", "1GiB", "12345".
-func parseBytes(s string) (int64, error) {
-	s = strings.TrimSpace(strings.ToUpper(s))
-	if s == "" {
-		return 0, nil
-	}
-	mult := int64(1)
-	for _, u := range []struct {
-		suf string
-		m   int64
-	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"G", 1e9}, {"M", 1e6}, {"K", 1e3}, {"B", 1}} {
-		if strings.HasSuffix(s, u.suf) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suf)), u.m
-			break
-		}
-	}
-	var n float64
-	if _, err := fmt.Sscanf(s, "%g", &n); err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size like 5MB", s)
-	}
-	return int64(n * float64(mult)), nil
 }
 
 const collectExamples = `  outpost collect --broker tcp://localhost:1883 --data-dir /var/lib/outpost-hub

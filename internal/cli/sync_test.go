@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/testutil"
+	osync "github.com/outpost-edge/outpost/sync"
 )
 
 // TestSyncOnceAndCollect: infer queues results on a device; `sync --once`
@@ -75,10 +76,10 @@ func TestSync_Usage(t *testing.T) {
 			t.Errorf("%v: code %d, %q", c.args, code, errOut)
 		}
 	}
-	if n, err := parseBytes("5MB"); err != nil || n != 5_000_000 {
+	if n, err := osync.ParseBytes("5MB"); err != nil || n != 5_000_000 {
 		t.Fatalf("5MB = %d, %v", n, err)
 	}
-	if n, _ := parseBytes("2 MiB"); n != 2<<20 {
+	if n, _ := osync.ParseBytes("2 MiB"); n != 2<<20 {
 		t.Fatalf("2 MiB = %d", n)
 	}
 }

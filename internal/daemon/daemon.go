@@ -3,14 +3,12 @@ package daemon
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	gosync "sync"
 	"time"
 
@@ -119,7 +117,7 @@ func (d *Daemon) setupUplink() error {
 	if err != nil {
 		return err
 	}
-	daily, err := parseBytes(d.cfg.DailyBudget)
+	daily, err := osync.ParseBytes(d.cfg.DailyBudget)
 	if err != nil {
 		return fmt.Errorf("config: daily_budget: %w", err)
 	}
@@ -326,25 +324,4 @@ func (d *Daemon) statusBody() map[string]any {
 		s["sync"] = sy
 	}
 	return s
-}
-
-func parseBytes(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	mult := int64(1)
-	for _, u := range []struct {
-		suf string
-		m   int64
-	}{{"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}} {
-		if n := len(s) - len(u.suf); n > 0 && s[n:] == u.suf {
-			s, mult = s[:n], u.m
-			break
-		}
-	}
-	n, err := strconv.ParseFloat(s, 64)
-	if err != nil || n < 0 {
-		return 0, errors.New("want a size like 5MB")
-	}
-	return int64(n * float64(mult)), nil
 }

@@ -31,17 +31,7 @@ func BenchmarkRunOverhead(b *testing.B) {
 	}
 	defer sess.Close()
 
-	// Direct baseline: same session options as Load.
-	so, _ := ort.NewSessionOptions()
-	so.SetIntraOpNumThreads(1)
-	so.SetInterOpNumThreads(1)
-	so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0")
-	so.AddSessionConfigEntry("session.inter_op.allow_spinning", "0")
-	direct, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{"input", "state", "sr"}, []string{"output", "stateN"}, so)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer direct.Destroy()
+	direct := directSession(b, model, []string{"input", "state", "sr"}, []string{"output", "stateN"})
 
 	audio := make([]float32, 576)
 	for i := range audio {
@@ -84,16 +74,7 @@ func BenchmarkRunOverheadTiny(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer sess.Close()
-	so, _ := ort.NewSessionOptions()
-	so.SetIntraOpNumThreads(1)
-	so.SetInterOpNumThreads(1)
-	so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0")
-	so.AddSessionConfigEntry("session.inter_op.allow_spinning", "0")
-	direct, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{"x", "i"}, []string{"y", "z"}, so)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer direct.Destroy()
+	direct := directSession(b, model, []string{"x", "i"}, []string{"y", "z"})
 	xd, id := make([]float32, 4), []int64{1, 2}
 	dx, _ := ort.NewTensor(ort.NewShape(1, 4), xd)
 	di, _ := ort.NewTensor(ort.NewShape(2), id)
@@ -105,6 +86,23 @@ func BenchmarkRunOverheadTiny(b *testing.B) {
 	feeds := map[string]*runtime.Tensor{"x": x, "i": i}
 	interleave(b, func() error { return direct.Run(ins, outs) },
 		func() error { _, err := sess.Run(context.Background(), feeds); return err })
+}
+
+// directSession is the baseline: onnxruntime_go with the same session
+// options Load uses (1+1 threads, no spinning), destroyed when b ends.
+func directSession(b *testing.B, model []byte, in, out []string) *ort.DynamicAdvancedSession {
+	so, _ := ort.NewSessionOptions()
+	defer so.Destroy()
+	so.SetIntraOpNumThreads(1)
+	so.SetInterOpNumThreads(1)
+	so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0")
+	so.AddSessionConfigEntry("session.inter_op.allow_spinning", "0")
+	s, err := ort.NewDynamicAdvancedSessionWithONNXData(model, in, out, so)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Destroy() })
+	return s
 }
 
 // interleave runs direct and outpost alternately b.N times each and reports
