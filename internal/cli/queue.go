@@ -123,7 +123,7 @@ func runQueue(ctx context.Context, std IO, args []string) error {
 		fmt.Fprintf(std.Out, "%s\n", b)
 		return nil
 	case "export":
-		return queueExport(std.Out, ob, out)
+		return queueExport(std, ob, out)
 	case "compact":
 		before, after, err := ob.Compact()
 		if err != nil {
@@ -201,7 +201,7 @@ func queueList(w io.Writer, ob *outbox.Outbox, limit int, asJSON bool) error {
 // queueExport writes every record as JSON Lines. To a file it goes through
 // temp → fsync → rename, so a pulled USB stick never holds half a file
 // under the final name.
-func queueExport(stdout io.Writer, ob *outbox.Outbox, path string) error {
+func queueExport(std IO, ob *outbox.Outbox, path string) error {
 	write := func(w io.Writer) (int, error) {
 		bw := bufio.NewWriter(w)
 		enc := json.NewEncoder(bw)
@@ -213,14 +213,14 @@ func queueExport(stdout io.Writer, ob *outbox.Outbox, path string) error {
 		return n, bw.Flush()
 	}
 	if path == "" || path == "-" {
-		_, err := write(stdout)
+		_, err := write(std.Out)
 		return err
 	}
 	n, err := writeFileAtomic(path, write)
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "exported %d records to %s\n", n, path)
+	fmt.Fprintf(std.Err, "exported %d records to %s\n", n, path)
 	return nil
 }
 
