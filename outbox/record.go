@@ -168,10 +168,16 @@ func DecodeRecord(b []byte) (*Record, error) {
 	if out := d.field(); len(out) > 0 {
 		r.Output = append([]byte(nil), out...)
 	}
-	if d.byte() == 1 {
+	switch flag := d.byte(); flag {
+	case 0:
+	case 1:
 		ev := &Evidence{ContentType: d.str(), SHA256: d.str()}
 		ev.Size = int64(d.uvarint())
 		r.Evidence = ev
+	default:
+		if d.err == nil {
+			d.err = fmt.Errorf("%w: evidence flag %d (want 0 or 1)", ErrCorruptRecord, flag)
+		}
 	}
 	if d.err == nil && d.p != len(b) {
 		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorruptRecord, len(b)-d.p)
