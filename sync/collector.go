@@ -46,6 +46,7 @@ type CollectorStats struct {
 	Duplicates int64 `json:"duplicates"`
 	Malformed  int64 `json:"malformed"`
 	Acks       int64 `json:"acks"`
+	Rejected   int64 `json:"rejected"` // undecodable records named in acks
 }
 
 // Collector stores devices' results on the hub, idempotently by record ID,
@@ -56,8 +57,8 @@ type Collector struct {
 	log *slog.Logger
 	in  chan msg
 
-	batches, stored, dups, malformed, acks atomic.Int64
-	closeOnce                              gosync.Once
+	batches, stored, dups, malformed, acks, rejected atomic.Int64
+	closeOnce                                        gosync.Once
 }
 
 type msg struct {
@@ -116,7 +117,7 @@ func (c *Collector) Close() error {
 // Stats returns the counters since start.
 func (c *Collector) Stats() CollectorStats {
 	return CollectorStats{Batches: c.batches.Load(), Stored: c.stored.Load(), Duplicates: c.dups.Load(),
-		Malformed: c.malformed.Load(), Acks: c.acks.Load()}
+		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load()}
 }
 
 // Run connects (retrying with jittered backoff), subscribes to every
@@ -264,6 +265,9 @@ func (c *Collector) store(batches []decoded, now time.Time) error {
 				}
 				d.ack.Stored = append(d.ack.Stored, r.ID)
 			}
+			for _, bad := range d.batch.Bad {
+				d.ack.Rejected = append(d.ack.Rejected, bad.ID)
+			}
 			if err := c.touchDevice(tx, d.device, now, func(s *DeviceStatus) {
 				s.Stored += newHere
 				s.Duplicates += dupHere
@@ -282,6 +286,12 @@ func (c *Collector) store(batches []decoded, now time.Time) error {
 	c.batches.Add(int64(len(batches)))
 	c.stored.Add(stored)
 	c.dups.Add(dups)
+	for _, d := range batches {
+		for _, bad := range d.batch.Bad {
+			c.rejected.Add(1)
+			c.log.Error("collector: record rejected for good (the device will drop it)", "device", d.device, "id", bad.ID.String(), "err", bad.Err)
+		}
+	}
 	if dups > 0 {
 		c.log.Info("collector: duplicate records acknowledged again, not stored twice", "count", dups)
 	}

@@ -217,3 +217,40 @@ func TestCollector_Malformed(t *testing.T) {
 		t.Fatalf("collector stats %+v, want 1 stored and 5 malformed", st)
 	}
 }
+
+// TestCollector_PoisonRecord: a batch with one undecodable record stores the
+// good ones and names the bad one as rejected, so the device can drop it
+// instead of resending the batch forever.
+func TestCollector_PoisonRecord(t *testing.T) {
+	broker := testutil.StartMosquitto(t, false)
+	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL())
+	time.Sleep(200 * time.Millisecond)
+	conn, err := dialer(t, broker.URL(), true)(context.Background(), "pi-p", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	acks := make(chan []byte, 1)
+	if err := conn.Subscribe(context.Background(), osync.AckTopic("pi-p"), 1, func(_ string, p []byte) { acks <- append([]byte(nil), p...) }); err != nil {
+		t.Fatal(err)
+	}
+	g := outbox.NewIDGen()
+	good := &outbox.Record{ID: g.New(), Device: "pi-p", Output: []byte(`{"ok":1}`)}
+	poison := &outbox.Record{ID: g.New(), Device: "pi-p", Priority: 9} // no decoder accepts priority 9
+	msg := osync.EncodeBatch(&osync.Batch{ID: g.New(), Device: "pi-p", Sent: time.Now(), Records: []*outbox.Record{good, poison}})
+	if err := conn.Publish(context.Background(), osync.ResultsTopic("pi-p"), 1, false, msg); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-acks:
+		a, err := osync.DecodeAck(m)
+		if err != nil || len(a.Stored) != 1 || a.Stored[0] != good.ID || len(a.Rejected) != 1 || a.Rejected[0] != poison.ID {
+			t.Fatalf("ack %+v, %v", a, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no ack")
+	}
+	if st := h.c.Stats(); st.Stored != 1 || st.Rejected != 1 {
+		t.Fatalf("collector stats %+v", st)
+	}
+}

@@ -87,6 +87,16 @@ type Batch struct {
 	Device  string
 	Sent    time.Time // device clock at send; the collector derives clock offset
 	Records []*outbox.Record
+	// Bad lists records DecodeBatch could frame but not decode (never
+	// encoded): the collector names them in the ack's rejected list so a
+	// poison record cannot make the device resend its batch forever.
+	Bad []BadRecord
+}
+
+// BadRecord is an undecodable record inside a well-framed batch.
+type BadRecord struct {
+	ID  outbox.ID
+	Err error
 }
 
 // maxRecordsPerBatch and maxDecoded bound what a decoder allocates.
@@ -195,7 +205,15 @@ func DecodeBatch(msg []byte) (*Batch, error) {
 		}
 		rec, err := outbox.DecodeRecord(raw)
 		if err != nil {
-			return nil, fmt.Errorf("%w: record %d of %d: %v", ErrMalformed, i, n, err)
+			if len(raw) < 17 {
+				return nil, fmt.Errorf("%w: record %d of %d: %v", ErrMalformed, i, n, err)
+			}
+			// The ID sits at a fixed place (after the version byte): keep
+			// the rest of the batch, name this one.
+			var id outbox.ID
+			copy(id[:], raw[1:17])
+			b.Bad = append(b.Bad, BadRecord{ID: id, Err: err})
+			continue
 		}
 		b.Records = append(b.Records, rec)
 	}
