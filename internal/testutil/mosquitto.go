@@ -37,13 +37,19 @@ func FreePort(t testing.TB) int {
 // A missing mosquitto fails the test: CI installs it (scripts/sysdeps.sh).
 func StartMosquitto(t testing.TB, persist bool) *Broker {
 	t.Helper()
+	return StartMosquittoWith(t, persist, "")
+}
+
+// StartMosquittoWith adds listener options (e.g. TLS files) to the config.
+func StartMosquittoWith(t testing.TB, persist bool, listenerConf string) *Broker {
+	t.Helper()
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		if _, err2 := os.Stat("/usr/sbin/mosquitto"); err2 != nil {
 			t.Fatalf("mosquitto not installed (scripts/sysdeps.sh installs it): %v", err)
 		}
 	}
 	b := &Broker{t: t, Port: FreePort(t), dir: t.TempDir(), persist: persist}
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nmax_inflight_messages 100\n", b.Port)
+	conf := fmt.Sprintf("listener %d 127.0.0.1\n%sallow_anonymous true\nmax_queued_messages 100000\nmax_inflight_messages 100\n", b.Port, listenerConf)
 	if persist {
 		conf += fmt.Sprintf("persistence true\npersistence_location %s/\nautosave_interval 1\n", b.dir)
 	} else {
