@@ -83,8 +83,10 @@ func TestSync_MutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up, _ := osync.NewUplink(ob, devDial, osync.UplinkOptions{Device: "pi-tls", MinBackoff: 50 * time.Millisecond})
-	dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// A batch published before the collector subscribes is resent after
+	// the ack timeout: keep it short so a slow start costs seconds.
+	up, _ := osync.NewUplink(ob, devDial, osync.UplinkOptions{Device: "pi-tls", MinBackoff: 50 * time.Millisecond, AckTimeout: 2 * time.Second})
+	dctx, dcancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer dcancel()
 	if err := up.Drain(dctx); err != nil {
 		t.Fatal(err)
