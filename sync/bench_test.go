@@ -83,7 +83,7 @@ func BenchmarkDrain(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cdone := make(chan error, 1)
 		go func() { cdone <- c.Run(ctx, dialer(&testing.T{}, broker.URL(), false)) }()
-		time.Sleep(300 * time.Millisecond)
+		<-c.Ready()
 		up, _ := osync.NewUplink(ob, dialer(&testing.T{}, proxy.URL(), true), osync.UplinkOptions{Device: "bench-1", BatchRecords: 500, Window: 8})
 		resetPeakRSS()
 		b.ResetTimer()

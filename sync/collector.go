@@ -59,7 +59,12 @@ type Collector struct {
 
 	batches, stored, dups, malformed, acks, rejected atomic.Int64
 	closeOnce                                        gosync.Once
+	ready                                            chan struct{}
+	readyOnce                                        gosync.Once
 }
+
+// Ready is closed once the collector has subscribed for the first time.
+func (c *Collector) Ready() <-chan struct{} { return c.ready }
 
 type msg struct {
 	topic   string
@@ -104,7 +109,7 @@ func OpenCollector(path string, o CollectorOptions) (*Collector, error) {
 		db.Close()
 		return nil, fmt.Errorf("collector: init %s: %w", path, err)
 	}
-	return &Collector{db: db, o: o, log: o.Logger, in: make(chan msg, 256)}, nil
+	return &Collector{db: db, o: o, log: o.Logger, in: make(chan msg, 256), ready: make(chan struct{})}, nil
 }
 
 // Close closes the database. Safe to call twice.
@@ -157,6 +162,7 @@ func (c *Collector) session(ctx context.Context, dial Dialer, bo *Backoff) error
 		}
 	}
 	bo.Reset()
+	c.readyOnce.Do(func() { close(c.ready) })
 	c.log.Info("collector: connected")
 	for {
 		select {

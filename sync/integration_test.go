@@ -76,6 +76,11 @@ func startCollector(t *testing.T, path, url string) *hub {
 	h := &hub{c: c, path: path, cancel: cancel, done: make(chan error, 1)}
 	go func() { h.done <- c.Run(ctx, dialer(t, url, false)) }()
 	t.Cleanup(h.stop)
+	select {
+	case <-c.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("collector did not subscribe")
+	}
 	return h
 }
 

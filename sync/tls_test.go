@@ -78,6 +78,7 @@ func TestSync_MutualTLS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go col.Run(ctx, hubDial)
+	<-col.Ready()
 
 	devDial, err := mqtt.Dialer(mqtt.Options{Broker: url, CAFile: ca, CertFile: cc, KeyFile: ck, CleanSession: true})
 	if err != nil {

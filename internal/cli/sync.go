@@ -69,6 +69,7 @@ func runSync(ctx context.Context, std IO, args []string) error {
 		timeout time.Duration
 		verbose bool
 		batch   int
+		ackWait time.Duration
 	)
 	fs := newFlags(std, "sync", "outpost sync --once --broker URL [--data-dir DIR]", syncExamples)
 	df.register(fs)
@@ -78,6 +79,7 @@ func runSync(ctx context.Context, std IO, args []string) error {
 	fs.StringVar(&budget, "daily-budget", os.Getenv("OUTPOST_DAILY_BUDGET"), "bytes per day on the wire, e.g. 5MB (alerts may exceed it); empty = unlimited")
 	fs.DurationVar(&timeout, "timeout", 0, "give up after this long (0 = keep retrying until done or interrupted)")
 	fs.IntVar(&batch, "batch", 500, "records per MQTT message")
+	fs.DurationVar(&ackWait, "ack-timeout", 30*time.Second, "resend a batch the collector has not acknowledged after this long")
 	fs.BoolVarP(&verbose, "verbose", "v", false, "log connections and retries")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -111,7 +113,7 @@ func runSync(ctx context.Context, std IO, args []string) error {
 		}
 	}
 	up, err := osync.NewUplink(ob, dial, osync.UplinkOptions{Device: device, Budget: bud, Version: Version,
-		BatchRecords: batch, Logger: logTo(std.Err, verbose)})
+		BatchRecords: batch, AckTimeout: ackWait, Logger: logTo(std.Err, verbose)})
 	if err != nil {
 		return err
 	}

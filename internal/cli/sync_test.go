@@ -31,8 +31,8 @@ func TestSyncOnceAndCollect(t *testing.T) {
 		"--data-dir", dev, "--device-id", "kiosk-9", wav, wav, wav); code != ExitOK {
 		t.Fatalf("infer: %s", errOut)
 	}
-	time.Sleep(300 * time.Millisecond) // the collector subscribes
-	out, errOut, code := run(t, nil, "sync", "--once", "--broker", broker.URL(), "--data-dir", dev, "--device-id", "kiosk-9", "--timeout", "30s")
+	time.Sleep(300 * time.Millisecond) // the collector subscribes; if later, the short ack timeout resends
+	out, errOut, code := run(t, nil, "sync", "--once", "--broker", broker.URL(), "--data-dir", dev, "--device-id", "kiosk-9", "--timeout", "60s", "--ack-timeout", "2s")
 	if code != ExitOK || !strings.Contains(out, "synced 3 records") || !strings.Contains(out, "0 left") {
 		t.Fatalf("sync (code %d): %s\n%s", code, out, errOut)
 	}

@@ -90,6 +90,11 @@ func TestServe_EndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go col.Run(ctx, dial)
+	select {
+	case <-col.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("collector did not subscribe")
+	}
 
 	data := t.TempDir()
 	p := startServe(t, bin, "--broker", broker.URL(), "--data-dir", data, "--device-id", "kiosk-e2e")
