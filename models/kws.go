@@ -136,17 +136,10 @@ func (k *KWS) Spot(ctx context.Context, samples []float32) (*KWSResult, error) {
 type kwsPipeline struct{ k *KWS }
 
 func (p *kwsPipeline) Infer(ctx context.Context, in Input) (*Result, error) {
-	t0 := time.Now()
-	a, err := DecodeWAV(in.Data)
+	samples, t0, t1, t2, err := decodeAudio(in, melRate)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", in.Name, err)
+		return nil, err
 	}
-	t1 := time.Now()
-	samples := a.Samples
-	if a.SampleRate != melRate {
-		samples = Resample(samples, a.SampleRate, melRate)
-	}
-	t2 := time.Now()
 	out, err := p.k.Spot(ctx, samples)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Name, err)

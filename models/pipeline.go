@@ -80,18 +80,27 @@ type vadPipeline struct {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-func (p *vadPipeline) Infer(ctx context.Context, in Input) (*Result, error) {
-	t0 := time.Now()
+// decodeAudio decodes a WAV input and resamples it to rate, timing both
+// steps (t0 start, t1 decoded, t2 resampled).
+func decodeAudio(in Input, rate int) (samples []float32, t0, t1, t2 time.Time, err error) {
+	t0 = time.Now()
 	a, err := DecodeWAV(in.Data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", in.Name, err)
+		return nil, t0, t0, t0, fmt.Errorf("%s: %w", in.Name, err)
 	}
-	t1 := time.Now()
-	samples := a.Samples
-	if a.SampleRate != p.v.rate {
-		samples = Resample(samples, a.SampleRate, p.v.rate)
+	t1 = time.Now()
+	samples = a.Samples
+	if a.SampleRate != rate {
+		samples = Resample(samples, a.SampleRate, rate)
 	}
-	t2 := time.Now()
+	return samples, t0, t1, time.Now(), nil
+}
+
+func (p *vadPipeline) Infer(ctx context.Context, in Input) (*Result, error) {
+	samples, t0, t1, t2, err := decodeAudio(in, p.v.rate)
+	if err != nil {
+		return nil, err
+	}
 	probs, err := p.v.Probabilities(ctx, samples)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Name, err)
