@@ -10,6 +10,7 @@ package sync
 
 import (
 	"bytes"
+	_ "embed" // the zstd dictionary
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -105,29 +106,63 @@ const (
 	maxDecoded         = 64 << 20
 )
 
+// dictV1 is a zstd dictionary trained on synthetic outpost traffic (model
+// names, JSON result shapes, advice in five languages; TestZstdDict
+// rebuilds it with -update-dict). Small batches — one result sent the
+// moment it is made — come out at 43 % of their raw size with it, against
+// 75 % with zstd alone (TestZstdDict). A zstd frame names
+// its dictionary by ID, so decoders keep every dictionary ever shipped.
+//
+//go:embed zstd-v1.dict
+var dictV1 []byte
+
+const dictID = 0x6f700001 // "op" 1
+
 var (
-	encOnce gosync.Once
-	enc     *zstd.Encoder
-	dec     *zstd.Decoder
+	encOnce  gosync.Once
+	encPlain *zstd.Encoder
+	encDict  *zstd.Encoder
+	dec      *zstd.Decoder
 )
 
 func codecs() {
 	encOnce.Do(func() {
 		// Nil writers/readers: these are used through EncodeAll/DecodeAll only.
-		enc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
-		dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxDecoded))
+		encPlain, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+		encDict, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithEncoderDict(dictV1))
+		dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxDecoded), zstd.WithDecoderDicts(dictV1))
 	})
 }
 
 // EncodeBatch writes the v1 batch envelope:
 //
 //	'O' 'B' version(1) flags(1) | body
-//	body (zstd-compressed when flags&1) =
+//	body (zstd-compressed when flags&1, with or without dictionary v1) =
 //	  batch id [16] | device (uvarint len + bytes) | sent unix-ms varint |
 //	  count uvarint | count × (uvarint len + outbox record encoding)
 //
-// Compression is used only when it makes the message smaller.
+// Small bodies use the dictionary (that is what it is for); large ones
+// carry their own context, and compressing them once is cheaper. The body
+// goes raw when compression does not make it smaller.
 func EncodeBatch(b *Batch) []byte {
+	body := batchBody(b)
+	codecs()
+	e := encPlain
+	if len(body) < dictBelow {
+		e = encDict
+	}
+	out := []byte{'O', kindBatch, ProtocolVersion, 0}
+	if z := e.EncodeAll(body, nil); len(z) < len(body) {
+		out[3] = flagZstd
+		return append(out, z...)
+	}
+	return append(out, body...)
+}
+
+// dictBelow is the body size under which the dictionary is used.
+const dictBelow = 8 << 10
+
+func batchBody(b *Batch) []byte {
 	var body []byte
 	body = append(body, b.ID[:]...)
 	body = binary.AppendUvarint(body, uint64(len(b.Device)))
@@ -140,13 +175,7 @@ func EncodeBatch(b *Batch) []byte {
 		body = binary.AppendUvarint(body, uint64(len(rec)))
 		body = append(body, rec...)
 	}
-	codecs()
-	out := []byte{'O', kindBatch, ProtocolVersion, 0}
-	if z := enc.EncodeAll(body, nil); len(z) < len(body) {
-		out[3] = flagZstd
-		return append(out, z...)
-	}
-	return append(out, body...)
+	return body
 }
 
 func header(msg []byte, kind byte) ([]byte, error) {
