@@ -15,6 +15,7 @@ declare -A test_pkgs=(
   [/usr/bin/chromium]=chromium     # kiosk page tests (headless, driven by chromedp)
   [/usr/share/fonts/truetype/abyssinica/AbyssinicaSIL-Regular.ttf]=fonts-sil-abyssinica  # Ge'ez script for Amharic
   [/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf]=fonts-noto-core
+  [systemd-analyze]=systemd        # verifies dist/outpost.service
 )
 declare -A cross_pkgs=(
   [aarch64-linux-gnu-gcc]=gcc-aarch64-linux-gnu         # make cross / dist: cgo for arm64

@@ -183,3 +183,27 @@ func TestServe_BadConfig(t *testing.T) {
 		t.Fatalf("%v: %s", err, out)
 	}
 }
+
+// TestSystemdUnit_Verifies runs systemd-analyze verify on dist/outpost.service
+// with ExecStart pointed at a freshly built binary.
+func TestSystemdUnit_Verifies(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatalf("systemd-analyze not installed (scripts/sysdeps.sh installs systemd): %v", err)
+	}
+	bin := buildOutpost(t)
+	unit, err := os.ReadFile(filepath.Join(testutil.Root(t), "dist", "outpost.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "outpost.service")
+	os.WriteFile(p, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/outpost", bin)), 0o644)
+	if out, err := exec.Command(sa, "verify", p).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	for _, want := range []string{"ProtectSystem=strict", "StateDirectory=outpost", "Restart=on-failure", "MemoryMax=", "User=outpost", "NoNewPrivileges=true"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("unit lacks %s", want)
+		}
+	}
+}
