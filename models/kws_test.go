@@ -3,7 +3,6 @@ package models_test
 import (
 	"context"
 	"encoding/json"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -136,17 +135,7 @@ func TestKWS_HeldOutVoices(t *testing.T) {
 	}
 	var card kwsMetrics
 	json.Unmarshal(b, &card)
-	for name, acc := range card.Accuracy {
-		if math.Abs(got.Accuracy[name]-acc) > 0.01 {
-			t.Errorf("%s accuracy %.3f, model card says %.3f (±0.01)", name, got.Accuracy[name], acc)
-		}
-	}
-	for i, g := range card.Golden {
-		a := got.Golden[i]
-		if a.File != g.File || a.Label != g.Label || math.Abs(float64(a.Score-g.Score)) > 0.02 {
-			t.Errorf("golden %s: got %s %.4f, want %s %.4f", g.File, a.Label, a.Score, g.Label, g.Score)
-		}
-	}
+	checkCard(t, got.Accuracy, card.Accuracy, got.Golden, card.Golden)
 }
 
 // TestKWS_TwoCommands: two keywords with a pause between them, in a voice
