@@ -10,23 +10,27 @@ LDFLAGS    := -X github.com/outpost-edge/outpost/internal/cli.Version=$(VERSION)
 export CGO_ENABLED := 1
 
 QEMU       := qemu-aarch64-static -L /usr/aarch64-linux-gnu
+PORT       ?= 8080
+LISTEN     ?= 127.0.0.1:$(PORT)
 
-.PHONY: all deps sysdeps build test test-arm64 fmt-check vet lint bench chaos fuzz demo demo-cli cross dist clean help
+.PHONY: all deps sysdeps check-fresh build test test-arm64 fmt-check vet lint bench chaos fuzz demo demo-cli cross dist clean help
 
 all: build
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-sysdeps: ## install missing Debian packages (apt-get as root, else prints the command)
+sysdeps: ## install every missing Debian package any target needs (apt-get as root, else prints the command)
 	@bash scripts/sysdeps.sh all
 
-deps: sysdeps ## fetch ONNX Runtime (amd64+arm64) and Silero VAD, pinned by sha256
+deps: ## build packages (gcc, libc6-dev, npm), then ONNX Runtime (amd64+arm64) and Silero VAD, pinned by sha256
+	@bash scripts/sysdeps.sh build
 	@bash scripts/deps.sh
+	@echo "deps: go mod download"
 	@$(GO) mod download
 
 build: deps ## build bin/outpost
-	@echo "build: bin/outpost $(VERSION)"
+	@echo "build: bin/outpost $(VERSION) (a first build compiles cgo and the standard library: a few minutes)"
 	@$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/outpost ./cmd/outpost
 
 fmt-check: ## fail if gofmt would change anything
@@ -39,6 +43,8 @@ vet: ## go vet
 lint: fmt-check vet ## gofmt + vet
 
 test: deps lint ## deps, gofmt, vet, every test with -race, then the arm64 suite under qemu
+	@bash scripts/sysdeps.sh test
+	@echo "test: go test -race ./... (a cold build cache compiles for a few minutes first)"
 	$(GO) test -race -count=1 -timeout 15m ./...
 	@$(MAKE) --no-print-directory test-arm64
 
@@ -47,10 +53,12 @@ test-arm64: deps ## pure-Go packages built for arm64 and run under qemu (incl. S
 	  $(GO) test -count=1 -timeout 10m -exec "$(QEMU)" ./runtime/ ./outbox/
 
 cross: deps ## build bin/linux_arm64/outpost (cgo, aarch64-linux-gnu-gcc)
+	@bash scripts/sysdeps.sh cross
 	@echo "cross: bin/linux_arm64/outpost $(VERSION)"
 	@CGO_ENABLED=1 GOARCH=arm64 CC=aarch64-linux-gnu-gcc $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_arm64/outpost ./cmd/outpost
 
 dist: deps ## release tarballs for amd64 and arm64 in dist/out, with SHA256SUMS
+	@bash scripts/sysdeps.sh cross
 	@bash scripts/dist.sh '$(VERSION)' '$(LDFLAGS)' amd64 arm64
 
 bench: deps ## benchmarks with ratios against baselines measured in the same run
@@ -71,16 +79,22 @@ fuzz: deps ## a short fuzzing session on every decoder
 	$(GO) test -run '^$$' -fuzz FuzzDecodeAck -fuzztime 60s ./sync/
 
 demo: build ## outpost serve --demo: embedded broker + hub, samples flow to it, kiosk URL printed (Ctrl-C stops)
+	@if (exec 3<>/dev/tcp/$(firstword $(subst :, ,$(LISTEN)))/$(lastword $(subst :, ,$(LISTEN)))) 2>/dev/null; then \
+	  echo "demo: $(LISTEN) is already in use by another program; run: make demo PORT=8081 (or LISTEN=host:port)" >&2; exit 1; fi
 	@rm -rf artifacts/demo-data && mkdir -p artifacts
 	@echo "demo: starting outpost serve --demo (data in artifacts/demo-data); open the kiosk URL below, Ctrl-C to stop"
-	@./bin/outpost serve --demo --data-dir artifacts/demo-data --listen 127.0.0.1:8080
+	@./bin/outpost serve --demo --data-dir artifacts/demo-data --listen $(LISTEN)
 
 demo-cli: build ## the CLI alone: speak a sentence, pad it with silence, find the speech in it
+	@bash scripts/sysdeps.sh demo-cli
 	@mkdir -p artifacts
 	@espeak-ng -v en -w artifacts/demo-raw.wav "Good morning. The maize in the north field has brown spots on its leaves."
 	@sox -q artifacts/demo-raw.wav -r 16000 artifacts/demo-speech.wav pad 1.5 2
 	@./bin/outpost infer --model silero-vad --format text artifacts/demo-speech.wav
 	@./bin/outpost infer --model crop-disease --format text --lang sw models/crop-disease/samples/rust.jpg
+
+check-fresh: ## run the README's commands in a fresh debootstrap minbase chroot (root; 10-20 min)
+	@bash scripts/fresh-machine.sh
 
 clean: ## remove build outputs (keeps the .cache of fetched deps)
 	rm -rf bin artifacts outpost-data dist/out

@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# Installs the Debian packages outpost's build and tests need, when missing.
-# As root it runs apt-get; otherwise it prints the exact command to run.
-# Usage: scripts/sysdeps.sh [test|cross|all]
+# Installs the Debian packages one make target needs, when missing — and only
+# those: `make demo` needs the build set, `make test` the test set.
+# As root it runs apt-get; otherwise it prints the exact command to run as root.
+# Usage: scripts/sysdeps.sh [build|demo-cli|test|cross|all]
+#
+# Each check names a file the package provides (not just a command), so a
+# half-installed toolchain — gcc without libc6-dev — is caught here rather
+# than as "stdlib.h: No such file or directory" deep inside cgo.
 set -euo pipefail
 
 # command-or-file → package
+declare -A build_pkgs=(
+  [gcc]=gcc                                      # cgo for onnxruntime_go
+  [/usr/include/stdlib.h]=libc6-dev              # C headers (not pulled in without Recommends)
+  [/etc/ssl/certs/ca-certificates.crt]=ca-certificates  # go mod download, npm over TLS
+  [npm]=npm                                      # make deps fetches ONNX Runtime and Silero from npm
+)
+declare -A democli_pkgs=(
+  [espeak-ng]=espeak-ng            # speaks the demo sentence
+  [sox]=sox                        # pads and resamples it
+)
 declare -A test_pkgs=(
   [espeak-ng]=espeak-ng            # speech WAVs for the VAD tests
   [sox]=sox                        # audio conversion in demos and tests
-  [npm]=npm                        # make deps fetches ONNX Runtime and Silero from npm
-  [gcc]=gcc                        # cgo for onnxruntime_go
+  [git]=git                        # gofmt check lists tracked files; version stamp
   [/usr/sbin/mosquitto]=mosquitto  # real broker for the sync tests
   [mosquitto_pub]=mosquitto-clients
   [/usr/bin/chromium]=chromium     # kiosk page tests (headless, driven by chromedp)
@@ -35,22 +49,27 @@ check() { # assoc-array-name
   done
 }
 case "${1:-test}" in
-  test) check test_pkgs ;;
-  cross) check cross_pkgs ;;
-  all) check test_pkgs; check cross_pkgs ;;
-  *) echo "usage: $0 [test|cross|all]" >&2; exit 2 ;;
+  build) check build_pkgs ;;
+  demo-cli) check build_pkgs; check democli_pkgs ;;
+  test) check build_pkgs; check test_pkgs; check cross_pkgs ;;
+  cross) check build_pkgs; check cross_pkgs ;;
+  all) check build_pkgs; check democli_pkgs; check test_pkgs; check cross_pkgs ;;
+  *) echo "usage: $0 [build|demo-cli|test|cross|all]" >&2; exit 2 ;;
 esac
 
 if [ ${#want[@]} -eq 0 ]; then
-  echo "sysdeps: all present"
+  echo "sysdeps ($1): all present"
   exit 0
 fi
+mapfile -t want < <(printf '%s\n' "${want[@]}" | sort -u)
+cmd="apt-get update && apt-get install -y --no-install-recommends ${want[*]}"
 if [ "$(id -u)" -ne 0 ]; then
-  echo "sysdeps: missing packages: ${want[*]}" >&2
-  echo "sysdeps: run: sudo apt-get update && sudo apt-get install -y ${want[*]}" >&2
+  echo "sysdeps: missing Debian packages: ${want[*]}" >&2
+  echo "sysdeps: as root (su -, or sudo where installed), run:" >&2
+  echo "  $cmd" >&2
   exit 1
 fi
-echo "sysdeps: installing ${want[*]}"
+echo "sysdeps (${1:-test}): installing ${#want[@]} packages: ${want[*]} (a first run takes a few minutes)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${want[@]}"
