@@ -79,6 +79,17 @@ func (o *Outbox) LeaseWith(lo LeaseOptions) ([]*Record, error) {
 // Release returns leased records to the queue before their lease times out.
 func (o *Outbox) Release(ids []ID) { o.forgetLeases(ids) }
 
+// Defer keeps records out of Lease until the given time: the hub refused
+// them and asked, in effect, to be asked again later. Like leases, it lives
+// in memory only; a restart makes them eligible again at once.
+func (o *Outbox) Defer(ids []ID, until time.Time) {
+	o.leaseMu.Lock()
+	for _, id := range ids {
+		o.leases[id] = until
+	}
+	o.leaseMu.Unlock()
+}
+
 func (o *Outbox) forgetLeases(ids []ID) {
 	o.leaseMu.Lock()
 	for _, id := range ids {
@@ -111,6 +122,9 @@ func (o *Outbox) Ack(ids []ID) (int, error) {
 			n++
 		}
 		m.add(mAcked, int64(n))
+		if n > 0 {
+			m.set(mLastAck, uint64(o.opts.Now().UnixMilli()))
+		}
 		return m.err
 	})
 	o.mu.RUnlock()

@@ -13,6 +13,8 @@ var (
 	mLastID   = []byte("last_id")  // newest ID ever appended (seeds IDGen)
 	mAppended = []byte("appended") // records ever appended
 	mAcked    = []byte("acked")    // records ever acked
+	mLastAck  = []byte("last_ack") // unix ms of the last ack that deleted records
+	mRefused  = []byte("refused")  // appends refused by a cap (ErrFull, ErrTooLarge)
 	mEvBytes  = []byte("evidence_bytes")
 )
 

@@ -144,6 +144,7 @@ type Outbox struct {
 	leases  map[ID]time.Time
 
 	commits, committed atomic.Int64 // group commits and records in them, this process
+	refusedDiskFull    atomic.Int64 // appends refused on a full disk, this process
 }
 
 type appendReq struct {
@@ -332,6 +333,7 @@ func (o *Outbox) commit(batch []*appendReq) {
 			if err := o.put(tx, r); err != nil {
 				if errors.Is(err, ErrFull) || errors.Is(err, ErrTooLarge) {
 					r.err = err // this record only; the rest of the batch goes on
+					newMeta(tx).add(mRefused, 1)
 					continue
 				}
 				return err
@@ -354,6 +356,8 @@ func (o *Outbox) commit(batch []*appendReq) {
 	}
 	if isDiskFull(err) {
 		err = fmt.Errorf("%w: %s: %w", ErrDiskFull, o.path, err)
+		// Nothing can be written to count it on disk: count it here.
+		o.refusedDiskFull.Add(int64(len(batch)))
 	}
 	for _, r := range batch {
 		if err != nil {

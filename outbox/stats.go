@@ -20,21 +20,25 @@ type PriorityStats struct {
 // Stats describe the outbox. Counters survive restarts exactly: they are
 // written in the same transactions as the data.
 type Stats struct {
-	Count         int64                    `json:"count"`
-	Bytes         int64                    `json:"bytes"`
-	EvidenceBytes int64                    `json:"evidence_bytes"`
-	Leased        int                      `json:"leased"`
-	OldestAge     time.Duration            `json:"oldest_age_ns"`
-	Appended      int64                    `json:"appended_total"`
-	Acked         int64                    `json:"acked_total"`
-	Evicted       int64                    `json:"evicted_total"`
-	Expired       int64                    `json:"expired_total"`
-	LastSeq       uint64                   `json:"last_seq"`
-	FileBytes     int64                    `json:"file_bytes"`
-	Priorities    map[string]PriorityStats `json:"priorities"`
-	MaxBytes      int64                    `json:"max_bytes"`
-	MaxRecords    int64                    `json:"max_records"`
-	Policy        Policy                   `json:"policy"`
+	Count         int64         `json:"count"`
+	Bytes         int64         `json:"bytes"`
+	EvidenceBytes int64         `json:"evidence_bytes"`
+	Leased        int           `json:"leased"`
+	OldestAge     time.Duration `json:"oldest_age_ns"`
+	Appended      int64         `json:"appended_total"`
+	Acked         int64         `json:"acked_total"`
+	LastAck       time.Time     `json:"last_ack,omitzero"` // when the hub last acknowledged records (persisted)
+	Evicted       int64         `json:"evicted_total"`
+	Expired       int64         `json:"expired_total"`
+	// Refused: appends refused because a cap was reached (counted on disk)
+	// or the disk was full (counted since this process started).
+	Refused    int64                    `json:"refused_total"`
+	LastSeq    uint64                   `json:"last_seq"`
+	FileBytes  int64                    `json:"file_bytes"`
+	Priorities map[string]PriorityStats `json:"priorities"`
+	MaxBytes   int64                    `json:"max_bytes"`
+	MaxRecords int64                    `json:"max_records"`
+	Policy     Policy                   `json:"policy"`
 	// Commits and AvgBatch: group commits by this process and records per commit.
 	Commits  int64   `json:"commits"`
 	AvgBatch float64 `json:"avg_batch"`
@@ -67,6 +71,10 @@ func (o *Outbox) Stats() (Stats, error) {
 		}
 		s.EvidenceBytes = int64(m.get(mEvBytes))
 		s.Appended, s.Acked = int64(m.get(mAppended)), int64(m.get(mAcked))
+		s.Refused = int64(m.get(mRefused)) + o.refusedDiskFull.Load()
+		if ms := m.get(mLastAck); ms > 0 {
+			s.LastAck = time.UnixMilli(int64(ms)).UTC()
+		}
 		s.LastSeq = m.get(mSeq)
 		return nil
 	})

@@ -45,10 +45,11 @@ cleanup() {
   if [ "${KEEP:-0}" != 1 ]; then rm -rf "$dir"; fi
 }
 trap cleanup EXIT
+trap 'echo "fresh: failed at line $LINENO (exit $?)" >&2' ERR
 
 # The mirror this host already uses (no host name is written down here).
-mirror=$(grep -rhoE '^(URIs:|deb) +[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null |
-  awk '{print $2}' | grep -v security | head -1)
+mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
+  grep -oE '^(URIs:|deb) +[^ ]+' | awk '{print $2}' | grep -E '/debian/?$' | head -1 || true)
 [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt/sources.list*"
 
 command -v debootstrap >/dev/null || step "host: apt-get install debootstrap" \

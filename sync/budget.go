@@ -3,8 +3,10 @@ package sync
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	gosync "sync"
 	"time"
@@ -168,6 +170,7 @@ func (b *Budget) spend(now time.Time, cost int64) {
 // ParseBytes reads a size: "5MB", "500k", "1GiB", "12345" (decimal units
 // for kB/MB/GB, binary for KiB/MiB/GiB).
 func ParseBytes(s string) (int64, error) {
+	orig := s
 	s = strings.TrimSpace(strings.ToUpper(s))
 	if s == "" {
 		return 0, nil
@@ -176,15 +179,18 @@ func ParseBytes(s string) (int64, error) {
 	for _, u := range []struct {
 		suf string
 		m   int64
-	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"G", 1e9}, {"M", 1e6}, {"K", 1e3}, {"B", 1}} {
+	}{{"TIB", 1 << 40}, {"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3},
+		{"T", 1e12}, {"G", 1e9}, {"M", 1e6}, {"K", 1e3}, {"B", 1}} {
 		if strings.HasSuffix(s, u.suf) {
 			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suf)), u.m
 			break
 		}
 	}
-	var n float64
-	if _, err := fmt.Sscanf(s, "%g", &n); err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size like 5MB", s)
+	// The whole rest must be a number: "5MB/day" or "5XB" is an error,
+	// never silently 5 bytes.
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil || n < 0 || math.IsInf(n, 0) || math.IsNaN(n) || n*float64(mult) > math.MaxInt64/2 {
+		return 0, fmt.Errorf("%q is not a size: want a number and a unit, like 5MB, 500KiB or 2GB", orig)
 	}
 	return int64(n * float64(mult)), nil
 }

@@ -2,9 +2,12 @@ package sync
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/binary"
 	"encoding/csv"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,7 +23,11 @@ import (
 
 // CollectorOptions configure a Collector.
 type CollectorOptions struct {
-	ClientID   string        // MQTT client id; default "outpost-collector" (a persistent session)
+	// ClientID is the MQTT client id (a persistent session). Default:
+	// "outpost-collector-" + 12 random hex digits, made once and kept in
+	// the database, so the session survives restarts but no other client
+	// can guess it and take the collector's place on the broker.
+	ClientID   string
 	MinBackoff time.Duration // default 1s
 	MaxBackoff time.Duration // default 1m
 	Logger     *slog.Logger
@@ -37,6 +44,12 @@ type DeviceStatus struct {
 	Stored      int64     `json:"stored"`
 	Duplicates  int64     `json:"duplicates"`
 	Version     string    `json:"version,omitempty"`
+	StatusTime  time.Time `json:"status_time,omitzero"` // device clock of the newest status applied
+	LastSync    time.Time `json:"last_sync,omitzero"`   // device's last acknowledged sync, by its clock
+	// What the device lost by policy, as its last status said (totals).
+	Evicted int64 `json:"evicted_total"`
+	Expired int64 `json:"expired_total"`
+	Refused int64 `json:"refused_total"` // results the device could not store (queue full)
 }
 
 // CollectorStats count messages since start.
@@ -47,6 +60,7 @@ type CollectorStats struct {
 	Malformed  int64 `json:"malformed"`
 	Acks       int64 `json:"acks"`
 	Rejected   int64 `json:"rejected"` // undecodable records named in acks
+	Refused    int64 `json:"refused"`  // acks refusing (part of) a batch
 }
 
 // Collector stores devices' results on the hub, idempotently by record ID,
@@ -57,30 +71,36 @@ type Collector struct {
 	log *slog.Logger
 	in  chan msg
 
-	batches, stored, dups, malformed, acks, rejected atomic.Int64
-	closeOnce                                        gosync.Once
-	ready                                            chan struct{}
-	readyOnce                                        gosync.Once
+	batches, stored, dups, malformed, acks, rejected, refused atomic.Int64
+	closeOnce                                                 gosync.Once
+	ready                                                     chan struct{}
+	readyOnce                                                 gosync.Once
 }
+
+// ClientID is the MQTT client id this collector connects with.
+func (c *Collector) ClientID() string { return c.o.ClientID }
 
 // Ready is closed once the collector has subscribed for the first time.
 func (c *Collector) Ready() <-chan struct{} { return c.ready }
 
 type msg struct {
-	topic   string
-	payload []byte
+	topic    string
+	payload  []byte
+	retained bool
 }
 
 var (
 	cResults = []byte("results") // device len(1) | device | id[16] -> received ms (8) | record
 	cDevices = []byte("devices") // device -> DeviceStatus JSON
+	cMeta    = []byte("meta")    // client_id -> the collector's MQTT client id
 )
+
+// ErrLocked: the database is open in another process (a running
+// collector); bbolt allows one at a time.
+var ErrLocked = errors.New("collector: database in use by another process")
 
 // OpenCollector opens (or creates) the collector's database.
 func OpenCollector(path string, o CollectorOptions) (*Collector, error) {
-	if o.ClientID == "" {
-		o.ClientID = "outpost-collector"
-	}
 	if o.MinBackoff <= 0 {
 		o.MinBackoff = time.Second
 	}
@@ -94,16 +114,32 @@ func OpenCollector(path string, o CollectorOptions) (*Collector, error) {
 		o.Now = time.Now
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s is held by a running 'outpost collect' (stop it first to export or list devices; a PostgreSQL store lifts this)", ErrLocked, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("collector: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{cResults, cDevices} {
+		for _, b := range [][]byte{cResults, cDevices, cMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		if o.ClientID != "" {
+			return nil
+		}
+		m := tx.Bucket(cMeta)
+		if v := m.Get([]byte("client_id")); v != nil {
+			o.ClientID = string(v)
+			return nil
+		}
+		var rnd [6]byte
+		if _, err := crand.Read(rnd[:]); err != nil {
+			return err
+		}
+		o.ClientID = "outpost-collector-" + hex.EncodeToString(rnd[:])
+		return m.Put([]byte("client_id"), []byte(o.ClientID))
 	})
 	if err != nil {
 		db.Close()
@@ -122,7 +158,7 @@ func (c *Collector) Close() error {
 // Stats returns the counters since start.
 func (c *Collector) Stats() CollectorStats {
 	return CollectorStats{Batches: c.batches.Load(), Stored: c.stored.Load(), Duplicates: c.dups.Load(),
-		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load()}
+		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load()}
 }
 
 // Run connects (retrying with jittered backoff), subscribes to every
@@ -148,11 +184,11 @@ func (c *Collector) session(ctx context.Context, dial Dialer, bo *Backoff) error
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close()
-	h := func(topic string, p []byte) {
+	h := func(m Message) {
 		// Hand over and return: paho's receive loop must not wait on our
 		// fsync or on our own publishes.
 		select {
-		case c.in <- msg{topic, append([]byte(nil), p...)}:
+		case c.in <- msg{m.Topic, append([]byte(nil), m.Payload...), m.Retained}:
 		case <-conn.Done():
 		}
 	}
@@ -195,10 +231,13 @@ type decoded struct {
 	ack    *Ack
 }
 
-// handle stores a group of messages in one transaction, then publishes the acks.
+// handle stores a group of messages in one transaction, then publishes the
+// acks. A batch it cannot take is refused by name whenever its ID can be
+// read, so the device backs off instead of resending it forever.
 func (c *Collector) handle(ctx context.Context, conn Conn, group []msg) error {
 	now := c.o.Now()
 	var batches []decoded
+	var refusals []decoded
 	for _, m := range group {
 		device, kind, ok := DeviceFromTopic(m.topic)
 		if !ok {
@@ -208,12 +247,16 @@ func (c *Collector) handle(ctx context.Context, conn Conn, group []msg) error {
 		}
 		switch kind {
 		case "status":
-			c.recordStatus(device, m.payload, now)
+			c.recordStatus(device, m, now)
 		case "results":
 			b, err := DecodeBatch(m.payload)
 			if err != nil {
 				c.malformed.Add(1)
 				c.log.Warn("collector: batch rejected", "device", device, "bytes", len(m.payload), "err", err)
+				if id, ok := BatchID(m.payload); ok {
+					refusals = append(refusals, decoded{device: device, ack: &Ack{Batch: id,
+						Refused: &Refusal{Code: RefusedMalformed, Reason: err.Error()}}})
+				}
 				continue
 			}
 			if b.Device != device {
@@ -224,19 +267,24 @@ func (c *Collector) handle(ctx context.Context, conn Conn, group []msg) error {
 			batches = append(batches, decoded{device: device, batch: b})
 		}
 	}
-	if len(batches) == 0 {
-		return nil
+	if len(batches) > 0 {
+		if err := c.store(batches, now); err != nil {
+			c.log.Error("collector: storing failed; batches refused (devices keep them and retry later)", "err", err)
+			for _, d := range batches {
+				refusals = append(refusals, decoded{device: d.device, ack: &Ack{Batch: d.batch.ID,
+					Refused: &Refusal{Code: RefusedUnavailable, Reason: "hub store: " + err.Error()}}})
+			}
+			batches = nil
+		}
 	}
-	if err := c.store(batches, now); err != nil {
-		// Not acked: the devices resend after their ack timeout.
-		c.log.Error("collector: storing failed; batches not acknowledged", "err", err)
-		return nil
-	}
-	for _, d := range batches {
+	for _, d := range append(batches, refusals...) {
 		if err := conn.Publish(ctx, AckTopic(d.device), 1, false, EncodeAck(d.ack)); err != nil {
 			return fmt.Errorf("publish ack to %s: %w", d.device, err)
 		}
 		c.acks.Add(1)
+		if d.ack.Refused != nil {
+			c.refused.Add(1)
+		}
 	}
 	return nil
 }
@@ -274,6 +322,10 @@ func (c *Collector) store(batches []decoded, now time.Time) error {
 			for _, bad := range d.batch.Bad {
 				d.ack.Rejected = append(d.ack.Rejected, bad.ID)
 			}
+			if d.batch.Unnamed > 0 {
+				d.ack.Refused = &Refusal{Code: RefusedMalformed,
+					Reason: fmt.Sprintf("%d record(s) too short to carry an ID", d.batch.Unnamed)}
+			}
 			if err := c.touchDevice(tx, d.device, now, func(s *DeviceStatus) {
 				s.Stored += newHere
 				s.Duplicates += dupHere
@@ -310,23 +362,59 @@ func (c *Collector) touchDevice(tx *bolt.Tx, device string, now time.Time, f fun
 	if v := b.Get([]byte(device)); v != nil {
 		_ = json.Unmarshal(v, &s)
 	}
-	s.LastSeen = now.UTC()
+	if now.After(s.LastSeen) {
+		s.LastSeen = now.UTC()
+	}
 	f(&s)
 	v, _ := json.Marshal(s)
 	return b.Put([]byte(device), v)
 }
 
-func (c *Collector) recordStatus(device string, payload []byte, now time.Time) {
+// MaxStatusBytes bounds a status message; larger ones are refused unread.
+const MaxStatusBytes = 4 << 10
+
+func (c *Collector) recordStatus(device string, m msg, now time.Time) {
+	if len(m.payload) > MaxStatusBytes {
+		c.malformed.Add(1)
+		c.log.Warn("collector: status rejected: too large", "device", device, "bytes", len(m.payload), "max", MaxStatusBytes)
+		return
+	}
 	var st Status
-	if err := json.Unmarshal(payload, &st); err != nil || st.V != ProtocolVersion {
+	if err := json.Unmarshal(m.payload, &st); err != nil || st.V != ProtocolVersion || (st.Device != "" && st.Device != device) {
 		c.malformed.Add(1)
 		c.log.Warn("collector: status rejected", "device", device, "err", err, "v", st.V)
 		return
 	}
+	if len(st.Version) > 64 || len(st.State) > 16 {
+		c.malformed.Add(1)
+		c.log.Warn("collector: status rejected: overlong field", "device", device)
+		return
+	}
 	err := c.db.Update(func(tx *bolt.Tx) error {
-		return c.touchDevice(tx, device, now, func(s *DeviceStatus) {
+		b := tx.Bucket(cDevices)
+		prev := DeviceStatus{}
+		if v := b.Get([]byte(device)); v != nil {
+			_ = json.Unmarshal(v, &prev)
+		}
+		if !st.Time.IsZero() && !prev.StatusTime.IsZero() && !st.Time.After(prev.StatusTime) {
+			// A replay (the broker's retained copy after our restart, or
+			// a redelivery): already applied, and not news of the device.
+			return nil
+		}
+		seen := now
+		if m.retained {
+			// Retained: the device said this at st.Time, not now. Its
+			// clock may be off, so never later than now; no offset from it.
+			seen = prev.LastSeen
+			if !st.Time.IsZero() && st.Time.Before(now) && st.Time.After(seen) {
+				seen = st.Time
+			}
+		}
+		return c.touchDevice(tx, device, seen, func(s *DeviceStatus) {
 			s.State, s.Backlog, s.Version = st.State, st.Queue, st.Version
-			if !st.Time.IsZero() {
+			s.StatusTime, s.LastSync = st.Time, st.LastSync
+			s.Evicted, s.Expired, s.Refused = st.Evicted, st.Expired, st.Refused
+			if !st.Time.IsZero() && !m.retained {
 				s.ClockOffset = now.Sub(st.Time).Milliseconds()
 			}
 		})

@@ -14,11 +14,18 @@ type Conn interface {
 	Publish(ctx context.Context, topic string, qos byte, retained bool, payload []byte) error
 	// Subscribe registers h for topic (wildcards allowed). h must not block
 	// on the connection; it is called from the client's receive loop.
-	Subscribe(ctx context.Context, topic string, qos byte, h func(topic string, payload []byte)) error
+	Subscribe(ctx context.Context, topic string, qos byte, h func(Message)) error
 	// Done is closed when the connection is lost or closed; Err says why.
 	Done() <-chan struct{}
 	Err() error
 	Close()
+}
+
+// Message is one received MQTT message.
+type Message struct {
+	Topic    string
+	Payload  []byte
+	Retained bool // replayed by the broker from its retained store, not sent just now
 }
 
 // Will is the Last Will the broker publishes if the connection drops.
@@ -79,7 +86,12 @@ type Status struct {
 	Queue    int64     `json:"queue"` // records waiting in the outbox
 	LastSync time.Time `json:"last_sync,omitzero"`
 	Version  string    `json:"version,omitempty"`
-	Time     time.Time `json:"time,omitzero"` // device clock when sent
+	Time     time.Time `json:"time,omitzero"` // device clock when sent (for the Will: when it connected)
+	// Totals the device lost by policy (outbox evictions and TTL expiry) or
+	// could not store at all (queue full), so the hub sees them.
+	Evicted int64 `json:"evicted_total"`
+	Expired int64 `json:"expired_total"`
+	Refused int64 `json:"refused_total"`
 }
 
 func (s Status) encode() []byte {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	gosync "sync"
 	"sync/atomic"
 	"time"
@@ -66,7 +67,9 @@ func (o *UplinkOptions) defaults() error {
 type UplinkStats struct {
 	Batches      int64     `json:"batches"`       // published and acked by the collector
 	Records      int64     `json:"records"`       // deleted from the outbox on ack
-	Rejected     int64     `json:"rejected"`      // refused by the collector for good
+	Rejected     int64     `json:"rejected"`      // refused by the collector for good (dropped)
+	Refused      int64     `json:"refused"`       // batch-level refusals: records kept, resent after a backoff
+	StrayAcks    int64     `json:"stray_acks"`    // acks (or IDs in acks) for nothing this device sent; ignored
 	Resent       int64     `json:"resent"`        // batches released after AckTimeout
 	Connects     int64     `json:"connects"`      // successful connections
 	ConnectFails int64     `json:"connect_fails"` // failed attempts
@@ -86,15 +89,32 @@ type Uplink struct {
 	mu    gosync.Mutex
 	stats UplinkStats
 
-	batches, records, rejected, resent, connects, fails, wire atomic.Int64
+	batches, records, rejected, refused, stray, resent, connects, fails, wire atomic.Int64
+
+	// sent remembers the records of the last maxRecent batches this device
+	// published (the session goroutine alone touches it). An ack is applied
+	// only to records a batch it names really carried: anyone who may
+	// publish on the ack topic could otherwise make the device delete
+	// records no hub has. It outlives a session so the ack of a batch sent
+	// just before a reconnect still counts.
+	sent      map[outbox.ID][]outbox.ID
+	sentOrder []outbox.ID
+	// refusals counts, per record, how often a hub refused it; the backoff
+	// before its next send doubles each time.
+	refusals map[outbox.ID]int
 }
+
+// maxRecent bounds Uplink.sent: far more batches than a window holds, so a
+// late ack (after a timeout and resend) is still recognised.
+const maxRecent = 1024
 
 // NewUplink validates options.
 func NewUplink(ob *outbox.Outbox, dial Dialer, o UplinkOptions) (*Uplink, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	return &Uplink{ob: ob, dial: dial, o: o, log: o.Logger, wake: make(chan struct{}, 1)}, nil
+	return &Uplink{ob: ob, dial: dial, o: o, log: o.Logger, wake: make(chan struct{}, 1),
+		sent: map[outbox.ID][]outbox.ID{}, refusals: map[outbox.ID]int{}}, nil
 }
 
 // Notify wakes a waiting Run: new records were appended.
@@ -111,7 +131,7 @@ func (u *Uplink) Stats() UplinkStats {
 	last := u.stats.LastSync
 	u.mu.Unlock()
 	return UplinkStats{Batches: u.batches.Load(), Records: u.records.Load(), Rejected: u.rejected.Load(),
-		Resent: u.resent.Load(), Connects: u.connects.Load(), ConnectFails: u.fails.Load(), WireBytes: u.wire.Load(), LastSync: last}
+		Refused: u.refused.Load(), StrayAcks: u.stray.Load(), Resent: u.resent.Load(), Connects: u.connects.Load(), ConnectFails: u.fails.Load(), WireBytes: u.wire.Load(), LastSync: last}
 }
 
 // errDrained ends a session in once-mode.
@@ -120,6 +140,10 @@ var errDrained = errors.New("drained")
 // ErrBudget: Drain stopped with records waiting because today's byte budget
 // is spent (alerts excepted).
 var ErrBudget = errors.New("sync: daily byte budget spent")
+
+// ErrRefused: Drain stopped because the hub refused every record still
+// waiting; they stay on the device (Ack.Refused).
+var ErrRefused = errors.New("sync: the hub refused the remaining records")
 
 // Run keeps the outbox draining until ctx ends: connect (with jittered
 // backoff), send what is waiting, wait for more. It returns ctx's error.
@@ -143,7 +167,7 @@ func (u *Uplink) loop(ctx context.Context, once bool) error {
 		if errors.Is(err, errDrained) {
 			return nil
 		}
-		if errors.Is(err, ErrBudget) {
+		if errors.Is(err, ErrBudget) || errors.Is(err, ErrRefused) {
 			return err
 		}
 		if ctx.Err() != nil {
@@ -165,7 +189,9 @@ type inflight struct {
 // session runs one connection until it fails, ctx ends, or (once) the
 // outbox is drained.
 func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
-	will := &Will{Topic: StatusTopic(u.o.Device), Payload: Status{Device: u.o.Device, State: "offline", Version: u.o.Version}.encode(), Retained: true}
+	// The Will is fixed when we connect: the queue, last sync and counters
+	// as of now, and Time = now (docs/PROTOCOL.md).
+	will := &Will{Topic: StatusTopic(u.o.Device), Payload: u.status("offline").encode(), Retained: true}
 	conn, err := u.dial(ctx, "outpost-"+u.o.Device, will)
 	if err != nil {
 		u.fails.Add(1)
@@ -173,9 +199,9 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 	}
 	defer conn.Close()
 	acks := make(chan []byte, 64)
-	err = conn.Subscribe(ctx, AckTopic(u.o.Device), 1, func(_ string, p []byte) {
+	err = conn.Subscribe(ctx, AckTopic(u.o.Device), 1, func(m Message) {
 		select {
-		case acks <- append([]byte(nil), p...):
+		case acks <- append([]byte(nil), m.Payload...):
 		default:
 			// Full: drop. The batch times out and is resent; the collector
 			// dedups and acks again. Never block paho's receive loop.
@@ -214,10 +240,15 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 		}
 		if once && len(pending) == 0 {
 			if st, err := u.ob.Stats(); err == nil && st.Count == 0 {
-				u.publishStatus(ctx, conn, "online")
+				// A one-shot sync disconnects cleanly (no Will): say so.
+				u.publishStatus(ctx, conn, "offline")
 				return errDrained
 			} else if err == nil && !u.o.Budget.allowsAny(u.o.Now()) {
 				return fmt.Errorf("%w with %d records waiting", ErrBudget, st.Count)
+			} else if err == nil && len(u.refusals) > 0 {
+				// Nothing eligible, nothing in flight: what is left is
+				// waiting out a refusal. A one-shot sync reports it.
+				return fmt.Errorf("%w: %d records kept on the device", ErrRefused, st.Count)
 			}
 		}
 		select {
@@ -279,7 +310,28 @@ func (u *Uplink) sendOne(ctx context.Context, conn Conn, pending map[outbox.ID]*
 	u.o.Budget.spend(now, cost)
 	u.wire.Add(cost)
 	pending[b.ID] = &inflight{ids: ids, deadline: now.Add(u.o.AckTimeout)}
+	u.remember(b.ID, ids)
 	return true, nil
+}
+
+func (u *Uplink) remember(batch outbox.ID, ids []outbox.ID) {
+	if len(u.sentOrder) >= maxRecent {
+		delete(u.sent, u.sentOrder[0])
+		u.sentOrder = u.sentOrder[1:]
+	}
+	u.sent[batch] = ids
+	u.sentOrder = append(u.sentOrder, batch)
+}
+
+// refusalBackoff is how long records a hub refused wait before their next
+// send: AckTimeout doubled per refusal, capped at an hour, with jitter so
+// a fleet refused by one hub does not return at once.
+func (u *Uplink) refusalBackoff(n int) time.Duration {
+	d := u.o.AckTimeout << min(n-1, 20)
+	if d > time.Hour || d <= 0 {
+		d = time.Hour
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
 func (u *Uplink) handleAck(msg []byte, pending map[outbox.ID]*inflight) {
@@ -288,51 +340,99 @@ func (u *Uplink) handleAck(msg []byte, pending map[outbox.ID]*inflight) {
 		u.log.Warn("sync: ignoring malformed ack", "err", err, "bytes", len(msg))
 		return
 	}
-	// Acks name records, so even an ack for a batch this session no longer
-	// tracks (resent, or from before a reconnect) is applied: the
-	// collector has those records.
-	ids := append(append([]outbox.ID{}, a.Stored...), a.Rejected...)
-	n, err := u.ob.Ack(ids)
+	u.wire.Add(int64(len(msg)) + ackOverhead)
+	sentIDs, ok := u.sent[a.Batch]
+	if !ok {
+		u.stray.Add(1)
+		u.log.Warn("sync: ignoring an ack for a batch this device did not send (or sent too long ago)",
+			"batch", a.Batch.String(), "stored", len(a.Stored), "rejected", len(a.Rejected))
+		return
+	}
+	// Apply the ack only to records this batch carried.
+	inBatch := make(map[outbox.ID]bool, len(sentIDs))
+	for _, id := range sentIDs {
+		inBatch[id] = false
+	}
+	keep := func(ids []outbox.ID) []outbox.ID {
+		var out []outbox.ID
+		for _, id := range ids {
+			if named, ok := inBatch[id]; ok && !named {
+				inBatch[id] = true
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	stored, rejected := keep(a.Stored), keep(a.Rejected)
+	if extra := len(a.Stored) + len(a.Rejected) - len(stored) - len(rejected); extra > 0 {
+		u.stray.Add(1)
+		u.log.Warn("sync: ack names records its batch did not carry; those are ignored", "batch", a.Batch.String(), "ignored", extra)
+	}
+	n, err := u.ob.Ack(stored)
 	if err != nil {
 		u.log.Error("sync: deleting acked records failed; they will be resent", "err", err)
 		return
 	}
-	if len(a.Rejected) > 0 {
-		u.rejected.Add(int64(len(a.Rejected)))
-		u.log.Error("sync: collector rejected records; dropped", "count", len(a.Rejected), "batch", a.Batch.String())
+	if len(rejected) > 0 {
+		if _, err := u.ob.Ack(rejected); err != nil {
+			u.log.Error("sync: dropping rejected records failed; they will be resent", "err", err)
+			return
+		}
+		u.rejected.Add(int64(len(rejected)))
+		u.log.Error("sync: collector rejected records; dropped", "count", len(rejected), "batch", a.Batch.String())
 	}
-	if f, ok := pending[a.Batch]; ok {
+	for _, id := range stored {
+		delete(u.refusals, id)
+	}
+	var missing []outbox.ID
+	for id, named := range inBatch {
+		if !named {
+			missing = append(missing, id)
+		}
+	}
+	_, live := pending[a.Batch]
+	if live {
 		delete(pending, a.Batch)
-		// Anything in the batch the ack did not name goes back to the queue.
-		named := make(map[outbox.ID]bool, len(ids))
-		for _, id := range ids {
-			named[id] = true
-		}
-		var missing []outbox.ID
-		for _, id := range f.ids {
-			if !named[id] {
-				missing = append(missing, id)
-			}
-		}
-		u.ob.Release(missing)
 		u.batches.Add(1)
 	}
+	if a.Refused != nil {
+		u.refused.Add(1)
+		// Keep what the ack did not name; send it again only after a
+		// backoff that grows with each refusal of the same records.
+		worst := 0
+		for _, id := range missing {
+			u.refusals[id]++
+			worst = max(worst, u.refusals[id])
+		}
+		wait := u.refusalBackoff(max(worst, 1))
+		u.ob.Defer(missing, u.o.Now().Add(wait))
+		u.log.Error("sync: the hub refused a batch; its records stay on the device and are resent later",
+			"batch", a.Batch.String(), "code", a.Refused.Code.String(), "reason", a.Refused.Reason,
+			"kept", len(missing), "stored", len(stored), "retry_in", wait.Round(time.Second))
+	} else if live {
+		// Anything in the batch the ack did not name goes back to the queue.
+		u.ob.Release(missing)
+	}
 	u.records.Add(int64(n))
-	u.wire.Add(int64(len(msg)) + ackOverhead)
-	u.mu.Lock()
-	u.stats.LastSync = u.o.Now()
-	u.mu.Unlock()
+	if len(stored) > 0 || len(rejected) > 0 {
+		u.mu.Lock()
+		u.stats.LastSync = u.o.Now()
+		u.mu.Unlock()
+	}
+}
+
+// status describes the device now. LastSync comes from the outbox, where
+// it survives restarts, so even a first status after boot carries it.
+func (u *Uplink) status(state string) Status {
+	st, _ := u.ob.Stats()
+	return Status{Device: u.o.Device, State: state, Queue: st.Count, LastSync: st.LastAck, Version: u.o.Version,
+		Time: u.o.Now().UTC(), Evicted: st.Evicted, Expired: st.Expired, Refused: st.Refused}
 }
 
 func (u *Uplink) publishStatus(ctx context.Context, conn Conn, state string) {
-	st, _ := u.ob.Stats()
-	u.mu.Lock()
-	last := u.stats.LastSync
-	u.mu.Unlock()
-	s := Status{Device: u.o.Device, State: state, Queue: st.Count, LastSync: last, Version: u.o.Version, Time: u.o.Now()}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := conn.Publish(pctx, StatusTopic(u.o.Device), 1, true, s.encode()); err != nil {
+	if err := conn.Publish(pctx, StatusTopic(u.o.Device), 1, true, u.status(state).encode()); err != nil {
 		u.log.Debug("sync: status publish failed", "err", err)
 	}
 }

@@ -92,6 +92,10 @@ type Batch struct {
 	// encoded): the collector names them in the ack's rejected list so a
 	// poison record cannot make the device resend its batch forever.
 	Bad []BadRecord
+	// Unnamed counts framed records too short to carry an ID: the
+	// collector cannot name them, so its ack refuses the rest of the batch
+	// (Ack.Refused) and the device backs off on what the ack left out.
+	Unnamed int
 }
 
 // BadRecord is an undecodable record inside a well-framed batch.
@@ -235,7 +239,10 @@ func DecodeBatch(msg []byte) (*Batch, error) {
 		rec, err := outbox.DecodeRecord(raw)
 		if err != nil {
 			if len(raw) < 17 {
-				return nil, fmt.Errorf("%w: record %d of %d: %v", ErrMalformed, i, n, err)
+				// No ID to name; the framing still holds, so the good
+				// records around it are kept.
+				b.Unnamed++
+				continue
 			}
 			// The ID sits at a fixed place (after the version byte): keep
 			// the rest of the batch, name this one.
@@ -252,6 +259,19 @@ func DecodeBatch(msg []byte) (*Batch, error) {
 	return b, nil
 }
 
+// BatchID reads just the batch ID of a message DecodeBatch refused, so the
+// collector can refuse it by name rather than stay silent (a device would
+// otherwise resend it on every ack timeout). ok is false when not even the
+// ID can be read; such a message cannot be answered.
+func BatchID(msg []byte) (id outbox.ID, ok bool) {
+	body, err := header(msg, kindBatch)
+	if err != nil || len(body) < 16 {
+		return id, false
+	}
+	copy(id[:], body)
+	return id, true
+}
+
 func readField(r *bytes.Reader, max uint64) ([]byte, error) {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
@@ -266,14 +286,55 @@ func readField(r *bytes.Reader, max uint64) ([]byte, error) {
 }
 
 // Ack is the collector's answer to a batch: which records it has durably
-// stored (including ones it already had), and which it refused for good.
+// stored (including ones it already had), which it refused for good, and —
+// when it could not take the whole batch — a batch-level refusal.
 type Ack struct {
 	Batch    outbox.ID
 	Stored   []outbox.ID
 	Rejected []outbox.ID // undecodable for the collector; the device drops them (counted)
+	// Refused is set when the collector did not store every record it was
+	// sent and could not name the rest (a batch it could not decode, records
+	// without an ID, a store that failed): the device keeps the records the
+	// ack does not name and resends them only after a growing backoff.
+	Refused *Refusal
 }
 
-// EncodeAck writes 'O' 'A' version flags | batch [16] | n uvarint | n×id | m uvarint | m×id.
+// Refusal is a batch-level "not taken" (ack flag 0x02).
+type Refusal struct {
+	Code   RefusalCode
+	Reason string // for logs; at most 255 bytes on the wire
+}
+
+// RefusalCode says why a collector did not take (all of) a batch.
+type RefusalCode byte
+
+// Refusal codes (docs/PROTOCOL.md). A device treats every code the same
+// way — keep, back off, resend — and logs the code and reason.
+const (
+	RefusedMalformed   RefusalCode = 1 // the batch, or records in it, could not be decoded
+	RefusedUnavailable RefusalCode = 2 // the hub could not store it now (storage error, overload)
+	RefusedTooLarge    RefusalCode = 3 // over the hub's message or batch limits
+)
+
+func (c RefusalCode) String() string {
+	switch c {
+	case RefusedMalformed:
+		return "malformed"
+	case RefusedUnavailable:
+		return "unavailable"
+	case RefusedTooLarge:
+		return "too-large"
+	}
+	return fmt.Sprintf("code-%d", byte(c))
+}
+
+const flagRefused = 2
+
+// maxReason bounds a refusal's reason on the wire.
+const maxReason = 255
+
+// EncodeAck writes 'O' 'A' version flags | batch [16] | n uvarint | n×id |
+// m uvarint | m×id, then, when flags&2 (refused), code(1) | reason len(1) | reason.
 func EncodeAck(a *Ack) []byte {
 	out := []byte{'O', kindAck, ProtocolVersion, 0}
 	out = append(out, a.Batch[:]...)
@@ -283,11 +344,30 @@ func EncodeAck(a *Ack) []byte {
 			out = append(out, id[:]...)
 		}
 	}
+	if a.Refused != nil {
+		out[3] |= flagRefused
+		reason := a.Refused.Reason
+		if len(reason) > maxReason {
+			reason = reason[:maxReason]
+		}
+		out = append(out, byte(a.Refused.Code), byte(len(reason)))
+		out = append(out, reason...)
+	}
 	return out
 }
 
 // DecodeAck parses an ack; errors wrap ErrMalformed or ErrVersion.
 func DecodeAck(msg []byte) (*Ack, error) {
+	if len(msg) >= 4 && msg[0] == 'O' && msg[1] == kindAck && msg[2] == ProtocolVersion && msg[3] == flagRefused {
+		// Acks are never compressed; the refused flag is the only other one.
+		msg = append([]byte{'O', kindAck, ProtocolVersion, 0}, msg[4:]...)
+		a, err := decodeAckBody(msg, true)
+		return a, err
+	}
+	return decodeAckBody(msg, false)
+}
+
+func decodeAckBody(msg []byte, refused bool) (*Ack, error) {
 	body, err := header(msg, kindAck)
 	if err != nil {
 		return nil, err
@@ -308,6 +388,16 @@ func DecodeAck(msg []byte) (*Ack, error) {
 			r.Read(ids[i][:])
 		}
 		*dst = ids
+	}
+	if refused {
+		code, err1 := r.ReadByte()
+		n, err2 := r.ReadByte()
+		if err1 != nil || err2 != nil || code == 0 || int(n) > r.Len() {
+			return nil, fmt.Errorf("%w: ack refusal truncated", ErrMalformed)
+		}
+		reason := make([]byte, n)
+		r.Read(reason)
+		a.Refused = &Refusal{Code: RefusalCode(code), Reason: strings.ToValidUTF8(string(reason), "?")}
 	}
 	if r.Len() != 0 {
 		return nil, fmt.Errorf("%w: %d trailing bytes in ack", ErrMalformed, r.Len())

@@ -187,3 +187,33 @@ func TestBudget(t *testing.T) {
 		t.Fatalf("next day remaining %d", got)
 	}
 }
+
+func TestAck_Refused(t *testing.T) {
+	g := outbox.NewIDGen()
+	a := &Ack{Batch: g.New(), Stored: []outbox.ID{g.New()}, Refused: &Refusal{Code: RefusedUnavailable, Reason: strings.Repeat("x", 300)}}
+	msg := EncodeAck(a)
+	got, err := DecodeAck(msg)
+	if err != nil || got.Refused == nil || got.Refused.Code != RefusedUnavailable || len(got.Refused.Reason) != maxReason || len(got.Stored) != 1 {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	if _, err := DecodeAck(msg[:len(msg)-10]); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("truncated refusal: %v", err)
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"", 0, true}, {"5MB", 5e6, true}, {"500KiB", 500 << 10, true}, {"1.5 GB", 1.5e9, true}, {"2TB", 2e12, true},
+		{"1024", 1024, true}, {"7b", 7, true},
+		{"5MB/day", 0, false}, {"5XB", 0, false}, {"five", 0, false}, {"-1MB", 0, false}, {"NaNMB", 0, false}, {"1e30GB", 0, false},
+	} {
+		got, err := ParseBytes(c.in)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("ParseBytes(%q) = %d, %v; want %d ok=%v", c.in, got, err, c.want, c.ok)
+		}
+	}
+}

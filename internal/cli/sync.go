@@ -67,6 +67,7 @@ func runSync(ctx context.Context, std IO, args []string) error {
 		device  string
 		budget  string
 		timeout time.Duration
+		reach   time.Duration
 		verbose bool
 		batch   int
 		ackWait time.Duration
@@ -77,7 +78,8 @@ func runSync(ctx context.Context, std IO, args []string) error {
 	fs.BoolVar(&once, "once", false, "drain the outbox now and exit (the daemon syncs continuously)")
 	fs.StringVar(&device, "device-id", os.Getenv("OUTPOST_DEVICE_ID"), "device ID in topics (env OUTPOST_DEVICE_ID; default: hostname)")
 	fs.StringVar(&budget, "daily-budget", os.Getenv("OUTPOST_DAILY_BUDGET"), "bytes per day on the wire, e.g. 5MB (alerts may exceed it); empty = unlimited")
-	fs.DurationVar(&timeout, "timeout", 0, "give up after this long (0 = keep retrying until done or interrupted)")
+	fs.DurationVar(&timeout, "timeout", 0, "give up after this long (0 = until drained or interrupted)")
+	fs.DurationVar(&reach, "connect-timeout", time.Minute, "give up when the broker cannot be reached at all for this long (0 = keep trying)")
 	fs.IntVar(&batch, "batch", 500, "records per MQTT message")
 	fs.DurationVar(&ackWait, "ack-timeout", 30*time.Second, "resend a batch the collector has not acknowledged after this long")
 	fs.BoolVarP(&verbose, "verbose", "v", false, "log connections and retries")
@@ -118,10 +120,29 @@ func runSync(ctx context.Context, std IO, args []string) error {
 		return err
 	}
 	st0, _ := ob.Stats()
+	parent := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
+	}
+	// A broker that never answers is a config or network problem: say so
+	// after --connect-timeout instead of retrying silently forever.
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	defer cancelCause(nil)
+	errUnreachable := errors.New("unreachable")
+	if reach > 0 {
+		go func() {
+			t := time.NewTimer(reach)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				if up.Stats().Connects == 0 {
+					cancelCause(errUnreachable)
+				}
+			case <-ctx.Done():
+			}
+		}()
 	}
 	stopBar := progress(std.Err, ob, st0.Count)
 	start := time.Now()
@@ -129,14 +150,30 @@ func runSync(ctx context.Context, std IO, args []string) error {
 	stopBar()
 	s := up.Stats()
 	st, _ := ob.Stats()
+	// Only records a hub acknowledged, in a batch this run sent, count as synced.
 	fmt.Fprintf(std.Out, "synced %d records in %d batches to %s as %s in %s; %s on the wire (%.0f B/record); %d left\n",
 		s.Records, s.Batches, bf.url, device, time.Since(start).Round(time.Millisecond), humanBytes(s.WireBytes),
 		float64(s.WireBytes)/float64(max(s.Records, 1)), st.Count)
+	if s.Rejected > 0 {
+		fmt.Fprintf(std.Out, "rejected by the hub: %d records it could not decode (dropped; see the hub's log)\n", s.Rejected)
+	}
+	if s.Refused > 0 {
+		fmt.Fprintf(std.Out, "refused by the hub: %d batches (their records stay on this device)\n", s.Refused)
+	}
+	if s.StrayAcks > 0 {
+		fmt.Fprintf(std.Out, "ignored: %d acks for batches this run did not send\n", s.StrayAcks)
+	}
 	if bud != nil {
 		fmt.Fprintf(std.Out, "budget: %s of %s used today\n", humanBytes(bud.Spent(time.Now())), humanBytes(daily))
 	}
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case context.Cause(ctx) == errUnreachable:
+			return fmt.Errorf("could not connect to %s for %s (%d attempts); %d records stay queued: check --broker and the network (--connect-timeout 0 keeps trying)",
+				bf.url, reach, s.ConnectFails, st.Count)
+		case parent.Err() != nil && errors.Is(parent.Err(), context.Canceled):
+			return fmt.Errorf("interrupted; %d records stay queued in %s (nothing is lost)", st.Count, df.path())
+		case errors.Is(err, context.DeadlineExceeded):
 			return fmt.Errorf("timed out after %s with %d records left (are the broker and collector reachable?)", timeout, st.Count)
 		}
 		return err

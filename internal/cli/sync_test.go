@@ -94,3 +94,21 @@ func TestSync_UnreachableBrokerTimesOut(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestSync_UnreachableBrokerGivesUp(t *testing.T) {
+	dev := t.TempDir()
+	port := testutil.FreePort(t)
+	_, errOut, code := run(t, nil, "sync", "--once", "--broker", "tcp://127.0.0.1:"+itoa(port), "--data-dir", dev, "--device-id", "d1", "--connect-timeout", "1s")
+	if code != ExitFailure || !strings.Contains(errOut, "could not connect to tcp://127.0.0.1:") {
+		t.Fatalf("code %d: %s", code, errOut)
+	}
+}
+
+func TestSync_BadBudgetRefused(t *testing.T) {
+	for _, b := range []string{"5MB/day", "5XB", "lots"} {
+		_, errOut, code := run(t, nil, "sync", "--once", "--broker", "tcp://127.0.0.1:1", "--data-dir", t.TempDir(), "--device-id", "d1", "--daily-budget", b)
+		if code != ExitUsage || !strings.Contains(errOut, "is not a size") {
+			t.Fatalf("--daily-budget %s: code %d: %s", b, code, errOut)
+		}
+	}
+}

@@ -149,8 +149,10 @@ func (c *conn) Publish(ctx context.Context, topic string, qos byte, retained boo
 	return nil
 }
 
-func (c *conn) Subscribe(ctx context.Context, topic string, qos byte, h func(string, []byte)) error {
-	tok := c.c.Subscribe(topic, qos, func(_ paho.Client, m paho.Message) { h(m.Topic(), m.Payload()) })
+func (c *conn) Subscribe(ctx context.Context, topic string, qos byte, h func(osync.Message)) error {
+	tok := c.c.Subscribe(topic, qos, func(_ paho.Client, m paho.Message) {
+		h(osync.Message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained()})
+	})
 	if err := wait(ctx, tok, c.writeTimeout); err != nil {
 		return fmt.Errorf("mqtt: subscribe %s: %w", topic, err)
 	}
