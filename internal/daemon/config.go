@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -141,7 +142,33 @@ func (c *Config) Validate() error {
 	default:
 		return bad("lang", "%q: want en, fr, sw, ha or am", c.Lang)
 	}
+	if c.Inbox != "" && c.DataDir != "" {
+		// Whoever can write to the watch folder must not reach the outbox,
+		// the budget file or anything else the daemon keeps.
+		in, data := resolved(c.Inbox), resolved(c.DataDir)
+		if within(in, data) || within(data, in) {
+			return bad("inbox", "%s and the data dir %s overlap: keep the watch folder apart from the daemon's state", c.Inbox, c.DataDir)
+		}
+	}
 	return nil
+}
+
+// resolved is an absolute path with symlinks followed as far as it exists.
+func resolved(p string) string {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return filepath.Clean(p)
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		return r
+	}
+	return abs
+}
+
+// within: p is dir or inside it.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 func isLoopback(host string) bool {

@@ -32,15 +32,20 @@ type Daemon struct {
 	mu   gosync.Mutex
 	pipe map[string]*loaded // model name -> opened pipeline, opened on first use
 
-	ob     *outbox.Outbox
-	up     *osync.Uplink
-	budget *osync.Budget
-	sem    chan struct{}
+	ob      *outbox.Outbox
+	up      *osync.Uplink
+	budget  *osync.Budget
+	sem     chan struct{} // inferences running
+	uploads chan struct{} // request bodies being received
 
 	recentMu gosync.Mutex
 	recent   []stored // newest last, bounded
 
 	metrics *metrics
+	watchSt *watchState
+	// watchRetry: how long a file refused for lack of room waits in the inbox.
+	watchRetry time.Duration
+	idem       *idempotency
 	// Set once Run starts listening.
 	addr chan string
 }
@@ -65,6 +70,9 @@ type stored struct {
 
 const recentMax = 100
 
+// watchEvery is the watch folder's poll period.
+const watchEvery = 500 * time.Millisecond
+
 // New opens everything the daemon needs; Close releases it.
 func New(cfg Config, version string, log *slog.Logger) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
@@ -75,7 +83,8 @@ func New(cfg Config, version string, log *slog.Logger) (*Daemon, error) {
 		cfg.DeviceID = h
 	}
 	d := &Daemon{cfg: cfg, log: log, version: version, started: time.Now(), pipe: map[string]*loaded{},
-		sem: make(chan struct{}, cfg.MaxConcurrent), addr: make(chan string, 1)}
+		sem: make(chan struct{}, cfg.MaxConcurrent), uploads: make(chan struct{}, 4*cfg.MaxConcurrent), addr: make(chan string, 1), watchSt: &watchState{}, watchRetry: 30 * time.Second,
+		idem: newIdempotency(idemMax, idemTTL)}
 	var err error
 	lib, err := onnx.FindLibrary(cfg.ORTLib)
 	if err != nil {
@@ -199,7 +208,27 @@ func (d *Daemon) pipeline(name string) (*loaded, error) {
 
 // InferAndStore runs a model and appends the result durably; it returns
 // only after the append is on disk.
-func (d *Daemon) InferAndStore(ctx context.Context, model, name string, data []byte, lang string, prio outbox.Priority) (*stored, error) {
+//
+// A non-empty key (the HTTP Idempotency-Key) makes a retry of the same
+// request answer with the first result instead of storing a second one.
+func (d *Daemon) InferAndStore(ctx context.Context, model, name string, data []byte, lang string, prio outbox.Priority, key string) (*stored, error) {
+	if key != "" {
+		done, first, err := d.idem.begin(ctx, model+"\x00"+key)
+		if err != nil {
+			return nil, err
+		}
+		if first != nil {
+			return first, nil
+		}
+		var res *stored
+		defer func() { done(res) }()
+		res, err = d.inferAndStore(ctx, model, name, data, lang, prio)
+		return res, err
+	}
+	return d.inferAndStore(ctx, model, name, data, lang, prio)
+}
+
+func (d *Daemon) inferAndStore(ctx context.Context, model, name string, data []byte, lang string, prio outbox.Priority) (*stored, error) {
 	l, err := d.pipeline(model)
 	if err != nil {
 		return nil, err
@@ -228,8 +257,10 @@ func (d *Daemon) InferAndStore(ctx context.Context, model, name string, data []b
 	rec := &outbox.Record{Device: d.cfg.DeviceID, Model: res.Model, Version: res.Version, Task: string(res.Task), Priority: prio, Output: out}
 	id, err := d.ob.Append(ctx, rec, nil)
 	if err != nil {
+		d.metrics.stored.WithLabelValues("refused").Inc()
 		return nil, err
 	}
+	d.metrics.stored.WithLabelValues("stored").Inc()
 	if d.up != nil {
 		d.up.Notify()
 	}
@@ -254,7 +285,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("listen %s: %w", d.cfg.Listen, err)
 	}
 	d.addr <- ln.Addr().String()
-	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute,
+	srv := &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: bodyTimeout + 10*time.Second,
 		WriteTimeout: 2 * time.Minute, IdleTimeout: time.Minute}
 	var wg gosync.WaitGroup
 	bg, stopBG := context.WithCancel(context.Background())
@@ -265,7 +296,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if d.cfg.Inbox != "" {
 		wg.Add(1)
-		go func() { defer wg.Done(); d.watch(bg, d.cfg.Inbox, 500*time.Millisecond) }()
+		go func() { defer wg.Done(); d.watch(bg, d.cfg.Inbox, watchEvery) }()
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); d.expireLoop(bg) }()
@@ -310,13 +341,26 @@ func (d *Daemon) statusBody() map[string]any {
 		ms = append(ms, m.Name)
 	}
 	s := map[string]any{"device": d.cfg.DeviceID, "version": d.version, "uptime_s": int(time.Since(d.started).Seconds()),
-		"models": ms, "queue": map[string]any{"count": st.Count, "bytes": st.Bytes, "oldest_age_s": int(st.OldestAge.Seconds())},
+		"models": ms, "queue": map[string]any{"count": st.Count, "bytes": st.Bytes, "oldest_age_s": int(st.OldestAge.Seconds()),
+			// Lost by policy or never stored: totals that survive restarts.
+			"refused_total": st.Refused, "evicted_total": st.Evicted, "expired_total": st.Expired},
 		"sync": map[string]any{"broker": d.cfg.Broker != "", "last_sync": nil}}
+	if !st.LastAck.IsZero() {
+		s["sync"].(map[string]any)["last_sync"] = st.LastAck
+	}
+	if d.cfg.Inbox != "" {
+		w := d.watchSt.snapshot()
+		if why := d.watchSt.stalled(time.Now(), watchEvery); why != "" {
+			w["stuck"] = why
+		}
+		s["watch"] = w
+	}
 	if d.up != nil {
 		us := d.up.Stats()
-		sy := map[string]any{"broker": true, "records_synced": us.Records, "connects": us.Connects}
-		if !us.LastSync.IsZero() {
-			sy["last_sync"] = us.LastSync.UTC()
+		sy := map[string]any{"broker": true, "records_synced": us.Records, "connects": us.Connects,
+			"rejected_by_hub": us.Rejected, "refused_batches": us.Refused, "stray_acks": us.StrayAcks, "last_sync": nil}
+		if !st.LastAck.IsZero() {
+			sy["last_sync"] = st.LastAck
 		}
 		if d.budget != nil {
 			sy["budget_left_bytes"] = d.budget.Remaining(time.Now())

@@ -10,9 +10,11 @@ import (
 	"io/fs"
 	"mime"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -23,6 +25,14 @@ import (
 
 //go:embed kiosk
 var kioskFS embed.FS
+
+const (
+	// multipartSlack is room for multipart headers and boundaries on top
+	// of max_body_bytes of file.
+	multipartSlack = 64 << 10
+	// bodyTimeout bounds how long one upload may take to arrive.
+	bodyTimeout = 60 * time.Second
+)
 
 // apiError is every error response: {"error": short code, "detail": what was wrong}.
 type apiError struct {
@@ -46,14 +56,57 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle("GET /", http.FileServerFS(kiosk))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
+		if d.cfg.Inbox != "" {
+			if why := d.watchSt.stalled(time.Now(), watchEvery); why != "" {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				io.WriteString(w, why+"\n")
+				return
+			}
+		}
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, d.statusBody()) })
 	mux.HandleFunc("GET /v1/models", d.handleModels)
 	mux.HandleFunc("POST /v1/models/{name}/infer", d.handleInfer)
+	mux.HandleFunc("GET /v1/models/{name}/infer", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "POST")
+		fail(w, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Errorf("%s: this route takes POST with a photo or WAV", r.Method))
+	})
+	mux.HandleFunc("GET /v1/", func(w http.ResponseWriter, r *http.Request) {
+		fail(w, http.StatusNotFound, "not_found", fmt.Errorf("no API route %s %s (see GET /v1/models)", r.Method, r.URL.Path))
+	})
 	mux.HandleFunc("GET /v1/results", d.handleResults)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
-	return d.auth(mux)
+	// Browsers on the device must not be able to post forged results from
+	// another site's page (no preflight for a multipart POST): refuse
+	// cross-origin state changes (Sec-Fetch-Site / Origin vs Host).
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail(w, http.StatusForbidden, "cross_origin", fmt.Errorf("cross-origin %s refused (origin %q): use the kiosk page served here, or a non-browser client",
+			r.Method, r.Header.Get("Origin")))
+	}))
+	return d.checkHost(cop.Handler(d.auth(mux)))
+}
+
+// checkHost: with no token (loopback only), the API's only guard is that
+// it is reachable from this machine alone. A DNS-rebinding page reaches it
+// under its own name, so only loopback names and addresses are accepted
+// as Host. With a token, the token guards it and any Host will do.
+func (d *Daemon) checkHost(next http.Handler) http.Handler {
+	if d.cfg.Token != "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if !isLoopback(strings.Trim(host, "[]")) {
+			fail(w, http.StatusMisdirectedRequest, "bad_host", fmt.Errorf("Host %q: without a token this API answers only to localhost, 127.0.0.1 or [::1]", r.Host))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // auth requires "Authorization: Bearer <token>" on the API when a token is
@@ -106,25 +159,55 @@ func (d *Daemon) handleInfer(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "unknown_model", err)
 		return
 	}
-	// Backpressure: a bounded number of inferences at once; the rest are
-	// told to come back rather than piling up goroutines and memory.
+	// A declared length over the limit is refused before reading a byte.
+	limit := d.cfg.MaxBodyBytes + multipartSlack
+	if r.ContentLength > limit {
+		w.Header().Set("Connection", "close")
+		fail(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("declared body of %d bytes is over the %d-byte limit", r.ContentLength, d.cfg.MaxBodyBytes))
+		return
+	}
+	// Uploads being received are bounded apart from inferences, so slow
+	// senders cannot hold the inference slots (or unbounded memory).
+	select {
+	case d.uploads <- struct{}{}:
+	default:
+		w.Header().Set("Retry-After", "2")
+		fail(w, http.StatusTooManyRequests, "busy", fmt.Errorf("%d uploads already being received; retry shortly", cap(d.uploads)))
+		return
+	}
+	// The body must arrive within bodyTimeout, however slowly it trickles.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	data, ctype, filename, err := readUpload(r)
+	<-d.uploads
+	_ = rc.SetReadDeadline(time.Time{})
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		var ne net.Error
+		switch {
+		case errors.As(err, &tooBig):
+			fail(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body larger than %d bytes", d.cfg.MaxBodyBytes))
+		case errors.As(err, &ne) && ne.Timeout():
+			w.Header().Set("Connection", "close")
+			fail(w, http.StatusRequestTimeout, "timeout", fmt.Errorf("body not received within %s", bodyTimeout))
+		default:
+			fail(w, http.StatusBadRequest, "bad_request", err)
+		}
+		return
+	}
+	if int64(len(data)) > d.cfg.MaxBodyBytes {
+		fail(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("file of %d bytes is over the %d-byte limit", len(data), d.cfg.MaxBodyBytes))
+		return
+	}
+	// Backpressure: a bounded number of inferences at once, taken only now
+	// that the whole body is here; the rest are told to come back.
 	select {
 	case d.sem <- struct{}{}:
 		defer func() { <-d.sem }()
 	default:
 		w.Header().Set("Retry-After", "1")
 		fail(w, http.StatusTooManyRequests, "busy", fmt.Errorf("%d inferences already running; retry in a second", cap(d.sem)))
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, d.cfg.MaxBodyBytes)
-	data, ctype, filename, err := readUpload(r)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			fail(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body larger than %d bytes", d.cfg.MaxBodyBytes))
-			return
-		}
-		fail(w, http.StatusBadRequest, "bad_request", err)
 		return
 	}
 	if err := accepts(m.Task, ctype); err != nil {
@@ -138,8 +221,16 @@ func (d *Daemon) handleInfer(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	res, err := d.InferAndStore(r.Context(), name, filename, data, r.URL.Query().Get("lang"), prio)
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 255 {
+		fail(w, http.StatusBadRequest, "bad_request", errors.New("Idempotency-Key longer than 255 bytes"))
+		return
+	}
+	res, err := d.InferAndStore(r.Context(), name, filename, data, r.URL.Query().Get("lang"), prio, key)
 	switch {
+	case err != nil && r.Context().Err() != nil:
+		// The client went away; nothing to answer and nothing wrong here.
+		d.log.Info("client closed the connection before the answer", "model", name, "err", err)
 	case err == nil:
 		writeJSON(w, http.StatusCreated, res)
 	case errors.Is(err, models.ErrBadInput) || errors.Is(err, runtime.ErrBadInput):

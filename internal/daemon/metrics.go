@@ -3,6 +3,8 @@ package daemon
 import (
 	"time"
 
+	"github.com/outpost-edge/outpost/outbox"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -13,6 +15,7 @@ type metrics struct {
 	infer    *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	watchOut *prometheus.CounterVec
+	stored   *prometheus.CounterVec
 }
 
 func newMetrics(d *Daemon) *metrics {
@@ -22,7 +25,18 @@ func newMetrics(d *Daemon) *metrics {
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "outpost_inference_seconds",
 		Help: "Inference latency (decode to answer) by model.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"model"})
 	m.watchOut = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_watch_files_total",
-		Help: "Files taken from the watch folder, by outcome (done, failed)."}, []string{"outcome"})
+		Help: "Files taken from the watch folder, by outcome (done, failed, refused unread)."}, []string{"outcome"})
+	m.stored = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_results_total",
+		Help: "Results after inference, by outcome: stored in the outbox, or refused (queue or disk full) this process."}, []string{"outcome"})
+	total := func(f func(st outboxStats) int64) func() float64 {
+		return func() float64 {
+			st, err := d.ob.Stats()
+			if err != nil {
+				return 0
+			}
+			return float64(f(st))
+		}
+	}
 	queue := func(f func(count, bytes float64) float64) func() float64 {
 		return func() float64 {
 			st, err := d.ob.Stats()
@@ -32,7 +46,13 @@ func newMetrics(d *Daemon) *metrics {
 			return f(float64(st.Count), float64(st.Bytes))
 		}
 	}
-	m.reg.MustRegister(m.infer, m.latency, m.watchOut,
+	m.reg.MustRegister(m.infer, m.latency, m.watchOut, m.stored,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_queue_refused_total",
+			Help: "Results the outbox refused (cap reached, disk full), since the outbox was created."}, total(func(st outboxStats) int64 { return st.Refused })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_queue_evicted_total",
+			Help: "Records evicted under queue_policy drop-lowest, since the outbox was created."}, total(func(st outboxStats) int64 { return st.Evicted })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_queue_expired_total",
+			Help: "Records deleted past their TTL, since the outbox was created."}, total(func(st outboxStats) int64 { return st.Expired })),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_queue_records", Help: "Records waiting in the outbox."},
 			queue(func(c, _ float64) float64 { return c })),
@@ -48,6 +68,12 @@ func newMetrics(d *Daemon) *metrics {
 				stat(func() int64 { return d.up.Stats().Records })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_resent_total", Help: "Batches resent after no ack."},
 				stat(func() int64 { return d.up.Stats().Resent })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_rejected_total", Help: "Records the hub rejected for good (dropped)."},
+				stat(func() int64 { return d.up.Stats().Rejected })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_refused_batches_total", Help: "Batches the hub refused (records kept, resent after a backoff)."},
+				stat(func() int64 { return d.up.Stats().Refused })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_stray_acks_total", Help: "Acks naming batches or records this device did not send; ignored."},
+				stat(func() int64 { return d.up.Stats().StrayAcks })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_connect_failures_total", Help: "Failed broker connections."},
 				stat(func() int64 { return d.up.Stats().ConnectFails })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_wire_bytes_total", Help: "Estimated bytes on the wire, both directions."},
@@ -71,3 +97,5 @@ func (m *metrics) observe(model string, took time.Duration, err error) {
 		m.latency.WithLabelValues(model).Observe(took.Seconds())
 	}
 }
+
+type outboxStats = outbox.Stats

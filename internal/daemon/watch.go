@@ -2,28 +2,112 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	gosync "sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/outpost-edge/outpost/outbox"
 )
+
+// The watch folder is an attack surface: anyone who can write to a USB
+// stick or a shared folder can put symlinks, FIFOs, device nodes, huge
+// files or clashing names in it. So it takes regular files only, opened
+// without following links and without blocking, up to the upload size cap;
+// it never follows a symlinked done/ or failed/; and it never takes the
+// same file twice, even when it cannot move it away.
+
+// watchState is what /v1/status and /healthz report about the watcher.
+type watchState struct {
+	mu        gosync.Mutex
+	dir       string
+	lastPoll  time.Time // end of the last completed poll
+	busySince time.Time // start of the file being taken now (zero when idle)
+	busyFile  string
+	taken     int64 // stored and moved to done/
+	failed    int64 // moved to failed/
+	refused   int64 // not regular files, too large, hard links: moved to failed/ unread
+	stuck     int   // taken but could not be moved away: remembered, never taken again
+	retrying  int   // waiting for room in the queue
+	lastErr   string
+}
+
+func (w *watchState) snapshot() map[string]any {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := map[string]any{"dir": w.dir, "taken": w.taken, "failed": w.failed, "refused": w.refused,
+		"unmovable": w.stuck, "waiting_for_room": w.retrying}
+	if !w.lastPoll.IsZero() {
+		m["last_poll"] = w.lastPoll.UTC()
+	}
+	if w.lastErr != "" {
+		m["error"] = w.lastErr
+	}
+	if w.busyFile != "" {
+		m["busy_file"], m["busy_s"] = w.busyFile, int(time.Since(w.busySince).Seconds())
+	}
+	return m
+}
+
+// stalled says why the watcher looks stuck, or "" when it is fine: no poll
+// has finished for much longer than a poll and a file's inference take.
+func (w *watchState) stalled(now time.Time, every time.Duration) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	limit := 10*every + 2*time.Minute
+	if !w.busySince.IsZero() && now.Sub(w.busySince) > limit {
+		return fmt.Sprintf("watch folder stuck on %s for %s", w.busyFile, now.Sub(w.busySince).Round(time.Second))
+	}
+	if !w.lastPoll.IsZero() && w.busySince.IsZero() && now.Sub(w.lastPoll) > limit {
+		return fmt.Sprintf("watch folder has not polled for %s", now.Sub(w.lastPoll).Round(time.Second))
+	}
+	return ""
+}
+
+func (w *watchState) set(f func(*watchState)) {
+	w.mu.Lock()
+	f(w)
+	w.mu.Unlock()
+}
+
+// fileSig identifies one version of one file: a new photo under an old
+// name is a new file.
+type fileSig struct {
+	size  int64
+	mtime int64
+	ino   uint64
+}
+
+func sigOf(info os.FileInfo) fileSig {
+	s := fileSig{size: info.Size(), mtime: info.ModTime().UnixNano()}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		s.ino = st.Ino
+	}
+	return s
+}
 
 // watch polls an inbox folder. A file is taken only once its size and
 // modification time have not changed between two polls (a camera app or a
 // USB copy still writing it is left alone), and never if its name starts
 // with "." or ends in .part/.tmp/.crdownload. Each file is inferred,
 // stored, then moved to done/ — or to failed/ with a NAME.reason.txt.
+// A file refused because the queue is full stays in place and is tried
+// again once there may be room.
 func (d *Daemon) watch(ctx context.Context, dir string, every time.Duration) {
-	for _, sub := range []string{"done", "failed"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
-			d.log.Error("watch folder unusable", "dir", dir, "err", err)
-			return
-		}
-	}
-	seen := map[string]string{} // name -> "size/mtime" at the last poll
+	w := d.watchSt
+	w.set(func(w *watchState) { w.dir, w.lastPoll = dir, time.Now() })
+	seen := map[string]fileSig{}    // name -> signature at the last poll
+	taken := map[string]fileSig{}   // stored but not movable: never again
+	later := map[string]time.Time{} // queue full: not before
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -32,30 +116,121 @@ func (d *Daemon) watch(ctx context.Context, dir string, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			d.log.Warn("watch folder", "dir", dir, "err", err)
+		err := d.poll(ctx, dir, seen, taken, later)
+		w.set(func(w *watchState) {
+			w.lastPoll, w.stuck, w.retrying = time.Now(), len(taken), len(later)
+			w.lastErr = ""
+			if err != nil {
+				w.lastErr = err.Error()
+			}
+		})
+	}
+}
+
+func (d *Daemon) poll(ctx context.Context, dir string, seen, taken map[string]fileSig, later map[string]time.Time) error {
+	for _, sub := range []string{"done", "failed"} {
+		if err := ensureDir(filepath.Join(dir, sub)); err != nil {
+			d.log.Error("watch folder unusable", "dir", dir, "err", err)
+			return err
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		d.log.Warn("watch folder", "dir", dir, "err", err)
+		return err
+	}
+	next := map[string]fileSig{}
+	present := map[string]bool{}
+	for _, e := range ents {
+		if ctx.Err() != nil {
+			return nil
+		}
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || hasSuffix(name, ".part", ".tmp", ".crdownload", ".reason.txt") {
 			continue
 		}
-		next := map[string]string{}
-		for _, e := range ents {
-			name := e.Name()
-			if e.IsDir() || strings.HasPrefix(name, ".") || hasSuffix(name, ".part", ".tmp", ".crdownload", ".reason.txt") {
-				continue
-			}
-			info, err := e.Info()
-			if err != nil {
-				continue
-			}
-			sig := fmt.Sprintf("%d/%d", info.Size(), info.ModTime().UnixNano())
-			if seen[name] != sig {
-				next[name] = sig // new or still changing: look again next time
-				continue
-			}
-			d.takeFile(ctx, dir, name)
+		if e.IsDir() && (name == "done" || name == "failed") {
+			continue
 		}
-		seen = next
+		present[name] = true
+		info, err := e.Info() // lstat: a symlink is a symlink here
+		if err != nil {
+			continue
+		}
+		sig := sigOf(info)
+		if old, ok := taken[name]; ok && old == sig {
+			continue // stored already; could not be moved away
+		}
+		if until, ok := later[name]; ok && time.Now().Before(until) {
+			continue
+		}
+		if seen[name] != sig {
+			next[name] = sig // new or still changing: look again next time
+			continue
+		}
+		if !info.Mode().IsRegular() {
+			d.refuseFile(dir, name, fmt.Errorf("not a regular file (%s): symlinks, folders, FIFOs and devices are never read", fileKind(info.Mode())))
+			continue
+		}
+		d.takeFile(ctx, dir, name, sig, taken, later)
 	}
+	for name := range taken {
+		if !present[name] {
+			delete(taken, name)
+		}
+	}
+	for name := range later {
+		if !present[name] {
+			delete(later, name)
+		}
+	}
+	for name, sig := range seen {
+		// Files left for a retry keep their signature, so they are taken
+		// on the next eligible poll without waiting two more.
+		if _, ok := later[name]; ok {
+			next[name] = sig
+		}
+	}
+	clear(seen)
+	for k, v := range next {
+		seen[k] = v
+	}
+	return nil
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeSymlink != 0:
+		return "symlink"
+	case m.IsDir():
+		return "folder"
+	case m&os.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&os.ModeDevice != 0:
+		return "device"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	}
+	return m.Type().String()
+}
+
+// ensureDir makes dir if missing and refuses a symlink in its place (it
+// would let the watch folder move files anywhere the daemon can write).
+func ensureDir(dir string) error {
+	info, err := os.Lstat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		info, err = os.Lstat(dir)
+	}
+	if err != nil {
+		return err
+	}
+	if !info.IsDir() {
+		return fmt.Errorf("%s is a %s, not a folder: refusing to move files into it", dir, fileKind(info.Mode()))
+	}
+	return nil
 }
 
 func hasSuffix(name string, sufs ...string) bool {
@@ -67,7 +242,40 @@ func hasSuffix(name string, sufs ...string) bool {
 	return false
 }
 
-func (d *Daemon) takeFile(ctx context.Context, dir, name string) {
+// readInboxFile opens without following a final symlink and without
+// blocking (a FIFO), checks on the open file that it is a regular file
+// with one link, and reads at most max bytes.
+func readInboxFile(path string, max int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%s)", fileKind(info.Mode()))
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+		// A hard link may be another file of the system's under a photo's name.
+		return nil, fmt.Errorf("has %d hard links: only plain copied files are read", st.Nlink)
+	}
+	if info.Size() > max {
+		return nil, fmt.Errorf("%d bytes is over the %d-byte limit (max_body_bytes)", info.Size(), max)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("over the %d-byte limit (max_body_bytes)", max)
+	}
+	return data, nil
+}
+
+func (d *Daemon) takeFile(ctx context.Context, dir, name string, sig fileSig, taken map[string]fileSig, later map[string]time.Time) {
 	path := filepath.Join(dir, name)
 	model := ""
 	switch strings.ToLower(filepath.Ext(name)) {
@@ -76,27 +284,111 @@ func (d *Daemon) takeFile(ctx context.Context, dir, name string) {
 	case ".wav":
 		model = d.cfg.AudioModel
 	}
-	var err error
-	var res *stored
 	if model == "" {
-		err = fmt.Errorf("no model for %q files (photos: .jpg .jpeg .png, audio: .wav)", filepath.Ext(name))
-	} else {
-		var data []byte
-		if data, err = os.ReadFile(path); err == nil {
-			res, err = d.InferAndStore(ctx, model, name, data, "", outbox.Normal)
-		}
+		d.failFile(dir, name, model, fmt.Errorf("no model for %q files (photos: .jpg .jpeg .png, audio: .wav)", filepath.Ext(name)))
+		return
 	}
+	data, err := readInboxFile(path, d.cfg.MaxBodyBytes)
 	if err != nil {
-		d.metrics.watchOut.WithLabelValues("failed").Inc()
-		d.log.Warn("watch: file failed", "file", name, "err", err)
-		reason := fmt.Sprintf("%s\nfile: %s\nmodel: %s\nerror: %v\n", time.Now().UTC().Format(time.RFC3339), name, model, err)
-		os.WriteFile(filepath.Join(dir, "failed", name+".reason.txt"), []byte(reason), 0o640)
-		os.Rename(path, filepath.Join(dir, "failed", name))
+		d.refuseFile(dir, name, err)
+		return
+	}
+	d.watchSt.set(func(w *watchState) { w.busyFile, w.busySince = name, time.Now() })
+	res, err := d.InferAndStore(ctx, model, name, data, "", outbox.Normal, "")
+	d.watchSt.set(func(w *watchState) { w.busyFile, w.busySince = "", time.Time{} })
+	switch {
+	case errors.Is(err, outbox.ErrFull) || errors.Is(err, outbox.ErrDiskFull):
+		// Not the file's fault: keep it and try again when there may be room.
+		later[name] = time.Now().Add(d.watchRetry)
+		d.log.Warn("watch: queue full; file kept in the inbox and retried later", "file", name, "in", d.watchRetry, "err", err)
+		return
+	case err != nil:
+		d.failFile(dir, name, model, err)
 		return
 	}
 	d.metrics.watchOut.WithLabelValues("done").Inc()
+	d.watchSt.set(func(w *watchState) { w.taken++ })
 	d.log.Info("watch: stored", "file", name, "model", model, "id", res.ID)
 	// Moved only after the result is durable: a crash before this line
 	// means the file is inferred again (at-least-once), never lost.
-	os.Rename(path, filepath.Join(dir, "done", name))
+	if dst, err := moveNoReplace(path, filepath.Join(dir, "done"), name); err != nil {
+		taken[name] = sig
+		d.log.Error("watch: result stored but the file cannot be moved to done/; it will not be taken again", "file", name, "err", err)
+	} else if filepath.Base(dst) != name {
+		d.log.Info("watch: done/ already had this name; kept both", "file", name, "as", filepath.Base(dst))
+	}
+}
+
+// failFile moves a file that could not be inferred to failed/ with a
+// reason file beside it.
+func (d *Daemon) failFile(dir, name, model string, cause error) {
+	d.metrics.watchOut.WithLabelValues("failed").Inc()
+	d.watchSt.set(func(w *watchState) { w.failed++ })
+	d.log.Warn("watch: file failed", "file", name, "err", cause)
+	d.moveToFailed(dir, name, model, cause)
+}
+
+// refuseFile moves a file the watcher will not read to failed/, unread.
+func (d *Daemon) refuseFile(dir, name string, cause error) {
+	d.metrics.watchOut.WithLabelValues("refused").Inc()
+	d.watchSt.set(func(w *watchState) { w.refused++ })
+	d.log.Warn("watch: file refused unread", "file", name, "err", cause)
+	d.moveToFailed(dir, name, "", cause)
+}
+
+func (d *Daemon) moveToFailed(dir, name, model string, cause error) {
+	dst, err := moveNoReplace(filepath.Join(dir, name), filepath.Join(dir, "failed"), name)
+	if err != nil {
+		d.log.Error("watch: cannot move the file to failed/", "file", name, "err", err)
+		return
+	}
+	reason := fmt.Sprintf("%s\nfile: %s\nmodel: %s\nerror: %v\n", time.Now().UTC().Format(time.RFC3339), name, model, cause)
+	rpath := reasonPath(dst)
+	if err := os.WriteFile(rpath, []byte(reason), 0o640); err != nil {
+		d.log.Error("watch: cannot write the reason file", "file", rpath, "err", err, "reason", cause)
+	}
+}
+
+// reasonPath is NAME.reason.txt, or a shortened name when that would pass
+// the 255-byte file name limit.
+func reasonPath(file string) string {
+	base := filepath.Base(file)
+	if len(base)+len(".reason.txt") <= 255 {
+		return file + ".reason.txt"
+	}
+	h := sha256.Sum256([]byte(base))
+	return filepath.Join(filepath.Dir(file), base[:200]+"-"+hex.EncodeToString(h[:4])+".reason.txt")
+}
+
+// moveNoReplace renames src into dir, never over an existing file: a
+// second photo.jpg becomes "photo (2).jpg". It returns the path used.
+func moveNoReplace(src, dir, name string) (string, error) {
+	ext := filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	for i := 1; i <= 1000; i++ {
+		cand := name
+		if i > 1 {
+			cand = fmt.Sprintf("%s (%d)%s", stem, i, ext)
+			if len(cand) > 255 {
+				cand = fmt.Sprintf("%s (%d)%s", stem[:200], i, ext)
+			}
+		}
+		dst := filepath.Join(dir, cand)
+		err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+		if err == nil {
+			return dst, nil
+		}
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+			// A filesystem without RENAME_NOREPLACE (some FUSE, old kernels):
+			// check, then rename; the window is ours alone in practice.
+			if _, statErr := os.Lstat(dst); statErr == nil {
+				continue
+			}
+			return dst, os.Rename(src, dst)
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			return "", fmt.Errorf("move %s to %s: %w", src, dst, err)
+		}
+	}
+	return "", fmt.Errorf("move %s: 1000 files of that name in %s already", src, dir)
 }

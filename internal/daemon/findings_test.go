@@ -1,0 +1,367 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"golang.org/x/sys/unix"
+
+	"github.com/outpost-edge/outpost/outbox"
+)
+
+// runWatch runs the watcher until the test ends.
+func runWatch(t *testing.T, d *Daemon, inbox string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.watch(ctx, inbox, 30*time.Millisecond); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
+
+// TestWatch_Hostile: symlinks (to /dev/zero, to a secret), a FIFO, a hard
+// link and an oversized file are refused unread and moved to failed/ with
+// a reason; nothing of the secret leaks; the watcher keeps going and takes
+// the real photo; /healthz stays ok.
+func TestWatch_Hostile(t *testing.T) {
+	inbox := t.TempDir()
+	d, srv := newTestDaemon(t, func(c *Config) { c.Inbox = inbox; c.MaxBodyBytes = 1 << 20 })
+	secret := filepath.Join(t.TempDir(), "shadow")
+	os.WriteFile(secret, []byte("root:$6$SECRETHASH:19000:0:99999:7:::\n"), 0o600)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Symlink("/dev/zero", filepath.Join(inbox, "zero.jpg")))
+	must(os.Symlink(secret, filepath.Join(inbox, "secret.jpg")))
+	must(syscall.Mkfifo(filepath.Join(inbox, "pipe.jpg"), 0o644))
+	must(os.Link(secret, filepath.Join(inbox, "linked.jpg")))
+	must(os.WriteFile(filepath.Join(inbox, "huge.jpg"), make([]byte, 2<<20), 0o644))
+	must(os.WriteFile(filepath.Join(inbox, "leaf.jpg"), sample(t, "crop-disease/samples/mosaic.jpg"), 0o644))
+	runWatch(t, d, inbox)
+	failed := filepath.Join(inbox, "failed")
+	waitFor(t, "every hostile file in failed/ and the leaf in done/", func() bool {
+		for _, n := range []string{"zero.jpg", "secret.jpg", "pipe.jpg", "linked.jpg", "huge.jpg"} {
+			if !exists(filepath.Join(failed, n+".reason.txt")) {
+				return false
+			}
+		}
+		return exists(filepath.Join(inbox, "done", "leaf.jpg"))
+	})
+	ents, _ := os.ReadDir(failed)
+	for _, e := range ents {
+		if !e.Type().IsRegular() || e.Name() == "linked.jpg" {
+			continue // the FIFO would block us too; the hard link is the secret itself
+		}
+		b, _ := os.ReadFile(filepath.Join(failed, e.Name()))
+		if strings.Contains(string(b), "SECRETHASH") {
+			t.Errorf("%s leaks the secret: %q", e.Name(), b)
+		}
+	}
+	for n, want := range map[string]string{"zero.jpg": "symlink", "pipe.jpg": "FIFO", "linked.jpg": "hard links", "huge.jpg": "over the"} {
+		b, _ := os.ReadFile(filepath.Join(failed, n+".reason.txt"))
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s reason %q lacks %q", n, b, want)
+		}
+	}
+	if n := queueCount(t, d); n != 1 {
+		t.Fatalf("queue %d, want 1", n)
+	}
+	resp, err := http.Get(srv.URL + "/healthz")
+	must(err)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("healthz %d", resp.StatusCode)
+	}
+}
+
+// TestWatch_SymlinkedSubfolders: a done/ that is a symlink is never used.
+func TestWatch_SymlinkedSubfolders(t *testing.T) {
+	inbox, elsewhere := t.TempDir(), t.TempDir()
+	d, _ := newTestDaemon(t, func(c *Config) { c.Inbox = inbox })
+	os.Symlink(elsewhere, filepath.Join(inbox, "done"))
+	os.WriteFile(filepath.Join(inbox, "leaf.jpg"), sample(t, "crop-disease/samples/mosaic.jpg"), 0o644)
+	runWatch(t, d, inbox)
+	waitFor(t, "the watcher to report the symlinked done/", func() bool {
+		return strings.Contains(fmt.Sprint(d.watchSt.snapshot()["error"]), "symlink")
+	})
+	if ents, _ := os.ReadDir(elsewhere); len(ents) != 0 || queueCount(t, d) != 0 {
+		t.Fatalf("moved %d files through the symlink; queue %d", len(ents), queueCount(t, d))
+	}
+}
+
+// TestWatch_NamesAndUnmovable: a second photo with a taken name is kept
+// beside the first; a file that cannot be moved away is stored once, not
+// every poll; a long failing name gets its reason; a deleted failed/ is
+// made again.
+func TestWatch_NamesAndUnmovable(t *testing.T) {
+	inbox := t.TempDir()
+	d, _ := newTestDaemon(t, func(c *Config) { c.Inbox = inbox })
+	leaf := sample(t, "crop-disease/samples/mosaic.jpg")
+	runWatch(t, d, inbox)
+	os.WriteFile(filepath.Join(inbox, "leaf.jpg"), leaf, 0o644)
+	waitFor(t, "done/leaf.jpg", func() bool { return exists(filepath.Join(inbox, "done", "leaf.jpg")) })
+	os.WriteFile(filepath.Join(inbox, "leaf.jpg"), leaf, 0o644)
+	waitFor(t, "done/leaf (2).jpg", func() bool { return exists(filepath.Join(inbox, "done", "leaf (2).jpg")) })
+
+	// Immutable (chattr +i): even root cannot rename it, as on a read-only stick.
+	stuck := filepath.Join(inbox, "stuck.jpg")
+	os.WriteFile(stuck, leaf, 0o644)
+	f, err := os.Open(stuck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0x10 /* FS_IMMUTABLE_FL */); err != nil {
+		t.Fatalf("chattr +i: %v", err)
+	}
+	t.Cleanup(func() { unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0); f.Close() })
+	waitFor(t, "the unmovable file to be stored", func() bool { return queueCount(t, d) == 3 })
+	time.Sleep(500 * time.Millisecond) // ~15 more polls
+	if n := queueCount(t, d); n != 3 {
+		t.Fatalf("queue %d after the unmovable file sat in the inbox, want 3 (stored once)", n)
+	}
+	if st := d.watchSt.snapshot(); st["unmovable"] != 1 {
+		t.Fatalf("status %v, want unmovable 1", st)
+	}
+
+	os.RemoveAll(filepath.Join(inbox, "failed"))
+	long := strings.Repeat("n", 240) + ".txt"
+	os.WriteFile(filepath.Join(inbox, long), []byte("x"), 0o644)
+	waitFor(t, "the long-named file in a re-made failed/", func() bool { return exists(filepath.Join(inbox, "failed", long)) })
+	ents, _ := os.ReadDir(filepath.Join(inbox, "failed"))
+	if len(ents) != 2 {
+		t.Fatalf("failed/ holds %d entries, want the file and its reason", len(ents))
+	}
+}
+
+// TestWatch_QueueFullRetried: a photo refused because the queue is full
+// stays in the inbox and is taken once there is room.
+func TestWatch_QueueFullRetried(t *testing.T) {
+	inbox := t.TempDir()
+	d, srv := newTestDaemon(t, func(c *Config) { c.Inbox = inbox; c.QueueMaxItems = 1 })
+	d.watchRetry = 100 * time.Millisecond
+	leaf := sample(t, "crop-disease/samples/mosaic.jpg")
+	os.WriteFile(filepath.Join(inbox, "a.jpg"), leaf, 0o644)
+	os.WriteFile(filepath.Join(inbox, "b.jpg"), leaf, 0o644)
+	runWatch(t, d, inbox)
+	waitFor(t, "one stored, one waiting", func() bool { return d.watchSt.snapshot()["waiting_for_room"] == 1 && queueCount(t, d) == 1 })
+	if ents, _ := os.ReadDir(filepath.Join(inbox, "failed")); len(ents) != 0 {
+		t.Fatalf("failed/ holds %d entries; a full queue is not the file's fault", len(ents))
+	}
+	body := get(t, srv.URL+"/v1/status")
+	if !strings.Contains(body, `"refused_total":1`) && !strings.Contains(body, `"refused_total":2`) {
+		t.Fatalf("status does not count the refusal: %s", body)
+	}
+	if m := get(t, srv.URL+"/metrics"); !strings.Contains(m, "outpost_queue_refused_total") || !strings.Contains(m, `outpost_results_total{outcome="refused"}`) {
+		t.Fatal("metrics lack the refusal counters")
+	}
+	recs, _ := d.ob.Lease(10, 0)
+	ids := []outbox.ID{}
+	for _, r := range recs {
+		ids = append(ids, r.ID)
+	}
+	d.ob.Ack(ids)
+	waitFor(t, "both files in done/", func() bool {
+		return exists(filepath.Join(inbox, "done", "a.jpg")) && exists(filepath.Join(inbox, "done", "b.jpg"))
+	})
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestHealthz_StuckWatcher: a watcher stuck on one file shows in /healthz.
+func TestHealthz_StuckWatcher(t *testing.T) {
+	d, srv := newTestDaemon(t, func(c *Config) { c.Inbox = t.TempDir() })
+	d.watchSt.set(func(w *watchState) { w.busyFile, w.busySince = "x.jpg", time.Now().Add(-time.Hour) })
+	resp, err := http.Get(srv.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(b), "stuck on x.jpg") {
+		t.Fatalf("healthz %d %q", resp.StatusCode, b)
+	}
+	if s := get(t, srv.URL+"/v1/status"); !strings.Contains(s, `"stuck"`) {
+		t.Fatalf("status: %s", s)
+	}
+}
+
+func TestConfig_InboxApartFromData(t *testing.T) {
+	c := Defaults()
+	c.DataDir = t.TempDir()
+	c.Inbox = filepath.Join(c.DataDir, "inbox")
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "overlap") {
+		t.Fatalf("inbox inside the data dir: %v", err)
+	}
+	c.Inbox = t.TempDir()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAPI_SlowUploadsDoNotHoldSlots: uploads still arriving do not take
+// the inference slots.
+func TestAPI_SlowUploadsDoNotHoldSlots(t *testing.T) {
+	_, srv := newTestDaemon(t, func(c *Config) { c.MaxConcurrent = 1 })
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "POST /v1/models/crop-disease/infer HTTP/1.1\r\nHost: %s\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\nslow", addr)
+	}
+	time.Sleep(200 * time.Millisecond)
+	code, body, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", sample(t, "crop-disease/samples/rust.jpg"))
+	if code != 201 {
+		t.Fatalf("with two slow uploads pending: %d %v", code, body)
+	}
+}
+
+// TestAPI_DeclaredTooLarge: 413 at once, before any body byte.
+func TestAPI_DeclaredTooLarge(t *testing.T) {
+	_, srv := newTestDaemon(t, nil)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /v1/models/crop-disease/infer HTTP/1.1\r\nHost: %s\r\nContent-Type: image/jpeg\r\nContent-Length: 10737418240\r\n\r\n", addr)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.Contains(line, "413") {
+		t.Fatalf("status line %q, %v", line, err)
+	}
+}
+
+// TestAPI_IdempotencyKey: a retried POST answers with the first result.
+func TestAPI_IdempotencyKey(t *testing.T) {
+	d, srv := newTestDaemon(t, nil)
+	photo := sample(t, "crop-disease/samples/rust.jpg")
+	c1, b1, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", photo, "Idempotency-Key", "k-1")
+	c2, b2, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", photo, "Idempotency-Key", "k-1")
+	c3, b3, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", photo, "Idempotency-Key", "k-2")
+	if c1 != 201 || c2 != 201 || c3 != 201 || b1["id"] != b2["id"] || b1["id"] == b3["id"] {
+		t.Fatalf("%d %v / %d %v / %d %v", c1, b1["id"], c2, b2["id"], c3, b3["id"])
+	}
+	if n := queueCount(t, d); n != 2 {
+		t.Fatalf("queue %d, want 2", n)
+	}
+}
+
+// TestAPI_HostOriginAndMethods: a foreign Host (DNS rebinding) and a
+// cross-origin POST are refused; GET on the infer route is 405 in JSON.
+func TestAPI_HostOriginAndMethods(t *testing.T) {
+	d, srv := newTestDaemon(t, nil)
+	photo := sample(t, "crop-disease/samples/rust.jpg")
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/status", nil)
+	req.Host = "rebind.example:8080"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("foreign Host: %d", resp.StatusCode)
+	}
+	code, _, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", photo, "Origin", "http://evil.example", "Sec-Fetch-Site", "cross-site")
+	if code != 403 || queueCount(t, d) != 0 {
+		t.Fatalf("cross-origin post: %d, queue %d", code, queueCount(t, d))
+	}
+	code, _, _ = post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", photo, "Origin", srv.URL, "Sec-Fetch-Site", "same-origin")
+	if code != 201 {
+		t.Fatalf("same-origin post: %d", code)
+	}
+	resp, err = http.Get(srv.URL + "/v1/models/crop-disease/infer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 405 || !strings.Contains(string(b), `"error"`) {
+		t.Fatalf("GET infer: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestAPI_CrossOriginBrowser: a page from another origin, open in a real
+// browser on the device, posts a forged alert to the loopback API (a
+// multipart POST needs no preflight). Nothing may be stored.
+func TestAPI_CrossOriginBrowser(t *testing.T) {
+	chrome, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium not installed (scripts/sysdeps.sh installs it): %v", err)
+	}
+	d, srv := newTestDaemon(t, nil)
+	photo := sample(t, "crop-disease/samples/rust.jpg")
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/leaf.jpg" {
+			w.Write(photo)
+			return
+		}
+		fmt.Fprintf(w, `<!doctype html><body><script>
+(async () => {
+  const leaf = await (await fetch('/leaf.jpg')).blob();
+  const fd = new FormData(); fd.append('file', new Blob([leaf], {type: 'image/jpeg'}), 'forged.jpg');
+  try { await fetch(%q, {method: 'POST', body: fd, mode: 'no-cors'}); } catch (e) {}
+  const p = document.createElement('p'); p.id = 'done'; p.textContent = 'sent'; document.body.appendChild(p);
+})();
+</script></body>`, srv.URL+"/v1/models/crop-disease/infer?priority=alert")
+	}))
+	defer evil.Close()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.Headless,
+		chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()), chromedp.Flag("disable-background-networking", true))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	// The evil page on "localhost", the API on 127.0.0.1: different origins.
+	evilURL := strings.Replace(evil.URL, "127.0.0.1", "localhost", 1)
+	if err := chromedp.Do(ctx, chromedp.Navigate(evilURL+"/"), chromedp.WaitVisible(chromedp.ID("done"))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := queueCount(t, d); n != 0 {
+		t.Fatalf("a cross-origin page stored %d result(s)", n)
+	}
+}
