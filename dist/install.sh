@@ -26,7 +26,9 @@ rm -rf "$PREFIX/share/outpost/models.new"
 cp -R "$here/models" "$PREFIX/share/outpost/models.new"
 rm -rf "$PREFIX/share/outpost/models"
 mv "$PREFIX/share/outpost/models.new" "$PREFIX/share/outpost/models"
-[ -f /etc/outpost/outpost.env ] || install -m 0644 "$here/outpost.env" /etc/outpost/outpost.env
+# The env file holds the API token and MQTT password: root and the service only.
+[ -f /etc/outpost/outpost.env ] || install -m 0600 "$here/outpost.env" /etc/outpost/outpost.env
+chmod 0600 /etc/outpost/outpost.env
 
 if ! id outpost >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/outpost --no-create-home --shell /usr/sbin/nologin outpost

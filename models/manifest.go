@@ -193,6 +193,14 @@ func (m *Manifest) CheckIO(s runtime.Session) error {
 	if err := sameInfos("output", m.Outputs, s.Outputs()); err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrModelMismatch, m.Name, err)
 	}
+	// One label per class: a label list that does not match the model's
+	// class count would name every answer wrongly.
+	if out := s.Outputs(); len(m.Labels) > 0 && len(out) > 0 && len(out[0].Shape) > 0 {
+		if n := out[0].Shape[len(out[0].Shape)-1]; n > 0 && int(n) != len(m.Labels) {
+			return fmt.Errorf("%w: %s: manifest lists %d labels, the model's output %q has %d classes",
+				ErrModelMismatch, m.Name, len(m.Labels), out[0].Name, n)
+		}
+	}
 	return nil
 }
 

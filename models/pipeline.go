@@ -89,6 +89,9 @@ func decodeAudio(in Input, rate int) (samples []float32, t0, t1, t2 time.Time, e
 		return nil, t0, t0, t0, fmt.Errorf("%s: %w", in.Name, err)
 	}
 	t1 = time.Now()
+	if len(a.Samples) == 0 {
+		return nil, t0, t0, t0, fmt.Errorf("%s: %w: wav has no samples (an empty recording)", in.Name, ErrBadInput)
+	}
 	samples = a.Samples
 	if a.SampleRate != rate {
 		samples = Resample(samples, a.SampleRate, rate)

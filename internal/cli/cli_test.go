@@ -188,3 +188,42 @@ func TestInfer_CropAndKWS(t *testing.T) {
 		t.Fatalf("kws (code %d): %s %s", code, out, errOut)
 	}
 }
+
+// TestFindings_SmallInputs: a WAV with no samples is bad input, not an
+// empty result; a manifest whose labels do not match the model's classes
+// fails verify; a bad model is listed with its folder.
+func TestFindings_SmallInputs(t *testing.T) {
+	md := testutil.ModelsDir(t)
+	empty := filepath.Join(t.TempDir(), "empty.wav")
+	hdr := []byte("RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\x3e\x00\x00\x00\x7d\x00\x00\x02\x00\x10\x00data\x00\x00\x00\x00")
+	os.WriteFile(empty, hdr, 0o644)
+	_, errOut, code := run(t, nil, "infer", "--models-dir", md, "-m", "silero-vad", empty)
+	if code == ExitOK || !strings.Contains(errOut, "no samples") {
+		t.Fatalf("empty wav: code %d: %s", code, errOut)
+	}
+
+	dir := t.TempDir()
+	src := filepath.Join(md, "crop-disease")
+	dst := filepath.Join(dir, "crop-disease")
+	os.MkdirAll(dst, 0o755)
+	for _, f := range []string{"manifest.json", "crop_disease_int8.onnx", "advice.json", "calibration.json"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == "manifest.json" {
+			b = []byte(strings.Replace(string(b), `"mosaic"]`, `"mosaic", "extra"]`, 1))
+		}
+		os.WriteFile(filepath.Join(dst, f), b, 0o644)
+	}
+	out, errOut, code := run(t, nil, "models", "verify", "--dir", dir)
+	if code == ExitOK || !strings.Contains(out+errOut, "6 labels") {
+		t.Fatalf("verify with 6 labels for 5 classes: code %d\n%s%s", code, out, errOut)
+	}
+	os.MkdirAll(filepath.Join(dir, "broken"), 0o755)
+	os.WriteFile(filepath.Join(dir, "broken", "manifest.json"), []byte("{"), 0o644)
+	out, _, _ = run(t, nil, "models", "list", "--dir", dir)
+	if !strings.Contains(out, "broken") {
+		t.Fatalf("bad manifest listed without its folder:\n%s", out)
+	}
+}

@@ -85,7 +85,7 @@ func runModels(ctx context.Context, io IO, args []string) error {
 		fmt.Fprintln(tw, "NAME\tVERSION\tTASK\tSIZE\tLICENSE\tSTATUS")
 		for _, r := range rows {
 			if r.Name == "" {
-				fmt.Fprintf(tw, "?\t\t\t\t\tbad: %s\n", r.Error)
+				fmt.Fprintf(tw, "? (%s)\t\t\t\t\tbad: %s\n", r.Dir, r.Error)
 				continue
 			}
 			status := r.Status

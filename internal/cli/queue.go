@@ -49,6 +49,15 @@ func (d *dataFlags) path() string {
 	return "outpost-data"
 }
 
+// mustExist fails when the data dir holds no outbox yet.
+func (d *dataFlags) mustExist() error {
+	p := filepath.Join(d.path(), OutboxFile)
+	if _, err := os.Stat(p); err != nil {
+		return fmt.Errorf("no outbox at %s (is --data-dir right? nothing has been stored there yet)", p)
+	}
+	return nil
+}
+
 func (d *dataFlags) open(stderr io.Writer) (*outbox.Outbox, error) {
 	p := filepath.Join(d.path(), OutboxFile)
 	ob, err := outbox.Open(p, outbox.Options{Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
@@ -99,6 +108,11 @@ func runQueue(ctx context.Context, std IO, args []string) error {
 		}
 	default:
 		return usagef("unknown queue command %q (want stats, list, show, export, compact)", sub)
+	}
+	// Looking must not create: a mistyped --data-dir would otherwise show
+	// an empty queue (and leave an outbox behind).
+	if err := df.mustExist(); err != nil {
+		return err
 	}
 	ob, err := df.open(std.Err)
 	if err != nil {

@@ -82,3 +82,14 @@ func TestInfer_NoQueueWithoutDataDir(t *testing.T) {
 		t.Fatal("infer without --data-dir created a data directory")
 	}
 }
+
+func TestQueue_MissingDataDirNotCreated(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "typo")
+	_, errOut, code := run(t, nil, "queue", "stats", "--data-dir", dir)
+	if code == ExitOK || !strings.Contains(errOut, "no outbox at") {
+		t.Fatalf("code %d: %s", code, errOut)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Fatal("queue stats created the data dir")
+	}
+}

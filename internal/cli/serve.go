@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -129,7 +130,7 @@ func runServe(ctx context.Context, std IO, args []string) error {
 		if !ok {
 			return
 		}
-		fmt.Fprintf(std.Out, "kiosk: http://%s/  (API: /v1/status, /v1/models, metrics: /metrics)\n", addr)
+		fmt.Fprintf(std.Out, "kiosk: %s  (API: /v1/status, /v1/models, metrics: /metrics)\n", kioskURL(addr, c.Token != ""))
 		if c.Demo {
 			n, err := daemon.CopySamples(c.ModelsDir, c.Inbox)
 			if err != nil {
@@ -147,4 +148,22 @@ func newLogger(std IO) *slog.Logger {
 		return slog.New(slog.NewTextHandler(std.Err, nil))
 	}
 	return slog.New(slog.NewJSONHandler(std.Err, nil))
+}
+
+// kioskURL is the address a person should open. An unspecified listen
+// address (0.0.0.0, ::) is not one; show loopback and say how to reach it
+// from elsewhere. Off loopback the page needs the token in its URL.
+func kioskURL(addr string, token bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr + "/"
+	}
+	q := ""
+	if token {
+		q = "?token=YOUR_TOKEN"
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return fmt.Sprintf("http://127.0.0.1:%s/%s (all interfaces: from another machine use this device's address and port %s)", port, q, port)
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/" + q
 }

@@ -222,17 +222,22 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		verbose bool
 	)
 	fs := newFlags(std, "collect", "outpost collect [export|devices] --data-dir DIR [--broker URL]", collectExamples)
-	df.register(fs)
+	fs.StringVar(&df.dir, "data-dir", "", "hub data directory holding collector.db (env OUTPOST_DATA_DIR; default ./outpost-data)")
 	bf.register(fs)
 	fs.StringVar(&format, "format", "jsonl", "export: jsonl or csv")
 	fs.BoolVarP(&verbose, "verbose", "v", true, "log connections and rejected messages")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	path := filepath.Join(df.path(), "collector.db")
+	if fs.Arg(0) != "" {
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("no hub database at %s (is --data-dir right?)", path)
+		}
+	}
 	if err := os.MkdirAll(df.path(), 0o750); err != nil {
 		return err
 	}
-	path := filepath.Join(df.path(), "collector.db")
 	c, err := osync.OpenCollector(path, osync.CollectorOptions{Logger: logTo(std.Err, verbose)})
 	if err != nil {
 		return err
@@ -270,7 +275,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(std.Err, "collecting from %s into %s (Ctrl-C stops)\n", bf.url, path)
+		fmt.Fprintf(std.Err, "collecting from %s into %s as MQTT client %s (Ctrl-C stops)\n", bf.url, path, c.ClientID())
 		err = c.Run(ctx, dial)
 		if errors.Is(err, context.Canceled) {
 			fmt.Fprintf(std.Err, "stopped: %+v\n", c.Stats())

@@ -112,3 +112,20 @@ func TestSync_BadBudgetRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestKioskURL(t *testing.T) {
+	for _, c := range []struct {
+		addr  string
+		token bool
+		want  string
+	}{
+		{"127.0.0.1:8080", false, "http://127.0.0.1:8080/"},
+		{"[::]:8080", true, "http://127.0.0.1:8080/?token=YOUR_TOKEN (all interfaces"},
+		{"0.0.0.0:9000", false, "http://127.0.0.1:9000/ (all interfaces"},
+		{"192.168.4.1:80", true, "http://192.168.4.1:80/?token=YOUR_TOKEN"},
+	} {
+		if got := kioskURL(c.addr, c.token); !strings.HasPrefix(got, c.want) {
+			t.Errorf("kioskURL(%q) = %q, want prefix %q", c.addr, got, c.want)
+		}
+	}
+}
