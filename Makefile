@@ -67,9 +67,10 @@ bench: deps ## benchmarks with ratios against baselines measured in the same run
 	$(GO) test -run '^$$' -bench Drain -benchtime 1x -count 1 ./sync/
 	$(GO) test -run '^$$' -bench HTTPInfer -benchtime 300x -count 1 ./internal/daemon/
 
-chaos: ## soaks: 1000 SIGKILL rounds during appends; 100 broker kill/restarts during a drain
+chaos: ## soaks: 1000 SIGKILL rounds during appends; 100 broker kill/restarts during a drain; 6 devices after a 7-min outage in a 60 s window
 	OUTPOST_CRASH_ROUNDS=1000 $(GO) test -count=1 -timeout 30m -run 'TestCrash' -v ./outbox/ | grep -E 'crash rounds|^(ok|FAIL|---)'
 	OUTPOST_SYNC_RESTARTS=100 $(GO) test -count=1 -timeout 30m -run 'TestSync_BrokerRestarts' -v ./sync/ | grep -E 'broker restarts|^(ok|FAIL|---)'
+	OUTPOST_OUTAGE=7m OUTPOST_WINDOW=60s $(GO) test -count=1 -timeout 15m -run 'TestSync_ShortLinkWindow' -v ./sync/ | grep -E 'outage|^(ok|FAIL|---)'
 
 fuzz: deps ## a short fuzzing session on every decoder
 	$(GO) test -run '^$$' -fuzz FuzzDecodeWAV -fuzztime 60s ./models/

@@ -2,10 +2,13 @@ package sync_test
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
+	gosync "sync"
 	"testing"
 	"time"
 
@@ -137,4 +140,60 @@ func TestSync_BrokerRestarts(t *testing.T) {
 	<-done
 	checkExactlyOnce(t, h, map[string]*outbox.Outbox{"pi-chaos": ob}, n)
 	t.Logf("broker restarts %d, records %d: lost 0, stored twice 0; collector %+v; uplink %+v", restarts, n, h.c.Stats(), u.Stats())
+}
+
+// TestSync_ShortLinkWindow: after a long outage the reconnect backoff has
+// grown large; when the link comes back for a short window, every device
+// must still drain inside it (the probe cuts the backoff short), while
+// staying jittered. make test runs a scaled-down outage (without the probe
+// one device in six missed the window here); make chaos runs the field
+// case (OUTPOST_OUTAGE=7m, OUTPOST_WINDOW=60s, 5 min backoff cap).
+func TestSync_ShortLinkWindow(t *testing.T) {
+	outage, window := 12*time.Second, 6*time.Second
+	minB, maxB, probe := 200*time.Millisecond, 60*time.Second, time.Second
+	if s := os.Getenv("OUTPOST_OUTAGE"); s != "" {
+		outage, _ = time.ParseDuration(s)
+		window, _ = time.ParseDuration(os.Getenv("OUTPOST_WINDOW"))
+		minB, maxB, probe = time.Second, 5*time.Minute, 10*time.Second
+	}
+	broker := testutil.StartMosquitto(t, false)
+	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL())
+	const devices, per = 6, 50
+	obs := map[string]*outbox.Outbox{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg gosync.WaitGroup
+	broker.Kill()
+	for i := 0; i < devices; i++ {
+		name := fmt.Sprintf("pi-window-%d", i)
+		ob, _ := device(t, name, broker.URL(), per, osync.UplinkOptions{})
+		// device() sets test backoffs; this test needs the field's shape.
+		u, err := osync.NewUplink(ob, dialer(t, broker.URL(), true), osync.UplinkOptions{Device: name, Logger: logger(t),
+			MinBackoff: minB, MaxBackoff: maxB, ProbeEvery: probe, AckTimeout: 2 * time.Second, Probe: tcpProbe(broker.Addr())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		obs[name] = ob
+		wg.Add(1)
+		go func() { defer wg.Done(); u.Run(ctx) }()
+	}
+	time.Sleep(outage)
+	broker.Start()
+	opened := time.Now()
+	waitEmpty(t, obs, window)
+	t.Logf("outage %s: all %d devices drained %s after the broker returned (window %s)", outage, devices, time.Since(opened).Round(100*time.Millisecond), window)
+	cancel()
+	wg.Wait()
+	checkExactlyOnce(t, h, obs, per)
+}
+
+func tcpProbe(addr string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
 }

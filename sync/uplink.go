@@ -24,9 +24,16 @@ type UplinkOptions struct {
 	MaxBackoff   time.Duration // reconnect backoff cap; default 5m
 	Idle         time.Duration // Run: how often to look for new records when not notified; default 10s
 	Budget       *Budget       // nil: unlimited
-	Version      string        // outpost version, sent in status
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// Probe cheaply checks that the broker is reachable again (sync/mqtt's
+	// Prober: a TCP connect). While waiting out a reconnect backoff, the
+	// uplink probes every ProbeEvery (jittered); once a probe that failed
+	// succeeds, it connects at once instead of sleeping out a backoff that
+	// grew during a long outage (a field link may be up for a minute only).
+	Probe      func(ctx context.Context) error
+	ProbeEvery time.Duration // default 10s
+	Version    string        // outpost version, sent in status
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 func (o *UplinkOptions) defaults() error {
@@ -53,6 +60,9 @@ func (o *UplinkOptions) defaults() error {
 	}
 	if o.Idle <= 0 {
 		o.Idle = 10 * time.Second
+	}
+	if o.ProbeEvery <= 0 {
+		o.ProbeEvery = 10 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -175,8 +185,45 @@ func (u *Uplink) loop(ctx context.Context, once bool) error {
 		}
 		wait := bo.Next()
 		u.log.Warn("sync: uplink disconnected; retrying", "err", err, "in", wait.Round(time.Millisecond))
-		if err := sleep(ctx, wait); err != nil {
+		if err := u.waitOrProbe(ctx, wait); err != nil {
 			return err
+		}
+	}
+}
+
+// waitOrProbe sleeps d, but returns early when the broker, unreachable at
+// an earlier probe, answers again. A broker that answers TCP but refuses
+// MQTT (bad credentials) keeps the full backoff: only a change counts.
+func (u *Uplink) waitOrProbe(ctx context.Context, d time.Duration) error {
+	if u.o.Probe == nil {
+		return sleep(ctx, d)
+	}
+	end := time.Now().Add(d)
+	wasDown := false
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
+		}
+		// Jittered period, so a fleet that lost the same link does not
+		// probe (and then connect) in lockstep.
+		step := u.o.ProbeEvery/2 + time.Duration(rand.Int64N(int64(u.o.ProbeEvery)+1))
+		if step >= left {
+			return sleep(ctx, left)
+		}
+		if err := sleep(ctx, step); err != nil {
+			return err
+		}
+		pctx, cancel := context.WithTimeout(ctx, min(5*time.Second, u.o.ProbeEvery))
+		err := u.o.Probe(pctx)
+		cancel()
+		if err != nil {
+			wasDown = true
+			continue
+		}
+		if wasDown {
+			u.log.Info("sync: broker reachable again; reconnecting now", "skipped", time.Until(end).Round(time.Second))
+			return nil
 		}
 	}
 }

@@ -114,8 +114,12 @@ func runSync(ctx context.Context, std IO, args []string) error {
 			return err
 		}
 	}
+	probe, err := mqtt.Prober(bf.url)
+	if err != nil {
+		return usagef("--broker: %v", err)
+	}
 	up, err := osync.NewUplink(ob, dial, osync.UplinkOptions{Device: device, Budget: bud, Version: Version,
-		BatchRecords: batch, AckTimeout: ackWait, Logger: logTo(std.Err, verbose)})
+		BatchRecords: batch, AckTimeout: ackWait, Logger: logTo(std.Err, verbose), Probe: probe})
 	if err != nil {
 		return err
 	}

@@ -135,8 +135,12 @@ func (d *Daemon) setupUplink() error {
 			return err
 		}
 	}
+	probe, err := mqtt.Prober(d.cfg.Broker)
+	if err != nil {
+		return err
+	}
 	d.up, err = osync.NewUplink(d.ob, dial, osync.UplinkOptions{Device: d.cfg.DeviceID, Budget: d.budget,
-		Version: d.version, Logger: d.log})
+		Version: d.version, Logger: d.log, Probe: probe})
 	return err
 }
 

@@ -11,6 +11,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	gosync "sync"
 	"time"
@@ -172,4 +174,29 @@ func (c *conn) Err() error {
 func (c *conn) Close() {
 	c.c.Disconnect(250)
 	c.lost(errors.New("closed"))
+}
+
+// Prober returns a cheap reachability check for broker: a TCP connect to
+// its host and port, closed at once (no TLS, no MQTT: a few hundred bytes).
+func Prober(broker string) (func(ctx context.Context) error, error) {
+	u, err := url.Parse(broker)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("mqtt: broker URL %q: want scheme://host:port", broker)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		port := map[string]string{"tcp": "1883", "mqtt": "1883", "ssl": "8883", "tls": "8883", "mqtts": "8883", "ws": "80", "wss": "443"}[u.Scheme]
+		if port == "" {
+			port = "1883"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	return func(ctx context.Context) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", host)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}, nil
 }
