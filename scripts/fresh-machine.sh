@@ -63,6 +63,10 @@ mkdir -p "$ch/usr/local"
 cp -a "$goroot" "$ch/usr/local/go"
 cp /etc/resolv.conf "$ch/etc/resolv.conf"
 cp -a /etc/apt/sources.list* "$ch/etc/apt/" 2>/dev/null || true
+# Site CAs only (a TLS-inspecting proxy's, as any machine on this network
+# has): ca-certificates, installed by the README line, picks them up.
+mkdir -p "$ch/usr/local/share/ca-certificates"
+cp /usr/local/share/ca-certificates/*.crt "$ch/usr/local/share/ca-certificates/" 2>/dev/null || true
 git clone -q --no-local "$root" "$ch/root/outpost"
 for m in proc sys dev dev/pts dev/shm; do mkdir -p "$ch/$m"; done
 mount -t proc proc "$ch/proc"
@@ -72,7 +76,7 @@ mount --bind /dev/pts "$ch/dev/pts"
 mount -t tmpfs tmpfs "$ch/dev/shm"
 
 in_chroot() { # shell command, run as a fresh root login would
-  chroot "$ch" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+  chroot "$ch" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt \
     PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -c "$1"
 }
