@@ -1,6 +1,8 @@
 package sync
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -78,6 +80,12 @@ func (d *detIDs) New() outbox.ID {
 
 func TestZstdDict(t *testing.T) {
 	if *updateDict {
+		// A published dictionary is never rebuilt under the same ID:
+		// receivers decode old frames with it. A new one gets a new ID
+		// and file (zstd-v2.dict), and the old one stays embedded.
+		if _, err := os.Stat("zstd-v1.dict"); err == nil {
+			t.Fatal("zstd-v1.dict is published (dictionary ID 0x6f700001); train a v2 under a new ID instead of overwriting it")
+		}
 		samples := trainingBatches(1, 4000)
 		d, err := dict.BuildZstdDict(samples, dict.Options{MaxDictSize: 16 << 10, HashBytes: 6, ZstdDictID: dictID})
 		if err != nil {
@@ -88,6 +96,10 @@ func TestZstdDict(t *testing.T) {
 		}
 		t.Logf("wrote zstd-v1.dict, %d bytes", len(d))
 		return
+	}
+	// docs/PROTOCOL.md publishes the dictionary's checksum: it must not drift.
+	if sum := sha256.Sum256(dictV1); hex.EncodeToString(sum[:]) != DictV1SHA256 {
+		t.Fatalf("zstd-v1.dict sha256 %x, published %s", sum, DictV1SHA256)
 	}
 	// Held-out traffic (another seed): the dictionary must pay for itself
 	// on the messages it exists for, single-record batches.

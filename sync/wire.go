@@ -122,6 +122,13 @@ var dictV1 []byte
 
 const dictID = 0x6f700001 // "op" 1
 
+// DictV1SHA256 is the published checksum of dictionary v1 (docs/PROTOCOL.md).
+const DictV1SHA256 = "f274b68cf03082894fd5e69f26cf53b20a362217ce818e32bfd1d456f8875c39"
+
+// DictionaryV1 returns zstd dictionary v1 (ID 0x6f700001), for hubs written
+// in other languages: `outpost collect dictionary --out FILE`.
+func DictionaryV1() []byte { return append([]byte(nil), dictV1...) }
+
 var (
 	encOnce  gosync.Once
 	encPlain *zstd.Encoder

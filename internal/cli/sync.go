@@ -223,15 +223,28 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		df      dataFlags
 		bf      brokerFlags
 		format  string
+		dictOut string
 		verbose bool
 	)
 	fs := newFlags(std, "collect", "outpost collect [export|devices] --data-dir DIR [--broker URL]", collectExamples)
 	fs.StringVar(&df.dir, "data-dir", "", "hub data directory holding collector.db (env OUTPOST_DATA_DIR; default ./outpost-data)")
 	bf.register(fs)
 	fs.StringVar(&format, "format", "jsonl", "export: jsonl or csv")
+	fs.StringVar(&dictOut, "out", "", "dictionary: write the zstd dictionary to this file")
 	fs.BoolVarP(&verbose, "verbose", "v", true, "log connections and rejected messages")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if fs.Arg(0) == "dictionary" {
+		// For hubs in other languages (docs/PROTOCOL.md); needs no database.
+		if dictOut == "" {
+			return usagef("collect dictionary needs --out FILE")
+		}
+		if _, err := writeFileAtomic(dictOut, func(w io.Writer) (int, error) { return w.Write(osync.DictionaryV1()) }); err != nil {
+			return err
+		}
+		fmt.Fprintf(std.Err, "wrote zstd dictionary v1 (ID 0x6f700001, sha256 %s) to %s\n", osync.DictV1SHA256, dictOut)
+		return nil
 	}
 	path := filepath.Join(df.path(), "collector.db")
 	if fs.Arg(0) != "" {
@@ -287,5 +300,5 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		}
 		return err
 	}
-	return usagef("unknown collect command %q (want export or devices, or none to run)", fs.Arg(0))
+	return usagef("unknown collect command %q (want export, devices or dictionary, or none to run)", fs.Arg(0))
 }

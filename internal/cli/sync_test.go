@@ -3,7 +3,11 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/csv"
+	"encoding/hex"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -127,5 +131,15 @@ func TestKioskURL(t *testing.T) {
 		if got := kioskURL(c.addr, c.token); !strings.HasPrefix(got, c.want) {
 			t.Errorf("kioskURL(%q) = %q, want prefix %q", c.addr, got, c.want)
 		}
+	}
+}
+
+func TestCollect_Dictionary(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "v1.dict")
+	_, errOut, code := run(t, nil, "collect", "dictionary", "--out", out)
+	b, err := os.ReadFile(out)
+	sum := sha256.Sum256(b)
+	if code != ExitOK || err != nil || hex.EncodeToString(sum[:]) != osync.DictV1SHA256 {
+		t.Fatalf("code %d, %v: %s", code, err, errOut)
 	}
 }
