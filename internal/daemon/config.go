@@ -143,11 +143,13 @@ func (c *Config) Validate() error {
 		return bad("lang", "%q: want en, fr, sw, ha or am", c.Lang)
 	}
 	if c.Inbox != "" && c.DataDir != "" {
-		// Whoever can write to the watch folder must not reach the outbox,
-		// the budget file or anything else the daemon keeps.
+		// The watcher moves whatever it finds in the inbox: the outbox, the
+		// budget file or anything else the daemon keeps must not be there.
+		// (An inbox inside the data dir is fine: the watcher never leaves
+		// it, since it refuses symlinks.)
 		in, data := resolved(c.Inbox), resolved(c.DataDir)
-		if within(in, data) || within(data, in) {
-			return bad("inbox", "%s and the data dir %s overlap: keep the watch folder apart from the daemon's state", c.Inbox, c.DataDir)
+		if within(data, in) {
+			return bad("inbox", "the data dir %s is inside the watch folder %s: the watcher would move the daemon's own files", c.DataDir, c.Inbox)
 		}
 	}
 	return nil

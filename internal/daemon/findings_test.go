@@ -225,12 +225,15 @@ func TestHealthz_StuckWatcher(t *testing.T) {
 
 func TestConfig_InboxApartFromData(t *testing.T) {
 	c := Defaults()
-	c.DataDir = t.TempDir()
-	c.Inbox = filepath.Join(c.DataDir, "inbox")
-	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "overlap") {
-		t.Fatalf("inbox inside the data dir: %v", err)
-	}
 	c.Inbox = t.TempDir()
+	for _, data := range []string{c.Inbox, filepath.Join(c.Inbox, "state")} {
+		c.DataDir = data
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "inside the watch folder") {
+			t.Fatalf("data dir %s in the inbox: %v", data, err)
+		}
+	}
+	c.DataDir = t.TempDir()
+	c.Inbox = filepath.Join(c.DataDir, "inbox") // as serve --demo does
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
