@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"golang.org/x/sync/semaphore"
 	"math"
 	"os"
 	"path/filepath"
@@ -157,13 +158,25 @@ func (c *Classifier) Answer(probs []float32, lang string) *ClassResult {
 func round4(f float32) float32 { return float32(math.Round(float64(f)*10000) / 10000) }
 
 type classPipeline struct {
-	c    *Classifier
-	lang string
+	c      *Classifier
+	lang   string
+	decode *DecodeBudget
 }
 
 func (p *classPipeline) Infer(ctx context.Context, in Input) (*Result, error) {
 	t0 := time.Now()
-	img, err := DecodeImage(in.Data)
+	pre := p.c.m.Preprocessing
+	if p.decode != nil {
+		cost, err := ImageDecodeCost(in.Data, pre.Width, pre.Height)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", in.Name, err)
+		}
+		if err := p.decode.acquire(ctx, cost); err != nil {
+			return nil, fmt.Errorf("%s: %w", in.Name, err)
+		}
+		defer p.decode.release(cost)
+	}
+	img, err := DecodeImageScaled(in.Data, pre.Width, pre.Height)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Name, err)
 	}
@@ -185,3 +198,26 @@ func (p *classPipeline) Infer(ctx context.Context, in Input) (*Result, error) {
 		Timings: Timings{Decode: ms(t1.Sub(t0)), Preprocess: ms(t2.Sub(t1)), Inference: ms(t3.Sub(t2)),
 			Postprocess: ms(t4.Sub(t3)), Total: ms(t4.Sub(t0))}}, nil
 }
+
+// DecodeBudget bounds the bytes image decoding holds at once across
+// concurrent requests (a weighted semaphore): a daemon with two inference
+// slots and a 256 MB memory cap must not decode two huge PNGs at once.
+type DecodeBudget struct {
+	sem  *semaphore.Weighted
+	size int64
+}
+
+// NewDecodeBudget allows bytes of decoded pixels at once.
+func NewDecodeBudget(bytes int64) *DecodeBudget {
+	return &DecodeBudget{sem: semaphore.NewWeighted(bytes), size: bytes}
+}
+
+func (d *DecodeBudget) acquire(ctx context.Context, n int64) error {
+	if n > d.size {
+		return fmt.Errorf("%w: image: decoding it needs %d MB, over the %d MB decode budget (send a JPEG, or a smaller image)",
+			ErrBadInput, n>>20, d.size>>20)
+	}
+	return d.sem.Acquire(ctx, n)
+}
+
+func (d *DecodeBudget) release(n int64) { d.sem.Release(n) }

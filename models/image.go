@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"image"
-	_ "image/jpeg" // registered decoders: the formats the kiosk and watch folder accept
+	_ "image/jpeg" // DecodeConfig for JPEG headers; decoding goes through jpegDecode
 	_ "image/png"
 
 	"golang.org/x/image/draw"
@@ -13,30 +13,132 @@ import (
 	"github.com/outpost-edge/outpost/runtime"
 )
 
-// MaxImagePixels bounds a decoded image (width × height). A 12 MP phone
-// photo is fine; a decompression bomb declaring 50,000 × 50,000 is refused
-// before any pixel is allocated.
-const MaxImagePixels = 40_000_000
+// Image limits, checked from the header before any pixel is allocated.
+// JPEGs are decoded at reduced scale in the DCT domain (libjpeg-turbo), so
+// a 48–50 MP phone photo costs the memory of a small image; PNGs and
+// progressive JPEGs are decoded at full size, so they are capped lower.
+const (
+	MaxImagePixels       = 64_000_000 // JPEG, baseline: today's 48–50 MP phone photos fit
+	MaxProgressivePixels = 16_000_000 // progressive JPEG: libjpeg keeps every coefficient
+	MaxPNGPixels         = 12_000_000 // PNG: decoded at full size by image/png
+)
 
-// DecodeImage decodes a JPEG or PNG, refusing oversized images from their
-// header alone, and applies the JPEG's EXIF orientation so a phone photo
-// taken in portrait is seen upright.
-func DecodeImage(b []byte) (image.Image, error) {
-	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
+// DecodeImage decodes a JPEG or PNG at full size, refusing oversized
+// images from their header alone, and applies the JPEG's EXIF orientation
+// so a phone photo taken in portrait is seen upright.
+func DecodeImage(b []byte) (image.Image, error) { return DecodeImageScaled(b, 0, 0) }
+
+// imagePlan is what decoding b will do and cost, from its header alone.
+type imagePlan struct {
+	format      string
+	w, h        int // declared size
+	div         int // JPEG reduction (1, 2, 4, 8)
+	progressive bool
+	cost        int64 // bytes the decode and the pipeline's copy hold at once
+}
+
+func planImage(b []byte, minW, minH int) (imagePlan, error) {
+	var cfg image.Config
+	format := "jpeg"
+	var err error
+	if len(b) >= 2 && b[0] == 0xFF && b[1] == 0xD8 {
+		// The decoder that will decode it reads the header too.
+		cfg.Width, cfg.Height, err = jpegHeader(b)
+	} else {
+		cfg, format, err = image.DecodeConfig(bytes.NewReader(b))
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v (want JPEG or PNG)", ErrBadInput, err)
+		return imagePlan{}, fmt.Errorf("%w: %v (want JPEG or PNG)", ErrBadInput, err)
 	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > MaxImagePixels {
-		return nil, fmt.Errorf("%w: image: %dx%d %s is outside 1 to %d pixels", ErrBadInput, cfg.Width, cfg.Height, format, MaxImagePixels)
+	p := imagePlan{format: format, w: cfg.Width, h: cfg.Height, div: 1}
+	limit := MaxImagePixels
+	switch format {
+	case "png":
+		limit = MaxPNGPixels
+	case "jpeg":
+		if p.progressive = jpegProgressive(b); p.progressive {
+			limit = MaxProgressivePixels
+		}
 	}
-	img, _, err := image.Decode(bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("%w: image: %s: %v", ErrBadInput, format, err)
+	if p.w <= 0 || p.h <= 0 || int64(p.w)*int64(p.h) > int64(limit) {
+		return p, fmt.Errorf("%w: image: %dx%d %s is outside 1 to %d pixels", ErrBadInput, p.w, p.h, format, limit)
 	}
+	sw, sh := p.w, p.h
 	if format == "jpeg" {
-		img = orient(img, exifOrientation(b))
+		// Keep at least twice the model's input on each side: the
+		// pipeline's box filter then Catmull-Rom does the rest.
+		p.div = jpegScale(p.w, p.h, 2*minW, 2*minH)
+		sw, sh = (p.w+p.div-1)/p.div, (p.h+p.div-1)/p.div
+	}
+	p.cost = 2 * 4 * int64(sw) * int64(sh) // decoded RGBA + the pipeline's crop copy
+	if p.progressive {
+		p.cost += 2 * 3 * int64(p.w) * int64(p.h) / 2 // whole-image coefficients (4:2:0)
+	}
+	if format == "png" {
+		p.cost += 4 * int64(p.w) * int64(p.h) // image/png's own buffer before conversion
+	}
+	return p, nil
+}
+
+// ImageDecodeCost is the memory decoding b for a minW × minH model holds,
+// from its header alone (for a decode budget across concurrent requests).
+func ImageDecodeCost(b []byte, minW, minH int) (int64, error) {
+	p, err := planImage(b, minW, minH)
+	return p.cost, err
+}
+
+// DecodeImageScaled decodes like DecodeImage but may reduce a JPEG by 1/2,
+// 1/4 or 1/8 while decoding, as long as it stays at least twice minW ×
+// minH (0, 0: full size).
+func DecodeImageScaled(b []byte, minW, minH int) (image.Image, error) {
+	p, err := planImage(b, minW, minH)
+	if err != nil {
+		return nil, err
+	}
+	var img image.Image
+	if p.format == "jpeg" {
+		rgba, err := decodeJPEG(b, p.div)
+		if err != nil {
+			return nil, fmt.Errorf("%w: image: jpeg: %v", ErrBadInput, err)
+		}
+		return orient(rgba, exifOrientation(b)), nil
+	}
+	img, _, err = image.Decode(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%w: image: %s: %v", ErrBadInput, p.format, err)
 	}
 	return img, nil
+}
+
+// jpegProgressive reports whether a JPEG's frame is progressive (SOF2),
+// walking its markers only; bad data reads as baseline.
+func jpegProgressive(b []byte) bool {
+	if len(b) < 4 || b[0] != 0xFF || b[1] != 0xD8 {
+		return false
+	}
+	for p := 2; p+4 <= len(b); {
+		if b[p] != 0xFF {
+			return false
+		}
+		marker := b[p+1]
+		switch {
+		case marker == 0xFF:
+			p++ // fill byte
+			continue
+		case marker == 0xC2 || marker == 0xC6 || marker == 0xCA || marker == 0xCE:
+			return true
+		case marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC:
+			return false // another SOF: not progressive
+		case marker == 0xDA || marker == 0xD9:
+			return false
+		}
+		size := int(binary.BigEndian.Uint16(b[p+2:]))
+		if size < 2 {
+			return false
+		}
+		p += 2 + size
+	}
+	return false
 }
 
 // exifOrientation returns the EXIF Orientation (1–8) of a JPEG, or 1. It

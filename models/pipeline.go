@@ -46,6 +46,9 @@ type PipelineOptions struct {
 	// Segmenter finds speech for keyword spotting (a Silero VAD); nil
 	// treats the whole input as one segment.
 	Segmenter *VAD
+	// Decode bounds the memory image decoding holds at once, shared by
+	// every pipeline that is given it; nil: unbounded (one-shot CLI use).
+	Decode *DecodeBudget
 }
 
 // NewPipeline returns the pipeline for m's task around an open session.
@@ -62,7 +65,7 @@ func NewPipeline(m *Model, sess runtime.Session, opts PipelineOptions) (Pipeline
 		if err != nil {
 			return nil, err
 		}
-		return &classPipeline{c: c, lang: opts.Lang}, nil
+		return &classPipeline{c: c, lang: opts.Lang, decode: opts.Decode}, nil
 	case TaskKeywordSpotting:
 		k, err := NewKWS(m, sess, opts.Segmenter)
 		if err != nil {

@@ -13,6 +13,7 @@ set -euo pipefail
 declare -A build_pkgs=(
   [gcc]=gcc                                      # cgo for onnxruntime_go
   [/usr/include/stdlib.h]=libc6-dev              # C headers (not pulled in without Recommends)
+  [/usr/include/turbojpeg.h]=libturbojpeg0-dev   # JPEG decoding at 1/2–1/8 scale (bounded memory), linked statically
   [/etc/ssl/certs/ca-certificates.crt]=ca-certificates  # go mod download, npm over TLS
   [npm]=npm                                      # make deps fetches ONNX Runtime and Silero from npm
 )
@@ -36,6 +37,7 @@ declare -A cross_pkgs=(
   [/usr/aarch64-linux-gnu/include/stdio.h]=libc6-dev-arm64-cross
   [/usr/aarch64-linux-gnu/lib/libstdc++.so.6]=libstdc++6-arm64-cross  # ONNX Runtime arm64 under qemu
   [qemu-aarch64-static]=qemu-user-static                # arm64 tests under qemu
+  [/usr/lib/aarch64-linux-gnu/libturbojpeg.a]=libturbojpeg0-dev:arm64  # the same, for the arm64 build (multiarch)
 )
 
 want=()
@@ -63,6 +65,7 @@ if [ ${#want[@]} -eq 0 ]; then
 fi
 mapfile -t want < <(printf '%s\n' "${want[@]}" | sort -u)
 cmd="apt-get update && apt-get install -y --no-install-recommends ${want[*]}"
+if printf '%s\n' "${want[@]}" | grep -q ':arm64$'; then cmd="dpkg --add-architecture arm64 && $cmd"; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "sysdeps: missing Debian packages: ${want[*]}" >&2
   echo "sysdeps: as root (su -, or sudo where installed), run:" >&2
@@ -71,5 +74,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "sysdeps (${1:-test}): installing ${#want[@]} packages: ${want[*]} (a first run takes a few minutes)"
 export DEBIAN_FRONTEND=noninteractive
+if printf '%s\n' "${want[@]}" | grep -q ':arm64$' && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  echo "sysdeps: adding the arm64 architecture (multiarch) for arm64 libraries"
+  dpkg --add-architecture arm64
+fi
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${want[@]}"

@@ -37,6 +37,7 @@ type Daemon struct {
 	budget  *osync.Budget
 	sem     chan struct{} // inferences running
 	uploads chan struct{} // request bodies being received
+	decode  *models.DecodeBudget
 
 	recentMu gosync.Mutex
 	recent   []stored // newest last, bounded
@@ -70,6 +71,12 @@ type stored struct {
 
 const recentMax = 100
 
+// decodeBudget bounds decoded image memory across concurrent requests.
+// With the unit's MemoryMax=256M: this, max_concurrent+1 request bodies of
+// at most max_body_bytes, ONNX Runtime and the Go runtime must fit
+// (TestServe_LargePhotosMemory measures the peak).
+const decodeBudget = 64 << 20
+
 // watchEvery is the watch folder's poll period.
 const watchEvery = 500 * time.Millisecond
 
@@ -83,8 +90,8 @@ func New(cfg Config, version string, log *slog.Logger) (*Daemon, error) {
 		cfg.DeviceID = h
 	}
 	d := &Daemon{cfg: cfg, log: log, version: version, started: time.Now(), pipe: map[string]*loaded{},
-		sem: make(chan struct{}, cfg.MaxConcurrent), uploads: make(chan struct{}, 4*cfg.MaxConcurrent), addr: make(chan string, 1), watchSt: &watchState{}, watchRetry: 30 * time.Second,
-		idem: newIdempotency(idemMax, idemTTL)}
+		sem: make(chan struct{}, cfg.MaxConcurrent), uploads: make(chan struct{}, cfg.MaxConcurrent+1), addr: make(chan string, 1), watchSt: &watchState{}, watchRetry: 30 * time.Second,
+		idem: newIdempotency(idemMax, idemTTL), decode: models.NewDecodeBudget(decodeBudget)}
 	var err error
 	lib, err := onnx.FindLibrary(cfg.ORTLib)
 	if err != nil {
@@ -185,7 +192,7 @@ func (d *Daemon) pipeline(name string) (*loaded, error) {
 		return nil, err
 	}
 	l := &loaded{m: m, sess: []runtime.Session{sess}}
-	opts := models.PipelineOptions{Lang: d.cfg.Lang}
+	opts := models.PipelineOptions{Lang: d.cfg.Lang, Decode: d.decode}
 	if m.Task == models.TaskKeywordSpotting {
 		if vm, err := d.reg.Get("silero-vad"); err == nil {
 			vs, err := vm.Open(load)
@@ -240,7 +247,7 @@ func (d *Daemon) inferAndStore(ctx context.Context, model, name string, data []b
 	p := l.p
 	if lang != "" && lang != d.cfg.Lang && l.m.Task == models.TaskImageClassification {
 		// Advice language per request: a light wrapper, the session is shared.
-		p, err = models.NewPipeline(l.m, l.sess[0], models.PipelineOptions{Lang: lang})
+		p, err = models.NewPipeline(l.m, l.sess[0], models.PipelineOptions{Lang: lang, Decode: d.decode})
 		if err != nil {
 			return nil, err
 		}

@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	gosync "sync"
 	"syscall"
 	"testing"
 	"time"
@@ -205,5 +208,55 @@ func TestSystemdUnit_Verifies(t *testing.T) {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("unit lacks %s", want)
 		}
+	}
+}
+
+// vmHWM is a process's peak resident set (VmHWM), in bytes.
+func vmHWM(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
+}
+
+// TestServe_LargePhotosMemory: the real daemon takes max_concurrent (2)
+// uploads of a 48 MP phone JPEG at once, answers both, and its peak
+// resident memory stays under the shipped unit's MemoryMax=256M.
+func TestServe_LargePhotosMemory(t *testing.T) {
+	bin := buildOutpost(t)
+	photo := testutil.BigJPEG(t, 8000, 6000)
+	p := startServe(t, bin, "--data-dir", t.TempDir())
+	var wg gosync.WaitGroup
+	codes := make([]int, 2)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Post(p.url+"/v1/models/crop-disease/infer", "image/jpeg", bytes.NewReader(photo))
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes[i] = resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	peak := vmHWM(t, p.cmd.Process.Pid)
+	t.Logf("2 concurrent 48 MP JPEGs (%d bytes each): answers %v, daemon peak RSS %d MiB", len(photo), codes, peak>>20)
+	if codes[0] != 201 || codes[1] != 201 {
+		t.Fatalf("answers %v, want 201 201\n%s", codes, p.logs)
+	}
+	if peak > 256<<20 {
+		t.Fatalf("peak RSS %d MiB is over the unit's MemoryMax=256M", peak>>20)
 	}
 }

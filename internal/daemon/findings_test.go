@@ -242,7 +242,7 @@ func TestConfig_InboxApartFromData(t *testing.T) {
 // TestAPI_SlowUploadsDoNotHoldSlots: uploads still arriving do not take
 // the inference slots.
 func TestAPI_SlowUploadsDoNotHoldSlots(t *testing.T) {
-	_, srv := newTestDaemon(t, func(c *Config) { c.MaxConcurrent = 1 })
+	_, srv := newTestDaemon(t, func(c *Config) { c.MaxConcurrent = 2 })
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	for i := 0; i < 2; i++ {
 		c, err := net.Dial("tcp", addr)
