@@ -75,6 +75,7 @@ chaos: ## soaks: 1000 SIGKILL rounds during appends; 100 broker kill/restarts du
 fuzz: deps ## a short fuzzing session on every decoder
 	$(GO) test -run '^$$' -fuzz FuzzDecodeWAV -fuzztime 60s ./models/
 	$(GO) test -run '^$$' -fuzz FuzzManifest -fuzztime 60s ./models/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeImage -fuzztime 60s ./models/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 60s ./outbox/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeBatch -fuzztime 60s ./sync/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeAck -fuzztime 60s ./sync/
