@@ -441,7 +441,7 @@ func TestCollector_StatusReplay(t *testing.T) {
 	}
 	defer conn.Close()
 	sent := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
-	st := fmt.Sprintf(`{"v":1,"device":"pi-r","state":"offline","queue":5,"time":%q}`, sent.Format(time.RFC3339Nano))
+	st := fmt.Sprintf(`{"v":1,"device":"pi-r","state":"offline","queue":5,"time":%q,"refused_total":3,"evicted_total":2,"expired_total":1}`, sent.Format(time.RFC3339Nano))
 	if err := conn.Publish(context.Background(), osync.StatusTopic("pi-r"), 1, true, []byte(st)); err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +461,7 @@ func TestCollector_StatusReplay(t *testing.T) {
 	}
 	h := startCollector(t, path, broker.URL())
 	d := device(h)
-	if !d.LastSeen.Equal(sent) || d.ClockOffset != 0 || d.Backlog != 5 || d.State != "offline" {
+	if !d.LastSeen.Equal(sent) || d.ClockOffset != 0 || d.Backlog != 5 || d.State != "offline" || d.Refused != 3 || d.Evicted != 2 || d.Expired != 1 {
 		t.Fatalf("after a retained status: %+v (want last seen %s, no offset)", d, sent)
 	}
 	h.stop()

@@ -112,6 +112,9 @@ type Uplink struct {
 	// refusals counts, per record, how often a hub refused it; the backoff
 	// before its next send doubles each time.
 	refusals map[outbox.ID]int
+	// undeleted holds records a hub acknowledged that the outbox could not
+	// delete yet (a full disk): retried every tick, never resent meanwhile.
+	undeleted []outbox.ID
 }
 
 // maxRecent bounds Uplink.sent: far more batches than a window holds, so a
@@ -307,6 +310,7 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 		case msg := <-acks:
 			u.handleAck(msg, pending)
 		case <-tick.C:
+			u.retryDeletes()
 			now := u.o.Now()
 			for id, f := range pending {
 				if now.After(f.deadline) {
@@ -359,6 +363,21 @@ func (u *Uplink) sendOne(ctx context.Context, conn Conn, pending map[outbox.ID]*
 	pending[b.ID] = &inflight{ids: ids, deadline: now.Add(u.o.AckTimeout)}
 	u.remember(b.ID, ids)
 	return true, nil
+}
+
+// retryDeletes deletes records a hub acknowledged earlier that the outbox
+// could not delete then.
+func (u *Uplink) retryDeletes() {
+	if len(u.undeleted) == 0 {
+		return
+	}
+	n, err := u.ob.Ack(u.undeleted)
+	if err != nil {
+		return
+	}
+	u.records.Add(int64(n))
+	u.log.Info("sync: deleted records acknowledged earlier", "count", n)
+	u.undeleted = nil
 }
 
 func (u *Uplink) remember(batch outbox.ID, ids []outbox.ID) {
@@ -417,8 +436,12 @@ func (u *Uplink) handleAck(msg []byte, pending map[outbox.ID]*inflight) {
 	}
 	n, err := u.ob.Ack(stored)
 	if err != nil {
-		u.log.Error("sync: deleting acked records failed; they will be resent", "err", err)
-		return
+		// The hub has them: do not send them again; delete them as soon
+		// as the outbox can (retried every tick).
+		u.undeleted = append(u.undeleted, stored...)
+		u.ob.Defer(stored, u.o.Now().Add(24*time.Hour))
+		u.log.Error("sync: deleting acked records failed; retrying shortly (they are not resent)", "count", len(stored), "err", err)
+		n, stored = 0, nil
 	}
 	if len(rejected) > 0 {
 		if _, err := u.ob.Ack(rejected); err != nil {

@@ -281,10 +281,10 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 			return err
 		}
 		tw := tabwriter.NewWriter(std.Out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST SEEN\tBACKLOG\tSTORED\tDUPLICATES\tCLOCK OFFSET")
+		fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST SEEN\tBACKLOG\tSTORED\tDUPLICATES\tLOST (REFUSED/EVICTED/EXPIRED)\tCLOCK OFFSET")
 		for _, d := range devs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", d.Device, d.State, d.LastSeen.Local().Format(time.RFC3339),
-				d.Backlog, d.Stored, d.Duplicates, (time.Duration(d.ClockOffset) * time.Millisecond).String())
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d/%d/%d\t%s\n", d.Device, d.State, d.LastSeen.Local().Format(time.RFC3339),
+				d.Backlog, d.Stored, d.Duplicates, d.Refused, d.Evicted, d.Expired, (time.Duration(d.ClockOffset) * time.Millisecond).String())
 		}
 		return tw.Flush()
 	case "":
