@@ -10,10 +10,12 @@ LDFLAGS    := -X github.com/outpost-edge/outpost/internal/cli.Version=$(VERSION)
 export CGO_ENABLED := 1
 
 QEMU       := qemu-aarch64-static -L /usr/aarch64-linux-gnu
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(CURDIR)/.cache/bin/staticcheck-$(STATICCHECK_VERSION)
 PORT       ?= 8080
 LISTEN     ?= 127.0.0.1:$(PORT)
 
-.PHONY: all deps sysdeps check-fresh build test test-arm64 fmt-check vet lint bench chaos fuzz demo demo-cli cross dist clean help
+.PHONY: all deps sysdeps check-fresh staticcheck imports build test test-arm64 fmt-check vet lint bench chaos fuzz demo demo-cli cross dist clean help
 
 all: build
 
@@ -40,7 +42,19 @@ fmt-check: ## fail if gofmt would change anything
 vet: ## go vet
 	@$(GO) vet ./... && echo "vet: ok"
 
-lint: fmt-check vet ## gofmt + vet
+$(STATICCHECK):
+	@echo "lint: installing staticcheck $(STATICCHECK_VERSION) from the Go module proxy"
+	@mkdir -p $(CURDIR)/.cache/bin
+	@GOBIN=$(CURDIR)/.cache/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@mv $(CURDIR)/.cache/bin/staticcheck $(STATICCHECK)
+
+staticcheck: $(STATICCHECK) ## staticcheck (pinned version)
+	@$(STATICCHECK) ./... && echo "staticcheck: ok"
+
+imports: ## the package import rules (docs/ARCHITECTURE.md)
+	@$(GO) test -count=1 -run TestImportRules ./internal/deptest/ >/dev/null && echo "imports: ok"
+
+lint: fmt-check vet staticcheck imports ## gofmt, vet, staticcheck, import rules
 
 test: deps lint ## deps, gofmt, vet, every test with -race, then the arm64 suite under qemu
 	@bash scripts/sysdeps.sh test

@@ -2,6 +2,7 @@ package models_test
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"math"
 	"math/rand"
@@ -164,7 +165,7 @@ func TestModel_OpenMismatch(t *testing.T) {
 	// Random bytes with a matching checksum still fail as a bad model, clearly.
 	dir := t.TempDir()
 	junk := make([]byte, 1000)
-	rand.Read(junk)
+	crand.Read(junk)
 	os.WriteFile(dir+"/junk.onnx", junk, 0o644)
 	bad.Path = dir + "/junk.onnx"
 	bad.SHA256 = sha(junk)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/outpost-edge/outpost/outbox"
 )
@@ -114,7 +115,7 @@ func OpenCollector(path string, o CollectorOptions) (*Collector, error) {
 		o.Now = time.Now
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s is held by a running 'outpost collect' (stop it first to export or list devices; a PostgreSQL store lifts this)", ErrLocked, path)
 	}
 	if err != nil {

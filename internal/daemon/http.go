@@ -102,7 +102,7 @@ func (d *Daemon) checkHost(next http.Handler) http.Handler {
 			host = h
 		}
 		if !isLoopback(strings.Trim(host, "[]")) {
-			fail(w, http.StatusMisdirectedRequest, "bad_host", fmt.Errorf("Host %q: without a token this API answers only to localhost, 127.0.0.1 or [::1]", r.Host))
+			fail(w, http.StatusMisdirectedRequest, "bad_host", fmt.Errorf("host %q: without a token this API answers only to localhost, 127.0.0.1 or [::1]", r.Host))
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -1,0 +1,74 @@
+// Package deptest holds the test that keeps outpost's imports pointing the
+// way docs/ARCHITECTURE.md draws them (tailscale's tstest/deptest idea):
+// a package that imports against the direction fails `make lint`.
+package deptest
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/outpost-edge/outpost/internal/testutil"
+)
+
+const mod = "github.com/outpost-edge/outpost/"
+
+// rules: for each package (prefix), module packages it must not import,
+// directly or through others.
+var rules = []struct {
+	pkg       string
+	forbidden []string
+	why       string
+}{
+	{"runtime", []string{"models", "outbox", "sync", "hub", "internal/"}, "the inference seam knows nothing above it"},
+	{"outbox", []string{"runtime", "models", "sync", "hub", "internal/"}, "the queue does not know the wire or the models"},
+	{"models", []string{"outbox", "sync", "hub", "internal/"}, "models do not talk to the network or the queue"},
+	{"sync", []string{"models", "runtime", "hub", "internal/"}, "the wire and uplink hold no hub or model logic"},
+	{"hub", []string{"models", "runtime", "internal/"}, "the hub stores what devices send; it runs no models"},
+	{"internal/device", []string{"internal/daemon", "internal/cli", "hub"}, "the device knows no HTTP, CLI or hub"},
+	{"internal/daemon", []string{"internal/cli"}, "the daemon does not call back into the CLI"},
+}
+
+type pkg struct {
+	ImportPath string
+	Deps       []string
+}
+
+func TestImportRules(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps=false", "-json=ImportPath,Deps", "./...")
+	cmd.Dir = testutil.Root(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	checked := 0
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		rel := strings.TrimPrefix(p.ImportPath, mod)
+		for _, r := range rules {
+			if rel != r.pkg && !strings.HasPrefix(rel, r.pkg+"/") {
+				continue
+			}
+			checked++
+			for _, d := range p.Deps {
+				dr, ok := strings.CutPrefix(d, mod)
+				if !ok {
+					continue
+				}
+				for _, f := range r.forbidden {
+					if dr == f || strings.HasPrefix(dr, strings.TrimSuffix(f, "/")+"/") {
+						t.Errorf("%s imports %s: %s", rel, dr, r.why)
+					}
+				}
+			}
+		}
+	}
+	if checked < 5 {
+		t.Fatalf("checked only %d packages: is the rule table stale?", checked)
+	}
+}
