@@ -14,6 +14,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
@@ -76,7 +77,7 @@ func BenchmarkDrain(b *testing.B) {
 
 		// outpost: end to end.
 		proxy := testutil.StartProxy(b, broker.Addr())
-		c, err := osync.OpenCollector(filepath.Join(b.TempDir(), "hub.db"), osync.CollectorOptions{})
+		c, err := hub.Open(filepath.Join(b.TempDir(), "hub.db"), hub.CollectorOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -76,7 +76,7 @@ func TestSync_Faults(t *testing.T) {
 			step("kill broker", 100*time.Millisecond, broker.Kill)
 			step("restart broker", 300*time.Millisecond, broker.Start)
 			step("restart collector", 300*time.Millisecond, func() {
-				h.stop()
+				h.Stop()
 				h = startCollector(t, hubPath, broker.URL())
 			})
 			step("refuse connections", 200*time.Millisecond, func() { proxy.Refuse(true); proxy.Reset() })
@@ -93,8 +93,8 @@ func TestSync_Faults(t *testing.T) {
 				resent += st.Resent
 				t.Logf("uplink: %+v", st)
 			}
-			t.Logf("collector: %+v (duplicates were redeliveries, acknowledged again, stored once)", h.c.Stats())
-			h.stop()
+			t.Logf("collector: %+v (duplicates were redeliveries, acknowledged again, stored once)", h.C.Stats())
+			h.Stop()
 			for _, ob := range obs {
 				ob.Close()
 			}
@@ -139,18 +139,18 @@ func TestSync_BrokerRestarts(t *testing.T) {
 	cancel()
 	<-done
 	checkExactlyOnce(t, h, map[string]*outbox.Outbox{"pi-chaos": ob}, n)
-	t.Logf("broker restarts %d, records %d: lost 0, stored twice 0; collector %+v; uplink %+v", restarts, n, h.c.Stats(), u.Stats())
+	t.Logf("broker restarts %d, records %d: lost 0, stored twice 0; collector %+v; uplink %+v", restarts, n, h.C.Stats(), u.Stats())
 }
 
 // TestSync_ShortLinkWindow: after a long outage the reconnect backoff has
 // grown large; when the link comes back for a short window, every device
 // must still drain inside it (the probe cuts the backoff short), while
-// staying jittered. make test runs a scaled-down outage (without the probe
-// one device in six missed the window here); make chaos runs the field
+// staying jittered. make test runs a scaled-down outage (without the probe,
+// devices missed even a 6 s window after 12 s); make chaos runs the field
 // case (OUTPOST_OUTAGE=7m, OUTPOST_WINDOW=60s, 5 min backoff cap).
 func TestSync_ShortLinkWindow(t *testing.T) {
-	outage, window := 12*time.Second, 6*time.Second
-	minB, maxB, probe := 200*time.Millisecond, 60*time.Second, time.Second
+	outage, window := 20*time.Second, 10*time.Second
+	minB, maxB, probe := 200*time.Millisecond, 2*time.Minute, time.Second
 	if s := os.Getenv("OUTPOST_OUTAGE"); s != "" {
 		outage, _ = time.ParseDuration(s)
 		window, _ = time.ParseDuration(os.Getenv("OUTPOST_WINDOW"))

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
@@ -73,7 +74,7 @@ func TestSync_MutualTLS(t *testing.T) {
 		ob.Append(context.Background(), &outbox.Record{Device: "pi-tls", Output: []byte(`{}`)}, nil)
 	}
 	hubDial, _ := mqtt.Dialer(mqtt.Options{Broker: url, CAFile: ca, CertFile: cc, KeyFile: ck})
-	col, _ := osync.OpenCollector(filepath.Join(t.TempDir(), "hub.db"), osync.CollectorOptions{})
+	col, _ := hub.Open(filepath.Join(t.TempDir(), "hub.db"), hub.CollectorOptions{})
 	defer col.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -115,6 +115,9 @@ type Uplink struct {
 	// undeleted holds records a hub acknowledged that the outbox could not
 	// delete yet (a full disk): retried every tick, never resent meanwhile.
 	undeleted []outbox.ID
+	// sawDown: a probe has failed since the last successful connection, so
+	// a probe that succeeds means the broker came back.
+	sawDown bool
 }
 
 // maxRecent bounds Uplink.sent: far more batches than a window holds, so a
@@ -195,14 +198,15 @@ func (u *Uplink) loop(ctx context.Context, once bool) error {
 }
 
 // waitOrProbe sleeps d, but returns early when the broker, unreachable at
-// an earlier probe, answers again. A broker that answers TCP but refuses
-// MQTT (bad credentials) keeps the full backoff: only a change counts.
+// a probe since the last successful connection, answers again (also when
+// the reconnect right after that failed: a broker just back may be slow to
+// answer). A broker that always answers TCP but refuses MQTT (bad
+// credentials) keeps the full backoff: only a change counts.
 func (u *Uplink) waitOrProbe(ctx context.Context, d time.Duration) error {
 	if u.o.Probe == nil {
 		return sleep(ctx, d)
 	}
 	end := time.Now().Add(d)
-	wasDown := false
 	for {
 		left := time.Until(end)
 		if left <= 0 {
@@ -221,10 +225,10 @@ func (u *Uplink) waitOrProbe(ctx context.Context, d time.Duration) error {
 		err := u.o.Probe(pctx)
 		cancel()
 		if err != nil {
-			wasDown = true
+			u.sawDown = true
 			continue
 		}
-		if wasDown {
+		if u.sawDown {
 			u.log.Info("sync: broker reachable again; reconnecting now", "skipped", time.Until(end).Round(time.Second))
 			return nil
 		}
@@ -262,6 +266,7 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 		return fmt.Errorf("subscribe %s: %w", AckTopic(u.o.Device), err)
 	}
 	u.connects.Add(1)
+	u.sawDown = false
 	bo.Reset()
 	u.publishStatus(ctx, conn, "online")
 	u.log.Info("sync: connected", "device", u.o.Device)

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
 	"github.com/outpost-edge/outpost/sync/mqtt"
@@ -255,7 +256,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	if err := os.MkdirAll(df.path(), 0o750); err != nil {
 		return err
 	}
-	c, err := osync.OpenCollector(path, osync.CollectorOptions{Logger: logTo(std.Err, verbose)})
+	c, err := hub.Open(path, hub.CollectorOptions{Logger: logTo(std.Err, verbose)})
 	if err != nil {
 		return err
 	}
@@ -265,9 +266,9 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		var n int
 		switch format {
 		case "jsonl":
-			n, err = c.ExportJSONL(std.Out)
+			n, err = hub.ExportJSONL(ctx, c.Store(), std.Out)
 		case "csv":
-			n, err = c.ExportCSV(std.Out)
+			n, err = hub.ExportCSV(ctx, c.Store(), std.Out)
 		default:
 			return usagef("--format must be jsonl or csv")
 		}

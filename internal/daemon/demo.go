@@ -14,7 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
-	osync "github.com/outpost-edge/outpost/sync"
+	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/sync/mqtt"
 )
 
@@ -23,7 +23,7 @@ import (
 type Embedded struct {
 	Broker string // tcp:// URL of the embedded broker
 	srv    *mochi.Server
-	col    *osync.Collector
+	col    *hub.Collector
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -52,7 +52,7 @@ func StartEmbedded(addr, dir string, w io.Writer, log *slog.Logger) (*Embedded, 
 		srv.Close()
 		return nil, err
 	}
-	if e.col, err = osync.OpenCollector(filepath.Join(dir, "collector.db"), osync.CollectorOptions{Logger: log}); err != nil {
+	if e.col, err = hub.Open(filepath.Join(dir, "collector.db"), hub.CollectorOptions{Logger: log}); err != nil {
 		srv.Close()
 		return nil, err
 	}

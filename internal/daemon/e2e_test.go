@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/outbox"
-	osync "github.com/outpost-edge/outpost/sync"
 	"github.com/outpost-edge/outpost/sync/mqtt"
 )
 
@@ -84,7 +84,7 @@ func TestServe_EndToEnd(t *testing.T) {
 	bin := buildOutpost(t)
 	broker := testutil.StartMosquitto(t, false)
 	hubDB := filepath.Join(t.TempDir(), "hub.db")
-	col, err := osync.OpenCollector(hubDB, osync.CollectorOptions{})
+	col, err := hub.Open(hubDB, hub.CollectorOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

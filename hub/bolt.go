@@ -1,0 +1,191 @@
+package hub
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+// BoltStore is the embedded Store: one bbolt file, one process at a time.
+type BoltStore struct {
+	db *bolt.DB
+}
+
+var (
+	bResults = []byte("results") // device len(1) | device | id[16] -> received ms (8) | record
+	bDevices = []byte("devices") // device -> DeviceStatus JSON
+	bMeta    = []byte("meta")    // client_id -> the collector's MQTT client id
+)
+
+// OpenBolt opens (or creates) a bbolt store at path.
+func OpenBolt(path string) (*BoltStore, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s is held by a running 'outpost collect' (stop it first to export or list devices; a PostgreSQL store lifts this)", ErrLocked, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hub: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bResults, bDevices, bMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("hub: init %s: %w", path, err)
+	}
+	return &BoltStore{db: db}, nil
+}
+
+// Close closes the file. Safe to call twice.
+func (s *BoltStore) Close() error { return s.db.Close() }
+
+func resultKey(device string, id outbox.ID) []byte {
+	k := make([]byte, 0, 1+len(device)+16)
+	k = append(k, byte(len(device)))
+	k = append(k, device...)
+	return append(k, id[:]...)
+}
+
+// Commit implements Store.
+func (s *BoltStore) Commit(_ context.Context, batches []*osync.Batch, received time.Time) ([]Counts, error) {
+	out := make([]Counts, len(batches))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		res := tx.Bucket(bResults)
+		for i, b := range batches {
+			var c Counts
+			for _, r := range b.Records {
+				k := resultKey(b.Device, r.ID)
+				if res.Get(k) != nil {
+					c.Duplicate++
+					continue
+				}
+				v := binary.BigEndian.AppendUint64(nil, uint64(received.UnixMilli()))
+				if err := res.Put(k, r.Encode(v)); err != nil {
+					return err
+				}
+				c.New++
+			}
+			out[i] = c
+			sent := b.Sent
+			err := updateDevice(tx, b.Device, func(d *DeviceStatus) error {
+				touch(d, received)
+				d.Stored += c.New
+				d.Duplicates += c.Duplicate
+				d.ClockOffset = received.Sub(sent).Milliseconds()
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// touch moves last seen forward (never back).
+func touch(d *DeviceStatus, t time.Time) {
+	if t.After(d.LastSeen) {
+		d.LastSeen = t.UTC()
+	}
+}
+
+func updateDevice(tx *bolt.Tx, device string, f func(*DeviceStatus) error) error {
+	b := tx.Bucket(bDevices)
+	d := DeviceStatus{Device: device}
+	if v := b.Get([]byte(device)); v != nil {
+		_ = json.Unmarshal(v, &d)
+	}
+	if err := f(&d); err != nil {
+		if errors.Is(err, ErrSkip) {
+			return nil
+		}
+		return err
+	}
+	v, _ := json.Marshal(d)
+	return b.Put([]byte(device), v)
+}
+
+// UpdateDevice implements Store.
+func (s *BoltStore) UpdateDevice(_ context.Context, device string, f func(*DeviceStatus) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return updateDevice(tx, device, f) })
+}
+
+// Devices implements Store.
+func (s *BoltStore) Devices(context.Context) ([]DeviceStatus, error) {
+	var out []DeviceStatus
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bDevices).ForEach(func(_, v []byte) error {
+			var d DeviceStatus
+			if err := json.Unmarshal(v, &d); err != nil {
+				return err
+			}
+			out = append(out, d)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Each implements Store.
+func (s *BoltStore) Each(_ context.Context, fn func(StoredResult) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bResults).ForEach(func(k, v []byte) error {
+			if len(v) < 8 {
+				return fmt.Errorf("hub: short value at %x", k)
+			}
+			r, err := outbox.DecodeRecord(v[8:])
+			if err != nil {
+				return err
+			}
+			return fn(StoredResult{Received: time.UnixMilli(int64(binary.BigEndian.Uint64(v))).UTC(), Record: r})
+		})
+	})
+}
+
+// Count implements Store.
+func (s *BoltStore) Count(context.Context) (int, error) {
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bResults).Stats().KeyN; return nil })
+	return n, err
+}
+
+// ClientID implements Store: "outpost-collector-" + 12 random hex digits,
+// made on first use and kept, so the persistent session survives restarts
+// but no other client can guess it and take the collector's place.
+func (s *BoltStore) ClientID(context.Context) (string, error) {
+	var id string
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bMeta)
+		if v := m.Get([]byte("client_id")); v != nil {
+			id = string(v)
+			return nil
+		}
+		var rnd [6]byte
+		if _, err := crand.Read(rnd[:]); err != nil {
+			return err
+		}
+		id = "outpost-collector-" + hex.EncodeToString(rnd[:])
+		return m.Put([]byte("client_id"), []byte(id))
+	})
+	return id, err
+}

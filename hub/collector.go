@@ -1,0 +1,374 @@
+package hub
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	gosync "sync"
+	"sync/atomic"
+	"time"
+
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+// CollectorOptions configure a Collector.
+type CollectorOptions struct {
+	// ClientID is the MQTT client id (a persistent session). Default: the
+	// store's (Store.ClientID), made once and kept.
+	ClientID   string
+	MinBackoff time.Duration // default 1s
+	MaxBackoff time.Duration // default 1m
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// CollectorStats count messages since start.
+type CollectorStats struct {
+	Batches    int64 `json:"batches"`
+	Stored     int64 `json:"stored"`
+	Duplicates int64 `json:"duplicates"`
+	Malformed  int64 `json:"malformed"`
+	Acks       int64 `json:"acks"`
+	Rejected   int64 `json:"rejected"` // undecodable records named in acks
+	Refused    int64 `json:"refused"`  // acks refusing (part of) a batch
+}
+
+// Collector stores devices' results on the hub, idempotently by record ID,
+// and acknowledges each batch only after its commit is durable.
+type Collector struct {
+	st  Store
+	o   CollectorOptions
+	log *slog.Logger
+	in  chan msg
+
+	batches, stored, dups, malformed, acks, rejected, refused atomic.Int64
+	closeOnce                                                 gosync.Once
+	ready                                                     chan struct{}
+	readyOnce                                                 gosync.Once
+}
+
+type msg struct {
+	topic    string
+	payload  []byte
+	retained bool
+}
+
+// Open opens (or creates) the embedded bbolt store at path and a
+// Collector over it.
+func Open(path string, o CollectorOptions) (*Collector, error) {
+	st, err := OpenBolt(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := New(st, o)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// New returns a Collector over a store; Close closes the store.
+func New(st Store, o CollectorOptions) (*Collector, error) {
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = time.Second
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.ClientID == "" {
+		id, err := st.ClientID(context.Background())
+		if err != nil {
+			return nil, fmt.Errorf("hub: client id: %w", err)
+		}
+		o.ClientID = id
+	}
+	return &Collector{st: st, o: o, log: o.Logger, in: make(chan msg, 256), ready: make(chan struct{})}, nil
+}
+
+// ClientID is the MQTT client id this collector connects with.
+func (c *Collector) ClientID() string { return c.o.ClientID }
+
+// Ready is closed once the collector has subscribed for the first time.
+func (c *Collector) Ready() <-chan struct{} { return c.ready }
+
+// Store is the store the collector writes to.
+func (c *Collector) Store() Store { return c.st }
+
+// Close closes the store. Safe to call twice.
+func (c *Collector) Close() error {
+	var err error
+	c.closeOnce.Do(func() { err = c.st.Close() })
+	return err
+}
+
+// Stats returns the counters since start.
+func (c *Collector) Stats() CollectorStats {
+	return CollectorStats{Batches: c.batches.Load(), Stored: c.stored.Load(), Duplicates: c.dups.Load(),
+		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load()}
+}
+
+// Run connects (retrying with jittered backoff), subscribes to every
+// device's results and status, and stores and acks until ctx ends.
+func (c *Collector) Run(ctx context.Context, dial osync.Dialer) error {
+	bo := osync.Backoff{Min: c.o.MinBackoff, Max: c.o.MaxBackoff}
+	for {
+		err := c.session(ctx, dial, &bo)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := bo.Next()
+		c.log.Warn("collector: disconnected; retrying", "err", err, "in", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}
+
+func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Backoff) error {
+	conn, err := dial(ctx, c.o.ClientID, nil)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	h := func(m osync.Message) {
+		// Hand over and return: paho's receive loop must not wait on our
+		// fsync or on our own publishes.
+		select {
+		case c.in <- msg{m.Topic, append([]byte(nil), m.Payload...), m.Retained}:
+		case <-conn.Done():
+		}
+	}
+	for _, t := range []string{osync.TopicPrefix + "+/results", osync.TopicPrefix + "+/status"} {
+		if err := conn.Subscribe(ctx, t, 1, h); err != nil {
+			return fmt.Errorf("subscribe %s: %w", t, err)
+		}
+	}
+	bo.Reset()
+	c.readyOnce.Do(func() { close(c.ready) })
+	c.log.Info("collector: connected", "client_id", c.o.ClientID)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-conn.Done():
+			return fmt.Errorf("connection lost: %w", conn.Err())
+		case m := <-c.in:
+			// Take everything already waiting: one commit for all of it.
+			group := []msg{m}
+		more:
+			for len(group) < 64 {
+				select {
+				case m := <-c.in:
+					group = append(group, m)
+				default:
+					break more
+				}
+			}
+			if err := c.handle(ctx, conn, group); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+type decoded struct {
+	device string
+	batch  *osync.Batch
+	ack    *osync.Ack
+}
+
+// handle stores a group of messages in one transaction, then publishes the
+// acks. A batch it cannot take is refused by name whenever its ID can be
+// read, so the device backs off instead of resending it forever.
+func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) error {
+	now := c.o.Now()
+	var batches, refusals []decoded
+	for _, m := range group {
+		device, kind, ok := osync.DeviceFromTopic(m.topic)
+		if !ok {
+			c.malformed.Add(1)
+			c.log.Warn("collector: message on an unexpected topic ignored", "topic", m.topic)
+			continue
+		}
+		switch kind {
+		case "status":
+			c.recordStatus(ctx, device, m, now)
+		case "results":
+			b, err := osync.DecodeBatch(m.payload)
+			if err != nil {
+				c.malformed.Add(1)
+				c.log.Warn("collector: batch rejected", "device", device, "bytes", len(m.payload), "err", err)
+				if id, ok := osync.BatchID(m.payload); ok {
+					refusals = append(refusals, decoded{device: device, ack: &osync.Ack{Batch: id,
+						Refused: &osync.Refusal{Code: osync.RefusedMalformed, Reason: err.Error()}}})
+				}
+				continue
+			}
+			if b.Device != device {
+				c.malformed.Add(1)
+				c.log.Warn("collector: batch device does not match its topic; rejected", "topic", m.topic, "device", b.Device)
+				continue
+			}
+			batches = append(batches, decoded{device: device, batch: b})
+		}
+	}
+	if len(batches) > 0 {
+		if err := c.store(ctx, batches, now); err != nil {
+			c.log.Error("collector: storing failed; batches refused (devices keep them and retry later)", "err", err)
+			for _, d := range batches {
+				refusals = append(refusals, decoded{device: d.device, ack: &osync.Ack{Batch: d.batch.ID,
+					Refused: &osync.Refusal{Code: osync.RefusedUnavailable, Reason: "hub store: " + err.Error()}}})
+			}
+			batches = nil
+		}
+	}
+	for _, d := range append(batches, refusals...) {
+		if err := conn.Publish(ctx, osync.AckTopic(d.device), 1, false, osync.EncodeAck(d.ack)); err != nil {
+			return fmt.Errorf("publish ack to %s: %w", d.device, err)
+		}
+		c.acks.Add(1)
+		if d.ack.Refused != nil {
+			c.refused.Add(1)
+		}
+	}
+	return nil
+}
+
+// store commits the batches, then builds each one's ack.
+func (c *Collector) store(ctx context.Context, batches []decoded, now time.Time) error {
+	bs := make([]*osync.Batch, len(batches))
+	for i, d := range batches {
+		bs[i] = d.batch
+	}
+	counts, err := c.st.Commit(ctx, bs, now)
+	if err != nil {
+		return err
+	}
+	var stored, dups int64
+	for i := range batches {
+		d := &batches[i]
+		d.ack = &osync.Ack{Batch: d.batch.ID}
+		for _, r := range d.batch.Records {
+			d.ack.Stored = append(d.ack.Stored, r.ID)
+		}
+		for _, bad := range d.batch.Bad {
+			d.ack.Rejected = append(d.ack.Rejected, bad.ID)
+			c.rejected.Add(1)
+			c.log.Error("collector: record rejected for good (the device will drop it)", "device", d.device, "id", bad.ID.String(), "err", bad.Err)
+		}
+		if d.batch.Unnamed > 0 {
+			d.ack.Refused = &osync.Refusal{Code: osync.RefusedMalformed,
+				Reason: fmt.Sprintf("%d record(s) too short to carry an ID", d.batch.Unnamed)}
+		}
+		stored += counts[i].New
+		dups += counts[i].Duplicate
+	}
+	c.batches.Add(int64(len(batches)))
+	c.stored.Add(stored)
+	c.dups.Add(dups)
+	if dups > 0 {
+		c.log.Info("collector: duplicate records acknowledged again, not stored twice", "count", dups)
+	}
+	return nil
+}
+
+// MaxStatusBytes bounds a status message; larger ones are refused unread.
+const MaxStatusBytes = 4 << 10
+
+func (c *Collector) recordStatus(ctx context.Context, device string, m msg, now time.Time) {
+	if len(m.payload) > MaxStatusBytes {
+		c.malformed.Add(1)
+		c.log.Warn("collector: status rejected: too large", "device", device, "bytes", len(m.payload), "max", MaxStatusBytes)
+		return
+	}
+	var st osync.Status
+	if err := json.Unmarshal(m.payload, &st); err != nil || st.V != osync.ProtocolVersion || (st.Device != "" && st.Device != device) {
+		c.malformed.Add(1)
+		c.log.Warn("collector: status rejected", "device", device, "err", err, "v", st.V)
+		return
+	}
+	if len(st.Version) > 64 || len(st.State) > 16 {
+		c.malformed.Add(1)
+		c.log.Warn("collector: status rejected: overlong field", "device", device)
+		return
+	}
+	err := c.st.UpdateDevice(ctx, device, func(d *DeviceStatus) error {
+		if !st.Time.IsZero() && !d.StatusTime.IsZero() && !st.Time.After(d.StatusTime) {
+			// A replay (the broker's retained copy after our restart, or
+			// a redelivery): already applied, and not news of the device.
+			return ErrSkip
+		}
+		if m.retained {
+			// Retained: the device said this at st.Time, not now. Its
+			// clock may be off, so never later than now; no offset from it.
+			if !st.Time.IsZero() && st.Time.Before(now) {
+				touch(d, st.Time)
+			}
+		} else {
+			touch(d, now)
+			if !st.Time.IsZero() {
+				d.ClockOffset = now.Sub(st.Time).Milliseconds()
+			}
+		}
+		d.State, d.Backlog, d.Version = st.State, st.Queue, st.Version
+		d.StatusTime, d.LastSync = st.Time, st.LastSync
+		d.Evicted, d.Expired, d.Refused = st.Evicted, st.Expired, st.Refused
+		return nil
+	})
+	if err != nil {
+		c.log.Error("collector: saving device status failed", "device", device, "err", err)
+	}
+}
+
+// Devices lists what the hub knows about each device.
+func (c *Collector) Devices() ([]DeviceStatus, error) { return c.st.Devices(context.Background()) }
+
+// Each calls fn for every stored result, by device then ID.
+func (c *Collector) Each(fn func(StoredResult) error) error {
+	return c.st.Each(context.Background(), fn)
+}
+
+// Count is the number of stored results.
+func (c *Collector) Count() (int, error) { return c.st.Count(context.Background()) }
+
+// ExportJSONL writes every stored result as one JSON object per line.
+func ExportJSONL(ctx context.Context, st Store, w io.Writer) (int, error) {
+	enc := json.NewEncoder(w)
+	n := 0
+	err := st.Each(ctx, func(s StoredResult) error { n++; return enc.Encode(s) })
+	return n, err
+}
+
+// ExportCSV writes one row per result: the fixed columns, then the task
+// output as a JSON cell (spreadsheets show it as text).
+func ExportCSV(ctx context.Context, st Store, w io.Writer) (int, error) {
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"id", "device", "created", "received", "seq", "model", "model_version", "task", "priority", "output"})
+	n := 0
+	err := st.Each(ctx, func(s StoredResult) error {
+		r := s.Record
+		n++
+		return cw.Write([]string{r.ID.String(), r.Device, r.Created.Format(time.RFC3339Nano), s.Received.Format(time.RFC3339Nano),
+			strconv.FormatUint(r.Seq, 10), r.Model, r.Version, r.Task, r.Priority.String(), string(r.Output)})
+	})
+	cw.Flush()
+	if err == nil {
+		err = cw.Error()
+	}
+	return n, err
+}

@@ -1,0 +1,258 @@
+package hub_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/internal/testutil"
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+func dialer(t *testing.T, url string, clean bool) osync.Dialer { return testutil.Dialer(t, url, clean) }
+
+func startCollector(t *testing.T, path, url string) *testutil.Hub {
+	return testutil.StartCollector(t, path, url)
+}
+
+// TestCollector_Malformed: garbage on the results and status topics is
+// counted and logged; the collector keeps running and stores good batches.
+func TestCollector_Malformed(t *testing.T) {
+	broker := testutil.StartMosquitto(t, false)
+	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL())
+	time.Sleep(200 * time.Millisecond) // let it subscribe
+	conn, err := dialer(t, broker.URL(), true)(context.Background(), "vandal", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	good := osync.EncodeBatch(&osync.Batch{ID: outbox.NewIDGen().New(), Device: "pi-x", Sent: time.Now(),
+		Records: []*outbox.Record{{ID: outbox.NewIDGen().New(), Device: "pi-x", Output: []byte(`{}`)}}})
+	for _, m := range []struct {
+		topic   string
+		payload []byte
+	}{
+		{osync.ResultsTopic("pi-x"), []byte("random bytes, not a batch")},
+		{osync.ResultsTopic("pi-x"), append([]byte{'O', 'B', 9, 0}, good[4:]...)}, // future version
+		{osync.ResultsTopic("pi-x"), good[:len(good)-3]},                          // truncated
+		{osync.ResultsTopic("pi-y"), good},                                        // device/topic mismatch
+		{osync.StatusTopic("pi-x"), []byte("{not json")},
+		{osync.ResultsTopic("pi-x"), good}, // and a good one after all that
+	} {
+		if err := conn.Publish(ctx, m.topic, 1, false, m.payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && h.C.Stats().Stored < 1 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := h.C.Stats()
+	if st.Stored != 1 || st.Malformed != 5 {
+		t.Fatalf("collector stats %+v, want 1 stored and 5 malformed", st)
+	}
+}
+
+// TestCollector_PoisonRecord: a batch with one undecodable record stores the
+// good ones and names the bad one as rejected, so the device can drop it
+// instead of resending the batch forever.
+func TestCollector_PoisonRecord(t *testing.T) {
+	broker := testutil.StartMosquitto(t, false)
+	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL())
+	time.Sleep(200 * time.Millisecond)
+	conn, err := dialer(t, broker.URL(), true)(context.Background(), "pi-p", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	acks := make(chan []byte, 1)
+	if err := conn.Subscribe(context.Background(), osync.AckTopic("pi-p"), 1, func(m osync.Message) { acks <- append([]byte(nil), m.Payload...) }); err != nil {
+		t.Fatal(err)
+	}
+	g := outbox.NewIDGen()
+	good := &outbox.Record{ID: g.New(), Device: "pi-p", Output: []byte(`{"ok":1}`)}
+	poison := &outbox.Record{ID: g.New(), Device: "pi-p", Priority: 9} // no decoder accepts priority 9
+	msg := osync.EncodeBatch(&osync.Batch{ID: g.New(), Device: "pi-p", Sent: time.Now(), Records: []*outbox.Record{good, poison}})
+	if err := conn.Publish(context.Background(), osync.ResultsTopic("pi-p"), 1, false, msg); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-acks:
+		a, err := osync.DecodeAck(m)
+		if err != nil || len(a.Stored) != 1 || a.Stored[0] != good.ID || len(a.Rejected) != 1 || a.Rejected[0] != poison.ID {
+			t.Fatalf("ack %+v, %v", a, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no ack")
+	}
+	if st := h.C.Stats(); st.Stored != 1 || st.Rejected != 1 {
+		t.Fatalf("collector stats %+v", st)
+	}
+}
+
+// TestCollector_RefusesByName: a record too short to carry an ID no longer
+// drops its whole batch (the good records are stored), and a batch the
+// collector cannot decode at all is refused by batch ID, not ignored.
+func TestCollector_RefusesByName(t *testing.T) {
+	broker := testutil.StartMosquitto(t, false)
+	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL())
+	conn, err := dialer(t, broker.URL(), true)(context.Background(), "pi-q", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	acks := make(chan []byte, 4)
+	if err := conn.Subscribe(context.Background(), osync.AckTopic("pi-q"), 1, func(m osync.Message) { acks <- append([]byte(nil), m.Payload...) }); err != nil {
+		t.Fatal(err)
+	}
+	g := outbox.NewIDGen()
+	good := &outbox.Record{ID: g.New(), Device: "pi-q", Output: []byte(`{"ok":1}`)}
+	shortOne := rawBatch(g.New(), "pi-q", good.Encode(nil), []byte{1, 2, 3})
+	truncated := rawBatch(g.New(), "pi-q", good.Encode(nil))
+	truncated = truncated[:len(truncated)-5]
+	next := func() *osync.Ack {
+		t.Helper()
+		select {
+		case m := <-acks:
+			a, err := osync.DecodeAck(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return a
+		case <-time.After(5 * time.Second):
+			t.Fatal("no ack")
+		}
+		return nil
+	}
+	if err := conn.Publish(context.Background(), osync.ResultsTopic("pi-q"), 1, false, shortOne); err != nil {
+		t.Fatal(err)
+	}
+	a := next()
+	if len(a.Stored) != 1 || a.Stored[0] != good.ID || a.Refused == nil || a.Refused.Code != osync.RefusedMalformed {
+		t.Fatalf("ack for a batch with an ID-less record: %+v (refused %+v)", a, a.Refused)
+	}
+	if err := conn.Publish(context.Background(), osync.ResultsTopic("pi-q"), 1, false, truncated); err != nil {
+		t.Fatal(err)
+	}
+	a = next()
+	if id, _ := osync.BatchID(truncated); a.Batch != id || len(a.Stored) != 0 || a.Refused == nil {
+		t.Fatalf("ack for a truncated batch: %+v", a)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for h.C.Stats().Refused < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := h.C.Stats(); st.Stored != 1 || st.Refused != 2 {
+		t.Fatalf("collector stats %+v", st)
+	}
+}
+
+// TestCollector_StatusReplay: a retained status replayed by the broker is
+// not news of the device — last-seen is the time the device sent it, no
+// clock offset is derived from it, and a collector restart changes nothing.
+// Oversized statuses are refused.
+func TestCollector_StatusReplay(t *testing.T) {
+	broker := testutil.StartMosquitto(t, false)
+	conn, err := dialer(t, broker.URL(), true)(context.Background(), "pi-r", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sent := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
+	st := fmt.Sprintf(`{"v":1,"device":"pi-r","state":"offline","queue":5,"time":%q,"refused_total":3,"evicted_total":2,"expired_total":1}`, sent.Format(time.RFC3339Nano))
+	if err := conn.Publish(context.Background(), osync.StatusTopic("pi-r"), 1, true, []byte(st)); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "hub.db")
+	device := func(h *testutil.Hub) hub.DeviceStatus {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			devs, _ := h.C.Devices()
+			if len(devs) == 1 {
+				return devs[0]
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatal("collector never recorded pi-r")
+		return hub.DeviceStatus{}
+	}
+	h := startCollector(t, path, broker.URL())
+	d := device(h)
+	if !d.LastSeen.Equal(sent) || d.ClockOffset != 0 || d.Backlog != 5 || d.State != "offline" || d.Refused != 3 || d.Evicted != 2 || d.Expired != 1 {
+		t.Fatalf("after a retained status: %+v (want last seen %s, no offset)", d, sent)
+	}
+	h.Stop()
+	h = startCollector(t, path, broker.URL())
+	time.Sleep(300 * time.Millisecond)
+	if d2 := device(h); !d2.LastSeen.Equal(sent) {
+		t.Fatalf("restart moved last seen from %s to %s", sent, d2.LastSeen)
+	}
+	big := fmt.Sprintf(`{"v":1,"device":"pi-r","state":"online","queue":1,"version":%q}`, strings.Repeat("x", 20<<10))
+	if err := conn.Publish(context.Background(), osync.StatusTopic("pi-r"), 1, false, []byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for h.C.Stats().Malformed == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d3 := device(h); h.C.Stats().Malformed != 1 || d3.State != "offline" {
+		t.Fatalf("oversized status: malformed %d, device %+v", h.C.Stats().Malformed, d3)
+	}
+}
+
+// TestCollector_ClientID: each hub database gets its own unguessable MQTT
+// client id, kept across restarts (the persistent session), and a second
+// process gets ErrLocked with a hint instead of a bare lock timeout.
+func TestCollector_ClientID(t *testing.T) {
+	dir := t.TempDir()
+	a, err := hub.Open(filepath.Join(dir, "a.db"), hub.CollectorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := hub.Open(filepath.Join(dir, "b.db"), hub.CollectorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idA, idB := a.ClientID(), b.ClientID()
+	b.Close()
+	if idA == idB || idA == "outpost-collector" || !strings.HasPrefix(idA, "outpost-collector-") || len(idA) != len("outpost-collector-")+12 {
+		t.Fatalf("client ids %q and %q", idA, idB)
+	}
+	if _, err := hub.Open(filepath.Join(dir, "a.db"), hub.CollectorOptions{}); !errors.Is(err, hub.ErrLocked) || !strings.Contains(err.Error(), "running 'outpost collect'") {
+		t.Fatalf("second open while held: %v", err)
+	}
+	a.Close()
+	a2, err := hub.Open(filepath.Join(dir, "a.db"), hub.CollectorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a2.Close()
+	if a2.ClientID() != idA {
+		t.Fatalf("client id changed across restart: %q → %q", idA, a2.ClientID())
+	}
+}
+
+// rawBatch frames records by hand (uncompressed), so a test can put in
+// what EncodeBatch never would.
+func rawBatch(id outbox.ID, device string, recs ...[]byte) []byte {
+	out := []byte{'O', 'B', osync.ProtocolVersion, 0}
+	out = append(out, id[:]...)
+	out = binary.AppendUvarint(out, uint64(len(device)))
+	out = append(out, device...)
+	out = binary.AppendVarint(out, time.Now().UnixMilli())
+	out = binary.AppendUvarint(out, uint64(len(recs)))
+	for _, r := range recs {
+		out = binary.AppendUvarint(out, uint64(len(r)))
+		out = append(out, r...)
+	}
+	return out
+}

@@ -1,0 +1,82 @@
+// Package hub is the hub side of outpost: the Collector that stores what
+// devices send (idempotently, acknowledging only after a commit), the Store
+// it keeps results in, exports and the device view. Device packages never
+// import it; it speaks to devices only through sync's wire format.
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+// Store keeps results by (device, record ID) and what the hub knows of
+// each device. Implementations: BoltStore (embedded, one machine); the
+// PostgreSQL one comes next behind the same interface.
+type Store interface {
+	// Commit stores every record of the batches not already present and
+	// updates each device's counters and last seen, in one durable
+	// transaction. It returns, per batch, how many records were new and
+	// how many it had already. On error nothing is stored.
+	Commit(ctx context.Context, batches []*osync.Batch, received time.Time) ([]Counts, error)
+	// UpdateDevice reads, changes and writes one device's view atomically.
+	// f returning errSkip leaves it unchanged.
+	UpdateDevice(ctx context.Context, device string, f func(*DeviceStatus) error) error
+	// Devices lists the device view.
+	Devices(ctx context.Context) ([]DeviceStatus, error)
+	// Each calls fn for every stored result, by device then ID.
+	Each(ctx context.Context, fn func(StoredResult) error) error
+	// Count is the number of stored results.
+	Count(ctx context.Context) (int, error)
+	// ClientID is this hub's MQTT client id: made once, then kept.
+	ClientID(ctx context.Context) (string, error)
+	Close() error
+}
+
+// Counts are one batch's outcome in a Commit.
+type Counts struct{ New, Duplicate int64 }
+
+// ErrSkip, returned by an UpdateDevice callback, leaves the device unchanged.
+var ErrSkip = errors.New("hub: skip update")
+
+// ErrLocked: the store is open in another process (a running collector);
+// the embedded bbolt store allows one at a time.
+var ErrLocked = errors.New("hub: store in use by another process")
+
+// DeviceStatus is what the hub knows about one device.
+type DeviceStatus struct {
+	Device      string    `json:"device"`
+	LastSeen    time.Time `json:"last_seen"`
+	State       string    `json:"state,omitempty"` // from the device's retained status: online/offline
+	Backlog     int64     `json:"backlog"`         // device's queue depth at its last status
+	ClockOffset int64     `json:"clock_offset_ms"` // hub receive time − device send time (includes transit)
+	Stored      int64     `json:"stored"`
+	Duplicates  int64     `json:"duplicates"`
+	Version     string    `json:"version,omitempty"`
+	StatusTime  time.Time `json:"status_time,omitzero"` // device clock of the newest status applied
+	LastSync    time.Time `json:"last_sync,omitzero"`   // device's last acknowledged sync, by its clock
+	// What the device lost by policy, as its last status said (totals).
+	Evicted int64 `json:"evicted_total"`
+	Expired int64 `json:"expired_total"`
+	Refused int64 `json:"refused_total"` // results the device could not store (queue full)
+}
+
+// StoredResult is one record as the hub keeps it.
+type StoredResult struct {
+	Received time.Time
+	Record   *outbox.Record
+}
+
+// MarshalJSON flattens the record and adds "received".
+func (s StoredResult) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(s.Record)
+	if err != nil {
+		return nil, err
+	}
+	rcv, _ := json.Marshal(s.Received)
+	return append(append(append([]byte(`{"received":`), rcv...), ','), b[1:]...), nil
+}
