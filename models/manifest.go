@@ -123,10 +123,8 @@ func (m *Manifest) Validate() error {
 	if m.Version == "" {
 		return bad("version is empty")
 	}
-	switch m.Task {
-	case TaskImageClassification, TaskVAD, TaskKeywordSpotting:
-	default:
-		return bad("task %q: want image-classification, vad or keyword-spotting", m.Task)
+	if _, ok := Spec(m.Task); !ok {
+		return bad("task %q: want one of %v", m.Task, Tasks())
 	}
 	// IsLocal refuses absolute paths, "..", and reserved names: a manifest
 	// can only point inside its own folder.

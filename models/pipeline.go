@@ -51,27 +51,11 @@ type PipelineOptions struct {
 	Decode *DecodeBudget
 }
 
-// NewPipeline returns the pipeline for m's task around an open session.
+// NewPipeline returns the pipeline for m's task (the task table) around
+// an open session.
 func NewPipeline(m *Model, sess runtime.Session, opts PipelineOptions) (Pipeline, error) {
-	switch m.Task {
-	case TaskVAD:
-		v, err := NewVAD(sess, &m.Manifest, opts.VAD)
-		if err != nil {
-			return nil, err
-		}
-		return &vadPipeline{m: m, v: v}, nil
-	case TaskImageClassification:
-		c, err := NewClassifier(m, sess)
-		if err != nil {
-			return nil, err
-		}
-		return &classPipeline{c: c, lang: opts.Lang, decode: opts.Decode}, nil
-	case TaskKeywordSpotting:
-		k, err := NewKWS(m, sess, opts.Segmenter)
-		if err != nil {
-			return nil, err
-		}
-		return &kwsPipeline{k: k}, nil
+	if s, ok := Spec(m.Task); ok && s.New != nil {
+		return s.New(m, sess, opts)
 	}
 	return nil, fmt.Errorf("models: %s: task %q has no pipeline in this build", m.Name, m.Task)
 }

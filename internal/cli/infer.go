@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/device"
 	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/outbox"
-	"github.com/outpost-edge/outpost/runtime/onnx"
 )
 
 const inferExamples = `  outpost infer --model crop-disease --format text leaf.jpg
@@ -25,28 +25,20 @@ const inferExamples = `  outpost infer --model crop-disease --format text leaf.j
 
 func runInfer(ctx context.Context, std IO, args []string) error {
 	var (
-		rf      runtimeFlags
+		dflags  deviceFlags
 		name    string
 		format  string
 		vadOpts models.VADOptions
 		minSp   time.Duration
 		minSil  time.Duration
 		pad     time.Duration
-		df      dataFlags
-		device  string
 		prio    string
-		lang    string
-		vadName string
 	)
 	fs := newFlags(std, "infer", "outpost infer --model NAME [flags] FILE... ('-' reads stdin)", inferExamples)
 	fs.StringVarP(&name, "model", "m", "", "model name (see 'outpost models list')")
 	fs.StringVar(&format, "format", "json", "output: json (one object per line) or text")
-	rf.register(fs, "models-dir")
-	df.register(fs)
-	fs.StringVar(&device, "device-id", os.Getenv("OUTPOST_DEVICE_ID"), "device ID recorded with queued results (env OUTPOST_DEVICE_ID; default: hostname)")
+	dflags.register(fs, "models", "device-id", "lang", "vad-model")
 	fs.StringVar(&prio, "priority", "normal", "queued results' priority: alert, normal or bulk")
-	fs.StringVar(&lang, "lang", envOr("OUTPOST_LANG", "en"), "language of advice text: en, fr, sw, ha, am (env OUTPOST_LANG)")
-	fs.StringVar(&vadName, "vad-model", "silero-vad", "keyword spotting: the VAD model that finds speech segments ('' = whole input)")
 	fs.Float32Var(&vadOpts.Threshold, "vad-threshold", 0, "VAD: probability that starts speech (default from the manifest, else 0.5)")
 	fs.DurationVar(&minSp, "vad-min-speech", 0, "VAD: drop speech shorter than this (default 250ms)")
 	fs.DurationVar(&minSil, "vad-min-silence", 0, "VAD: silence that ends speech (default 100ms)")
@@ -67,64 +59,26 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	// Queue only when asked: a developer trying a model should not find a
-	// database in the working directory.
-	queue := fs.Changed("data-dir") || os.Getenv("OUTPOST_DATA_DIR") != ""
-	if device == "" {
-		device, _ = os.Hostname()
-	}
 	vadOpts.MinSpeech, vadOpts.MinSilence, vadOpts.SpeechPad = models.Duration(minSp), models.Duration(minSil), models.Duration(pad)
-
-	reg, err := rf.registry()
+	cfg, queue, err := dflags.config()
 	if err != nil {
 		return err
 	}
-	m, err := reg.Get(name)
-	if err != nil {
-		for _, p := range reg.Problems() {
-			if strings.Contains(p.Dir, name) {
-				return fmt.Errorf("%w; %s", err, p)
-			}
-		}
-		return err
-	}
-	env, err := rf.env()
-	if err != nil {
-		return err
-	}
-	defer env.Close()
-	sess, err := m.Open(env.Loader(onnx.SessionOptions{IntraOpThreads: rf.threads}))
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	popts := models.PipelineOptions{VAD: vadOpts, Lang: lang}
-	if m.Task == models.TaskKeywordSpotting && vadName != "" {
-		// Keywords are looked for in the speech segments the VAD finds.
-		vm, err := reg.Get(vadName)
-		if err != nil {
-			return fmt.Errorf("keyword spotting needs the VAD model: %w (or --vad-model '')", err)
-		}
-		vs, err := vm.Open(env.Loader(onnx.SessionOptions{IntraOpThreads: rf.threads}))
-		if err != nil {
-			return err
-		}
-		defer vs.Close()
-		// Keywords are short: keep segments down to 100 ms.
-		if popts.Segmenter, err = models.NewVAD(vs, &vm.Manifest, models.VADOptions{MinSpeech: models.Duration(100 * time.Millisecond), SpeechPad: models.Duration(50 * time.Millisecond)}); err != nil {
+	if cfg.ModelsDir == "" {
+		if cfg.ModelsDir, err = dflags.rf.dir(); err != nil {
 			return err
 		}
 	}
-	p, err := models.NewPipeline(m, sess, popts)
+	// Queue only when a data dir was given: a developer trying a model
+	// should not find a database in the working directory.
+	dev, err := device.Open(cfg, device.Options{Version: Version, NoOutbox: !queue, NoUplink: true, VAD: vadOpts,
+		Logger: slog.New(slog.NewTextHandler(std.Err, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		return err
 	}
-	var ob *outbox.Outbox
-	if queue {
-		if ob, err = df.open(std.Err); err != nil {
-			return err
-		}
-		defer ob.Close()
+	defer dev.Close()
+	if _, _, err := dev.Pipeline(name, ""); err != nil {
+		return err
 	}
 	enc := json.NewEncoder(std.Out)
 	failed := 0
@@ -135,14 +89,14 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 		data, err := readInput(std, path)
 		if err == nil {
 			var res *models.Result
-			if res, err = p.Infer(ctx, models.Input{Name: path, Data: data}); err == nil && ob != nil {
-				err = enqueue(ctx, ob, res, device, priority)
+			if res, err = dev.Infer(ctx, name, models.Input{Name: path, Data: data}, ""); err == nil && queue {
+				_, err = dev.Store(ctx, res, priority)
 			}
 			if err == nil {
 				if format == "json" {
 					err = enc.Encode(res)
 				} else {
-					printText(std.Out, res)
+					models.WriteText(std.Out, res)
 				}
 			}
 		}
@@ -155,28 +109,6 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 		return fmt.Errorf("%d of %d inputs failed", failed, fs.NArg())
 	}
 	return nil
-}
-
-// enqueue appends res durably; res.ID is set only once it is on disk.
-func enqueue(ctx context.Context, ob *outbox.Outbox, res *models.Result, device string, p outbox.Priority) error {
-	out, err := json.Marshal(res.Output)
-	if err != nil {
-		return fmt.Errorf("encode result: %w", err)
-	}
-	r := &outbox.Record{Device: device, Model: res.Model, Version: res.Version, Task: string(res.Task), Priority: p, Output: out}
-	id, err := ob.Append(ctx, r, nil)
-	if err != nil {
-		return fmt.Errorf("%s: result not stored: %w", res.Input, err)
-	}
-	res.ID = id.String()
-	return nil
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
 
 // maxInput bounds one input file, so a mistaken path to a disk image does
@@ -203,36 +135,4 @@ func readInput(std IO, path string) ([]byte, error) {
 		return nil, fmt.Errorf("input is larger than %d MiB", maxInput>>20)
 	}
 	return b, nil
-}
-
-func printText(w io.Writer, r *models.Result) {
-	switch out := r.Output.(type) {
-	case *models.VADResult:
-		fmt.Fprintf(w, "%s: %d speech segment(s) in %.2f s (%.0f%% speech) [%s %s, %.1f ms]\n",
-			r.Input, len(out.Segments), out.Duration, out.SpeechRatio*100, r.Model, r.Version, r.Timings.Total)
-		for _, s := range out.Segments {
-			fmt.Fprintf(w, "  %7.3f – %7.3f s  p=%.2f\n", s.Start, s.End, s.Probability)
-		}
-	case *models.KWSResult:
-		fmt.Fprintf(w, "%s: %d keyword(s) in %d speech segment(s), %.2f s [%s %s, %.1f ms]\n",
-			r.Input, len(out.Keywords), out.Segments, out.Duration, r.Model, r.Version, r.Timings.Total)
-		for _, k := range out.Keywords {
-			fmt.Fprintf(w, "  %7.3f – %7.3f s  %s (%.0f%%)\n", k.Start, k.End, k.Keyword, k.Score*100)
-		}
-	case *models.ClassResult:
-		verdict := fmt.Sprintf("%s (%.0f%%)", out.Label, out.Score*100)
-		if out.Uncertain {
-			verdict = fmt.Sprintf("uncertain: best guess %s at %.0f%%", out.Top[0].Label, out.Top[0].Score*100)
-		}
-		fmt.Fprintf(w, "%s: %s [%s %s, %.1f ms]\n", r.Input, verdict, r.Model, r.Version, r.Timings.Total)
-		for _, s := range out.Top[1:] {
-			fmt.Fprintf(w, "  also %s %.0f%%\n", s.Label, s.Score*100)
-		}
-		if out.Advice != "" {
-			fmt.Fprintf(w, "  → %s\n", out.Advice)
-		}
-	default:
-		b, _ := json.Marshal(r.Output)
-		fmt.Fprintf(w, "%s: %s [%s %s, %.1f ms]\n", r.Input, b, r.Model, r.Version, r.Timings.Total)
-	}
 }

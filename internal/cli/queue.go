@@ -80,13 +80,13 @@ const queueExamples = `  outpost queue stats                        # counts, by
 
 func runQueue(ctx context.Context, std IO, args []string) error {
 	var (
-		df     dataFlags
+		dflags deviceFlags
 		asJSON bool
 		limit  int
 		out    string
 	)
-	fs := newFlags(std, "queue", "outpost queue stats|list|show ID|export|compact [--data-dir DIR] [--json]", queueExamples)
-	df.register(fs)
+	fs := newFlags(std, "queue", "outpost queue stats|list|show ID|export|compact [--config FILE] [--data-dir DIR] [--json]", queueExamples)
+	dflags.register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print JSON (stats, list)")
 	fs.IntVar(&limit, "limit", 50, "list: at most this many records (0 = all)")
 	fs.StringVar(&out, "out", "", "export: write to this file (atomically) instead of stdout")
@@ -109,6 +109,11 @@ func runQueue(ctx context.Context, std IO, args []string) error {
 	default:
 		return usagef("unknown queue command %q (want stats, list, show, export, compact)", sub)
 	}
+	cfg, _, err := dflags.config()
+	if err != nil {
+		return err
+	}
+	df := dataFlags{dir: cfg.DataDir}
 	// Looking must not create: a mistyped --data-dir would otherwise show
 	// an empty queue (and leave an outbox behind).
 	if err := df.mustExist(); err != nil {

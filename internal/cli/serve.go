@@ -24,56 +24,18 @@ const serveExamples = `  outpost serve                                   # 127.0
 
 func runServe(ctx context.Context, std IO, args []string) error {
 	var (
-		cfgFile string
-		print   bool
-		rf      runtimeFlags
-		df      dataFlags
-		c       = daemon.Defaults()
-		f       = daemon.Config{}
+		dflags deviceFlags
+		print  bool
 	)
 	fs := newFlags(std, "serve", "outpost serve [--config FILE] [flags]", serveExamples)
-	fs.StringVar(&cfgFile, "config", os.Getenv("OUTPOST_CONFIG"), "JSON config file (keys: see --print-config); env OUTPOST_<KEY> and flags override it")
 	fs.BoolVar(&print, "print-config", false, "print the merged configuration (secrets masked) and exit")
-	df.register(fs)
-	fs.StringVar(&f.Listen, "listen", "", "HTTP address (default 127.0.0.1:8080; off loopback a --token is required)")
-	fs.StringVar(&f.Broker, "broker", "", "MQTT broker URL; none = stay offline and queue")
-	fs.StringVar(&f.DeviceID, "device-id", "", "device ID in topics and results (default: hostname)")
-	fs.StringVar(&f.Inbox, "inbox", "", "watch folder: photos and WAVs dropped here are inferred and stored")
-	fs.StringVar(&f.Token, "token", "", "bearer token for the API (prefer env OUTPOST_TOKEN)")
-	fs.BoolVar(&f.Demo, "demo", false, "demo: embedded MQTT broker and hub collector, bundled samples in the inbox")
-	rf.register(fs, "models-dir")
+	dflags.register(fs, "models", "listen", "broker", "device-id", "inbox", "token", "demo")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if cfgFile != "" {
-		if err := c.LoadFile(cfgFile); err != nil {
-			return err
-		}
-	}
-	if err := c.LoadEnv(os.Getenv); err != nil {
+	c, _, err := dflags.config()
+	if err != nil {
 		return err
-	}
-	set := func(name string, dst *string, v string) {
-		if fs.Changed(name) {
-			*dst = v
-		}
-	}
-	set("listen", &c.Listen, f.Listen)
-	set("broker", &c.Broker, f.Broker)
-	set("device-id", &c.DeviceID, f.DeviceID)
-	set("inbox", &c.Inbox, f.Inbox)
-	set("token", &c.Token, f.Token)
-	set("ort-lib", &c.ORTLib, rf.ortLib)
-	set("data-dir", &c.DataDir, df.dir)
-	set("models-dir", &c.ModelsDir, rf.modelsDir)
-	if fs.Changed("threads") {
-		c.Threads = rf.threads
-	}
-	if fs.Changed("demo") {
-		c.Demo = f.Demo
-	}
-	if c.DataDir == "" {
-		c.DataDir = df.path()
 	}
 	if c.Demo && c.Inbox == "" {
 		c.Inbox = filepath.Join(c.DataDir, "inbox")
@@ -85,7 +47,7 @@ func runServe(ctx context.Context, std IO, args []string) error {
 		return usagef("%v", err)
 	}
 	if c.ModelsDir == "" {
-		dir, err := rf.dir()
+		dir, err := dflags.rf.dir()
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/outpost-edge/outpost/internal/device"
 	"io"
 	"log/slog"
 	"os"
@@ -62,27 +63,17 @@ const syncExamples = `  outpost sync --once --broker tcp://hub.local:1883       
 
 func runSync(ctx context.Context, std IO, args []string) error {
 	var (
-		df      dataFlags
-		bf      brokerFlags
+		dflags  deviceFlags
 		once    bool
-		device  string
-		budget  string
 		timeout time.Duration
 		reach   time.Duration
 		verbose bool
-		batch   int
-		ackWait time.Duration
 	)
-	fs := newFlags(std, "sync", "outpost sync --once --broker URL [--data-dir DIR]", syncExamples)
-	df.register(fs)
-	bf.register(fs)
+	fs := newFlags(std, "sync", "outpost sync --once [--config FILE] [--broker URL] [--data-dir DIR]", syncExamples)
+	dflags.register(fs, "broker", "device-id", "daily-budget", "batch", "ack-timeout")
 	fs.BoolVar(&once, "once", false, "drain the outbox now and exit (the daemon syncs continuously)")
-	fs.StringVar(&device, "device-id", os.Getenv("OUTPOST_DEVICE_ID"), "device ID in topics (env OUTPOST_DEVICE_ID; default: hostname)")
-	fs.StringVar(&budget, "daily-budget", os.Getenv("OUTPOST_DAILY_BUDGET"), "bytes per day on the wire, e.g. 5MB (alerts may exceed it); empty = unlimited")
 	fs.DurationVar(&timeout, "timeout", 0, "give up after this long (0 = until drained or interrupted)")
 	fs.DurationVar(&reach, "connect-timeout", time.Minute, "give up when the broker cannot be reached at all for this long (0 = keep trying)")
-	fs.IntVar(&batch, "batch", 500, "records per MQTT message")
-	fs.DurationVar(&ackWait, "ack-timeout", 30*time.Second, "resend a batch the collector has not acknowledged after this long")
 	fs.BoolVarP(&verbose, "verbose", "v", false, "log connections and retries")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -90,40 +81,33 @@ func runSync(ctx context.Context, std IO, args []string) error {
 	if !once {
 		return usagef("continuous sync runs in the daemon ('outpost serve'); use --once here")
 	}
-	if device == "" {
-		device, _ = os.Hostname()
-	}
-	if !osync.ValidDeviceID(device) {
-		return usagef("device id %q: use letters, digits, '.', '_' or '-' (set --device-id)", device)
-	}
-	dial, err := bf.dialer(true)
+	cfg, _, err := dflags.config()
 	if err != nil {
 		return err
 	}
-	daily, err := osync.ParseBytes(budget)
-	if err != nil {
+	if cfg.Broker == "" {
+		return usagef("--broker is required (or OUTPOST_BROKER, or broker in --config)")
+	}
+	if cfg.DeviceID == "" {
+		cfg.DeviceID, _ = os.Hostname()
+	}
+	if !osync.ValidDeviceID(cfg.DeviceID) {
+		return usagef("device id %q: use letters, digits, '.', '_' or '-' (set --device-id)", cfg.DeviceID)
+	}
+	if _, err := osync.ParseBytes(cfg.DailyBudget); err != nil {
 		return usagef("--daily-budget: %v", err)
 	}
-	ob, err := df.open(std.Err)
+	if err := cfg.Validate(); err != nil {
+		return usagef("%v", strings.TrimPrefix(err.Error(), "config: "))
+	}
+	dev, err := device.Open(cfg, device.Options{Version: Version, Logger: logTo(std.Err, verbose), NoModels: true})
 	if err != nil {
 		return err
 	}
-	defer ob.Close()
-	var bud *osync.Budget
-	if daily > 0 {
-		if bud, err = osync.LoadBudget(daily, filepath.Join(df.path(), "budget.json")); err != nil {
-			return err
-		}
-	}
-	probe, err := mqtt.Prober(bf.url)
-	if err != nil {
-		return usagef("--broker: %v", err)
-	}
-	up, err := osync.NewUplink(ob, dial, osync.UplinkOptions{Device: device, Budget: bud, Version: Version,
-		BatchRecords: batch, AckTimeout: ackWait, Logger: logTo(std.Err, verbose), Probe: probe})
-	if err != nil {
-		return err
-	}
+	defer dev.Close()
+	ob, up, bud, device := dev.Outbox(), dev.Uplink(), dev.Budget(), cfg.DeviceID
+	daily, _ := osync.ParseBytes(cfg.DailyBudget)
+	bf := brokerFlags{url: cfg.Broker}
 	st0, _ := ob.Stats()
 	parent := ctx
 	if timeout > 0 {
@@ -177,7 +161,7 @@ func runSync(ctx context.Context, std IO, args []string) error {
 			return fmt.Errorf("could not connect to %s for %s (%d attempts); %d records stay queued: check --broker and the network (--connect-timeout 0 keeps trying)",
 				bf.url, reach, s.ConnectFails, st.Count)
 		case parent.Err() != nil && errors.Is(parent.Err(), context.Canceled):
-			return fmt.Errorf("interrupted; %d records stay queued in %s (nothing is lost)", st.Count, df.path())
+			return fmt.Errorf("interrupted; %d records stay queued in %s (nothing is lost)", st.Count, cfg.DataDir)
 		case errors.Is(err, context.DeadlineExceeded):
 			return fmt.Errorf("timed out after %s with %d records left (are the broker and collector reachable?)", timeout, st.Count)
 		}

@@ -18,14 +18,14 @@ func BenchmarkHTTPInfer(b *testing.B) {
 	t := &testing.T{}
 	d, srv := newTestDaemon(t, nil)
 	photo := sample(t, "crop-disease/samples/rust.jpg")
-	l, err := d.pipeline("crop-disease")
+	p, _, err := d.Device().Pipeline("crop-disease", "")
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
 	direct := func() time.Duration {
 		t0 := time.Now()
-		if _, err := l.p.Infer(ctx, models.Input{Name: "rust.jpg", Data: photo}); err != nil {
+		if _, err := p.Infer(ctx, models.Input{Name: "rust.jpg", Data: photo}); err != nil {
 			b.Fatal(err)
 		}
 		return time.Since(t0)

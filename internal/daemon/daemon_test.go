@@ -64,7 +64,7 @@ func post(t *testing.T, url, ctype string, body []byte, hdr ...string) (int, map
 }
 
 func queueCount(t *testing.T, d *Daemon) int64 {
-	st, err := d.ob.Stats()
+	st, err := d.dev.Outbox().Stats()
 	if err != nil {
 		t.Fatal(err)
 	}

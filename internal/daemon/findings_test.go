@@ -183,12 +183,12 @@ func TestWatch_QueueFullRetried(t *testing.T) {
 	if m := get(t, srv.URL+"/metrics"); !strings.Contains(m, "outpost_queue_refused_total") || !strings.Contains(m, `outpost_results_total{outcome="refused"}`) {
 		t.Fatal("metrics lack the refusal counters")
 	}
-	recs, _ := d.ob.Lease(10, 0)
+	recs, _ := d.dev.Outbox().Lease(10, 0)
 	ids := []outbox.ID{}
 	for _, r := range recs {
 		ids = append(ids, r.ID)
 	}
-	d.ob.Ack(ids)
+	d.dev.Outbox().Ack(ids)
 	waitFor(t, "both files in done/", func() bool {
 		return exists(filepath.Join(inbox, "done", "a.jpg")) && exists(filepath.Join(inbox, "done", "b.jpg"))
 	})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/outpost-edge/outpost/internal/device"
 	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/outbox"
 	"github.com/outpost-edge/outpost/runtime"
@@ -101,7 +102,7 @@ func (d *Daemon) checkHost(next http.Handler) http.Handler {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		if !isLoopback(strings.Trim(host, "[]")) {
+		if !device.IsLoopback(strings.Trim(host, "[]")) {
 			fail(w, http.StatusMisdirectedRequest, "bad_host", fmt.Errorf("host %q: without a token this API answers only to localhost, 127.0.0.1 or [::1]", r.Host))
 			return
 		}
@@ -139,12 +140,9 @@ func (d *Daemon) handleModels(w http.ResponseWriter, r *http.Request) {
 		Accepts   []string    `json:"accepts"`
 	}
 	var out []model
-	for _, m := range d.reg.Models() {
-		acc := []string{"audio/wav"}
-		if m.Task == models.TaskImageClassification {
-			acc = []string{"image/jpeg", "image/png"}
-		}
-		out = append(out, model{m.Name, m.Version, m.Task, m.Labels, m.Languages, acc})
+	for _, m := range d.dev.Registry().Models() {
+		spec, _ := models.Spec(m.Task)
+		out = append(out, model{m.Name, m.Version, m.Task, m.Labels, m.Languages, spec.ContentTypes})
 	}
 	writeJSON(w, 200, map[string]any{"models": out})
 }
@@ -154,7 +152,7 @@ func (d *Daemon) handleModels(w http.ResponseWriter, r *http.Request) {
 // stored result once it is durable.
 func (d *Daemon) handleInfer(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	m, err := d.reg.Get(name)
+	m, err := d.dev.Registry().Get(name)
 	if err != nil {
 		fail(w, http.StatusNotFound, "unknown_model", err)
 		return
@@ -210,7 +208,8 @@ func (d *Daemon) handleInfer(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusTooManyRequests, "busy", fmt.Errorf("%d inferences already running; retry in a second", cap(d.sem)))
 		return
 	}
-	if err := accepts(m.Task, ctype); err != nil {
+	spec, _ := models.Spec(m.Task)
+	if err := spec.Accepts(ctype); err != nil {
 		fail(w, http.StatusUnsupportedMediaType, "unsupported_media_type", err)
 		return
 	}
@@ -270,22 +269,6 @@ func readUpload(r *http.Request) (data []byte, ctype, filename string, err error
 			ct = mt
 		}
 		return data, ct, p.FileName(), err
-	}
-}
-
-func accepts(task models.Task, ctype string) error {
-	switch task {
-	case models.TaskImageClassification:
-		if ctype == "image/jpeg" || ctype == "image/png" {
-			return nil
-		}
-		return fmt.Errorf("this model takes image/jpeg or image/png, not %q", ctype)
-	default:
-		switch ctype {
-		case "audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave":
-			return nil
-		}
-		return fmt.Errorf("this model takes audio/wav, not %q", ctype)
 	}
 }
 

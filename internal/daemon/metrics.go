@@ -30,7 +30,7 @@ func newMetrics(d *Daemon) *metrics {
 		Help: "Results after inference, by outcome: stored in the outbox, or refused (queue or disk full) this process."}, []string{"outcome"})
 	total := func(f func(st outboxStats) int64) func() float64 {
 		return func() float64 {
-			st, err := d.ob.Stats()
+			st, err := d.dev.Outbox().Stats()
 			if err != nil {
 				return 0
 			}
@@ -39,7 +39,7 @@ func newMetrics(d *Daemon) *metrics {
 	}
 	queue := func(f func(count, bytes float64) float64) func() float64 {
 		return func() float64 {
-			st, err := d.ob.Stats()
+			st, err := d.dev.Outbox().Stats()
 			if err != nil {
 				return 0
 			}
@@ -59,29 +59,29 @@ func newMetrics(d *Daemon) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_queue_bytes", Help: "Encoded bytes waiting in the outbox."},
 			queue(func(_, b float64) float64 { return b })),
 	)
-	if d.up != nil {
+	if d.dev.Uplink() != nil {
 		stat := func(f func() int64) func() float64 { return func() float64 { return float64(f()) } }
 		m.reg.MustRegister(
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_batches_acked_total", Help: "Batches the collector acknowledged."},
-				stat(func() int64 { return d.up.Stats().Batches })),
+				stat(func() int64 { return d.dev.Uplink().Stats().Batches })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_records_acked_total", Help: "Records deleted after the collector's ack."},
-				stat(func() int64 { return d.up.Stats().Records })),
+				stat(func() int64 { return d.dev.Uplink().Stats().Records })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_resent_total", Help: "Batches resent after no ack."},
-				stat(func() int64 { return d.up.Stats().Resent })),
+				stat(func() int64 { return d.dev.Uplink().Stats().Resent })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_rejected_total", Help: "Records the hub rejected for good (dropped)."},
-				stat(func() int64 { return d.up.Stats().Rejected })),
+				stat(func() int64 { return d.dev.Uplink().Stats().Rejected })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_refused_batches_total", Help: "Batches the hub refused (records kept, resent after a backoff)."},
-				stat(func() int64 { return d.up.Stats().Refused })),
+				stat(func() int64 { return d.dev.Uplink().Stats().Refused })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_stray_acks_total", Help: "Acks naming batches or records this device did not send; ignored."},
-				stat(func() int64 { return d.up.Stats().StrayAcks })),
+				stat(func() int64 { return d.dev.Uplink().Stats().StrayAcks })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_connect_failures_total", Help: "Failed broker connections."},
-				stat(func() int64 { return d.up.Stats().ConnectFails })),
+				stat(func() int64 { return d.dev.Uplink().Stats().ConnectFails })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_wire_bytes_total", Help: "Estimated bytes on the wire, both directions."},
-				stat(func() int64 { return d.up.Stats().WireBytes })),
+				stat(func() int64 { return d.dev.Uplink().Stats().WireBytes })),
 		)
-		if d.budget != nil {
+		if d.dev.Budget() != nil {
 			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_sync_budget_used_bytes", Help: "Bytes of today's budget spent."},
-				func() float64 { return float64(d.budget.Spent(time.Now())) }))
+				func() float64 { return float64(d.dev.Budget().Spent(time.Now())) }))
 		}
 	}
 	return m

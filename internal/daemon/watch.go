@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/outbox"
 )
 
@@ -277,15 +278,9 @@ func readInboxFile(path string, max int64) ([]byte, error) {
 
 func (d *Daemon) takeFile(ctx context.Context, dir, name string, sig fileSig, taken map[string]fileSig, later map[string]time.Time) {
 	path := filepath.Join(dir, name)
-	model := ""
-	switch strings.ToLower(filepath.Ext(name)) {
-	case ".jpg", ".jpeg", ".png":
-		model = d.cfg.ImageModel
-	case ".wav":
-		model = d.cfg.AudioModel
-	}
+	model := d.modelForFile(name)
 	if model == "" {
-		d.failFile(dir, name, model, fmt.Errorf("no model for %q files (photos: .jpg .jpeg .png, audio: .wav)", filepath.Ext(name)))
+		d.failFile(dir, name, model, fmt.Errorf("no model for %q files (image_model %s and audio_model %s take neither)", filepath.Ext(name), d.cfg.ImageModel, d.cfg.AudioModel))
 		return
 	}
 	data, err := readInboxFile(path, d.cfg.MaxBodyBytes)
@@ -391,4 +386,17 @@ func moveNoReplace(src, dir, name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("move %s: 1000 files of that name in %s already", src, dir)
+}
+
+// modelForFile picks the configured model whose task takes this file
+// (the task table's extensions): image_model first, then audio_model.
+func (d *Daemon) modelForFile(name string) string {
+	for _, model := range []string{d.cfg.ImageModel, d.cfg.AudioModel} {
+		if m, err := d.dev.Registry().Get(model); err == nil {
+			if spec, ok := models.Spec(m.Task); ok && spec.TakesFile(name) {
+				return model
+			}
+		}
+	}
+	return ""
 }

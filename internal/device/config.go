@@ -1,8 +1,4 @@
-// Package daemon is `outpost serve`: it ties the models, the outbox and the
-// uplink into one long-running process with a local HTTP API, the kiosk
-// page, a watch folder and Prometheus metrics. Library packages never
-// import it.
-package daemon
+package device
 
 import (
 	"bytes"
@@ -14,12 +10,14 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
 )
 
-// Config is every setting of the daemon. Each key can come from the JSON
+// Config is every setting of a device (serve's HTTP keys included: one
+// file configures every command). Each key can come from the JSON
 // config file, from the environment as OUTPOST_<KEY> (upper case), and for
 // the common ones from flags; later sources win (file < env < flags).
 type Config struct {
@@ -38,7 +36,9 @@ type Config struct {
 	MQTTCA       string `json:"mqtt_ca"`
 	MQTTCert     string `json:"mqtt_cert"`
 	MQTTKey      string `json:"mqtt_key"`
-	DailyBudget  string `json:"daily_budget"` // e.g. "5MB"; "" = unlimited
+	DailyBudget  string `json:"daily_budget"`     // e.g. "5MB"; "" = unlimited
+	SyncBatch    int    `json:"sync_batch"`       // records per MQTT message; default 500
+	SyncAckWait  string `json:"sync_ack_timeout"` // resend a batch unacknowledged this long; default 30s
 
 	MaxBodyBytes  int64  `json:"max_body_bytes"` // per request; default 16 MiB
 	MaxConcurrent int    `json:"max_concurrent"` // inferences at once; more get 429; default 2
@@ -49,6 +49,7 @@ type Config struct {
 	Inbox      string `json:"inbox"`       // watch folder; "" = off
 	ImageModel string `json:"image_model"` // for photos dropped in the inbox; default crop-disease
 	AudioModel string `json:"audio_model"` // for WAVs dropped in the inbox; default kws
+	VADModel   string `json:"vad_model"`   // finds speech for keyword spotting; default silero-vad ("" = whole input)
 
 	Demo bool `json:"demo"` // embedded broker + collector + sample inputs (make demo)
 }
@@ -56,7 +57,8 @@ type Config struct {
 // Defaults returns a Config with every default filled in.
 func Defaults() Config {
 	return Config{Threads: 1, Listen: "127.0.0.1:8080", Lang: "en", MaxBodyBytes: 16 << 20, MaxConcurrent: 2,
-		QueuePolicy: string(outbox.PolicyPause), ImageModel: "crop-disease", AudioModel: "kws"}
+		QueuePolicy: string(outbox.PolicyPause), ImageModel: "crop-disease", AudioModel: "kws", VADModel: "silero-vad",
+		SyncBatch: 500, SyncAckWait: "30s"}
 }
 
 // LoadFile merges a JSON config file into c. Unknown keys are errors.
@@ -113,7 +115,7 @@ func (c *Config) Validate() error {
 	if err != nil {
 		return bad("listen", "%q is not host:port (%v)", c.Listen, err)
 	}
-	if !isLoopback(host) && c.Token == "" {
+	if !IsLoopback(host) && c.Token == "" {
 		return bad("token", "required when listen (%s) is not a loopback address: anyone on the network could use the API", c.Listen)
 	}
 	if c.DeviceID != "" && !osync.ValidDeviceID(c.DeviceID) {
@@ -133,6 +135,15 @@ func (c *Config) Validate() error {
 	}
 	if c.QueueMaxBytes < 0 || c.QueueMaxItems < 0 {
 		return bad("queue_max_bytes", "caps must not be negative")
+	}
+	if c.SyncBatch < 1 || c.SyncBatch > 100_000 {
+		return bad("sync_batch", "%d: want 1 to 100000", c.SyncBatch)
+	}
+	if d, err := time.ParseDuration(c.SyncAckWait); err != nil || d <= 0 {
+		return bad("sync_ack_timeout", "%q: want a duration like 30s", c.SyncAckWait)
+	}
+	if _, err := osync.ParseBytes(c.DailyBudget); err != nil {
+		return bad("daily_budget", "%v", err)
 	}
 	if c.Broker != "" && !strings.Contains(c.Broker, "://") {
 		return bad("broker", "%q: want a URL like tcp://host:1883, ssl://host:8883, ws://host/mqtt", c.Broker)
@@ -173,7 +184,8 @@ func within(p, dir string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
-func isLoopback(host string) bool {
+// IsLoopback: localhost or a loopback address.
+func IsLoopback(host string) bool {
 	if host == "localhost" {
 		return true
 	}
@@ -191,4 +203,10 @@ func (c Config) Masked() string {
 	}
 	b, _ := json.MarshalIndent(c, "", "  ")
 	return string(b)
+}
+
+// AckTimeout is sync_ack_timeout as a duration (Validate checked it).
+func (c *Config) AckTimeout() time.Duration {
+	d, _ := time.ParseDuration(c.SyncAckWait)
+	return d
 }

@@ -1,0 +1,316 @@
+// Package device is the one place a Config becomes a running device: the
+// ONNX Runtime environment, the model registry, pipelines opened on first
+// use (one per model and language), the outbox and the uplink. `outpost
+// serve`, `infer --data-dir`, `sync --once`, the watch folder and --demo
+// all go through Open; none assembles these parts itself. It knows no
+// HTTP (litestream's Store: Open, use, Close).
+package device
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	gosync "sync"
+	"time"
+
+	"github.com/outpost-edge/outpost/models"
+	"github.com/outpost-edge/outpost/outbox"
+	"github.com/outpost-edge/outpost/runtime"
+	"github.com/outpost-edge/outpost/runtime/onnx"
+	osync "github.com/outpost-edge/outpost/sync"
+	"github.com/outpost-edge/outpost/sync/mqtt"
+)
+
+// OutboxFile is the outbox's file name in the data dir.
+const OutboxFile = "outbox.db"
+
+// Options are how a caller uses the device; Config is what it is.
+type Options struct {
+	Version string
+	Logger  *slog.Logger
+	// NoOutbox: only infer (`outpost infer` without --data-dir).
+	NoOutbox bool
+	// NoUplink: do not set up the uplink even if a broker is configured.
+	NoUplink bool
+	// NoModels: no registry (sync and queue commands run no models).
+	NoModels bool
+	// VAD overrides the manifest's VAD settings (CLI flags).
+	VAD models.VADOptions
+	// DecodeBudget bounds decoded image memory across concurrent requests;
+	// 0: unbounded (one request at a time, as in the CLI).
+	DecodeBudget int64
+	// Observe, if set, is told of every inference (metrics).
+	Observe func(model string, took time.Duration, err error)
+}
+
+// Device is one configured device. Safe for concurrent use.
+type Device struct {
+	cfg Config
+	o   Options
+	log *slog.Logger
+
+	reg    *models.Registry
+	ob     *outbox.Outbox
+	up     *osync.Uplink
+	budget *osync.Budget
+	decode *models.DecodeBudget
+
+	mu    gosync.Mutex
+	env   *onnx.Env                     // opened with the first pipeline
+	open  map[string]*opened            // model name -> sessions
+	pipes map[[2]string]models.Pipeline // (model, lang) -> pipeline
+	once  gosync.Once
+}
+
+type opened struct {
+	m    *models.Model
+	sess []runtime.Session // the model's, then its VAD's for keyword spotting
+	seg  *models.VAD
+}
+
+// Open validates cfg and opens the registry, the outbox and the uplink.
+// ONNX Runtime and models are opened lazily, on first use.
+func Open(cfg Config, o Options) (*Device, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.DeviceID == "" {
+		h, _ := os.Hostname()
+		cfg.DeviceID = h
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	d := &Device{cfg: cfg, o: o, log: o.Logger, open: map[string]*opened{}, pipes: map[[2]string]models.Pipeline{}}
+	if o.DecodeBudget > 0 {
+		d.decode = models.NewDecodeBudget(o.DecodeBudget)
+	}
+	var err error
+	if !o.NoModels {
+		if d.reg, err = models.LoadDir(cfg.ModelsDir); err != nil {
+			return nil, err
+		}
+		for _, p := range d.reg.Problems() {
+			d.log.Error("model refused", "dir", p.Dir, "err", p.Err)
+		}
+	}
+	if !o.NoOutbox {
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		d.ob, err = outbox.Open(filepath.Join(cfg.DataDir, OutboxFile), outbox.Options{MaxBytes: cfg.QueueMaxBytes,
+			MaxRecords: cfg.QueueMaxItems, Policy: outbox.Policy(cfg.QueuePolicy), Logger: d.log})
+		if err != nil {
+			if strings.Contains(err.Error(), "timeout") {
+				return nil, fmt.Errorf("%w (another outpost process — the daemon? — has it open)", err)
+			}
+			return nil, err
+		}
+		if cfg.Broker != "" && !o.NoUplink {
+			if err := d.setupUplink(); err != nil {
+				d.Close()
+				return nil, err
+			}
+		}
+	}
+	return d, nil
+}
+
+func (d *Device) setupUplink() error {
+	c := d.cfg
+	dial, err := mqtt.Dialer(mqtt.Options{Broker: c.Broker, Username: c.MQTTUsername, Password: c.MQTTPassword,
+		CAFile: c.MQTTCA, CertFile: c.MQTTCert, KeyFile: c.MQTTKey, CleanSession: true})
+	if err != nil {
+		return err
+	}
+	daily, err := osync.ParseBytes(c.DailyBudget)
+	if err != nil {
+		return fmt.Errorf("config: daily_budget: %w", err)
+	}
+	if daily > 0 {
+		if d.budget, err = osync.LoadBudget(daily, filepath.Join(c.DataDir, "budget.json")); err != nil {
+			return err
+		}
+	}
+	probe, err := mqtt.Prober(c.Broker)
+	if err != nil {
+		return err
+	}
+	d.up, err = osync.NewUplink(d.ob, dial, osync.UplinkOptions{Device: c.DeviceID, Budget: d.budget,
+		Version: d.o.Version, Logger: d.log, Probe: probe, AckTimeout: c.AckTimeout(), BatchRecords: c.SyncBatch})
+	return err
+}
+
+// Config is the validated configuration (device ID filled in).
+func (d *Device) Config() Config { return d.cfg }
+
+// Registry is the model registry.
+func (d *Device) Registry() *models.Registry { return d.reg }
+
+// Outbox is the device's queue; nil with Options.NoOutbox.
+func (d *Device) Outbox() *outbox.Outbox { return d.ob }
+
+// Uplink is nil when no broker is configured.
+func (d *Device) Uplink() *osync.Uplink { return d.up }
+
+// Budget is nil when no daily budget is configured.
+func (d *Device) Budget() *osync.Budget { return d.budget }
+
+// Close releases sessions, the outbox and ONNX Runtime. Safe to call twice
+// and after a failed Open.
+func (d *Device) Close() error {
+	var err error
+	d.once.Do(func() {
+		d.mu.Lock()
+		for _, o := range d.open {
+			for _, s := range o.sess {
+				s.Close()
+			}
+		}
+		d.open, d.pipes = map[string]*opened{}, map[[2]string]models.Pipeline{}
+		if d.env != nil {
+			d.env.Close()
+		}
+		d.mu.Unlock()
+		if d.ob != nil {
+			err = d.ob.Close()
+		}
+	})
+	return err
+}
+
+// Model returns a registered model, naming a refused model folder of that
+// name when there is one.
+func (d *Device) Model(name string) (*models.Model, error) {
+	if d.reg == nil {
+		return nil, errors.New("device: opened without models")
+	}
+	m, err := d.reg.Get(name)
+	if err != nil {
+		for _, p := range d.reg.Problems() {
+			if filepath.Base(p.Dir) == name {
+				return nil, fmt.Errorf("%w; %s", err, p)
+			}
+		}
+	}
+	return m, err
+}
+
+// Pipeline returns the pipeline for model and advice language (the
+// configured one when lang is ""), opening the model on first use and
+// keeping one pipeline per (model, language): a request in Swahili does
+// not rebuild anything.
+func (d *Device) Pipeline(model, lang string) (models.Pipeline, *models.Model, error) {
+	if lang == "" {
+		lang = d.cfg.Lang
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p, ok := d.pipes[[2]string{model, lang}]; ok {
+		return p, d.open[model].m, nil
+	}
+	op, err := d.openModel(model)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := models.NewPipeline(op.m, op.sess[0], models.PipelineOptions{VAD: d.o.VAD, Lang: lang, Segmenter: op.seg, Decode: d.decode})
+	if err != nil {
+		return nil, nil, err
+	}
+	d.pipes[[2]string{model, lang}] = p
+	return p, op.m, nil
+}
+
+// openModel opens a model's sessions (mu held): for keyword spotting also
+// the VAD model that finds speech for it, or an error naming it — never
+// keyword spotting on the whole input by accident.
+func (d *Device) openModel(name string) (*opened, error) {
+	if op, ok := d.open[name]; ok {
+		return op, nil
+	}
+	m, err := d.Model(name)
+	if err != nil {
+		return nil, err
+	}
+	if d.env == nil {
+		lib, err := onnx.FindLibrary(d.cfg.ORTLib)
+		if err != nil {
+			return nil, err
+		}
+		if d.env, err = onnx.NewEnv(onnx.Options{LibraryPath: lib}); err != nil {
+			return nil, err
+		}
+	}
+	load := d.env.Loader(onnx.SessionOptions{IntraOpThreads: d.cfg.Threads})
+	sess, err := m.Open(load)
+	if err != nil {
+		return nil, err
+	}
+	op := &opened{m: m, sess: []runtime.Session{sess}}
+	if spec, _ := models.Spec(m.Task); spec.NeedsSegmenter && d.cfg.VADModel != "" {
+		vm, err := d.Model(d.cfg.VADModel)
+		if err != nil {
+			sess.Close()
+			return nil, fmt.Errorf("%s needs the VAD model to find speech: %w (set vad_model to \"\" to search the whole input)", name, err)
+		}
+		vs, err := vm.Open(load)
+		if err != nil {
+			sess.Close()
+			return nil, err
+		}
+		op.sess = append(op.sess, vs)
+		// Keywords are short: keep segments down to 100 ms.
+		if op.seg, err = models.NewVAD(vs, &vm.Manifest, models.VADOptions{MinSpeech: models.Duration(100 * time.Millisecond), SpeechPad: models.Duration(50 * time.Millisecond)}); err != nil {
+			for _, s := range op.sess {
+				s.Close()
+			}
+			return nil, err
+		}
+	}
+	d.open[name] = op
+	return op, nil
+}
+
+// Infer runs a model on one input (lang: advice language, "" = configured).
+func (d *Device) Infer(ctx context.Context, model string, in models.Input, lang string) (*models.Result, error) {
+	p, _, err := d.Pipeline(model, lang)
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	res, err := p.Infer(ctx, in)
+	if d.o.Observe != nil {
+		d.o.Observe(model, time.Since(t0), err)
+	}
+	return res, err
+}
+
+// Store appends a result durably and returns once it is on disk; res.ID is
+// set then. A blight diagnosis at normal priority goes up as an alert.
+func (d *Device) Store(ctx context.Context, res *models.Result, prio outbox.Priority) (*outbox.Record, error) {
+	if d.ob == nil {
+		return nil, errors.New("device: no outbox (set a data dir)")
+	}
+	out, err := json.Marshal(res.Output)
+	if err != nil {
+		return nil, fmt.Errorf("encode result: %w", err)
+	}
+	if cr, ok := res.Output.(*models.ClassResult); ok && prio == outbox.Normal && cr.Label == "blight" {
+		prio = outbox.Alert // spreads in days: goes first and may spend the budget
+	}
+	rec := &outbox.Record{Device: d.cfg.DeviceID, Model: res.Model, Version: res.Version, Task: string(res.Task), Priority: prio, Output: out}
+	id, err := d.ob.Append(ctx, rec, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: result not stored: %w", res.Input, err)
+	}
+	res.ID = id.String()
+	if d.up != nil {
+		d.up.Notify()
+	}
+	return rec, nil
+}
