@@ -143,3 +143,30 @@ func TestCollect_Dictionary(t *testing.T) {
 		t.Fatalf("code %d, %v: %s", code, err, errOut)
 	}
 }
+
+// TestConfigFile_EveryCommand: sync --once, infer and queue read the same
+// --config file as serve (the broker, the data dir), flags still win.
+func TestConfigFile_EveryCommand(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	port := testutil.FreePort(t)
+	cfg := filepath.Join(dir, "outpost.json")
+	os.WriteFile(cfg, []byte(`{"broker":"tcp://127.0.0.1:`+itoa(port)+`","device_id":"from-config","data_dir":"`+data+`"}`), 0o644)
+	md := testutil.ModelsDir(t)
+	photo := filepath.Join(md, "crop-disease", "samples", "rust.jpg")
+	if _, errOut, code := run(t, nil, "infer", "--config", cfg, "--models-dir", md, "-m", "crop-disease", photo); code != ExitOK {
+		t.Fatalf("infer --config: %s", errOut)
+	}
+	out, errOut, code := run(t, nil, "queue", "stats", "--config", cfg, "--json")
+	if code != ExitOK || !strings.Contains(out, `"count":1`) {
+		t.Fatalf("queue stats --config (the data dir from the file): %d %s %s", code, out, errOut)
+	}
+	_, errOut, code = run(t, nil, "sync", "--once", "--config", cfg, "--connect-timeout", "1s")
+	if code != ExitFailure || !strings.Contains(errOut, "could not connect to tcp://127.0.0.1:"+itoa(port)) {
+		t.Fatalf("sync --once --config: %d %s", code, errOut)
+	}
+	_, errOut, _ = run(t, nil, "sync", "--once", "--config", cfg, "--broker", "tcp://127.0.0.1:1", "--connect-timeout", "1s")
+	if !strings.Contains(errOut, "tcp://127.0.0.1:1 ") {
+		t.Fatalf("--broker did not win over the file: %s", errOut)
+	}
+}
