@@ -58,6 +58,7 @@ lint: fmt-check vet staticcheck imports ## gofmt, vet, staticcheck, import rules
 
 test: deps lint ## deps, gofmt, vet, every test with -race, then the arm64 suite under qemu
 	@bash scripts/sysdeps.sh test
+	@bash scripts/deps.sh
 	@echo "test: go test -race ./... (a cold build cache compiles for a few minutes first)"
 	$(GO) test -race -count=1 -timeout 15m ./...
 	@$(MAKE) --no-print-directory test-arm64
@@ -68,11 +69,13 @@ test-arm64: deps ## pure-Go packages built for arm64 and run under qemu (incl. S
 
 cross: deps ## build bin/linux_arm64/outpost (cgo, aarch64-linux-gnu-gcc)
 	@bash scripts/sysdeps.sh cross
+	@bash scripts/deps.sh
 	@echo "cross: bin/linux_arm64/outpost $(VERSION)"
 	@CGO_ENABLED=1 GOARCH=arm64 CC=aarch64-linux-gnu-gcc $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux_arm64/outpost ./cmd/outpost
 
 dist: deps ## release tarballs for amd64 and arm64 in dist/out, with SHA256SUMS
 	@bash scripts/sysdeps.sh cross
+	@bash scripts/deps.sh
 	@bash scripts/dist.sh '$(VERSION)' '$(LDFLAGS)' amd64 arm64
 
 bench: deps ## benchmarks with ratios against baselines measured in the same run
@@ -81,9 +84,10 @@ bench: deps ## benchmarks with ratios against baselines measured in the same run
 	$(GO) test -run '^$$' -bench Drain -benchtime 1x -count 1 ./sync/
 	$(GO) test -run '^$$' -bench HTTPInfer -benchtime 300x -count 1 ./internal/daemon/
 
-chaos: ## soaks: 1000 SIGKILL rounds during appends; 100 broker kill/restarts during a drain; 6 devices after a 7-min outage in a 60 s window
+chaos: ## soaks: 1000 SIGKILL rounds during appends; 1000 power cuts (FUSE); 100 broker kill/restarts during a drain; 6 devices after a 7-min outage in a 60 s window
 	OUTPOST_CRASH_ROUNDS=1000 $(GO) test -count=1 -timeout 30m -run 'TestCrash' -v ./outbox/ | grep -E 'crash rounds|^(ok|FAIL|---)'
 	OUTPOST_SYNC_RESTARTS=100 $(GO) test -count=1 -timeout 30m -run 'TestSync_BrokerRestarts' -v ./sync/ | grep -E 'broker restarts|^(ok|FAIL|---)'
+	OUTPOST_POWERCUT_ROUNDS=1000 $(GO) test -count=1 -timeout 60m -run 'TestPowerCut_Outbox' -v ./internal/powercut/ | grep -E 'power cuts|^(ok|FAIL|---)'
 	OUTPOST_OUTAGE=7m OUTPOST_WINDOW=60s $(GO) test -count=1 -timeout 15m -run 'TestSync_ShortLinkWindow' -v ./sync/ | grep -E 'outage|^(ok|FAIL|---)'
 
 fuzz: deps ## a short fuzzing session on every decoder

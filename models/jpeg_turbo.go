@@ -9,6 +9,7 @@ package models
 // memory it costs is that of the small image.
 
 /*
+#cgo arm64 LDFLAGS: -L${SRCDIR}/../.cache/turbojpeg/arm64
 #cgo LDFLAGS: -l:libturbojpeg.a
 #include <stdlib.h>
 #include <turbojpeg.h>

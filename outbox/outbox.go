@@ -163,7 +163,7 @@ func Open(path string, opts Options) (*Outbox, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	if err := mkdirAllSynced(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
 	o := &Outbox{path: path, opts: opts, ids: NewIDGen(), log: opts.Logger,
@@ -174,6 +174,9 @@ func Open(path string, opts Options) (*Outbox, error) {
 	if err != nil {
 		return nil, err
 	}
+	// bbolt fsyncs the file, never its directory: a new outbox's name
+	// would not survive a power cut (found by internal/powercut).
+	syncDir(filepath.Dir(path))
 	o.db = db
 	if err := o.maybeCompact(); err != nil {
 		o.log.Warn("outbox: compaction at open failed; continuing uncompacted", "path", path, "err", err)
@@ -463,6 +466,25 @@ func isDiskFull(err error) bool {
 		}
 	}
 	return false
+}
+
+// mkdirAllSynced is os.MkdirAll that also fsyncs the parent of every
+// directory it creates, so the path survives a power cut.
+func mkdirAllSynced(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAllSynced(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil && !os.IsExist(err) {
+		return err
+	}
+	syncDir(parent)
+	return nil
 }
 
 func syncDir(dir string) {

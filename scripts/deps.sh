@@ -18,6 +18,14 @@ VAD_NPM=@ricky0123/vad-web@0.0.31
 VAD_TGZ_SHA256=d1a211cf1a2ed26297da52cc08de79e75d79838a274bfc6de546feb1f828c940
 VAD_SHA256=2623a2953f6ff3d2c1e61740c6cdb7168133479b267dfef114a4a3cc5bdd788f
 
+# libjpeg-turbo's static library for arm64 cross builds: taken out of
+# Debian's libturbojpeg0-dev:arm64 package with `apt-get download` and
+# dpkg-deb, never installed — installing it would pull in libc6:arm64
+# (multiarch), and that libc breaks every cgo binary run under qemu-user.
+TJ_DEB=libturbojpeg0-dev:arm64=1:2.1.5-2
+TJ_DEB_SHA256=565564c5cf73e4ae45df2023910e967edde050dcd487a0cf5b39121eb7d1274b
+TJ_A_SHA256=f580bea415fe4e8ba8095aeb1a543073771ce333bc48755a7bba5602c4f060cc
+
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${OUTPOST_CACHE:-$root/.cache}
 ortdir=$cache/onnxruntime/$ORT_VERSION
@@ -70,6 +78,30 @@ extract() {
   rm -rf "$tmp"
   say "installed $dst"
 }
+
+tjdst=$cache/turbojpeg/arm64/libturbojpeg.a
+fetch_turbojpeg_arm64() {
+  sha_ok "$tjdst" "$TJ_A_SHA256" && return 0
+  [ "$(dpkg --print-architecture 2>/dev/null)" = arm64 ] && return 0 # native: the system's libturbojpeg0-dev
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    # Only the arm64 build needs it; make cross and make test add the lists.
+    say "skipping libturbojpeg.a for arm64 (no arm64 package lists; make cross/test add them)"
+    return 0
+  fi
+  local tmp
+  tmp=$(mktemp -d)
+  chmod 0755 "$tmp"
+  say "fetching $TJ_DEB (apt-get download: extracted, not installed)"
+  (cd "$tmp" && apt-get download -q "$TJ_DEB" >/dev/null 2>&1) || { rm -rf "$tmp"; die "apt-get download $TJ_DEB failed (apt-get update first?)"; }
+  check "$tmp"/libturbojpeg0-dev_*_arm64.deb "$TJ_DEB_SHA256" "$TJ_DEB"
+  dpkg-deb -x "$tmp"/libturbojpeg0-dev_*_arm64.deb "$tmp/x"
+  check "$tmp/x/usr/lib/aarch64-linux-gnu/libturbojpeg.a" "$TJ_A_SHA256" libturbojpeg.a
+  mkdir -p "$(dirname "$tjdst")"
+  mv "$tmp/x/usr/lib/aarch64-linux-gnu/libturbojpeg.a" "$tjdst"
+  rm -rf "$tmp"
+  say "installed $tjdst"
+}
+fetch_turbojpeg_arm64
 
 if sha_ok "$ortdir/linux-amd64/libonnxruntime.so.1" "$ORT_AMD64_SHA256" &&
    sha_ok "$ortdir/linux-arm64/libonnxruntime.so.1" "$ORT_ARM64_SHA256" &&

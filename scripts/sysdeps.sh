@@ -37,7 +37,6 @@ declare -A cross_pkgs=(
   [/usr/aarch64-linux-gnu/include/stdio.h]=libc6-dev-arm64-cross
   [/usr/aarch64-linux-gnu/lib/libstdc++.so.6]=libstdc++6-arm64-cross  # ONNX Runtime arm64 under qemu
   [qemu-aarch64-static]=qemu-user-static                # arm64 tests under qemu
-  [/usr/lib/aarch64-linux-gnu/libturbojpeg.a]=libturbojpeg0-dev:arm64  # the same, for the arm64 build (multiarch)
 )
 
 want=()
@@ -59,13 +58,25 @@ case "${1:-test}" in
   *) echo "usage: $0 [build|demo-cli|test|cross|all]" >&2; exit 2 ;;
 esac
 
+# make deps downloads (never installs) libturbojpeg0-dev:arm64 for the
+# arm64 cross build; apt needs the arm64 lists for that. No arm64 package
+# gets installed: libc6:arm64 would break binaries run under qemu-user.
+if [ "${1:-test}" != build ] && [ "${1:-test}" != demo-cli ] && [ "$(dpkg --print-architecture)" != arm64 ] &&
+   ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "sysdeps: as root, run: dpkg --add-architecture arm64 && apt-get update" >&2
+    exit 1
+  fi
+  echo "sysdeps: adding the arm64 package lists (for apt-get download of an arm64 static library; nothing arm64 is installed)"
+  dpkg --add-architecture arm64
+  apt-get update -q
+fi
 if [ ${#want[@]} -eq 0 ]; then
   echo "sysdeps ($1): all present"
   exit 0
 fi
 mapfile -t want < <(printf '%s\n' "${want[@]}" | sort -u)
 cmd="apt-get update && apt-get install -y --no-install-recommends ${want[*]}"
-if printf '%s\n' "${want[@]}" | grep -q ':arm64$'; then cmd="dpkg --add-architecture arm64 && $cmd"; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "sysdeps: missing Debian packages: ${want[*]}" >&2
   echo "sysdeps: as root (su -, or sudo where installed), run:" >&2
@@ -74,9 +85,5 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "sysdeps (${1:-test}): installing ${#want[@]} packages: ${want[*]} (a first run takes a few minutes)"
 export DEBIAN_FRONTEND=noninteractive
-if printf '%s\n' "${want[@]}" | grep -q ':arm64$' && ! dpkg --print-foreign-architectures | grep -qx arm64; then
-  echo "sysdeps: adding the arm64 architecture (multiarch) for arm64 libraries"
-  dpkg --add-architecture arm64
-fi
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${want[@]}"

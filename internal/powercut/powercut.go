@@ -107,15 +107,22 @@ func (f *FS) Unmount() error {
 		return nil
 	}
 	var err error
-	for i := 0; i < 50; i++ {
-		if err = f.srv.Unmount(); err == nil {
-			f.srv.Wait()
-			f.srv = nil
-			return nil
+	for i := 0; i < 25; i++ {
+		if err = syscall.Unmount(f.dir, 0); err == nil {
+			break
 		}
 		time.Sleep(20 * time.Millisecond) // a killed child's files are still closing
 	}
-	return fmt.Errorf("powercut: unmount %s: %w", f.dir, err)
+	if err != nil {
+		// Still busy (a mapping someone leaked): detach it, as a pulled
+		// plug would; the next mount is a fresh one either way.
+		if derr := syscall.Unmount(f.dir, syscall.MNT_DETACH); derr != nil {
+			return fmt.Errorf("powercut: unmount %s: %w (detach: %v)", f.dir, err, derr)
+		}
+	}
+	f.srv.Wait()
+	f.srv = nil
+	return nil
 }
 
 // CutStats says what one cut threw away.
@@ -411,9 +418,6 @@ func (n *fileNode) resize(size int64) {
 	lo, hi := min(old, size), max(old, size)
 	for p := lo / PageSize; p*PageSize < hi; p++ {
 		f.dirty[p] = true
-	}
-	if lo == hi {
-		return
 	}
 }
 
