@@ -3,7 +3,6 @@ package sync_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -15,6 +14,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
+	"github.com/outpost-edge/outpost/sync/mqtt"
 )
 
 // waitEmpty polls until every outbox is empty or the deadline passes.
@@ -168,8 +168,12 @@ func TestSync_ShortLinkWindow(t *testing.T) {
 		name := fmt.Sprintf("pi-window-%d", i)
 		ob, _ := device(t, name, broker.URL(), per, osync.UplinkOptions{})
 		// device() sets test backoffs; this test needs the field's shape.
+		prober, err := mqtt.Prober(broker.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
 		u, err := osync.NewUplink(ob, dialer(t, broker.URL(), true), osync.UplinkOptions{Device: name, Logger: logger(t),
-			MinBackoff: minB, MaxBackoff: maxB, ProbeEvery: probe, AckTimeout: 2 * time.Second, Probe: tcpProbe(broker.Addr())})
+			MinBackoff: minB, MaxBackoff: maxB, ProbeEvery: probe, AckTimeout: 2 * time.Second, Probe: prober})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,15 +189,4 @@ func TestSync_ShortLinkWindow(t *testing.T) {
 	cancel()
 	wg.Wait()
 	checkExactlyOnce(t, h, obs, per)
-}
-
-func tcpProbe(addr string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	}
 }
