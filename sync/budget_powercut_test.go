@@ -1,0 +1,128 @@
+package sync
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/powercut"
+)
+
+// TestBudgetPowerCutChild is the child of TestPowerCut_Budget: it spends
+// and prints each new total once spend has returned. It does nothing in a
+// normal run.
+func TestBudgetPowerCutChild(t *testing.T) {
+	path := os.Getenv("POWERCUT_BUDGET")
+	if path == "" {
+		return
+	}
+	noDirSync = os.Getenv("POWERCUT_NODIRSYNC") == "1"
+	b, err := LoadBudget(1<<40, path)
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(3)
+	}
+	w := bufio.NewWriter(os.Stdout)
+	fmt.Fprintln(w, "ready")
+	w.Flush()
+	for {
+		b.spend(time.Now(), 100)
+		fmt.Fprintln(w, "used", b.Spent(time.Now()))
+		w.Flush()
+	}
+}
+
+// TestPowerCut_Budget: the metered-link budget file survives power cuts —
+// after each cut the budget read back is at least what the last completed
+// spend reported (never reset to zero by a torn or vanished file), so a
+// reboot cannot hand a device a fresh day's bytes.
+func TestPowerCut_Budget(t *testing.T) {
+	rounds := 20
+	if s := os.Getenv("OUTPOST_POWERCUT_ROUNDS"); s != "" {
+		rounds, _ = strconv.Atoi(s)
+	}
+	if back := budgetCuts(t, rounds, false); back > 0 {
+		t.Fatalf("the budget went back after %d of %d cuts", back, rounds)
+	}
+}
+
+// TestPowerCut_BudgetMutation: the same harness, the rename's directory
+// fsync off, must see the budget go back — the harness can fail.
+func TestPowerCut_BudgetMutation(t *testing.T) {
+	if back := budgetCuts(t, 10, true); back == 0 {
+		t.Fatal("without the directory fsync the budget never went back: the harness does not test it")
+	} else {
+		t.Logf("without the directory fsync: the budget went back after %d of 10 cuts", back)
+	}
+}
+
+// budgetCuts runs cut rounds and returns after how many the budget read
+// back was below the last completed spend.
+func budgetCuts(t *testing.T, rounds int, noSync bool) (back int) {
+	if err := powercut.Available(); err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := powercut.Mount(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fsys.Unmount()
+	dir := filepath.Join(fsys.Dir(), "state")
+	os.Mkdir(dir, 0o750)
+	if d, err := os.Open(fsys.Dir()); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	path := filepath.Join(dir, "budget.json")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	var last int64
+	for round := 0; round < rounds; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestBudgetPowerCutChild$")
+		cmd.Env = append(os.Environ(), "POWERCUT_BUDGET="+path, "POWERCUT_NODIRSYNC="+map[bool]string{true: "1", false: "0"}[noSync])
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := make(chan string, 1024)
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		if l := <-lines; l != "ready" {
+			t.Fatalf("child: %q", l)
+		}
+		time.AfterFunc(time.Duration(10+rng.IntN(60))*time.Millisecond, func() { cmd.Process.Kill() })
+		for l := range lines {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == "used" {
+				last, _ = strconv.ParseInt(f[1], 10, 64)
+			}
+		}
+		cmd.Wait()
+		if _, err := fsys.Cut(round%2 == 1, rng); err != nil {
+			t.Fatal(err)
+		}
+		b, err := LoadBudget(1<<40, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := b.Spent(time.Now()); got < last {
+			back++
+			if !noSync {
+				t.Errorf("round %d: budget after the cut says %d spent, the last completed spend said %d", round, got, last)
+			}
+			last = got
+		}
+	}
+	t.Logf("budget power cuts %d (every other torn): last spend %d bytes; went back %d times", rounds, last, back)
+	return back
+}
