@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -36,6 +38,12 @@ func OpenBolt(path string) (*BoltStore, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("hub: open %s: %w", path, err)
+	}
+	// bbolt fsyncs the file, never its directory: without this a new hub
+	// store's name would not survive a power cut (TestPowerCut_HubStore).
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bResults, bDevices, bMeta} {

@@ -31,6 +31,14 @@ func TestMain(m *testing.M) {
 		checkChild(path)
 		return
 	}
+	if path := os.Getenv("POWERCUT_HUB_CHILD"); path != "" {
+		hubChild(path)
+		return
+	}
+	if path := os.Getenv("POWERCUT_HUB_CHECK"); path != "" {
+		hubCheck(path)
+		return
+	}
 	os.Exit(m.Run())
 }
 
