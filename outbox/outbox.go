@@ -235,8 +235,18 @@ func (o *Outbox) tryOpen() (db *bolt.DB, err error) {
 				return err
 			}
 		}
+		// Drain the channel: bbolt's checker goroutine keeps reading the
+		// transaction until it closes it, and returning at the first error
+		// would roll the transaction back under it (a data race found by
+		// the power-cut mutation run under -race).
+		var first error
 		for cerr := range tx.Check() {
-			return fmt.Errorf("consistency check: %w", cerr)
+			if first == nil {
+				first = cerr
+			}
+		}
+		if first != nil {
+			return fmt.Errorf("consistency check: %w", first)
 		}
 		if v := tx.Bucket(bMeta).Get(mLastID); len(v) == 16 {
 			o.ids.Observe(ID(v))
