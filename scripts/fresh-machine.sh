@@ -100,7 +100,7 @@ demo_pid=$!
 ok=0
 for _ in $(seq 1 900); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
-     bash -c "exec 3<>/dev/tcp/127.0.0.1/$port; printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3; cat <&3" | grep -q '^ok'; then
+     bash -c "exec 3<>/dev/tcp/127.0.0.1/$port; printf 'GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3; cat <&3" | grep -q '^ok'; then
     ok=1; break
   fi
   kill -0 "$demo_pid" 2>/dev/null || break

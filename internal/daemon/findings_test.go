@@ -306,6 +306,17 @@ func TestAPI_HostOriginAndMethods(t *testing.T) {
 	if resp.StatusCode != http.StatusMisdirectedRequest {
 		t.Fatalf("foreign Host: %d", resp.StatusCode)
 	}
+	// No Host at all (HTTP/1.0 from a local script): not a browser, allowed.
+	c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET /healthz HTTP/1.0\r\n\r\n")
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if !strings.Contains(line, "200") {
+		t.Fatalf("HTTP/1.0 without Host: %q", line)
+	}
 	code, _, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", photo, "Origin", "http://evil.example", "Sec-Fetch-Site", "cross-site")
 	if code != 403 || queueCount(t, d) != 0 {
 		t.Fatalf("cross-origin post: %d, queue %d", code, queueCount(t, d))

@@ -102,7 +102,9 @@ func (d *Daemon) checkHost(next http.Handler) http.Handler {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		if !device.IsLoopback(strings.Trim(host, "[]")) {
+		// No Host at all (HTTP/1.0 from a local script) is no browser, so
+		// no rebinding: allowed.
+		if host != "" && !device.IsLoopback(strings.Trim(host, "[]")) {
 			fail(w, http.StatusMisdirectedRequest, "bad_host", fmt.Errorf("host %q: without a token this API answers only to localhost, 127.0.0.1 or [::1]", r.Host))
 			return
 		}
