@@ -174,7 +174,7 @@ func runOutboxCuts(t *testing.T, n int, noSync bool) cutResult {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	present := map[string]string{} // id -> payload: acknowledged and not deleted
 	deleted := map[string]bool{}
-	maybe := map[string]bool{} // a delete was started: gone or not, both are right
+	maybe := map[string]bool{}  // a delete was started: gone or not, both are right
 	ackedIn := map[string]int{} // id -> round its append was acknowledged (diagnostics)
 	var lostIDs []string
 	var res cutResult
