@@ -56,7 +56,7 @@ imports: ## the package import rules (docs/ARCHITECTURE.md)
 
 lint: fmt-check vet staticcheck imports ## gofmt, vet, staticcheck, import rules
 
-test: deps lint ## deps, gofmt, vet, every test with -race, then the arm64 suite under qemu
+test: deps lint ## deps, lint (gofmt, vet, staticcheck, import rules), every test with -race (power cuts on FUSE included), then the arm64 suite under qemu
 	@bash scripts/sysdeps.sh test
 	@bash scripts/deps.sh
 	@echo "test: go test -race ./... (a cold build cache compiles for a few minutes first)"
