@@ -66,14 +66,7 @@ func TestPowerCut_BudgetMutation(t *testing.T) {
 // budgetCuts runs cut rounds and returns after how many the budget read
 // back was below the last completed spend.
 func budgetCuts(t *testing.T, rounds int, noSync bool) (back int) {
-	if err := powercut.Available(); err != nil {
-		t.Fatal(err)
-	}
-	fsys, err := powercut.Mount(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fsys.Unmount()
+	fsys := powercut.MountT(t)
 	dir := filepath.Join(fsys.Dir(), "state")
 	os.Mkdir(dir, 0o750)
 	if d, err := os.Open(fsys.Dir()); err == nil {
@@ -86,28 +79,11 @@ func budgetCuts(t *testing.T, rounds int, noSync bool) (back int) {
 	for round := 0; round < rounds; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestBudgetPowerCutChild$")
 		cmd.Env = append(os.Environ(), "POWERCUT_BUDGET="+path, "POWERCUT_NODIRSYNC="+map[bool]string{true: "1", false: "0"}[noSync])
-		out, _ := cmd.StdoutPipe()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := make(chan string, 1024)
-		go func() {
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-			close(lines)
-		}()
-		if l := <-lines; l != "ready" {
-			t.Fatalf("child: %q", l)
-		}
-		time.AfterFunc(time.Duration(10+rng.IntN(60))*time.Millisecond, func() { cmd.Process.Kill() })
-		for l := range lines {
+		powercut.RunChild(t, cmd, time.Duration(10+rng.IntN(60))*time.Millisecond, func(l string) {
 			if f := strings.Fields(l); len(f) == 2 && f[0] == "used" {
 				last, _ = strconv.ParseInt(f[1], 10, 64)
 			}
-		}
-		cmd.Wait()
+		})
 		if _, err := fsys.Cut(round%2 == 1, rng); err != nil {
 			t.Fatal(err)
 		}

@@ -73,14 +73,7 @@ func hubCheck(path string) {
 // promises) is there after the cut, and the store opens. 20 cuts in make
 // test, 1,000 in make chaos.
 func TestPowerCut_HubStore(t *testing.T) {
-	if err := powercut.Available(); err != nil {
-		t.Fatal(err)
-	}
-	fsys, err := powercut.Mount(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fsys.Unmount()
+	fsys := powercut.MountT(t)
 	path := filepath.Join(fsys.Dir(), "collector.db")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
 	acked := map[string]bool{}
@@ -88,24 +81,13 @@ func TestPowerCut_HubStore(t *testing.T) {
 	for round := 0; round < n; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "POWERCUT_HUB_CHILD="+path)
-		out, _ := cmd.StdoutPipe()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(out)
-		if !sc.Scan() || sc.Text() != "ready" {
-			cmd.Process.Kill()
-			t.Fatalf("round %d: child: %q", round, sc.Text())
-		}
-		time.AfterFunc(time.Duration(20+rng.IntN(120))*time.Millisecond, func() { cmd.Process.Kill() })
-		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "ok" {
+		powercut.RunChild(t, cmd, time.Duration(20+rng.IntN(120))*time.Millisecond, func(l string) {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == "ok" {
 				acked[f[1]] = true
 			} else if len(f) > 0 && f[0] != "ok" {
-				t.Errorf("round %d: child: %s", round, sc.Text())
+				t.Errorf("round %d: child: %s", round, l)
 			}
-		}
-		cmd.Wait()
+		})
 		if _, err := fsys.Cut(round%2 == 1, rng); err != nil {
 			t.Fatal(err)
 		}

@@ -162,14 +162,7 @@ type cutResult struct {
 // power-cut mount → SIGKILL at a random moment → cut (every other one torn)
 // → reopen and check every claim the child made, across all rounds.
 func runOutboxCuts(t *testing.T, n int, noSync bool) cutResult {
-	if err := powercut.Available(); err != nil {
-		t.Fatal(err)
-	}
-	fsys, err := powercut.Mount(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fsys.Unmount()
+	fsys := powercut.MountT(t)
 	path := filepath.Join(fsys.Dir(), "data", "outbox.db")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	present := map[string]string{} // id -> payload: acknowledged and not deleted
@@ -183,55 +176,30 @@ func runOutboxCuts(t *testing.T, n int, noSync bool) cutResult {
 		cmd.Env = append(os.Environ(), "POWERCUT_OUTBOX_CHILD="+path, fmt.Sprintf("POWERCUT_ROUND=%d", round),
 			"POWERCUT_COMPACT="+map[bool]string{true: "1", false: "0"}[round%3 == 2],
 			"POWERCUT_NOSYNC="+map[bool]string{true: "1", false: "0"}[noSync])
-		stdout, _ := cmd.StdoutPipe()
 		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var mu gosync.Mutex
-		ready := make(chan struct{})
-		readDone := make(chan struct{})
-		go func() {
-			defer close(readDone)
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				f := strings.Fields(sc.Text())
-				mu.Lock()
-				switch {
-				case len(f) == 1 && f[0] == "ready":
-					close(ready)
-				case len(f) == 3 && f[0] == "ok":
-					// The deleter may have taken it (and said so) before
-					// its producer got to print it.
-					if !deleted[f[1]] {
-						present[f[1]] = f[2]
-					}
-					ackedIn[f[1]] = round
-					res.acked++
-				case len(f) > 1 && f[0] == "deleting":
-					for _, id := range f[1:] {
-						maybe[id] = true
-					}
-				case len(f) == 2 && f[0] == "del":
-					delete(present, f[1])
-					deleted[f[1]] = true
-					res.deleted++
-				case f[0] == "open-error" || f[0] == "error":
-					t.Errorf("round %d: child: %s", round, sc.Text())
+		powercut.RunChild(t, cmd, time.Duration(20+rng.IntN(150))*time.Millisecond, func(l string) {
+			f := strings.Fields(l)
+			switch {
+			case len(f) == 3 && f[0] == "ok":
+				// The deleter may have taken it (and said so) before its
+				// producer got to print it.
+				if !deleted[f[1]] {
+					present[f[1]] = f[2]
 				}
-				mu.Unlock()
+				ackedIn[f[1]] = round
+				res.acked++
+			case len(f) > 1 && f[0] == "deleting":
+				for _, id := range f[1:] {
+					maybe[id] = true
+				}
+			case len(f) == 2 && f[0] == "del":
+				delete(present, f[1])
+				deleted[f[1]] = true
+				res.deleted++
+			case len(f) > 0 && (f[0] == "open-error" || f[0] == "error"):
+				t.Errorf("round %d: child: %s", round, l)
 			}
-		}()
-		select {
-		case <-ready:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			t.Fatalf("round %d: child never became ready", round)
-		}
-		time.Sleep(time.Duration(20+rng.IntN(150)) * time.Millisecond)
-		cmd.Process.Kill()
-		cmd.Wait()
-		<-readDone
+		})
 		torn := round%2 == 1
 		st, err := fsys.Cut(torn, rng)
 		if err != nil {

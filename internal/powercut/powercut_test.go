@@ -8,19 +8,6 @@ import (
 	"testing"
 )
 
-func mountT(t *testing.T) *FS {
-	t.Helper()
-	if err := Available(); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Mount(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Unmount() })
-	return f
-}
-
 func syncDir(t *testing.T, dir string) {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -35,7 +22,7 @@ func syncDir(t *testing.T, dir string) {
 // TestCut: synced data and names survive a cut; unsynced writes, files
 // whose directory was never synced, and renames do not.
 func TestCut(t *testing.T) {
-	f := mountT(t)
+	f := MountT(t)
 	dir := f.Dir()
 	a := filepath.Join(dir, "a")
 	fa, err := os.Create(a)
@@ -78,7 +65,7 @@ func TestCut(t *testing.T) {
 
 // TestCut_Torn: a torn cut keeps some unsynced pages and not others.
 func TestCut_Torn(t *testing.T) {
-	f := mountT(t)
+	f := MountT(t)
 	p := filepath.Join(f.Dir(), "t")
 	fh, _ := os.Create(p)
 	fh.Write(make([]byte, 64*PageSize))
