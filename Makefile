@@ -89,6 +89,7 @@ chaos: ## soaks: 1000 SIGKILL rounds during appends; 1000 power cuts (FUSE); 100
 	OUTPOST_SYNC_RESTARTS=100 $(GO) test -count=1 -timeout 30m -run 'TestSync_BrokerRestarts' -v ./sync/ | grep -E 'broker restarts|^(ok|FAIL|---)'
 	OUTPOST_POWERCUT_ROUNDS=1000 $(GO) test -count=1 -timeout 60m -run 'TestPowerCut_(Outbox|HubStore)' -v ./internal/powercut/ | grep -E 'power cuts|^(ok|FAIL|---)'
 	OUTPOST_POWERCUT_ROUNDS=1000 $(GO) test -count=1 -timeout 30m -run 'TestPowerCut_Budget$$' -v ./sync/ | grep -E 'power cuts|^(ok|FAIL|---)'
+	OUTPOST_POWERCUT_ROUNDS=1000 $(GO) test -count=1 -timeout 30m -run 'TestPowerCut_AtomicWrite$$' -v ./internal/atomicfile/ | grep -E 'power cuts|^(ok|FAIL|---)'
 	OUTPOST_OUTAGE=7m OUTPOST_WINDOW=60s $(GO) test -count=1 -timeout 15m -run 'TestSync_ShortLinkWindow' -v ./sync/ | grep -E 'outage|^(ok|FAIL|---)'
 
 fuzz: deps ## a short fuzzing session on every decoder

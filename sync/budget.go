@@ -3,14 +3,15 @@ package sync
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	gosync "sync"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/atomicfile"
 	"github.com/outpost-edge/outpost/outbox"
 )
 
@@ -44,9 +45,10 @@ type Budget struct {
 	BulkShare float64 `json:"-"` // share of Daily bulk may use; default 0.5
 	Path      string  `json:"-"` // file that keeps the day's spending; "" = memory only
 
-	mu   gosync.Mutex
-	Day  string `json:"day"`
-	Used int64  `json:"used"`
+	mu     gosync.Mutex
+	warned bool   // a save failure is logged once, not per batch
+	Day    string `json:"day"`
+	Used   int64  `json:"used"`
 }
 
 // LoadBudget reads the persisted spending for today (if any).
@@ -140,10 +142,6 @@ func (b *Budget) fits(now time.Time, cost int64, recs []*outbox.Record) bool {
 	return cost <= b.Remaining(now)
 }
 
-// noDirSync is a test hook (TestPowerCut_BudgetMutation): without the
-// directory fsync the power-cut harness must see the budget go back.
-var noDirSync bool
-
 func (b *Budget) spend(now time.Time, cost int64) {
 	if b == nil {
 		return
@@ -155,20 +153,20 @@ func (b *Budget) spend(now time.Time, cost int64) {
 	path := b.Path
 	b.mu.Unlock()
 	if path != "" {
-		// Atomic replace: a power cut leaves the old or the new day's figure.
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, data, 0o600); err == nil {
-			if f, err := os.Open(tmp); err == nil {
-				f.Sync()
-				f.Close()
-			}
-			os.Rename(tmp, path)
-			if d, err := os.Open(filepath.Dir(path)); err == nil && !noDirSync {
-				d.Sync()
-				d.Close()
-			}
+		// A power cut leaves the old or the new figure, never none: a
+		// reboot must not hand a metered device a fresh day's bytes.
+		if err := atomicfile.WriteBytes(path, data, 0o600); err != nil && b.warnOnce() {
+			slog.Warn("budget: cannot save what was spent; a restart would forget it", "path", path, "err", err)
 		}
 	}
+}
+
+func (b *Budget) warnOnce() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	first := !b.warned
+	b.warned = true
+	return first
 }
 
 // ParseBytes reads a size: "5MB", "500k", "1GiB", "12345" (decimal units

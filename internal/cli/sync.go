@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/outpost-edge/outpost/internal/atomicfile"
 	"github.com/outpost-edge/outpost/internal/device"
 	"io"
 	"log/slog"
@@ -225,7 +226,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		if dictOut == "" {
 			return usagef("collect dictionary needs --out FILE")
 		}
-		if _, err := writeFileAtomic(dictOut, func(w io.Writer) (int, error) { return w.Write(osync.DictionaryV1()) }); err != nil {
+		if _, err := atomicfile.Write(dictOut, 0o644, func(w io.Writer) (int, error) { return w.Write(osync.DictionaryV1()) }); err != nil {
 			return err
 		}
 		fmt.Fprintf(std.Err, "wrote zstd dictionary v1 (ID 0x6f700001, sha256 %s) to %s\n", osync.DictV1SHA256, dictOut)
