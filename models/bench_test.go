@@ -75,12 +75,15 @@ func BenchmarkCropDisease(b *testing.B) {
 	compareVariants(b,
 		func() error { _, err := s8.Run(ctx, feeds); return err },
 		func() error { _, err := s32.Run(ctx, feeds); return err },
-		func() error { _, err := p.Infer(ctx, models.Input{Name: "rust.jpg", Data: jpg}); return err })
+		func() error { _, err := p.Infer(ctx, models.Input{Name: "rust.jpg", Data: jpg}); return err },
+		func() error { models.MeasureQuality(img, 96, 96); return nil })
 }
 
 // compareVariants interleaves the INT8 run, the FP32 run and the whole
 // pipeline b.N times each and reports latencies and ratios.
-func compareVariants(b *testing.B, run8, run32, pipe func() error) {
+// gate, if not nil, is the photo quality gate on the decoded photo: its
+// cost is reported against the INT8 run's.
+func compareVariants(b *testing.B, run8, run32, pipe, gate func() error) {
 	timed := func(f func() error) time.Duration {
 		t0 := time.Now()
 		if err := f(); err != nil {
@@ -93,12 +96,15 @@ func compareVariants(b *testing.B, run8, run32, pipe func() error) {
 		run32()
 		pipe()
 	}
-	var t8, t32, tp time.Duration
+	var t8, t32, tp, tg time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t8 += timed(run8)
 		t32 += timed(run32)
 		tp += timed(pipe)
+		if gate != nil {
+			tg += timed(gate)
+		}
 	}
 	b.StopTimer()
 	n := float64(b.N)
@@ -107,6 +113,10 @@ func compareVariants(b *testing.B, run8, run32, pipe func() error) {
 	b.ReportMetric(float64(t32)/float64(t8), "int8-speedup")
 	b.ReportMetric(float64(tp.Microseconds())/n, "pipeline-µs")
 	b.ReportMetric(float64(tp)/float64(t8), "pipeline/run")
+	if gate != nil {
+		b.ReportMetric(float64(tg.Microseconds())/n, "gate-µs")
+		b.ReportMetric(float64(tg)/float64(t8), "gate/run")
+	}
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -141,5 +151,5 @@ func BenchmarkKWS(b *testing.B) {
 	compareVariants(b,
 		func() error { _, err := sess[0].Run(ctx, feeds); return err },
 		func() error { _, err := sess[1].Run(ctx, feeds); return err },
-		func() error { _, err := p.Infer(ctx, models.Input{Name: "yes.wav", Data: wav}); return err })
+		func() error { _, err := p.Infer(ctx, models.Input{Name: "yes.wav", Data: wav}); return err }, nil)
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -22,12 +23,19 @@ type Scored struct {
 
 // ClassResult is the answer of an image classifier.
 type ClassResult struct {
-	Label     string   `json:"label"`     // top label, or "uncertain"
-	Score     float32  `json:"score"`     // its calibrated probability
-	Uncertain bool     `json:"uncertain"` // top score below the model's threshold: retake the photo
-	Top       []Scored `json:"top"`       // top-k, best first
+	// Outcome: "diagnosis", "retake" (the quality gate refused the photo;
+	// Reason says why) or "not_a_leaf" (the model abstained).
+	Outcome string `json:"outcome"`
+	// Label: the diagnosis when confident; otherwise "uncertain", "retake"
+	// or "not_a_leaf" — never a disease or healthy unless confident.
+	Label     string   `json:"label"`
+	Score     float32  `json:"score"`     // calibrated probability of Top[0] (0 for a retake)
+	Uncertain bool     `json:"uncertain"` // true for anything but a confident diagnosis
+	Reason    string   `json:"reason,omitempty"`
+	Top       []Scored `json:"top"` // top-k, best first (empty for a retake: the model did not run)
 	Advice    string   `json:"advice,omitempty"`
-	Lang      string   `json:"lang,omitempty"` // language of Advice
+	Lang      string   `json:"lang,omitempty"`    // language of Advice
+	Quality   *Quality `json:"quality,omitempty"` // what the photo quality gate measured
 }
 
 // UncertainLabel is ClassResult.Label when the model is not sure.
@@ -66,10 +74,12 @@ func (a Advice) Text(label, lang string) (string, string) {
 
 // Classifier runs an image-classification model.
 type Classifier struct {
-	m      *Model
-	sess   runtime.Session
-	in     string
-	advice Advice
+	m       *Model
+	sess    runtime.Session
+	in      string
+	advice  Advice
+	gate    QualityGate
+	abstain int // index of the abstain label, or -1
 }
 
 // NewClassifier checks the model's single image input and loads its advice.
@@ -81,24 +91,42 @@ func NewClassifier(m *Model, sess runtime.Session) (*Classifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Classifier{m: m, sess: sess, in: sess.Inputs()[0].Name, advice: adv}, nil
+	c := &Classifier{m: m, sess: sess, in: sess.Inputs()[0].Name, advice: adv, gate: m.Quality.Gate(), abstain: -1}
+	if a := m.Postprocessing.AbstainLabel; a != "" {
+		c.abstain = slices.Index(m.Labels, a)
+		if c.abstain < 0 {
+			return nil, fmt.Errorf("%w: %s: abstain_label %q is not one of its labels", ErrBadManifest, m.Name, a)
+		}
+	}
+	return c, nil
 }
 
-// Scores runs the model on a prepared tensor and returns calibrated probabilities.
-func (c *Classifier) Scores(ctx context.Context, t *runtime.Tensor) ([]float32, error) {
+// Scores runs the model on a prepared tensor and returns its raw output
+// and the calibrated probabilities.
+func (c *Classifier) Scores(ctx context.Context, t *runtime.Tensor) (raw, probs []float32, err error) {
 	out, err := c.sess.Run(ctx, map[string]*runtime.Tensor{c.in: t})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	o := out[c.sess.Outputs()[0].Name].Float32()
 	if len(o) != len(c.m.Labels) {
-		return nil, fmt.Errorf("%w: %s: output has %d values, manifest lists %d labels", ErrModelMismatch, c.m.Name, len(o), len(c.m.Labels))
+		return nil, nil, fmt.Errorf("%w: %s: output has %d values, manifest lists %d labels", ErrModelMismatch, c.m.Name, len(o), len(c.m.Labels))
 	}
 	pp := c.m.Postprocessing
 	if !pp.Softmax {
-		return o, nil
+		return o, o, nil
 	}
-	return Softmax(o, pp.Temperature), nil
+	return o, Softmax(o, pp.Temperature), nil
+}
+
+// Retake is the answer when the quality gate refuses a photo.
+func (c *Classifier) Retake(q Quality, reason, lang string) *ClassResult {
+	if lang == "" {
+		lang = "en"
+	}
+	r := &ClassResult{Outcome: OutcomeRetake, Label: OutcomeRetake, Uncertain: true, Reason: reason, Top: []Scored{}, Quality: &q}
+	r.Advice, r.Lang = c.text("retake_"+reason, lang)
+	return r
 }
 
 // Softmax with temperature (0 or 1 = plain), numerically stable.
@@ -124,8 +152,12 @@ func Softmax(logits []float32, temperature float32) []float32 {
 	return out
 }
 
-// Answer turns probabilities into the result people see.
-func (c *Classifier) Answer(probs []float32, lang string) *ClassResult {
+// Answer turns the model's output (raw: logits when the manifest says
+// softmax) and probabilities into the result people see: an abstention
+// when the abstain label wins or the best other logit is under the
+// manifest's floor (min_logit), "uncertain" when the top probability is
+// under uncertain_below, else the diagnosis.
+func (c *Classifier) Answer(raw, probs []float32, lang string) *ClassResult {
 	pp := c.m.Postprocessing
 	k := pp.TopK
 	if k <= 0 {
@@ -140,18 +172,32 @@ func (c *Classifier) Answer(probs []float32, lang string) *ClassResult {
 		idx[i] = i
 	}
 	sort.SliceStable(idx, func(a, b int) bool { return probs[idx[a]] > probs[idx[b]] })
-	r := &ClassResult{}
+	r := &ClassResult{Outcome: OutcomeDiagnosis}
 	for _, i := range idx[:min(k, len(idx))] {
 		r.Top = append(r.Top, Scored{Label: c.m.Labels[i], Score: round4(probs[i])})
 	}
 	r.Label, r.Score = r.Top[0].Label, r.Top[0].Score
-	if r.Score < thr {
+	best := float32(math.Inf(-1)) // the best logit of a real class
+	for i, v := range raw {
+		if i != c.abstain {
+			best = max(best, v)
+		}
+	}
+	key := ""
+	switch {
+	case idx[0] == c.abstain || pp.MinLogit != nil && best < *pp.MinLogit:
+		r.Outcome, r.Label, r.Uncertain = OutcomeNotALeaf, OutcomeNotALeaf, true
+		key = OutcomeNotALeaf
+	case r.Score < thr:
 		r.Uncertain, r.Label = true, UncertainLabel
+		key = UncertainLabel
+	default:
+		key = r.Label
 	}
 	if lang == "" {
 		lang = "en"
 	}
-	r.Advice, r.Lang = c.advice.Text(r.Label, lang)
+	r.Advice, r.Lang = c.text(key, lang)
 	return r
 }
 
@@ -181,22 +227,37 @@ func (p *classPipeline) Infer(ctx context.Context, in Input) (*Result, error) {
 		return nil, fmt.Errorf("%s: %w", in.Name, err)
 	}
 	t1 := time.Now()
+	m := p.c.m
+	res := &Result{Model: m.Name, Version: m.Version, Task: m.Task, Input: in.Name}
+	var q Quality
+	if !p.c.gate.Off {
+		q = MeasureQuality(img, pre.Width, pre.Height)
+		if reason := p.c.gate.Check(q); reason != "" {
+			res.Output = p.c.Retake(q, reason, p.lang)
+			t2 := time.Now()
+			res.Timings = Timings{Decode: ms(t1.Sub(t0)), Preprocess: ms(t2.Sub(t1)), Total: ms(t2.Sub(t0))}
+			return res, nil
+		}
+	}
 	t, err := ImageTensor(img, p.c.m.Preprocessing)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Name, err)
 	}
 	t2 := time.Now()
-	probs, err := p.c.Scores(ctx, t)
+	raw, probs, err := p.c.Scores(ctx, t)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Name, err)
 	}
 	t3 := time.Now()
-	out := p.c.Answer(probs, p.lang)
+	out := p.c.Answer(raw, probs, p.lang)
+	if !p.c.gate.Off {
+		out.Quality = &q
+	}
 	t4 := time.Now()
-	m := p.c.m
-	return &Result{Model: m.Name, Version: m.Version, Task: m.Task, Input: in.Name, Output: out,
-		Timings: Timings{Decode: ms(t1.Sub(t0)), Preprocess: ms(t2.Sub(t1)), Inference: ms(t3.Sub(t2)),
-			Postprocess: ms(t4.Sub(t3)), Total: ms(t4.Sub(t0))}}, nil
+	res.Output = out
+	res.Timings = Timings{Decode: ms(t1.Sub(t0)), Preprocess: ms(t2.Sub(t1)), Inference: ms(t3.Sub(t2)),
+		Postprocess: ms(t4.Sub(t3)), Total: ms(t4.Sub(t0))}
+	return res, nil
 }
 
 // DecodeBudget bounds the bytes image decoding holds at once across

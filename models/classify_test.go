@@ -5,13 +5,55 @@ import "testing"
 func TestClassifier_Answer(t *testing.T) {
 	c := &Classifier{m: &Model{Manifest: Manifest{Labels: []string{"healthy", "rust", "blight"},
 		Postprocessing: Postprocessing{TopK: 2, UncertainBelow: 0.6}}},
-		advice: Advice{"rust": {"en": "remove leaves", "sw": "ondoa majani"}, "uncertain": {"en": "retake the photo"}}}
-	r := c.Answer([]float32{0.1, 0.85, 0.05}, "sw")
-	if r.Label != "rust" || r.Uncertain || len(r.Top) != 2 || r.Top[1].Label != "healthy" || r.Advice != "ondoa majani" || r.Lang != "sw" {
+		advice: Advice{"rust": {"en": "remove leaves", "sw": "ondoa majani"}, "uncertain": {"en": "retake the photo"}}, abstain: -1}
+	r := c.Answer(nil, []float32{0.1, 0.85, 0.05}, "sw")
+	if r.Outcome != OutcomeDiagnosis || r.Label != "rust" || r.Uncertain || len(r.Top) != 2 || r.Top[1].Label != "healthy" || r.Advice != "ondoa majani" || r.Lang != "sw" {
 		t.Fatalf("confident: %+v", r)
 	}
-	r = c.Answer([]float32{0.3, 0.45, 0.25}, "am") // no Amharic text: English fallback
-	if r.Label != UncertainLabel || !r.Uncertain || r.Top[0].Label != "rust" || r.Advice != "retake the photo" || r.Lang != "en" {
+	r = c.Answer(nil, []float32{0.3, 0.45, 0.25}, "am") // no Amharic text: English fallback
+	if r.Outcome != OutcomeDiagnosis || r.Label != UncertainLabel || !r.Uncertain || r.Top[0].Label != "rust" || r.Advice != "retake the photo" || r.Lang != "en" {
 		t.Fatalf("uncertain: %+v", r)
+	}
+}
+
+func TestClassifier_Abstains(t *testing.T) {
+	floor := float32(2)
+	c := &Classifier{m: &Model{Manifest: Manifest{Labels: []string{"healthy", "blight", "not_a_leaf"},
+		Postprocessing: Postprocessing{UncertainBelow: 0.6, AbstainLabel: "not_a_leaf", MinLogit: &floor}}},
+		advice: Advice{"blight": {"en": "destroy plants"}}, abstain: 2}
+	// The abstain label wins: not a leaf, with the built-in text in Hausa.
+	r := c.Answer([]float32{1, 3, 5}, []float32{0.05, 0.15, 0.8}, "ha")
+	if r.Outcome != OutcomeNotALeaf || r.Label != OutcomeNotALeaf || !r.Uncertain || r.Lang != "ha" || r.Advice != builtinAdvice[OutcomeNotALeaf]["ha"] {
+		t.Fatalf("abstain label: %+v", r)
+	}
+	// A confident-looking softmax over weak logits: under the floor.
+	r = c.Answer([]float32{-1, 1.5, -3}, []float32{0.07, 0.92, 0.01}, "en")
+	if r.Outcome != OutcomeNotALeaf || r.Label == "blight" || !r.Uncertain {
+		t.Fatalf("logit floor: %+v", r)
+	}
+	// Above the floor, the same probabilities are a diagnosis.
+	r = c.Answer([]float32{0, 4, -2}, []float32{0.07, 0.92, 0.01}, "en")
+	if r.Outcome != OutcomeDiagnosis || r.Label != "blight" || r.Uncertain || r.Advice != "destroy plants" {
+		t.Fatalf("diagnosis: %+v", r)
+	}
+	// A retake names its reason and gives the built-in text.
+	r = c.Retake(Quality{Brightness: 0.02}, ReasonTooDark, "fr")
+	if r.Outcome != OutcomeRetake || r.Reason != ReasonTooDark || !r.Uncertain || r.Lang != "fr" || r.Advice == "" || r.Quality == nil {
+		t.Fatalf("retake: %+v", r)
+	}
+}
+
+func TestBuiltinAdvice_EveryLanguage(t *testing.T) {
+	for key, byLang := range builtinAdvice {
+		for _, l := range []string{"en", "fr", "sw", "ha", "am"} {
+			if byLang[l] == "" {
+				t.Errorf("%s has no %s text", key, l)
+			}
+		}
+	}
+	for _, r := range []string{ReasonTooDark, ReasonTooBright, ReasonLowContrast, ReasonNoPlant, ReasonBlurry} {
+		if builtinAdvice["retake_"+r] == nil {
+			t.Errorf("no text for retake reason %s", r)
+		}
 	}
 }

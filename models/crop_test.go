@@ -1,10 +1,15 @@
 package models_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
+	"image"
+	"image/color"
+	"image/jpeg"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,13 +24,23 @@ import (
 var update = flag.Bool("update", false, "rewrite models/crop-disease/metrics.json from this run")
 
 // cropMetrics is what the model card states, measured by this test with
-// -update, through the Go pipeline and ONNX Runtime.
+// -update, through the Go pipeline (quality gate included) and ONNX Runtime.
 type cropMetrics struct {
-	EvalImages int                `json:"eval_images"`
-	Accuracy   map[string]float64 `json:"accuracy"`  // model name -> top-1 accuracy on eval/
-	Agreement  float64            `json:"agreement"` // INT8 and FP32 top-1 agree on this share
-	PerClass   map[string]float64 `json:"per_class_int8"`
-	Golden     []golden           `json:"golden"` // INT8 answers on a few fixed inputs
+	EvalLeaves    int `json:"eval_leaves"`
+	EvalNegatives int `json:"eval_negatives"` // not_a_leaf, kinds seen in training (other seeds)
+	EvalUnseen    int `json:"eval_unseen"`    // not_a_leaf, kinds never seen in training
+	// Accuracy: top-1 diagnosis equals the truth, over leaves (an
+	// abstention or a retake counts as wrong).
+	Accuracy map[string]float64 `json:"accuracy"`
+	// Abstained: share answered not_a_leaf, per model and per set.
+	Abstained map[string]map[string]float64 `json:"abstained"`
+	Retakes   map[string]int                `json:"retakes"` // per set, INT8: the gate refused
+	// ECE: expected calibration error of the INT8 model's top probability
+	// (15 bins) over every eval image the gate let through.
+	ECE       float64            `json:"ece_int8"`
+	Agreement float64            `json:"agreement"` // INT8 and FP32 give the same outcome and label
+	PerClass  map[string]float64 `json:"per_class_int8"`
+	Golden    []golden           `json:"golden"` // INT8 answers on a few fixed inputs
 }
 
 type golden struct {
@@ -65,19 +80,54 @@ func evalFiles(t testing.TB) []string {
 	return files
 }
 
-// truth is the label in the file name: 007_leaf_spot.png -> leaf_spot.
-func truth(path string) string {
+// truth is the label in the file name: 007_leaf_spot.png -> leaf_spot,
+// 104_not_a_leaf-sky.png -> not_a_leaf; set: leaves, negatives or unseen.
+func truth(path string) (label, set string) {
 	base := strings.TrimSuffix(filepath.Base(path), ".png")
-	return base[strings.Index(base, "_")+1:]
+	label = base[strings.Index(base, "_")+1:]
+	kind := ""
+	label, kind, _ = strings.Cut(label, "-")
+	switch {
+	case label != "not_a_leaf":
+		return label, "leaves"
+	case kind == "fabric" || kind == "fruit": // train.py NEG_UNSEEN
+		return label, "unseen"
+	}
+	return label, "negatives"
+}
+
+// answerLabel is what a result says the photo is.
+func answerLabel(r *models.ClassResult) string {
+	switch r.Outcome {
+	case models.OutcomeRetake:
+		return "retake"
+	case models.OutcomeNotALeaf:
+		return "not_a_leaf"
+	}
+	return r.Top[0].Label
 }
 
 func TestCropDisease_AccuracyAndAgreement(t *testing.T) {
 	files := evalFiles(t)
-	got := cropMetrics{EvalImages: len(files), Accuracy: map[string]float64{}, PerClass: map[string]float64{}}
+	got := cropMetrics{Accuracy: map[string]float64{}, Abstained: map[string]map[string]float64{}, Retakes: map[string]int{}, PerClass: map[string]float64{}}
 	answers := map[string][]*models.ClassResult{}
+	for _, f := range files {
+		switch _, set := truth(f); set {
+		case "leaves":
+			got.EvalLeaves++
+		case "negatives":
+			got.EvalNegatives++
+		default:
+			got.EvalUnseen++
+		}
+	}
+	size := map[string]int{"leaves": got.EvalLeaves, "negatives": got.EvalNegatives, "unseen": got.EvalUnseen}
+	var conf []float64
+	var hit []bool
 	for _, name := range []string{"crop-disease", "crop-disease-fp32"} {
 		p := cropPipeline(t, name)
 		correct := 0
+		abst := map[string]float64{}
 		for _, f := range files {
 			b, _ := os.ReadFile(f)
 			res, err := p.Infer(context.Background(), models.Input{Name: f, Data: b})
@@ -86,23 +136,42 @@ func TestCropDisease_AccuracyAndAgreement(t *testing.T) {
 			}
 			out := res.Output.(*models.ClassResult)
 			answers[name] = append(answers[name], out)
-			if out.Top[0].Label == truth(f) {
+			want, set := truth(f)
+			a := answerLabel(out)
+			if set == "leaves" && a == want {
 				correct++
 			}
+			if a == "not_a_leaf" {
+				abst[set] += 1 / float64(size[set])
+			}
+			if name == "crop-disease" {
+				if a == "retake" {
+					got.Retakes[set]++
+				} else {
+					conf = append(conf, float64(out.Top[0].Score))
+					hit = append(hit, out.Top[0].Label == want)
+				}
+			}
 		}
-		got.Accuracy[name] = round3(float64(correct) / float64(len(files)))
+		for k, v := range abst {
+			abst[k] = round3(v)
+		}
+		got.Abstained[name] = abst
+		got.Accuracy[name] = round3(float64(correct) / float64(got.EvalLeaves))
 	}
+	got.ECE = round3(expectedCalibrationError(conf, hit, 15))
 	agree := 0
 	perTotal, perOK := map[string]int{}, map[string]int{}
 	for i, f := range files {
-		if answers["crop-disease"][i].Top[0].Label == answers["crop-disease-fp32"][i].Top[0].Label {
+		if answerLabel(answers["crop-disease"][i]) == answerLabel(answers["crop-disease-fp32"][i]) {
 			agree++
 		}
-		perTotal[truth(f)]++
-		if answers["crop-disease"][i].Top[0].Label == truth(f) {
-			perOK[truth(f)]++
+		want, _ := truth(f)
+		perTotal[want]++
+		if answerLabel(answers["crop-disease"][i]) == want {
+			perOK[want]++
 		}
-		if i%21 == 0 { // 0, 21, 42, 63, 84: one of each label
+		if i%21 == 0 && len(answers["crop-disease"][i].Top) > 0 {
 			a := answers["crop-disease"][i]
 			got.Golden = append(got.Golden, golden{File: filepath.Base(f), Label: a.Top[0].Label, Score: a.Top[0].Score})
 		}
@@ -111,7 +180,8 @@ func TestCropDisease_AccuracyAndAgreement(t *testing.T) {
 		got.PerClass[c] = round3(float64(perOK[c]) / float64(n))
 	}
 	got.Agreement = round3(float64(agree) / float64(len(files)))
-	t.Logf("accuracy %v, INT8/FP32 agreement %.3f, per class %v", got.Accuracy, got.Agreement, got.PerClass)
+	t.Logf("accuracy on leaves %v; abstained %v; retakes %v; ECE %.3f; INT8/FP32 agreement %.3f; per class %v",
+		got.Accuracy, got.Abstained, got.Retakes, got.ECE, got.Agreement, got.PerClass)
 
 	path := filepath.Join(testutil.ModelsDir(t), "crop-disease", "metrics.json")
 	if *update {
@@ -130,13 +200,52 @@ func TestCropDisease_AccuracyAndAgreement(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkCard(t, got.Accuracy, card.Accuracy, got.Golden, card.Golden)
+	for name, sets := range card.Abstained {
+		for set, want := range sets {
+			if math.Abs(got.Abstained[name][set]-want) > 0.02 {
+				t.Errorf("%s abstained on %.3f of %s, model card says %.3f", name, got.Abstained[name][set], set, want)
+			}
+		}
+	}
+	if math.Abs(got.ECE-card.ECE) > 0.01 {
+		t.Errorf("ECE %.3f, model card says %.3f", got.ECE, card.ECE)
+	}
 	if got.Agreement < 0.95 {
 		t.Errorf("INT8 and FP32 agree on only %.1f%% of inputs", got.Agreement*100)
+	}
+	// Never a disease for what is not a leaf: at most a few of the
+	// generated negatives may get a diagnosis (the card states how many).
+	for _, set := range []string{"negatives", "unseen"} {
+		refused := got.Abstained["crop-disease"][set] + float64(got.Retakes[set])/float64(size[set])
+		if refused < 0.75 {
+			t.Errorf("only %.0f%% of held-out non-leaf images (%s) answered not_a_leaf or retake", refused*100, set)
+		}
 	}
 	// Advice comes in the requested language (Swahili here).
 	if a := answers["crop-disease"][1]; a.Lang != "sw" || a.Advice == "" {
 		t.Errorf("advice %q in %q, want Swahili", a.Advice, a.Lang)
 	}
+}
+
+// expectedCalibrationError: |confidence − accuracy| over equal-width
+// confidence bins, weighted by how many answers fall in each.
+func expectedCalibrationError(conf []float64, hit []bool, bins int) float64 {
+	sumC, sumA, n := make([]float64, bins), make([]float64, bins), make([]float64, bins)
+	for i, c := range conf {
+		b := min(int(c*float64(bins)), bins-1)
+		sumC[b] += c
+		if hit[i] {
+			sumA[b]++
+		}
+		n[b]++
+	}
+	var e float64
+	for b := range n {
+		if n[b] > 0 {
+			e += n[b] / float64(len(conf)) * math.Abs(sumC[b]/n[b]-sumA[b]/n[b])
+		}
+	}
+	return e
 }
 
 // checkCard compares this run with a model's metrics.json: accuracy within
@@ -170,6 +279,7 @@ func TestCropDisease_Samples(t *testing.T) {
 	if len(samples) != 5 {
 		t.Fatalf("samples: %v", samples)
 	}
+	right := 0
 	for _, f := range samples {
 		b, _ := os.ReadFile(f)
 		res, err := p.Infer(context.Background(), models.Input{Name: f, Data: b})
@@ -177,9 +287,20 @@ func TestCropDisease_Samples(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := strings.TrimSuffix(filepath.Base(f), ".jpg")
-		if out := res.Output.(*models.ClassResult); out.Top[0].Label != want {
-			t.Errorf("%s: got %+v", filepath.Base(f), out.Top)
+		out := res.Output.(*models.ClassResult)
+		switch {
+		case out.Outcome == models.OutcomeDiagnosis && out.Label == want:
+			right++
+		case out.Outcome == models.OutcomeDiagnosis && !out.Uncertain:
+			t.Errorf("%s: confidently misdiagnosed as %s (%+v)", filepath.Base(f), out.Label, out.Top)
+		default:
+			t.Logf("%s: %s %s (%+v)", filepath.Base(f), out.Outcome, out.Label, out.Top)
 		}
+	}
+	// Demo photos: at least four of the five get their diagnosis; none a
+	// wrong one with confidence.
+	if right < len(samples)-1 {
+		t.Errorf("only %d of %d samples diagnosed right", right, len(samples))
 	}
 	for _, bad := range []string{"empty", "garbage"} {
 		var b []byte
@@ -188,6 +309,51 @@ func TestCropDisease_Samples(t *testing.T) {
 		}
 		if _, err := p.Infer(context.Background(), models.Input{Name: bad, Data: b}); err == nil || !strings.Contains(err.Error(), "bad input") {
 			t.Errorf("%s: err = %v", bad, err)
+		}
+	}
+}
+
+// TestCropDisease_Retake: through the real pipeline, a lens cap, a white
+// frame, plain colours, a photo taken at night, one into the sun and an
+// out-of-focus one get "retake" with the reason and advice in the user's
+// language — never a diagnosis.
+func TestCropDisease_Retake(t *testing.T) {
+	p := cropPipeline(t, "crop-disease")
+	rng := rand.New(rand.NewPCG(3, 4))
+	b, err := os.ReadFile(filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples", "rust.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := models.DecodeImage(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, reason string
+		img          image.Image
+	}{
+		{"lens cap", models.ReasonTooDark, plain(color.RGBA{3, 3, 3, 255}, 640, rng)},
+		{"white", models.ReasonTooBright, plain(color.RGBA{252, 252, 252, 255}, 640, rng)},
+		{"grey", models.ReasonLowContrast, plain(color.RGBA{120, 120, 120, 255}, 640, rng)},
+		{"green", models.ReasonLowContrast, plain(color.RGBA{50, 150, 40, 255}, 640, rng)},
+		{"night", models.ReasonTooDark, mapPixels(leaf, func(v float64) float64 { return v * 0.12 })},
+		{"into the sun", models.ReasonTooBright, mapPixels(leaf, func(v float64) float64 { return v * 5 })},
+		{"out of focus", models.ReasonBlurry, blur(leaf, 12)},
+		{"sky", models.ReasonNoPlant, sky(480, rng)},
+	}
+	for _, c := range cases {
+		var buf bytes.Buffer
+		if err := jpeg.Encode(&buf, c.img, &jpeg.Options{Quality: 90}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := p.Infer(context.Background(), models.Input{Name: c.name, Data: buf.Bytes()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := res.Output.(*models.ClassResult)
+		if out.Outcome != models.OutcomeRetake || out.Reason != c.reason || !out.Uncertain || out.Label != "retake" ||
+			out.Lang != "sw" || out.Advice == "" || len(out.Top) != 0 {
+			t.Errorf("%s: %+v (quality %+v), want retake for %s", c.name, out, out.Quality, c.reason)
 		}
 	}
 }

@@ -55,6 +55,7 @@ type Manifest struct {
 	Outputs        []runtime.TensorInfo `json:"outputs"`
 	Preprocessing  Preprocessing        `json:"preprocessing"`
 	Postprocessing Postprocessing       `json:"postprocessing"`
+	Quality        *QualitySpec         `json:"quality,omitempty"` // image models: the photo quality gate
 	VAD            *VADOptions          `json:"vad,omitempty"`
 	Advice         string               `json:"advice,omitempty"` // JSON file: label -> language -> text
 	Labels         []string             `json:"labels,omitempty"`
@@ -90,6 +91,15 @@ type Postprocessing struct {
 	// UncertainBelow: a top score under this is answered "uncertain —
 	// retake the photo" instead of a diagnosis; default 0.5.
 	UncertainBelow float32 `json:"uncertain_below,omitempty"`
+	// AbstainLabel: a label that means "none of the above" (e.g.
+	// "not_a_leaf", trained on varied negatives); when it wins the answer
+	// is the not_a_leaf outcome, never a diagnosis.
+	AbstainLabel string `json:"abstain_label,omitempty"`
+	// MinLogit: when the best raw output of a real class is below this, the
+	// input is unlike anything the model was trained on (max-logit
+	// out-of-distribution test; set from held-out data) and the answer is
+	// not_a_leaf.
+	MinLogit *float32 `json:"min_logit,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)

@@ -44,11 +44,16 @@ var taskTable = []TaskSpec{
 		Text: func(w io.Writer, r *Result) {
 			out := r.Output.(*ClassResult)
 			verdict := fmt.Sprintf("%s (%.0f%%)", out.Label, out.Score*100)
-			if out.Uncertain {
+			switch {
+			case out.Outcome == OutcomeRetake:
+				verdict = "retake the photo: " + strings.ReplaceAll(out.Reason, "_", " ")
+			case out.Outcome == OutcomeNotALeaf:
+				verdict = fmt.Sprintf("not a leaf this model knows (best guess %s at %.0f%%)", out.Top[0].Label, out.Top[0].Score*100)
+			case out.Uncertain:
 				verdict = fmt.Sprintf("uncertain: best guess %s at %.0f%%", out.Top[0].Label, out.Top[0].Score*100)
 			}
 			fmt.Fprintf(w, "%s: %s [%s %s, %.1f ms]\n", r.Input, verdict, r.Model, r.Version, r.Timings.Total)
-			for _, s := range out.Top[1:] {
+			for _, s := range out.Top[min(1, len(out.Top)):] {
 				fmt.Fprintf(w, "  also %s %.0f%%\n", s.Label, s.Score*100)
 			}
 			if out.Advice != "" {

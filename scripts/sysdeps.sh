@@ -31,6 +31,11 @@ declare -A test_pkgs=(
   [/usr/share/fonts/truetype/abyssinica/AbyssinicaSIL-Regular.ttf]=fonts-sil-abyssinica  # Ge'ez script for Amharic
   [/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf]=fonts-noto-core
   [systemd-analyze]=systemd        # verifies dist/outpost.service
+  # bring-your-own test: export a torchvision MobileNetV3 to ONNX (FP32 and INT8)
+  [/usr/lib/python3/dist-packages/torch/__init__.py]=python3-torch
+  [/usr/lib/python3/dist-packages/torchvision/__init__.py]=python3-torchvision
+  [/usr/lib/python3/dist-packages/onnx/__init__.py]=python3-onnx
+  [/usr/lib/python3/dist-packages/PIL/__init__.py]=python3-pil
 )
 declare -A cross_pkgs=(
   [aarch64-linux-gnu-gcc]=gcc-aarch64-linux-gnu         # make cross / dist: cgo for arm64

@@ -212,13 +212,13 @@ func TestFindings_SmallInputs(t *testing.T) {
 			t.Fatal(err)
 		}
 		if f == "manifest.json" {
-			b = []byte(strings.Replace(string(b), `"mosaic"]`, `"mosaic", "extra"]`, 1))
+			b = []byte(strings.Replace(string(b), `"not_a_leaf"]`, `"not_a_leaf", "extra"]`, 1))
 		}
 		os.WriteFile(filepath.Join(dst, f), b, 0o644)
 	}
 	out, errOut, code := run(t, nil, "models", "verify", "--dir", dir)
-	if code == ExitOK || !strings.Contains(out+errOut, "6 labels") {
-		t.Fatalf("verify with 6 labels for 5 classes: code %d\n%s%s", code, out, errOut)
+	if code == ExitOK || !strings.Contains(out+errOut, "7 labels") {
+		t.Fatalf("verify with 7 labels for 6 classes: code %d\n%s%s", code, out, errOut)
 	}
 	os.MkdirAll(filepath.Join(dir, "broken"), 0o755)
 	os.WriteFile(filepath.Join(dir, "broken", "manifest.json"), []byte("{"), 0o644)

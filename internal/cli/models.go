@@ -14,12 +14,16 @@ import (
 const modelsExamples = `  outpost models list                    # bundled models
   outpost models list --dir ./my-models --json
   outpost models verify                  # checksums, then load each model and check its inputs/outputs
+  outpost models add model.onnx --labels labels.txt --name cassava   # bring your own (see models add --help)
 `
 
 func runModels(ctx context.Context, io IO, args []string) error {
+	if len(args) > 0 && args[0] == "add" {
+		return runModelsAdd(ctx, io, args[1:])
+	}
 	var rf runtimeFlags
 	var asJSON bool
-	fs := newFlags(io, "models", "outpost models list|verify [--dir DIR] [--json]", modelsExamples)
+	fs := newFlags(io, "models", "outpost models list|verify|add [--dir DIR] [--json]", modelsExamples)
 	rf.register(fs, "dir")
 	fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	if err := parse(fs, args); err != nil {

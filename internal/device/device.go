@@ -291,7 +291,8 @@ func (d *Device) Infer(ctx context.Context, model string, in models.Input, lang 
 }
 
 // Store appends a result durably and returns once it is on disk; res.ID is
-// set then. A blight diagnosis at normal priority goes up as an alert.
+// set then. At normal priority, a confident blight diagnosis goes up as an
+// alert, and a retake or not-a-leaf answer as bulk.
 func (d *Device) Store(ctx context.Context, res *models.Result, prio outbox.Priority) (*outbox.Record, error) {
 	if d.ob == nil {
 		return nil, errors.New("device: no outbox (set a data dir)")
@@ -300,8 +301,13 @@ func (d *Device) Store(ctx context.Context, res *models.Result, prio outbox.Prio
 	if err != nil {
 		return nil, fmt.Errorf("encode result: %w", err)
 	}
-	if cr, ok := res.Output.(*models.ClassResult); ok && prio == outbox.Normal && cr.Label == "blight" {
-		prio = outbox.Alert // spreads in days: goes first and may spend the budget
+	if cr, ok := res.Output.(*models.ClassResult); ok && prio == outbox.Normal {
+		switch {
+		case cr.Outcome == models.OutcomeDiagnosis && !cr.Uncertain && cr.Label == "blight":
+			prio = outbox.Alert // spreads in days: goes first and may spend the budget
+		case cr.Outcome == models.OutcomeRetake || cr.Outcome == models.OutcomeNotALeaf:
+			prio = outbox.Bulk // worth counting at the hub, after every answer
+		}
 	}
 	rec := &outbox.Record{Device: d.cfg.DeviceID, Model: res.Model, Version: res.Version, Task: string(res.Task), Priority: prio, Output: out}
 	id, err := d.ob.Append(ctx, rec, nil)

@@ -3,19 +3,29 @@
 
 No public crop dataset is reachable from our build machines, so this script draws its own
 leaves: several leaf shapes, veins, backgrounds (soil, grass, paper, skin), lighting, blur,
-and five conditions — healthy, leaf_spot, rust, blight, mosaic. A small MobileNet-style CNN
-is trained in float32, then fine-tuned with quantization-aware training and exported twice:
+and five conditions — healthy, leaf_spot, rust, blight, mosaic — plus a sixth class, not_a_leaf,
+drawn from generated negatives (blank and noisy frames, soil, sky, skin and faces, scenes, objects,
+coins, wheels, fur, photos of screens, text). Two negative kinds (fabric, fruit) are never used in
+training or calibration: they measure how the abstention holds on kinds it never saw. Leaves get
+wide lighting (dim to bright), white balance, JPEG, blur and zoom augmentation. A small
+MobileNet-style CNN is trained in float32, then fine-tuned with quantization-aware training
+(per-channel INT8 weights) and exported twice:
 
   crop_disease_fp32.onnx   float32
   crop_disease_int8.onnx   QDQ (QuantizeLinear/DequantizeLinear) graph that ONNX Runtime runs in INT8
 
 It also writes the held-out evaluation set the Go tests use (eval/*.png, 96x96, never seen in
-training: different random seed) and calibration.json (softmax temperature fitted on a
-validation set). Accuracy is measured afterwards in Go through ONNX Runtime (see the model card).
+training: different random seed; negatives named NNN_not_a_leaf-KIND.png) and calibration.json:
+the softmax temperature fitted on a validation set, the expected calibration error before and
+after it on a separate test set, and the OOD floor (the lowest top disease logit a real leaf
+gets, 1st percentile on validation leaves). Accuracy is measured afterwards in Go through ONNX
+Runtime (see the model card). Never add images from Debian packages here: they are the outside
+check.
 
 Run with Debian's python3 (python3-torch, python3-onnx, python3-pil, python3-numpy):
-    /usr/bin/python3 train.py            # ~5 minutes on 2 cores
+    /usr/bin/python3 train.py            # ~10 minutes on 2 cores
 """
+import io
 import json
 import math
 import os
@@ -28,7 +38,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
 
-LABELS = ["healthy", "leaf_spot", "rust", "blight", "mosaic"]
+LABELS = ["healthy", "leaf_spot", "rust", "blight", "mosaic", "not_a_leaf"]
+DISEASES = LABELS[:5]
+NEG = LABELS.index("not_a_leaf")
 SIZE = 96
 MEAN = [0.5, 0.5, 0.5]
 STD = [0.25, 0.25, 0.25]
@@ -55,7 +67,7 @@ def background(rng, n):
 
 def leaf_polygon(rng, n):
     cx, cy = n / 2 + rng.uniform(-n * 0.08, n * 0.08, 2)
-    length = n * rng.uniform(0.38, 0.48)
+    length = n * rng.uniform(0.28, 0.5)
     width = length * rng.uniform(0.3, 0.7)
     shape = rng.uniform(0.5, 2.0)  # 0.5 round .. 2 lanceolate
     ang = rng.uniform(0, 2 * math.pi)
@@ -145,30 +157,236 @@ def draw_leaf(rng, n, label):
     leaf = leaf * (1 - lm) + np.asarray(lesion, np.float32) * lm
     img = img * (1 - mask) + leaf * mask
 
-    # lighting gradient, blur, sensor noise
+    return photometric(rng, img)
+
+
+def photometric(rng, img):
+    """Camera and light: gradient, exposure (dim to bright), gamma, white
+    balance, sensor noise, blur, JPEG."""
+    n = img.shape[0]
     gx, gy = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n))
     a = rng.uniform(0, 2 * math.pi)
-    light = rng.uniform(0.65, 1.2) + rng.uniform(0, 0.35) * (gx * math.cos(a) + gy * math.sin(a))
-    img = np.clip(img * light[..., None] + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
-    out = Image.fromarray(img)
+    light = rng.uniform(0.4, 1.3) + rng.uniform(0, 0.35) * (gx * math.cos(a) + gy * math.sin(a))
+    wb = rng.uniform(0.85, 1.15, 3)
+    img = np.clip(img * light[..., None] * wb + rng.normal(0, rng.uniform(1, 6), img.shape), 0, 255)
+    img = 255 * (img / 255) ** rng.uniform(0.75, 1.35)
+    out = Image.fromarray(img.astype(np.uint8))
     if rng.random() < 0.6:
-        out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 1.2)))
+        out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 1.4)))
+    if rng.random() < 0.5:
+        buf = io.BytesIO()
+        out.save(buf, "JPEG", quality=int(rng.integers(30, 92)))
+        out = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
     return out
 
 
-def sample(rng, label):
+# ---------------------------------------------------------------- negatives (not_a_leaf)
+
+NEG_TRAIN = ["blank", "noise", "soil", "sky", "skin", "face", "scene", "objects", "coins", "wheel",
+             "fur", "screen", "text"]
+NEG_UNSEEN = ["fabric", "fruit"]  # never in training or calibration
+
+
+def rcolor(rng, lo=0, hi=255):
+    return tuple(int(v) for v in rng.uniform(lo, hi, 3))
+
+
+def skin_tone(rng):
+    t = rng.uniform(0, 1)  # dark to light
+    return np.array([60 + 180 * t, 40 + 150 * t, 30 + 130 * t], np.float32) * rng.uniform(0.9, 1.1, 3)
+
+
+def negative(rng, n, kind):
+    gx, gy = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
+    if kind == "blank":
+        c = np.array(rcolor(rng), np.float32)
+        if rng.random() < 0.3:  # lens cap, overexposed, plain green
+            c = np.array([(0, 0, 0), (255, 255, 255), (60, 140, 50)][int(rng.integers(3))], np.float32)
+        img = np.broadcast_to(c, (n, n, 3)) * (1 + 0.1 * (noise(rng, n, n, 3)[..., None] - 0.5))
+    elif kind == "noise":
+        if rng.random() < 0.5:
+            img = rng.uniform(0, 255, (n, n, 3))
+        else:
+            img = np.stack([noise(rng, n, n, int(rng.integers(3, 40))) for _ in range(3)], -1) * 255
+    elif kind == "soil":
+        base = np.array([rng.uniform(70, 150), rng.uniform(45, 100), rng.uniform(25, 60)], np.float32)
+        img = base * (0.6 + 0.8 * noise(rng, n, n, int(rng.integers(8, 40)))[..., None])
+        pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+        d = ImageDraw.Draw(pil)
+        for _ in range(int(rng.integers(0, 25))):
+            x, y, r = *rng.uniform(0, n, 2), rng.uniform(1, n / 20)
+            d.ellipse([x - r, y - r, x + r, y + r], fill=rcolor(rng, 90, 200))
+        img = np.asarray(pil, np.float32)
+    elif kind == "sky":
+        top = np.array([rng.uniform(40, 120), rng.uniform(100, 170), rng.uniform(180, 255)], np.float32)
+        img = top * (1 - 0.4 * gy[..., None]) + 90 * gy[..., None]
+        cloud = np.clip((noise(rng, n, n, int(rng.integers(3, 8))) - rng.uniform(0.4, 0.7)) * 4, 0, 1)
+        img = img * (1 - cloud[..., None]) + 240 * cloud[..., None]
+    elif kind in ("skin", "face"):
+        img = background(rng, n) if rng.random() < 0.5 else np.broadcast_to(np.array(rcolor(rng), np.float32), (n, n, 3)).copy()
+        tone = skin_tone(rng)
+        mask = Image.new("L", (n, n), 0)
+        d = ImageDraw.Draw(mask)
+        if kind == "skin":  # hand or arm filling much of the frame
+            cx, cy = rng.uniform(0.3, 0.7, 2) * n
+            d.ellipse([cx - n * 0.35, cy - n * 0.25, cx + n * 0.35, cy + n * 0.3], fill=255)
+            for k in range(4):
+                x = cx - n * 0.25 + k * n * 0.15
+                d.rectangle([x, cy - n * 0.55, x + n * 0.1, cy], fill=255)
+        else:
+            d.ellipse([n * 0.25, n * 0.15, n * 0.75, n * 0.9], fill=255)
+        m = np.asarray(mask, np.float32)[..., None] / 255
+        sk = tone * (0.85 + 0.3 * noise(rng, n, n, 6)[..., None])
+        img = img * (1 - m) + sk * m
+        if kind == "face":
+            pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+            d = ImageDraw.Draw(pil)
+            hair = rcolor(rng, 0, 90)
+            d.chord([n * 0.23, n * 0.08, n * 0.77, n * 0.6], 180, 360, fill=hair)
+            for ex in (0.4, 0.6):
+                d.ellipse([n * ex - n * 0.04, n * 0.45, n * ex + n * 0.04, n * 0.5], fill=(250, 250, 250))
+                d.ellipse([n * ex - n * 0.02, n * 0.455, n * ex + n * 0.02, n * 0.495], fill=rcolor(rng, 0, 120))
+            d.arc([n * 0.4, n * 0.62, n * 0.6, n * 0.75], 20, 160, fill=(120, 40, 40), width=max(1, n // 60))
+            img = np.asarray(pil, np.float32)
+    elif kind == "scene":
+        h = rng.uniform(0.3, 0.7)
+        sky = np.array([rng.uniform(60, 200), rng.uniform(120, 220), rng.uniform(180, 255)], np.float32)
+        ground = np.array(rcolor(rng, 40, 180), np.float32)
+        m = (gy > h)[..., None]
+        img = np.where(m, ground * (0.7 + 0.6 * noise(rng, n, n, 16)[..., None]), sky * (1 - 0.3 * gy[..., None]))
+        pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+        d = ImageDraw.Draw(pil)
+        for _ in range(int(rng.integers(1, 6))):
+            x0, w, hh = rng.uniform(0, n), rng.uniform(n * 0.08, n * 0.3), rng.uniform(n * 0.1, n * 0.5)
+            d.rectangle([x0, h * n - hh, x0 + w, h * n + 2], fill=rcolor(rng, 60, 230))
+            for _ in range(int(rng.integers(0, 6))):
+                wx, wy = x0 + rng.uniform(0, w), h * n - rng.uniform(0, hh)
+                d.rectangle([wx, wy, wx + 3, wy + 3], fill=rcolor(rng, 0, 80))
+        if rng.random() < 0.5:  # a tree, far away: green but not a leaf photo
+            tx = rng.uniform(0.1, 0.9) * n
+            d.rectangle([tx - 2, h * n - n * 0.2, tx + 2, h * n], fill=(90, 60, 30))
+            r = rng.uniform(0.06, 0.14) * n
+            d.ellipse([tx - r, h * n - n * 0.2 - r, tx + r, h * n - n * 0.2 + r], fill=(40, int(rng.uniform(90, 150)), 40))
+        img = np.asarray(pil, np.float32)
+    elif kind in ("objects", "coins", "wheel"):
+        if rng.random() < 0.5:  # wooden table
+            wood = np.array([rng.uniform(120, 190), rng.uniform(80, 130), rng.uniform(40, 80)], np.float32)
+            img = wood * (0.8 + 0.4 * np.sin(gy * rng.uniform(20, 60) + 3 * noise(rng, n, n, 4))[..., None])
+        else:
+            img = np.broadcast_to(np.array(rcolor(rng), np.float32), (n, n, 3)).copy()
+        pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+        d = ImageDraw.Draw(pil)
+        if kind == "objects":
+            for _ in range(int(rng.integers(1, 7))):
+                x, y, r = *rng.uniform(0, n, 2), rng.uniform(n * 0.05, n * 0.3)
+                shape = int(rng.integers(3))
+                box = [x - r, y - r * rng.uniform(0.4, 1), x + r, y + r * rng.uniform(0.4, 1)]
+                [d.ellipse, d.rectangle, d.polygon][shape](
+                    box if shape < 2 else [tuple(rng.uniform(0, n, 2)) for _ in range(int(rng.integers(3, 7)))],
+                    fill=rcolor(rng))
+        elif kind == "coins":
+            for _ in range(int(rng.integers(1, 9))):
+                x, y, r = *rng.uniform(0, n, 2), rng.uniform(n * 0.06, n * 0.2)
+                metal = [(190, 190, 195), (200, 160, 70), (170, 110, 70)][int(rng.integers(3))]
+                d.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(c * 0.7) for c in metal))
+                d.ellipse([x - r * 0.85, y - r * 0.85, x + r * 0.85, y + r * 0.85], fill=metal)
+                d.text((x - r * 0.3, y - r * 0.3), str(int(rng.integers(1, 100))), fill=tuple(int(c * 0.6) for c in metal))
+        else:
+            body = rcolor(rng)
+            d.rectangle([n * rng.uniform(0.2, 0.4), n * rng.uniform(0.2, 0.4), n * rng.uniform(0.6, 0.8), n * 0.6], fill=body)
+            for cx in (rng.uniform(0.15, 0.35) * n, rng.uniform(0.65, 0.85) * n):
+                cy, r = n * 0.7, rng.uniform(0.12, 0.2) * n
+                d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(20, 20, 20))
+                d.ellipse([cx - r * 0.7, cy - r * 0.7, cx + r * 0.7, cy + r * 0.7], fill=(150, 150, 155))
+                for a in np.linspace(0, math.pi, 6, endpoint=False):
+                    d.line([(cx - r * 0.7 * math.cos(a), cy - r * 0.7 * math.sin(a)),
+                            (cx + r * 0.7 * math.cos(a), cy + r * 0.7 * math.sin(a))], fill=(60, 60, 60), width=1)
+        img = np.asarray(pil, np.float32)
+    elif kind == "fur":
+        col = np.array([(200, 120, 50), (120, 120, 120), (30, 30, 30), (230, 220, 200)][int(rng.integers(4))], np.float32)
+        streak = np.asarray(Image.fromarray((rng.random((8, 48)) * 255).astype(np.uint8)).resize((n, n), Image.BICUBIC), np.float32) / 255
+        img = col * (0.6 + 0.7 * streak[..., None]) + rng.normal(0, 10, (n, n, 3))
+        pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+        d = ImageDraw.Draw(pil)
+        if rng.random() < 0.6:  # a face: ears, eyes
+            d.polygon([(n * 0.2, n * 0.35), (n * 0.3, n * 0.05), (n * 0.42, n * 0.3)], fill=tuple(int(c) for c in col * 0.8))
+            d.polygon([(n * 0.58, n * 0.3), (n * 0.7, n * 0.05), (n * 0.8, n * 0.35)], fill=tuple(int(c) for c in col * 0.8))
+            eye = [(120, 180, 60), (200, 170, 40), (90, 140, 200)][int(rng.integers(3))]
+            for ex in (0.37, 0.63):
+                d.ellipse([n * ex - n * 0.06, n * 0.42, n * ex + n * 0.06, n * 0.52], fill=eye)
+                d.ellipse([n * ex - n * 0.015, n * 0.42, n * ex + n * 0.015, n * 0.52], fill=(0, 0, 0))
+        img = np.asarray(pil, np.float32)
+    elif kind == "screen":
+        img = np.broadcast_to(np.array(rcolor(rng, 0, 60), np.float32), (n, n, 3)).copy()
+        pil = Image.fromarray(img.astype(np.uint8))
+        d = ImageDraw.Draw(pil)
+        x0, y0 = rng.uniform(0, 0.15, 2) * n
+        x1, y1 = n - rng.uniform(0, 0.15, 2) * n
+        d.rectangle([x0, y0, x1, y1], fill=rcolor(rng, 150, 255))
+        for _ in range(int(rng.integers(2, 12))):
+            bx, by = rng.uniform(x0, x1), rng.uniform(y0, y1)
+            if rng.random() < 0.5:
+                d.rectangle([bx, by, bx + rng.uniform(4, n / 3), by + rng.uniform(3, n / 6)], fill=rcolor(rng))
+            else:
+                d.text((bx, by), "".join(chr(int(c)) for c in rng.integers(65, 90, 8)), fill=rcolor(rng, 0, 100))
+        img = np.asarray(pil, np.float32)
+        p = int(rng.integers(2, 4))  # pixel grid and moire of a photographed screen
+        img[::p, :, :] *= rng.uniform(0.6, 0.9)
+        img *= (1 + 0.15 * np.sin(gx * rng.uniform(40, 120) + gy * rng.uniform(20, 80)))[..., None]
+    elif kind == "text":
+        paper = np.array(rcolor(rng, 190, 255), np.float32)
+        pil = Image.fromarray(np.broadcast_to(paper, (n, n, 3)).astype(np.uint8).copy())
+        d = ImageDraw.Draw(pil)
+        ink = rcolor(rng, 0, 90)
+        for row in range(int(rng.integers(3, 14))):
+            y = n * 0.05 + row * n / 12
+            d.text((rng.uniform(0, n * 0.1), y), " ".join("".join(chr(int(c)) for c in rng.integers(97, 122, int(rng.integers(2, 8)))) for _ in range(6)), fill=ink)
+        img = np.asarray(pil, np.float32)
+    elif kind == "fabric":  # unseen: stripes and checks
+        f1, f2 = rng.uniform(8, 40, 2)
+        c1, c2 = np.array(rcolor(rng), np.float32), np.array(rcolor(rng), np.float32)
+        pat = (np.sin(gx * f1) > 0) ^ (np.sin(gy * f2) > 0 if rng.random() < 0.5 else False)
+        img = np.where(pat[..., None], c1, c2) * (0.9 + 0.2 * noise(rng, n, n, 30)[..., None])
+    elif kind == "fruit":  # unseen: round fruit in a bowl or on a table
+        img = background(rng, n)
+        pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+        d = ImageDraw.Draw(pil)
+        for _ in range(int(rng.integers(1, 6))):
+            x, y, r = *rng.uniform(0.2, 0.8, 2) * n, rng.uniform(0.08, 0.22) * n
+            col = [(230, 120, 20), (220, 30, 30), (240, 210, 40), (120, 60, 120)][int(rng.integers(4))]
+            d.ellipse([x - r, y - r, x + r, y + r], fill=col)
+            d.ellipse([x - r * 0.5, y - r * 0.6, x - r * 0.1, y - r * 0.2], fill=tuple(min(255, c + 50) for c in col))
+        img = np.asarray(pil, np.float32)
+    else:
+        raise ValueError(kind)
+    return photometric(rng, np.clip(np.asarray(img, np.float32), 0, 255))
+
+
+def sample(rng, label, kinds=NEG_TRAIN):
     n = int(rng.integers(96, 161))  # drawn at several sizes, resized like the Go pipeline does
-    return draw_leaf(rng, n, label).resize((SIZE, SIZE), Image.BICUBIC)
+    if label == "not_a_leaf":
+        kind = kinds[int(rng.integers(len(kinds)))]
+        return negative(rng, n, kind).resize((SIZE, SIZE), Image.BICUBIC), kind
+    img = draw_leaf(rng, n, label)
+    if label == "healthy" and rng.random() < 0.2:
+        # zoomed in on part of a healthy leaf: still healthy (real photos
+        # are often framed tighter than the generator draws)
+        f = rng.uniform(0.45, 0.75)
+        x0, y0 = rng.uniform(n * (1 - f) * 0.3, n * (1 - f) * 0.7, 2)
+        img = img.crop((int(x0), int(y0), int(x0 + f * n), int(y0 + f * n)))
+    return img.resize((SIZE, SIZE), Image.BICUBIC), label
 
 
-def dataset(seed, per_class):
+def dataset(seed, per_class, kinds=NEG_TRAIN, labels=LABELS):
     rng = np.random.default_rng(seed)
-    xs, ys = [], []
-    for i in range(per_class * len(LABELS)):
-        y = i % len(LABELS)
-        xs.append(np.asarray(sample(rng, LABELS[y]), np.uint8))
-        ys.append(y)
-    return np.stack(xs), np.array(ys)
+    xs, ys, tags = [], [], []
+    for i in range(per_class * len(labels)):
+        lab = labels[i % len(labels)]
+        img, tag = sample(rng, lab, kinds)
+        xs.append(np.asarray(img, np.uint8))
+        ys.append(LABELS.index(lab))
+        tags.append(tag)
+    return np.stack(xs), np.array(ys), tags
 
 
 def to_tensor(xs):
@@ -245,20 +463,39 @@ def export(model, path):
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
 
+def ece(probs, y, bins=15):
+    """Expected calibration error: |confidence - accuracy| averaged over
+    equal-width confidence bins, weighted by how many answers fall in each."""
+    conf, pred = probs.max(1)
+    correct = (pred == y).float()
+    total = 0.0
+    for lo in np.linspace(0, 1, bins, endpoint=False):
+        m = (conf > lo) & (conf <= lo + 1 / bins)
+        if m.any():
+            total += m.float().mean().item() * abs(conf[m].mean().item() - correct[m].mean().item())
+    return total
+
+
 def main():
     torch.manual_seed(0)
     random.seed(0)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    print("generating data...", flush=True)
-    xtr, ytr = dataset(1, int(os.environ.get("PER_CLASS", "1400")))
-    xva, yva = dataset(2, 100)
-    xev, yev = dataset(3, 20)  # the committed held-out evaluation set
+    per_class = int(os.environ.get("PER_CLASS", "1400"))
+    print(f"generating data ({per_class} per class)...", flush=True)
+    xtr, ytr, _ = dataset(1, per_class)
+    xva, yva, _ = dataset(2, 100)          # temperature and OOD floor
+    xte, yte, _ = dataset(5, 100)          # ECE and accuracy, never used to choose anything
+    xun, yun, tun = dataset(6, 100, NEG_UNSEEN, ["not_a_leaf"])  # negative kinds never trained on
+    xev, yev, tev = dataset(3, 20)         # the committed held-out evaluation set (Go tests)
+    xeu, yeu, teu = dataset(7, 10, NEG_UNSEEN, ["not_a_leaf"])
     Xtr, Ytr = to_tensor(xtr), torch.from_numpy(ytr)
     Xva, Yva = to_tensor(xva), torch.from_numpy(yva)
+    Xte, Yte = to_tensor(xte), torch.from_numpy(yte)
+    Xun = to_tensor(xun)
 
     model = LeafNet()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    epochs = int(os.environ.get("EPOCHS", "12"))
+    epochs = int(os.environ.get("EPOCHS", "14"))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     for ep in range(epochs):
         loss = run_epoch(model, Xtr, Ytr, opt)
@@ -267,14 +504,10 @@ def main():
         print(f"epoch {ep + 1}/{epochs}: loss {loss:.3f} val acc {acc:.3f}", flush=True)
     export(model, os.path.join(HERE, "crop_disease_fp32.onnx"))
 
-    # Temperature scaling on the validation set (calibrated confidence).
-    lv = logits_of(model, Xva)
-    best = min((F.cross_entropy(lv / t, Yva).item(), t) for t in np.arange(0.5, 3.01, 0.05))
-    temperature = round(float(best[1]), 2)
-    print(f"temperature {temperature} (val NLL {best[0]:.3f})")
-
-    # Quantization-aware fine-tuning -> QDQ export.
-    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, QConfig
+    # Quantization-aware fine-tuning -> QDQ export (per-channel weights: the
+    # INT8 model must agree with its FP32 twin off the generator too).
+    from torch.ao.quantization import (FakeQuantize, MovingAverageMinMaxObserver,
+                                       MovingAveragePerChannelMinMaxObserver, QConfig)
     qmodel = LeafNet()
     qmodel.load_state_dict(model.state_dict())
     qmodel.fold()
@@ -282,30 +515,92 @@ def main():
     qmodel.qconfig = QConfig(
         activation=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
                                           dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=False),
-        weight=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=-128, quant_max=127,
-                                      dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, reduce_range=False))
+        weight=FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127,
+                                      dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0,
+                                      reduce_range=False))
     torch.ao.quantization.prepare_qat(qmodel, inplace=True)
     qopt = torch.optim.AdamW(qmodel.parameters(), lr=1e-4)
-    for ep in range(int(os.environ.get("QAT_EPOCHS", "2"))):
+    for ep in range(int(os.environ.get("QAT_EPOCHS", "3"))):
         run_epoch(qmodel, Xtr, Ytr, qopt)
         acc = (logits_of(qmodel, Xva).argmax(1) == Yva).float().mean().item()
         print(f"qat epoch {ep + 1}: val acc {acc:.3f}", flush=True)
     qmodel.apply(torch.ao.quantization.disable_observer)
     export(qmodel, os.path.join(HERE, "crop_disease_int8.onnx"))
 
+    cal = {"train_per_class": per_class, "epochs": epochs, "labels": LABELS,
+           "negative_kinds_trained": NEG_TRAIN, "negative_kinds_unseen": NEG_UNSEEN}
+    for name, m in (("fp32", model), ("int8", qmodel)):
+        # Temperature scaling on the validation set (calibrated confidence),
+        # judged on the test set.
+        lv, lt, lu = logits_of(m, Xva), logits_of(m, Xte), logits_of(m, Xun)
+        best = min((F.cross_entropy(lv / t, Yva).item(), t) for t in np.arange(0.3, 3.01, 0.05))
+        temp = round(float(best[1]), 2)
+        # OOD floor: a leaf's top disease logit is rarely below this (1st
+        # percentile of validation leaves); anything lower abstains.
+        leaves = Yva != NEG
+        floor = float(np.percentile(lv[leaves][:, :NEG].max(1).values.numpy(), 1))
+        tl = Yte != NEG
+        abstain_te = (lt.argmax(1) == NEG) | (lt[:, :NEG].max(1).values < floor)
+        abstain_un = (lu.argmax(1) == NEG) | (lu[:, :NEG].max(1).values < floor)
+        cal[name] = {
+            "temperature": temp, "val_nll": round(best[0], 4),
+            "test_accuracy": round((lt.argmax(1) == Yte).float().mean().item(), 4),
+            "test_ece_t1": round(ece(F.softmax(lt, 1), Yte), 4),
+            "test_ece": round(ece(F.softmax(lt / temp, 1), Yte), 4),
+            "min_disease_logit": round(floor, 3),
+            "test_leaves_abstained": round(abstain_te[tl].float().mean().item(), 4),
+            "test_negatives_abstained": round(abstain_te[~tl].float().mean().item(), 4),
+            "unseen_kinds_abstained": round(abstain_un.float().mean().item(), 4),
+        }
+        print(name, json.dumps(cal[name]), flush=True)
+    agree = (logits_of(model, Xte).argmax(1) == logits_of(qmodel, Xte).argmax(1)).float().mean().item()
+    cal["int8_fp32_agreement_test"] = round(agree, 4)
+    print(f"int8/fp32 agreement on the test set: {agree:.4f}")
+
     os.makedirs(os.path.join(HERE, "eval"), exist_ok=True)
-    for i, (img, y) in enumerate(zip(xev, yev)):
-        Image.fromarray(img).save(os.path.join(HERE, "eval", f"{i:03d}_{LABELS[y]}.png"), optimize=True)
+    for f in os.listdir(os.path.join(HERE, "eval")):
+        os.remove(os.path.join(HERE, "eval", f))
+    i = 0
+    for img, y, tag in list(zip(xev, yev, tev)) + list(zip(xeu, yeu, teu)):
+        name = LABELS[y] if LABELS[y] != "not_a_leaf" else f"not_a_leaf-{tag}"
+        Image.fromarray(img).save(os.path.join(HERE, "eval", f"{i:03d}_{name}.png"), optimize=True)
+        i += 1
     with open(os.path.join(HERE, "calibration.json"), "w") as f:
-        json.dump({"temperature": temperature, "val_nll": round(best[0], 4),
-                   "train_per_class": int(len(xtr) / len(LABELS)), "epochs": epochs}, f, indent=2)
-    # A few full-size photos for demos and `outpost infer` examples.
-    rng = np.random.default_rng(4)
-    os.makedirs(os.path.join(HERE, "samples"), exist_ok=True)
-    for lab in LABELS:
-        draw_leaf(rng, 480, lab).save(os.path.join(HERE, "samples", f"{lab}.jpg"), quality=88)
+        json.dump(cal, f, indent=2)
+    write_samples()
+    write_gate_set()
     print("done")
 
 
+def write_samples():
+    """A few full-size photos for demos and `outpost infer` examples: well
+    lit (mean luma 0.3-0.7), so they show a diagnosis, not a retake."""
+    rng = np.random.default_rng(4)
+    os.makedirs(os.path.join(HERE, "samples"), exist_ok=True)
+    for lab in DISEASES:
+        while True:
+            img = draw_leaf(rng, 480, lab)
+            luma = np.asarray(img.convert("L"), np.float32).mean() / 255
+            if 0.3 <= luma <= 0.7:
+                break
+        img.save(os.path.join(HERE, "samples", f"{lab}.jpg"), quality=88)
+
+
+def write_gate_set(per_class=10, seed=8, size=320):
+    """gate/: leaves at phone-like resolution (JPEG), for measuring the
+    photo quality gate's defaults in Go (models/quality_test.go): every one
+    must pass, and the bad frames the test derives from them must not."""
+    rng = np.random.default_rng(seed)
+    d = os.path.join(HERE, "gate")
+    os.makedirs(d, exist_ok=True)
+    for i in range(per_class * len(DISEASES)):
+        lab = DISEASES[i % len(DISEASES)]
+        draw_leaf(rng, size, lab).save(os.path.join(d, f"{i:03d}_{lab}.jpg"), quality=85)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--gate-set"]:
+        sys.exit(write_gate_set())
+    if sys.argv[1:] == ["--samples"]:
+        sys.exit(write_samples())
     sys.exit(main())

@@ -1,0 +1,272 @@
+package models
+
+import (
+	"image"
+	"math"
+
+	"golang.org/x/image/draw"
+)
+
+// The photo quality gate runs before an image classifier: a frame the
+// model cannot judge (lens cap, sun in the lens, out of focus, no plant in
+// it) gets "retake the photo" with the reason, never a diagnosis. It works
+// on the same centre crop the model sees, averaged down to gateSize (never
+// enlarged), so it costs well under a millisecond whatever the photo's size.
+
+// Retake reasons (ClassResult.Reason), in the order the gate checks them.
+const (
+	ReasonTooDark     = "too_dark"
+	ReasonTooBright   = "too_bright"
+	ReasonLowContrast = "low_contrast"
+	ReasonNoPlant     = "no_plant"
+	ReasonBlurry      = "blurry"
+)
+
+// gateSize is the side of the square the gate measures on.
+const gateSize = 128
+
+// Quality is what the gate measured.
+type Quality struct {
+	Brightness float32 `json:"brightness"` // mean luma, 0 (black) – 1 (white)
+	Clipped    float32 `json:"clipped"`    // share of pixels blown out to white (every channel ≥ 245)
+	Contrast   float32 `json:"contrast"`   // luma standard deviation, 0 – 0.5
+	Sharpness  float32 `json:"sharpness"`  // 1 − Crete's blur effect: ~0.5–0.7 crisp, towards 0 defocused
+	Plant      float32 `json:"plant"`      // share of plant-coloured (green to yellow-green) pixels
+}
+
+// QualitySpec is the manifest's "quality" section. Every field is
+// optional; a missing one takes the default below, which was measured on
+// the crop-disease generator's held-out leaves and on bad frames made from
+// them (docs/MODELS.md, "The photo quality gate"). Set a minimum to 0 (or
+// a maximum to 1) to switch that check off; "off": true skips the gate.
+type QualitySpec struct {
+	Off           bool     `json:"off,omitempty"`
+	MinBrightness *float32 `json:"min_brightness,omitempty"`
+	MaxBrightness *float32 `json:"max_brightness,omitempty"`
+	MaxClipped    *float32 `json:"max_clipped,omitempty"`
+	MinContrast   *float32 `json:"min_contrast,omitempty"`
+	MinSharpness  *float32 `json:"min_sharpness,omitempty"`
+	// MinPlant: share of the frame that must look like plant tissue; set
+	// 0 for models of things that are not plants.
+	MinPlant *float32 `json:"min_plant,omitempty"`
+}
+
+// Gate defaults (see QualitySpec).
+const (
+	DefaultMinBrightness = 0.10
+	DefaultMaxBrightness = 0.90
+	DefaultMaxClipped    = 0.40
+	DefaultMinContrast   = 0.02
+	DefaultMinSharpness  = 0.35
+	DefaultMinPlant      = 0.03
+)
+
+// QualityGate holds resolved thresholds.
+type QualityGate struct {
+	Off                          bool
+	MinBrightness, MaxBrightness float32
+	MaxClipped, MinContrast      float32
+	MinSharpness, MinPlant       float32
+}
+
+// Gate resolves a manifest's quality section against the defaults.
+func (q *QualitySpec) Gate() QualityGate {
+	g := QualityGate{MinBrightness: DefaultMinBrightness, MaxBrightness: DefaultMaxBrightness,
+		MaxClipped: DefaultMaxClipped, MinContrast: DefaultMinContrast,
+		MinSharpness: DefaultMinSharpness, MinPlant: DefaultMinPlant}
+	if q == nil {
+		return g
+	}
+	g.Off = q.Off
+	set := func(dst *float32, v *float32) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&g.MinBrightness, q.MinBrightness)
+	set(&g.MaxBrightness, q.MaxBrightness)
+	set(&g.MaxClipped, q.MaxClipped)
+	set(&g.MinContrast, q.MinContrast)
+	set(&g.MinSharpness, q.MinSharpness)
+	set(&g.MinPlant, q.MinPlant)
+	return g
+}
+
+// Check returns the first reason q fails the gate, or "".
+func (g QualityGate) Check(q Quality) string {
+	switch {
+	case g.Off:
+		return ""
+	case q.Brightness < g.MinBrightness:
+		return ReasonTooDark
+	case q.Brightness > g.MaxBrightness || q.Clipped > g.MaxClipped:
+		return ReasonTooBright
+	case q.Contrast < g.MinContrast:
+		return ReasonLowContrast
+	case q.Plant < g.MinPlant:
+		return ReasonNoPlant
+	case q.Sharpness < g.MinSharpness:
+		return ReasonBlurry
+	}
+	return ""
+}
+
+// MeasureQuality measures img's centre crop with the aspect w:h (the part
+// the model sees).
+func MeasureQuality(img image.Image, w, h int) Quality {
+	b := img.Bounds()
+	if w <= 0 || h <= 0 {
+		w, h = 1, 1
+	}
+	cw, ch := b.Dx(), b.Dx()*h/w
+	if ch > b.Dy() {
+		cw, ch = b.Dy()*w/h, b.Dy()
+	}
+	origin := image.Pt(b.Min.X+(b.Dx()-cw)/2, b.Min.Y+(b.Dy()-ch)/2)
+	crop := image.Rectangle{Min: origin, Max: origin.Add(image.Pt(cw, ch))}
+	src, ok := img.(*image.RGBA)
+	if !ok { // PNGs and the like: one conversion of the crop
+		src = image.NewRGBA(image.Rect(0, 0, cw, ch))
+		draw.Draw(src, src.Bounds(), img, crop.Min, draw.Src)
+		crop = src.Bounds()
+	}
+	// Photos smaller than the gate's square are measured as they are:
+	// enlarging would invent blur.
+	dst := areaDown(src, crop, max(1, min(gateSize, cw, ch)))
+	return measureRGBA(dst)
+}
+
+// areaDown averages the source pixels under each of n×n destination
+// pixels (a box filter of the exact ratio): every source pixel is read
+// once, and nothing aliases — a blurred photo must not look sharp because
+// the downscale skipped pixels.
+func areaDown(src *image.RGBA, r image.Rectangle, n int) *image.RGBA {
+	dst := image.NewRGBA(image.Rect(0, 0, n, n))
+	cw, ch := r.Dx(), r.Dy()
+	acc := make([]uint32, 3*n)
+	cnt := make([]uint32, n)
+	for dy := 0; dy < n; dy++ {
+		clear(acc)
+		clear(cnt)
+		y0, y1 := r.Min.Y+dy*ch/n, r.Min.Y+(dy+1)*ch/n
+		for y := y0; y < y1; y++ {
+			row := src.Pix[(y-src.Rect.Min.Y)*src.Stride:]
+			for dx := 0; dx < n; dx++ {
+				x0, x1 := r.Min.X+dx*cw/n, r.Min.X+(dx+1)*cw/n
+				a := acc[3*dx : 3*dx+3]
+				for x := x0; x < x1; x++ {
+					p := row[4*(x-src.Rect.Min.X):]
+					a[0] += uint32(p[0])
+					a[1] += uint32(p[1])
+					a[2] += uint32(p[2])
+				}
+				cnt[dx] += uint32(x1 - x0)
+			}
+		}
+		out := dst.Pix[dy*dst.Stride:]
+		for dx := 0; dx < n; dx++ {
+			c := max(cnt[dx], 1)
+			out[4*dx] = uint8((acc[3*dx] + c/2) / c)
+			out[4*dx+1] = uint8((acc[3*dx+1] + c/2) / c)
+			out[4*dx+2] = uint8((acc[3*dx+2] + c/2) / c)
+			out[4*dx+3] = 255
+		}
+	}
+	return dst
+}
+
+func measureRGBA(m *image.RGBA) Quality {
+	w, h := m.Bounds().Dx(), m.Bounds().Dy()
+	luma := make([]float32, w*h)
+	var sum, sum2 float64
+	var clipped, plant int
+	for y := 0; y < h; y++ {
+		row := m.Pix[y*m.Stride:]
+		for x := 0; x < w; x++ {
+			r, g, bl := float32(row[4*x]), float32(row[4*x+1]), float32(row[4*x+2])
+			l := (0.299*r + 0.587*g + 0.114*bl) / 255
+			luma[y*w+x] = l
+			sum += float64(l)
+			sum2 += float64(l) * float64(l)
+			if min(r, g, bl) >= 245 {
+				clipped++
+			}
+			if plantColour(r, g, bl) {
+				plant++
+			}
+		}
+	}
+	px := float64(w * h)
+	mean := sum / px
+	std := math.Sqrt(max(0, sum2/px-mean*mean))
+	// Sharpness: Crete et al.'s no-reference blur metric (2007, also
+	// skimage's blur_effect): blur the picture again with a 9-pixel box and
+	// see how much of the variation between neighbours that removes. A
+	// sharp photo loses much of it, a defocused one hardly any. 1 − blur,
+	// worst direction: ~0.5–0.7 crisp, towards 0 as the defocus grows.
+	sharp := 1 - max(blurEffect(luma, w, h, 1, w), blurEffect(luma, w, h, w, h))
+	return Quality{Brightness: float32(mean), Clipped: float32(float64(clipped) / px), Contrast: float32(std),
+		Sharpness: float32(sharp), Plant: float32(float64(plant) / px)}
+}
+
+// blurEffect is Crete's blur along one direction: step is the index
+// distance to the next pixel along it (1: rows, w: columns), n the
+// number of pixels along it.
+func blurEffect(l []float32, w, h, step, n int) float64 {
+	const k = 9
+	lines, stride := h, w // rows: h lines, w pixels apart
+	if step != 1 {
+		lines, stride = w, 1
+	}
+	var sumF, sumV float64
+	re := make([]float32, n)
+	for line := 0; line < lines; line++ {
+		base := line * stride
+		// box mean of k pixels, clamped at the ends, as a running sum
+		at := func(i int) float32 { return l[base+min(max(i, 0), n-1)*step] }
+		var acc float32
+		for d := -k / 2; d <= k/2; d++ {
+			acc += at(d)
+		}
+		for i := 0; i < n; i++ {
+			re[i] = acc / k
+			acc += at(i+k/2+1) - at(i-k/2)
+		}
+		for i := 1; i < n; i++ {
+			dF := math.Abs(float64(l[base+i*step] - l[base+(i-1)*step]))
+			dB := math.Abs(float64(re[i] - re[i-1]))
+			sumF += dF
+			sumV += max(0, dF-dB)
+		}
+	}
+	if sumF < 1e-9 {
+		return 1
+	}
+	return (sumF - sumV) / sumF
+}
+
+// plantColour: hue from yellow-green to green-cyan (about 50°–170°), some
+// saturation, not black. Lesions (brown, orange) do not count; mosaic
+// yellow-green does.
+func plantColour(r, g, b float32) bool {
+	mx := max(r, g, b)
+	mn := min(r, g, b)
+	if mx < 25 || mx-mn < 0.15*mx || g != mx && !(r == mx && g >= 0.85*r) {
+		return false
+	}
+	// Hue in degrees.
+	d := mx - mn
+	var hue float32
+	switch mx {
+	case r:
+		hue = 60 * (g - b) / d
+	case g:
+		hue = 60 * ((b-r)/d + 2)
+	default:
+		hue = 60 * ((r-g)/d + 4)
+	}
+	if hue < 0 {
+		hue += 360
+	}
+	return hue >= 50 && hue <= 170
+}
