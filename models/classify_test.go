@@ -57,3 +57,29 @@ func TestBuiltinAdvice_EveryLanguage(t *testing.T) {
 		}
 	}
 }
+
+func TestKWSResult_Command(t *testing.T) {
+	d := func(k string, s, e float64) Detection { return Detection{Keyword: k, Start: s, End: e} }
+	cases := []struct {
+		name  string
+		in    []Detection
+		woke  bool
+		cmd   string
+		wake  string
+		limit float64
+	}{
+		{"wake then command", []Detection{d("outpost", 0.5, 1.2), d("help", 1.6, 2.1)}, true, "help", "outpost", 4},
+		{"command without wake", []Detection{d("help", 0.5, 1.0), d("yes", 3, 3.5)}, false, "", "outpost", 4},
+		{"command before wake", []Detection{d("repeat", 0.2, 0.8), d("outpost", 1.0, 1.5)}, true, "", "outpost", 4},
+		{"too late", []Detection{d("outpost", 0.5, 1.0), d("no", 6.0, 6.4)}, true, "", "outpost", 4},
+		{"first after the last wake", []Detection{d("outpost", 0, 0.5), d("outpost", 9, 9.5), d("yes", 10, 10.4)}, true, "yes", "outpost", 4},
+		{"no wake word configured", []Detection{d("help", 0.5, 1.0)}, false, "", "", 4},
+	}
+	for _, c := range cases {
+		r := &KWSResult{Keywords: c.in}
+		r.command(c.wake, c.limit)
+		if r.Woke != c.woke || r.Command != c.cmd {
+			t.Errorf("%s: woke %v command %q, want %v %q", c.name, r.Woke, r.Command, c.woke, c.cmd)
+		}
+	}
+}

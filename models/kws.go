@@ -22,6 +22,30 @@ type KWSResult struct {
 	Keywords []Detection `json:"keywords"`
 	Segments int         `json:"segments"` // speech segments examined
 	Duration float64     `json:"duration"`
+	// With a wake word in the manifest: Woke says it was heard, and
+	// Command is the first other keyword heard after it, within the
+	// command window. A keyword without the wake word before it is listed
+	// in Keywords but is never a Command — conversation near a kiosk must
+	// not drive it.
+	Woke    bool   `json:"woke,omitempty"`
+	Command string `json:"command,omitempty"`
+}
+
+// command finds the wake word and the keyword after it.
+func (r *KWSResult) command(wake string, window float64) {
+	if wake == "" {
+		return
+	}
+	end := -1.0
+	for _, d := range r.Keywords {
+		switch {
+		case d.Keyword == wake:
+			r.Woke, end = true, d.End
+		case end >= 0 && d.Start >= end-0.05 && d.Start-end <= window:
+			r.Command = d.Keyword
+			return
+		}
+	}
 }
 
 // KWS spots keywords: speech segments from a VAD, a window of
@@ -130,6 +154,12 @@ func (k *KWS) Spot(ctx context.Context, samples []float32) (*KWSResult, error) {
 			res.Keywords = append(res.Keywords, best)
 		}
 	}
+	pp := k.m.Postprocessing
+	window := pp.CommandWindow
+	if window == 0 {
+		window = 4
+	}
+	res.command(pp.WakeWord, window)
 	return res, nil
 }
 

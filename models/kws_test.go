@@ -142,20 +142,7 @@ func TestKWS_HeldOutVoices(t *testing.T) {
 // the model never heard, at 22.05 kHz: two segments, two detections, in order.
 func TestKWS_TwoCommands(t *testing.T) {
 	p := kwsPipeline(t, "kws")
-	var s []float32
-	rate := 0
-	for _, w := range []string{"help", "repeat"} {
-		b, _ := os.ReadFile(testutil.Speak(t, "en-us+m6", w))
-		a, err := models.DecodeWAV(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rate = a.SampleRate
-		s = append(s, make([]float32, rate*6/10)...)
-		s = append(s, a.Samples...)
-	}
-	s = append(s, make([]float32, rate/2)...)
-	res, err := p.Infer(context.Background(), models.Input{Name: "two.wav", Data: models.EncodeWAV(s, rate)})
+	res, err := p.Infer(context.Background(), models.Input{Name: "two.wav", Data: spokenWords(t, "en-us+m6", "help", "repeat")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 
 	"github.com/outpost-edge/outpost/runtime"
 )
@@ -100,6 +101,10 @@ type Postprocessing struct {
 	// out-of-distribution test; set from held-out data) and the answer is
 	// not_a_leaf.
 	MinLogit *float32 `json:"min_logit,omitempty"`
+	// WakeWord (keyword spotting): a command counts only when this keyword
+	// was heard first, at most CommandWindow seconds (default 4) before it.
+	WakeWord      string  `json:"wake_word,omitempty"`
+	CommandWindow float64 `json:"command_window,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -178,6 +183,20 @@ func (m *Manifest) Validate() error {
 	}
 	if pp := m.Postprocessing; pp.Temperature < 0 || pp.TopK < 0 || pp.UncertainBelow < 0 || pp.UncertainBelow > 1 {
 		return bad("postprocessing: temperature and top_k must not be negative, uncertain_below in [0, 1]")
+	}
+	if pp := m.Postprocessing; pp.AbstainLabel != "" && !slices.Contains(m.Labels, pp.AbstainLabel) {
+		return bad("postprocessing.abstain_label %q is not one of the labels", pp.AbstainLabel)
+	}
+	if pp := m.Postprocessing; pp.WakeWord != "" && !slices.Contains(m.Labels, pp.WakeWord) || pp.CommandWindow < 0 {
+		return bad("postprocessing: wake_word %q must be one of the labels, command_window not negative", pp.WakeWord)
+	}
+	if q := m.Quality; q != nil {
+		for name, v := range map[string]*float32{"min_brightness": q.MinBrightness, "max_brightness": q.MaxBrightness,
+			"max_clipped": q.MaxClipped, "min_contrast": q.MinContrast, "min_sharpness": q.MinSharpness, "min_plant": q.MinPlant} {
+			if v != nil && (*v < 0 || *v > 1) {
+				return bad("quality.%s %v: want a value from 0 to 1", name, *v)
+			}
+		}
 	}
 	if m.Advice != "" && !filepath.IsLocal(m.Advice) {
 		return bad("advice %q must be a relative path inside the model folder", m.Advice)

@@ -100,6 +100,9 @@ var taskTable = []TaskSpec{
 			for _, k := range out.Keywords {
 				fmt.Fprintf(w, "  %7.3f – %7.3f s  %s (%.0f%%)\n", k.Start, k.End, k.Keyword, k.Score*100)
 			}
+			if out.Command != "" {
+				fmt.Fprintf(w, "  command: %s (after the wake word)\n", out.Command)
+			}
 		},
 	},
 }

@@ -2,10 +2,18 @@
 """Trains outpost's multilingual keyword-spotting DEMO model on synthetic speech.
 
 Keywords (classes): yes, no, help, repeat, and the wake word "outpost", spoken in English,
-Swahili, French and Amharic by espeak-ng, plus _unknown_ (other words in those languages) and
-_silence_ (noise only). Augmentation: espeak voice variants, speed, pitch, gain, time shift,
-background noise. Voices are split: the held-out evaluation set uses voice variants never heard
-in training.
+Swahili, French and Amharic by espeak-ng, plus _unknown_ (other words in those languages, and
+1 s windows cut at random from whole sentences of ordinary conversation: conversation.json,
+"train" part) and _silence_ (noise only). Augmentation: espeak voice variants, speed, pitch, gain,
+time shift, background noise, reverberation, band-limiting to 8 kHz and back (a phone line).
+Voices are split: the held-out evaluation set uses voice variants never heard in training.
+
+The keyword threshold comes from a false-alarm curve: held-out conversation ("heldout" sentences,
+held-out voices) is scanned in 1 s windows every 0.5 s; the threshold is the lowest that keeps
+keyword false alarms at or under 6 per hour of continuous conversation there (one per 10 minutes;
+the kiosk also requires the wake word before a command, which cuts false commands further), and
+recall on held-out keyword clips is reported at it (norm.json). The Go test re-measures both
+through the real pipeline.
 
 Features: 40 log-mel bins, 25 ms / 10 ms, over a 1 s window (mel.py; the Go pipeline computes
 the same features in models/mel.go and is tested against mel_reference.json written here).
@@ -92,9 +100,44 @@ def place(rng, x, shift=True):
     return out
 
 
+def reverb(rng, x):
+    """A small room: exponentially decaying noise as the impulse response."""
+    n = int(SR * rng.uniform(0.05, 0.4))
+    ir = rng.normal(0, 1, n).astype(np.float32) * np.exp(-np.arange(n) / (n / rng.uniform(3, 6)))
+    ir[0] = 1 / rng.uniform(0.3, 1.0)
+    y = np.convolve(x, ir / np.abs(ir).sum())[:len(x)]
+    return (y / (np.abs(y).max() + 1e-9) * np.abs(x).max()).astype(np.float32)
+
+
+def phone(x):
+    """Band-limit to an 8 kHz line and back (low-pass near 4 kHz)."""
+    lo = np.interp(np.arange(0, len(x), 2), np.arange(len(x)), np.convolve(x, np.ones(2) / 2, mode="same"))
+    return np.interp(np.arange(len(x)) / 2, np.arange(len(lo)), lo).astype(np.float32)
+
+
 def augment(rng, clip):
     x = place(rng, clip * rng.uniform(0.3, 1.0))
+    if rng.random() < 0.3:
+        x = reverb(rng, x)
+    if rng.random() < 0.3:
+        x = phone(x)
     return x + noise(rng, WINDOW, rng.uniform(0.0005, 0.02))
+
+
+CONVERSATION = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "conversation.json"), encoding="utf-8"))["languages"]
+
+
+def conversation_jobs(part, variants, seed):
+    rng = random.Random(seed)
+    return [(LABELS.index("_unknown_"), lang, v, text, rng.randint(120, 190), rng.randint(25, 75))
+            for lang, parts in CONVERSATION.items() for text in parts[part] for v in variants]
+
+
+def windows(x, hop=SR // 2):
+    """1 s windows every hop over a whole clip (padded), as a long recording is scanned."""
+    x = np.concatenate([np.zeros(SR // 4, np.float32), x, np.zeros(SR // 4, np.float32)])
+    return [x[i:i + WINDOW] if i + WINDOW <= len(x) else np.pad(x[i:], (0, WINDOW - len(x[i:])))
+            for i in range(0, max(1, len(x) - WINDOW // 2), hop)]
 
 
 def jobs(variants, prosodies, seed):
@@ -200,6 +243,23 @@ def main():
         for _ in range(2 if LABELS[y] != "_unknown_" else 1):
             xs.append(features(augment(rng, c)))
             ys.append(y)
+    print("synthesising conversation (negatives)...", flush=True)
+    cj = conversation_jobs("train", TRAIN_VARIANTS, 3)
+    cclips = synth(cj)
+    nconv = 0
+    for c in cclips:  # random 1 s windows of running speech, no keyword in them
+        for _ in range(max(1, len(c) // SR)):
+            start = int(rng.integers(0, max(1, len(c) - WINDOW)))
+            w = c[start:start + WINDOW]
+            w = np.pad(w, (0, WINDOW - len(w))) * rng.uniform(0.3, 1.0)
+            if rng.random() < 0.3:
+                w = reverb(rng, w)
+            if rng.random() < 0.3:
+                w = phone(w)
+            xs.append(features(w + noise(rng, WINDOW, rng.uniform(0.0005, 0.02))))
+            ys.append(LABELS.index("_unknown_"))
+            nconv += 1
+    print(f"{nconv} conversation windows from {len(cclips)} sentences", flush=True)
     for _ in range(len(tclips) // 6):  # silence / noise only
         xs.append(features(noise(rng, WINDOW, rng.uniform(0.0002, 0.05))))
         ys.append(LABELS.index("_silence_"))
@@ -247,12 +307,38 @@ def main():
     q.apply(torch.ao.quantization.disable_observer)
     export(q, os.path.join(HERE, "kws_int8.onnx"))
 
+    # False alarms per hour on held-out conversation (held-out sentences and
+    # voices), scanned as a long recording is; recall on held-out keyword
+    # clips. The threshold is the lowest keeping false alarms <= 6/hour.
+    print("false-alarm curve on held-out conversation...", flush=True)
+    hj = conversation_jobs("heldout", EVAL_VARIANTS, 4)
+    hclips = synth(hj)
+    hours = sum(len(c) for c in hclips) / SR / 3600
+    HW = torch.from_numpy(np.stack([features(w) for c in hclips for w in windows(c)]))[:, None]
+    HW = (HW - mean) / std
+    kw = [i for i, l in enumerate(LABELS) if not l.startswith("_")]
+    curve = {}
+    for name, m in (("int8", q), ("fp32", model)):
+        ph = F.softmax(predict(m, HW), 1)[:, kw].max(1).values
+        pe = F.softmax(predict(m, EX), 1)
+        iskw = torch.tensor([not LABELS[y].startswith("_") for y in EY.tolist()])
+        rows = []
+        for thr in np.arange(0.5, 0.996, 0.01):
+            fa = int((ph >= thr).sum())
+            hit = ((pe.argmax(1) == EY) & (pe.max(1).values >= thr) & iskw).sum().item() / max(1, iskw.sum().item())
+            rows.append({"threshold": round(float(thr), 2), "false_alarms_per_hour": round(fa / hours, 1), "recall": round(hit, 3)})
+        curve[name] = rows
+    pick = next((r for r in curve["int8"] if r["false_alarms_per_hour"] <= 6.0), curve["int8"][-1])
+    print(f"{hours * 60:.1f} min of held-out conversation; threshold {pick}", flush=True)
+
     # Committed held-out evaluation clips: raw speech (no augmentation), trimmed, 16 kHz PCM16.
     # The Go test runs them through the real pipeline (VAD -> window -> mel -> model).
     os.makedirs(os.path.join(HERE, "eval"), exist_ok=True)
     keep = [i for i, j in enumerate(ej) if LABELS[j[0]] != "_unknown_"] + \
            [i for i, j in enumerate(ej) if LABELS[j[0]] == "_unknown_"][::9]
     for k, i in enumerate(sorted(keep)):
+        if k % 2:
+            continue  # every other clip is committed (repository size): 84 of 168
         y, lang, v, w, s, p = ej[i]
         pad = np.zeros(3200, np.float32)
         x = np.concatenate([pad, eclips[i], pad])
@@ -264,7 +350,9 @@ def main():
             f.setframerate(SR)
             f.writeframes(pcm.tobytes())
     json.dump({"mean": mean, "std": std, "train_windows": len(X), "train_clips": len(tclips),
-               "heldout_clips": len(eclips), "train_variants": TRAIN_VARIANTS, "eval_variants": EVAL_VARIANTS},
+               "conversation_windows": nconv, "heldout_clips": len(eclips), "train_variants": TRAIN_VARIANTS,
+               "eval_variants": EVAL_VARIANTS, "threshold": pick["threshold"],
+               "heldout_conversation_minutes": round(hours * 60, 1), "curve": curve},
               open(os.path.join(HERE, "norm.json"), "w"), indent=2)
     # Reference features for the Go implementation: a chirp, reproducible in both languages.
     t = np.arange(4000) / SR
