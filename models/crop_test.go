@@ -357,3 +357,99 @@ func TestCropDisease_Retake(t *testing.T) {
 		}
 	}
 }
+
+// TestCropDisease_AgreementOffGenerator: the INT8 model answers like its
+// FP32 twin on images the Python generator never drew: the gate set's
+// leaves turned, mirrored, recoloured, cropped off-centre and re-encoded
+// at JPEG quality 15, and Go-drawn green shapes and stripes. Same outcome
+// and label on at least 90 %.
+func TestCropDisease_AgreementOffGenerator(t *testing.T) {
+	p8, p32 := cropPipeline(t, "crop-disease"), cropPipeline(t, "crop-disease-fp32")
+	leaves := gateLeaves(t)
+	names := make([]string, 0, len(leaves))
+	for n := range leaves {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var imgs []image.Image
+	for i, n := range names {
+		img := leaves[n]
+		switch i % 4 {
+		case 0: // turned a quarter and mirrored
+			b := img.Bounds()
+			r := image.NewRGBA(image.Rect(0, 0, b.Dy(), b.Dx()))
+			for y := 0; y < b.Dy(); y++ {
+				for x := 0; x < b.Dx(); x++ {
+					r.Set(y, x, img.At(b.Min.X+x, b.Min.Y+y))
+				}
+			}
+			imgs = append(imgs, r)
+		case 1: // warm light: red up, blue down
+			imgs = append(imgs, mapChannels(img, 1.15, 1, 0.8))
+		case 2: // off-centre crop of the top-left two thirds
+			b := img.Bounds()
+			imgs = append(imgs, img.(interface {
+				SubImage(image.Rectangle) image.Image
+			}).SubImage(image.Rect(b.Min.X, b.Min.Y, b.Min.X+b.Dx()*2/3, b.Min.Y+b.Dy()*2/3)))
+		case 3: // cool light
+			imgs = append(imgs, mapChannels(img, 0.85, 1, 1.15))
+		}
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	for i := 0; i < 10; i++ { // green blobs on soil, stripes: drawn here, not by train.py
+		img := plain(color.RGBA{uint8(90 + rng.IntN(60)), uint8(60 + rng.IntN(40)), 40, 255}, 320, rng)
+		for k := 0; k < 3+rng.IntN(5); k++ {
+			cx, cy, r := rng.IntN(320), rng.IntN(320), 20+rng.IntN(60)
+			g := color.RGBA{uint8(30 + rng.IntN(60)), uint8(110 + rng.IntN(100)), uint8(20 + rng.IntN(50)), 255}
+			for y := max(0, cy-r); y < min(320, cy+r); y++ {
+				for x := max(0, cx-r); x < min(320, cx+r); x++ {
+					if (x-cx)*(x-cx)+(y-cy)*(y-cy)*2 < r*r {
+						img.SetRGBA(x, y, g)
+					}
+				}
+			}
+		}
+		imgs = append(imgs, img)
+	}
+	agree, diag := 0, 0
+	for i, img := range imgs {
+		var buf bytes.Buffer
+		if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 15 + 60*(i%2)}); err != nil {
+			t.Fatal(err)
+		}
+		var ans [2]string
+		for k, p := range []models.Pipeline{p8, p32} {
+			res, err := p.Infer(context.Background(), models.Input{Name: "off", Data: buf.Bytes()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := res.Output.(*models.ClassResult)
+			ans[k] = answerLabel(out)
+			if k == 0 && out.Outcome == models.OutcomeDiagnosis {
+				diag++
+			}
+		}
+		if ans[0] == ans[1] {
+			agree++
+		} else {
+			t.Logf("image %d: INT8 %s, FP32 %s", i, ans[0], ans[1])
+		}
+	}
+	t.Logf("INT8/FP32 same answer on %d of %d off-generator images (%d reached a diagnosis)", agree, len(imgs), diag)
+	if agree*10 < len(imgs)*9 {
+		t.Errorf("INT8 and FP32 agree on only %d of %d off-generator images", agree, len(imgs))
+	}
+}
+
+func mapChannels(img image.Image, r, g, b float64) *image.RGBA {
+	bb := img.Bounds()
+	dst := image.NewRGBA(image.Rect(0, 0, bb.Dx(), bb.Dy()))
+	for y := 0; y < bb.Dy(); y++ {
+		for x := 0; x < bb.Dx(); x++ {
+			cr, cg, cb, _ := img.At(bb.Min.X+x, bb.Min.Y+y).RGBA()
+			c := func(v uint32, k float64) uint8 { return uint8(math.Min(255, float64(v>>8)*k)) }
+			dst.SetRGBA(x, y, color.RGBA{c(cr, r), c(cg, g), c(cb, b), 255})
+		}
+	}
+	return dst
+}
