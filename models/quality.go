@@ -143,39 +143,38 @@ func MeasureQuality(img image.Image, w, h int) Quality {
 func areaDown(src *image.RGBA, r image.Rectangle, n int) *image.RGBA {
 	dst := image.NewRGBA(image.Rect(0, 0, n, n))
 	cw, ch := r.Dx(), r.Dy()
-	// Where each destination pixel covers 2×2 source pixels or more, every
-	// other row and column is enough to average (and 4× cheaper).
-	step := 1
-	if cw >= 2*n && ch >= 2*n {
-		step = 2
-	}
-	col := make([]int32, (cw+step-1)/step) // sampled source column → destination column
-	cnt := make([]uint32, n)               // sampled columns per destination column
-	for i := range col {
-		col[i] = int32(i * step * n / cw)
-		cnt[col[i]]++
+	// Where each destination pixel covers step×step source pixels or more,
+	// one of each step×step block is enough to average (step² cheaper).
+	step := max(1, min(cw, ch)/n) // every destination pixel keeps at least one sample per axis
+	col := make([]int32, 0, cw/step+1) // byte offset of each sampled source column
+	dcol := make([]int32, 0, cw/step+1)
+	cnt := make([]uint32, n) // sampled columns per destination column
+	for x := 0; x < cw; x += step {
+		col = append(col, int32(4*(r.Min.X-src.Rect.Min.X+x)))
+		d := int32(x * n / cw)
+		dcol = append(dcol, 3*d)
+		cnt[d]++
 	}
 	acc := make([]uint32, 3*n)
+	pix := src.Pix
 	y := 0
 	for dy := 0; dy < n; dy++ {
 		clear(acc)
-		rows := 0
+		rows := uint32(0)
 		for ; y < ch && y*n/ch == dy; y += step {
 			rows++
-			o := (r.Min.Y+y-src.Rect.Min.Y)*src.Stride + 4*(r.Min.X-src.Rect.Min.X)
-			pix := src.Pix[o : o+4*cw]
-			for i, c := range col {
-				x := i * step
-				p := pix[4*x : 4*x+3 : 4*x+3]
-				a := acc[3*c : 3*c+3 : 3*c+3]
-				a[0] += uint32(p[0])
-				a[1] += uint32(p[1])
-				a[2] += uint32(p[2])
+			row := (r.Min.Y + y - src.Rect.Min.Y) * src.Stride
+			for i, o := range col {
+				p := row + int(o)
+				a := dcol[i]
+				acc[a] += uint32(pix[p])
+				acc[a+1] += uint32(pix[p+1])
+				acc[a+2] += uint32(pix[p+2])
 			}
 		}
 		out := dst.Pix[dy*dst.Stride : dy*dst.Stride+4*n]
 		for dx := 0; dx < n; dx++ {
-			k := max(cnt[dx]*uint32(rows), 1)
+			k := max(cnt[dx]*rows, 1)
 			out[4*dx] = uint8((acc[3*dx] + k/2) / k)
 			out[4*dx+1] = uint8((acc[3*dx+1] + k/2) / k)
 			out[4*dx+2] = uint8((acc[3*dx+2] + k/2) / k)

@@ -221,10 +221,16 @@ func TestQualityGate_Defaults(t *testing.T) {
 	t.Logf("good leaves: sharpness %s", percentiles(sh))
 	t.Logf("good leaves: plant %s", percentiles(pl))
 	byKind := map[string][]string{}
+	sharpBad := map[string][2]float32{} // kind -> min, max sharpness
 	for _, f := range badFrames(leaves) {
 		q := models.MeasureQuality(f.img, 96, 96)
 		r := gate.Check(q)
 		kind, _, _ := strings.Cut(f.name, " ")
+		mm, seen := sharpBad[kind]
+		if !seen {
+			mm = [2]float32{q.Sharpness, q.Sharpness}
+		}
+		sharpBad[kind] = [2]float32{min(mm[0], q.Sharpness), max(mm[1], q.Sharpness)}
 		byKind[kind] = append(byKind[kind], fmt.Sprintf("%s b%.3f c%.3f s%.3f p%.3f", r, q.Brightness, q.Contrast, q.Sharpness, q.Plant))
 		ok := false
 		for _, w := range f.want {
@@ -234,6 +240,8 @@ func TestQualityGate_Defaults(t *testing.T) {
 			t.Errorf("%s: gate said %q, want one of %v (%+v)", f.name, r, f.want, q)
 		}
 	}
+	t.Logf("sharpness of defocused frames: σ 2.2%% of the frame %.3f–%.3f, σ 3.1%% %.3f–%.3f",
+		sharpBad["blur"][0], sharpBad["blur"][1], sharpBad["blur-strong"][0], sharpBad["blur-strong"][1])
 	for k, v := range byKind {
 		sort.Strings(v)
 		t.Logf("bad %-12s %d: %s … %s", k, len(v), v[0], v[len(v)-1])
@@ -243,7 +251,15 @@ func TestQualityGate_Defaults(t *testing.T) {
 // TestQualityGate_JPEGRoundTrip: the gate measures the same on a photo and
 // on its JPEG (what the kiosk uploads), within a small tolerance.
 func TestQualityGate_JPEGRoundTrip(t *testing.T) {
-	for name, img := range gateLeaves(t) {
+	leaves := gateLeaves(t)
+	names := make([]string, 0, len(leaves))
+	for n := range leaves {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var worstB, worstP float64
+	for _, name := range names {
+		img := leaves[name]
 		var buf bytes.Buffer
 		if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 80}); err != nil {
 			t.Fatal(err)
@@ -253,9 +269,11 @@ func TestQualityGate_JPEGRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		a, b := models.MeasureQuality(img, 96, 96), models.MeasureQuality(back, 96, 96)
-		if math.Abs(float64(a.Brightness-b.Brightness)) > 0.02 || math.Abs(float64(a.Plant-b.Plant)) > 0.05 {
-			t.Errorf("%s: %+v vs JPEG %+v", name, a, b)
-		}
-		return // one is enough: the point is the decode path, not the photo
+		worstB = math.Max(worstB, math.Abs(float64(a.Brightness-b.Brightness)))
+		worstP = math.Max(worstP, math.Abs(float64(a.Plant-b.Plant)))
+	}
+	t.Logf("JPEG q80 round trip over %d leaves: brightness moves ≤ %.3f, plant share ≤ %.3f", len(names), worstB, worstP)
+	if worstB > 0.02 || worstP > 0.08 {
+		t.Errorf("the gate's measures move too much through JPEG: brightness %.3f, plant %.3f", worstB, worstP)
 	}
 }
