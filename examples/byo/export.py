@@ -6,7 +6,8 @@ random weights (no pretrained weights offline) and then `outpost models add`.
 
     /usr/bin/python3 export.py OUTDIR [--arch mobilenet_v3_small] [--classes 6] [--calib PHOTOS_DIR]
 
-Writes OUTDIR/model_fp32.onnx, OUTDIR/model_int8.onnx and OUTDIR/labels.txt.
+Writes OUTDIR/model_fp32.onnx, OUTDIR/model_int8.onnx, OUTDIR/model_nhwc_fp32.onnx (the same
+float model taking channels-last input, as Keras/TensorFlow exports do) and OUTDIR/labels.txt.
 Swap in your trained model where `build()` makes one; calibrate on ~100 of your
 own training photos where `calibration()` makes stand-ins.
 
@@ -87,8 +88,22 @@ def calibration(n=64, folder=None):
     return (x - MEAN) / STD
 
 
-def export(model, path):
-    torch.onnx.export(model, torch.zeros(1, 3, SIZE, SIZE), path, opset_version=13,
+class NHWC(torch.nn.Module):
+    """The same model taking channels-last input, as Keras/TensorFlow exports do."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m(x.permute(0, 3, 1, 2))
+
+
+def export(model, path, nhwc=False):
+    if nhwc:
+        model = NHWC(model).eval()
+    shape = (1, SIZE, SIZE, 3) if nhwc else (1, 3, SIZE, SIZE)
+    torch.onnx.export(model, torch.zeros(*shape), path, opset_version=13,
                       input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
@@ -188,6 +203,7 @@ def main():
     calib = calibration(folder=a.calib)
     model = build(a.arch, a.classes, calib)
     export(model, os.path.join(a.out, "model_fp32.onnx"))
+    export(model, os.path.join(a.out, "model_nhwc_fp32.onnx"), nhwc=True)  # Keras-style layout
     q = quantize(model, calib)
     export(q, os.path.join(a.out, "model_int8.onnx"))
     fold_weight_quantization(os.path.join(a.out, "model_int8.onnx"))

@@ -36,6 +36,13 @@ func TestBringYourOwn_MobileNet(t *testing.T) {
 			t.Fatalf("models add %s: exit %d\n%s%s", v, code, out, errOut)
 		}
 	}
+	// The Keras-style (NHWC) export of the same weights: the layout is read
+	// from the model, and the answers are the NCHW model's.
+	out, errOut, code := run(t, nil, "models", "add", filepath.Join(exp, "model_nhwc_fp32.onnx"), "--labels", filepath.Join(exp, "labels.txt"),
+		"--name", "mnv3-nhwc", "--abstain-label", "not_a_leaf", "--dir", dir)
+	if code != 0 || !strings.Contains(out, "NHWC 224x224") {
+		t.Fatalf("models add nhwc: exit %d\n%s%s", code, out, errOut)
+	}
 	// Same name again: refused without --force.
 	if _, errOut, code := run(t, nil, "models", "add", filepath.Join(exp, "model_int8.onnx"), "--labels", filepath.Join(exp, "labels.txt"),
 		"--name", "mnv3-int8", "--dir", dir); code == 0 || !strings.Contains(errOut, "exists") {
@@ -47,12 +54,12 @@ func TestBringYourOwn_MobileNet(t *testing.T) {
 	}
 	pipes := map[string]models.Pipeline{}
 	sess := map[string]runtime.Session{}
-	for _, v := range []string{"fp32", "int8"} {
+	for _, v := range []string{"fp32", "int8", "nhwc"} {
 		m, err := reg.Get("mnv3-" + v)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.Preprocessing.Layout != "NCHW" || m.Preprocessing.Width != 224 || m.Postprocessing.AbstainLabel != "not_a_leaf" {
+		if m.Preprocessing.Layout != map[bool]string{true: "NHWC", false: "NCHW"}[v == "nhwc"] || m.Preprocessing.Width != 224 || m.Postprocessing.AbstainLabel != "not_a_leaf" {
 			t.Fatalf("manifest %+v", m.Manifest)
 		}
 		s, err := m.Open(testutil.ORT(t).Loader(onnx.SessionOptions{}))
@@ -88,8 +95,8 @@ func TestBringYourOwn_MobileNet(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var tops [2]string
-		for i, v := range []string{"fp32", "int8"} {
+		var tops [3]string
+		for i, v := range []string{"fp32", "int8", "nhwc"} {
 			r, err := pipes[v].Infer(ctx, models.Input{Name: filepath.Base(f), Data: b})
 			if err != nil {
 				t.Fatal(err)
@@ -113,6 +120,9 @@ func TestBringYourOwn_MobileNet(t *testing.T) {
 		n++
 		if tops[0] == tops[1] {
 			agree++
+		}
+		if tops[2] != tops[0] {
+			t.Errorf("%s: the NHWC export answers %s, the NCHW one %s", f, tops[2], tops[0])
 		}
 	}
 	// Random weights make INT8 and FP32 disagree often (no trained margin
