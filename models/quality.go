@@ -145,7 +145,7 @@ func areaDown(src *image.RGBA, r image.Rectangle, n int) *image.RGBA {
 	cw, ch := r.Dx(), r.Dy()
 	// Where each destination pixel covers step×step source pixels or more,
 	// one of each step×step block is enough to average (step² cheaper).
-	step := max(1, min(cw, ch)/n) // every destination pixel keeps at least one sample per axis
+	step := max(1, min(cw, ch)/n)      // every destination pixel keeps at least one sample per axis
 	col := make([]int32, 0, cw/step+1) // byte offset of each sampled source column
 	dcol := make([]int32, 0, cw/step+1)
 	cnt := make([]uint32, n) // sampled columns per destination column
