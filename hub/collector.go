@@ -19,7 +19,12 @@ import (
 type CollectorOptions struct {
 	// ClientID is the MQTT client id (a persistent session). Default: the
 	// store's (Store.ClientID), made once and kept.
-	ClientID   string
+	ClientID string
+	// ShareGroup, if set, subscribes to results as an MQTT shared
+	// subscription ($share/GROUP/outpost/v1/+/results): several collectors
+	// on one store split the devices' batches between them; the store's
+	// idempotence makes a redelivery to another collector harmless.
+	ShareGroup string
 	MinBackoff time.Duration // default 1s
 	MaxBackoff time.Duration // default 1m
 	Logger     *slog.Logger
@@ -153,7 +158,13 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 		case <-conn.Done():
 		}
 	}
-	for _, t := range []string{osync.TopicPrefix + "+/results", osync.TopicPrefix + "+/status"} {
+	results := osync.TopicPrefix + "+/results"
+	if c.o.ShareGroup != "" {
+		results = "$share/" + c.o.ShareGroup + "/" + results
+	}
+	// Statuses stay a plain subscription: every collector sees each device's
+	// retained status (shared subscriptions get no retained messages).
+	for _, t := range []string{results, osync.TopicPrefix + "+/status"} {
 		if err := conn.Subscribe(ctx, t, 1, h); err != nil {
 			return fmt.Errorf("subscribe %s: %w", t, err)
 		}

@@ -3,11 +3,19 @@ package hub_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
+	gosync "sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
 )
@@ -80,4 +88,128 @@ func TestStore_Bolt(t *testing.T) {
 		t.Cleanup(func() { st.Close() })
 		return st
 	})
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv("HUB_CHILD_STORE") != "" {
+		collectorChild()
+		return
+	}
+	code := m.Run()
+	testutil.StopPostgres()
+	os.Exit(code)
+}
+
+func TestStore_Postgres(t *testing.T) {
+	pg := testutil.StartPostgres(t)
+	storeSuite(t, func(t *testing.T) hub.Store {
+		st, err := hub.OpenPostgres(context.Background(), pg.NewDatabase(t), hub.PGOptions{Name: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	})
+}
+
+// TestPostgres_TwoCollectorsOneDatabase: two stores on one database (two
+// collectors) commit overlapping batches at once: every record is stored
+// once, and the New counts add up to exactly the records stored.
+func TestPostgres_TwoCollectorsOneDatabase(t *testing.T) {
+	pg := testutil.StartPostgres(t)
+	url := pg.NewDatabase(t)
+	ctx := context.Background()
+	var st [2]*hub.PGStore
+	for i := range st {
+		s, err := hub.OpenPostgres(ctx, url, hub.PGOptions{Name: fmt.Sprintf("c%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		st[i] = s
+	}
+	a, _ := st[0].ClientID(ctx)
+	b, _ := st[1].ClientID(ctx)
+	if a == b {
+		t.Fatalf("two collectors got one client id %q", a)
+	}
+	g := outbox.NewIDGen()
+	var batches []*osync.Batch
+	for d := 0; d < 20; d++ {
+		dev := fmt.Sprintf("pi-%d", d)
+		var recs []*outbox.Record
+		for k := 0; k < 50; k++ {
+			recs = append(recs, &outbox.Record{ID: g.New(), Device: dev, Model: "m", Version: "1", Task: "t", Output: []byte(`{"label":"rust"}`)})
+		}
+		batches = append(batches, &osync.Batch{ID: g.New(), Device: dev, Sent: time.Now(), Records: recs})
+	}
+	var news [2]int64
+	var wg gosync.WaitGroup
+	for i := range st {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			// Each collector gets every batch (a redelivery), in its own order.
+			for k := range batches {
+				j := k
+				if i == 1 {
+					j = len(batches) - 1 - k
+				}
+				c, err := st[i].Commit(ctx, batches[j:j+1], time.Now())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				news[i] += c[0].New
+			}
+		}(i)
+	}
+	wg.Wait()
+	n, _ := st[0].Count(ctx)
+	devs, _ := st[1].Devices(ctx)
+	var stored, dups int64
+	for _, d := range devs {
+		stored += d.Stored
+		dups += d.Duplicates
+	}
+	if n != 1000 || news[0]+news[1] != 1000 || stored != 1000 || dups != 1000 || len(devs) != 20 {
+		t.Fatalf("count %d, new %v, devices %d stored %d duplicates %d", n, news, len(devs), stored, dups)
+	}
+}
+
+// TestPostgres_MigrationFailureLeavesSchema: migrations apply once; a
+// migration that fails half-way leaves the schema as it was (PostgreSQL
+// DDL is transactional) and is retried next time.
+func TestPostgres_MigrationFailureLeavesSchema(t *testing.T) {
+	pg := testutil.StartPostgres(t)
+	ctx := context.Background()
+	url := pg.NewDatabase(t)
+	st, err := hub.OpenPostgres(ctx, url, hub.PGOptions{Name: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if again, err := st.Migrate(ctx); err != nil || len(again) != 0 {
+		t.Fatalf("second migrate applied %v, %v", again, err)
+	}
+	bad := fstest.MapFS{
+		"migrations/0001_init.sql": &fstest.MapFile{Data: []byte("SELECT 1")},
+		"migrations/0002_half.sql": &fstest.MapFile{Data: []byte(
+			"CREATE TABLE half_done (x int); ALTER TABLE results ADD COLUMN extra int; SELECT no_such_function();")},
+	}
+	if _, err := st.MigrateFS(ctx, bad); err == nil || !strings.Contains(err.Error(), "0002_half.sql") {
+		t.Fatalf("a failing migration: %v", err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var tables, cols, v int
+	conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'`).Scan(&tables)
+	conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'results' AND column_name = 'extra'`).Scan(&cols)
+	conn.QueryRow(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v)
+	if tables != 0 || cols != 0 || v != 1 {
+		t.Fatalf("after a failed migration: half_done tables %d, extra columns %d, schema version %d", tables, cols, v)
+	}
 }

@@ -31,6 +31,8 @@ declare -A test_pkgs=(
   [/usr/share/fonts/truetype/abyssinica/AbyssinicaSIL-Regular.ttf]=fonts-sil-abyssinica  # Ge'ez script for Amharic
   [/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf]=fonts-noto-core
   [systemd-analyze]=systemd        # verifies dist/outpost.service
+  [/usr/lib/postgresql/15/bin/initdb]=postgresql   # hub store tests start a throwaway cluster
+  [runuser]=util-linux                             # ... as the postgres user
   # bring-your-own test: export a torchvision MobileNetV3 to ONNX (FP32 and INT8)
   [/usr/lib/python3/dist-packages/torch/__init__.py]=python3-torch
   [/usr/lib/python3/dist-packages/torchvision/__init__.py]=python3-torchvision

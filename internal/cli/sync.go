@@ -8,6 +8,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/device"
 	"io"
 	"log/slog"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,6 +203,8 @@ func progress(w io.Writer, ob *outbox.Outbox, total int64) func() {
 const collectExamples = `  outpost collect --broker tcp://localhost:1883 --data-dir /var/lib/outpost-hub
   outpost collect export --data-dir /var/lib/outpost-hub --format csv > results.csv
   outpost collect devices --data-dir /var/lib/outpost-hub
+  outpost collect --store postgres://hub@db/outpost --name hub-a --share-group hubs --broker tcp://broker:1883
+  outpost collect migrate --store postgres://hub@db/outpost     # apply schema migrations and exit
 `
 
 func runCollect(ctx context.Context, std IO, args []string) error {
@@ -211,13 +214,19 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		format  string
 		dictOut string
 		verbose bool
+		store   string
+		name    string
+		share   string
 	)
-	fs := newFlags(std, "collect", "outpost collect [export|devices] --data-dir DIR [--broker URL]", collectExamples)
+	fs := newFlags(std, "collect", "outpost collect [export|devices|migrate] [--data-dir DIR | --store postgres://…] [--broker URL]", collectExamples)
 	fs.StringVar(&df.dir, "data-dir", "", "hub data directory holding collector.db (env OUTPOST_DATA_DIR; default ./outpost-data)")
 	bf.register(fs)
 	fs.StringVar(&format, "format", "jsonl", "export: jsonl or csv")
 	fs.StringVar(&dictOut, "out", "", "dictionary: write the zstd dictionary to this file")
 	fs.BoolVarP(&verbose, "verbose", "v", true, "log connections and rejected messages")
+	fs.StringVar(&store, "store", os.Getenv("OUTPOST_HUB_STORE"), "where results are kept: postgres://… (several collectors may share it), or empty for collector.db in --data-dir (env OUTPOST_HUB_STORE)")
+	fs.StringVar(&name, "name", "", "this collector's name among those sharing a PostgreSQL store (default: the host name); its MQTT client id is kept under it")
+	fs.StringVar(&share, "share-group", "", "subscribe to results as MQTT shared subscription $share/GROUP/…: collectors in one group split the load")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -232,20 +241,30 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		fmt.Fprintf(std.Err, "wrote zstd dictionary v1 (ID 0x6f700001, sha256 %s) to %s\n", osync.DictV1SHA256, dictOut)
 		return nil
 	}
-	path := filepath.Join(df.path(), "collector.db")
-	if fs.Arg(0) != "" {
-		if _, err := os.Stat(path); err != nil {
-			return fmt.Errorf("no hub database at %s (is --data-dir right?)", path)
-		}
-	}
-	if err := os.MkdirAll(df.path(), 0o750); err != nil {
-		return err
-	}
-	c, err := hub.Open(path, hub.CollectorOptions{Logger: logTo(std.Err, verbose)})
+	st, where, err := openHubStore(ctx, store, name, df, fs.Arg(0) != "")
 	if err != nil {
 		return err
 	}
+	if fs.Arg(0) == "migrate" {
+		defer st.Close()
+		pg, ok := st.(*hub.PGStore)
+		if !ok {
+			return usagef("collect migrate is for a PostgreSQL --store (the embedded store needs none)")
+		}
+		v, applied, err := pg.SchemaVersion(ctx) // opening applied what was missing
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(std.Err, "schema of %s at version %d (applied now: %v)\n", where, v, applied)
+		return nil
+	}
+	c, err := hub.New(st, hub.CollectorOptions{Logger: logTo(std.Err, verbose), ShareGroup: share})
+	if err != nil {
+		st.Close()
+		return err
+	}
 	defer c.Close()
+	path := where
 	switch fs.Arg(0) {
 	case "export":
 		var n int
@@ -286,5 +305,39 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		}
 		return err
 	}
-	return usagef("unknown collect command %q (want export, devices or dictionary, or none to run)", fs.Arg(0))
+	return usagef("unknown collect command %q (want export, devices, migrate or dictionary, or none to run)", fs.Arg(0))
+}
+
+// openHubStore opens the PostgreSQL store for a postgres:// URL, else the
+// embedded one in the data directory; where says which, for messages.
+func openHubStore(ctx context.Context, url, name string, df dataFlags, mustExist bool) (hub.Store, string, error) {
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+		st, err := hub.OpenPostgres(ctx, url, hub.PGOptions{Name: name})
+		if err != nil {
+			return nil, "", err
+		}
+		return st, redactURL(url), nil
+	}
+	if url != "" {
+		return nil, "", usagef("--store %q: want postgres://… or nothing (the embedded store in --data-dir)", url)
+	}
+	path := filepath.Join(df.path(), "collector.db")
+	if mustExist {
+		if _, err := os.Stat(path); err != nil {
+			return nil, "", fmt.Errorf("no hub database at %s (is --data-dir right?)", path)
+		}
+	}
+	if err := os.MkdirAll(df.path(), 0o750); err != nil {
+		return nil, "", err
+	}
+	st, err := hub.OpenBolt(path)
+	return st, path, err
+}
+
+// redactURL hides a password in a connection URL.
+func redactURL(s string) string {
+	if u, err := neturl.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return "postgres://…"
 }

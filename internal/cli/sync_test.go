@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/internal/testutil"
+	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
 )
 
@@ -168,5 +170,67 @@ func TestConfigFile_EveryCommand(t *testing.T) {
 	_, errOut, _ = run(t, nil, "sync", "--once", "--config", cfg, "--broker", "tcp://127.0.0.1:1", "--connect-timeout", "1s")
 	if !strings.Contains(errOut, "tcp://127.0.0.1:1 ") {
 		t.Fatalf("--broker did not win over the file: %s", errOut)
+	}
+}
+
+// TestCollect_PostgresStore: `collect migrate` and `collect devices` /
+// `export` against a PostgreSQL store — the latter while a collector on
+// the same store runs (the embedded store refuses that: ErrLocked).
+func TestCollect_PostgresStore(t *testing.T) {
+	pg := testutil.StartPostgres(t)
+	url := pg.NewDatabase(t)
+	out, errOut, code := run(t, nil, "collect", "migrate", "--store", url)
+	if code != 0 || !strings.Contains(errOut, "at version 1") || !strings.Contains(errOut, "applied now: [1]") {
+		t.Fatalf("migrate: %d %s%s", code, out, errOut)
+	}
+	if _, errOut, _ := run(t, nil, "collect", "migrate", "--store", url); !strings.Contains(errOut, "applied now: []") {
+		t.Fatalf("second migrate: %s", errOut)
+	}
+	broker := testutil.StartMosquitto(t, false)
+	st, err := hub.OpenPostgres(context.Background(), url, hub.PGOptions{Name: "running"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := hub.New(st, hub.CollectorOptions{Logger: testutil.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c.Run(ctx, testutil.Dialer(t, broker.URL(), false))
+	<-c.Ready()
+	dataDir := t.TempDir()
+	enqueue(t, dataDir, 25)
+	if _, errOut, code := run(t, nil, "sync", "--once", "--data-dir", dataDir, "--device-id", "kiosk-pg", "--broker", broker.URL(), "--ack-timeout", "2s"); code != 0 {
+		t.Fatalf("sync: %s", errOut)
+	}
+	out, errOut, code = run(t, nil, "collect", "devices", "--store", url)
+	if code != 0 || !strings.Contains(out, "25") {
+		t.Fatalf("devices while a collector runs: %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = run(t, nil, "collect", "export", "--store", url)
+	if code != 0 || strings.Count(out, "\n") != 25 || !strings.Contains(errOut, "exported 25") {
+		t.Fatalf("export while a collector runs: %d\n%s", code, errOut)
+	}
+	if _, errOut, code := run(t, nil, "collect", "devices", "--store", "mysql://x"); code == 0 || !strings.Contains(errOut, "postgres://") {
+		t.Fatalf("a bad --store: %s", errOut)
+	}
+	cancel()
+	c.Close()
+}
+
+// enqueue appends n results to the outbox in dataDir as a device would.
+func enqueue(t *testing.T, dataDir string, n int) {
+	t.Helper()
+	ob, err := outbox.Open(filepath.Join(dataDir, OutboxFile), outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	for i := 0; i < n; i++ {
+		if _, err := ob.Append(context.Background(), &outbox.Record{Device: "kiosk-pg", Model: "crop-disease", Version: "0.2.0",
+			Task: "image-classification", Output: []byte(`{"label":"rust"}`)}, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

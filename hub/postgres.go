@@ -1,0 +1,323 @@
+package hub
+
+import (
+	"context"
+	crand "crypto/rand"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// PGStore is the Store on PostgreSQL: several collectors may share it
+// (each with its own name and MQTT client id); exports and device lists
+// read it while collectors run.
+type PGStore struct {
+	pool    *pgxpool.Pool
+	name    string
+	applied []int // migrations OpenPostgres applied
+}
+
+// PGOptions configure OpenPostgres.
+type PGOptions struct {
+	// Name identifies this collector among those sharing the database;
+	// its MQTT client id is kept under it. Default: the host name.
+	Name string
+}
+
+// OpenPostgres connects to url (postgres://user@host/db?...), applies any
+// migration not yet applied, and returns the store.
+func OpenPostgres(ctx context.Context, url string, o PGOptions) (*PGStore, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("hub: postgres url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("hub: postgres: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("hub: postgres %s: %w", cfg.ConnConfig.Host, err)
+	}
+	if o.Name == "" {
+		o.Name, _ = os.Hostname()
+	}
+	s := &PGStore{pool: pool, name: o.Name}
+	if s.applied, err = s.Migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// SchemaVersion is the newest migration applied, and those OpenPostgres
+// applied just now.
+func (s *PGStore) SchemaVersion(ctx context.Context) (version int, appliedNow []int, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&version)
+	return version, s.applied, err
+}
+
+// Migrate applies the embedded migrations not yet applied, each in its own
+// transaction (PostgreSQL DDL is transactional: a failing migration leaves
+// the schema as it was), under an advisory lock so collectors starting
+// together do not race. It returns the versions applied.
+func (s *PGStore) Migrate(ctx context.Context) ([]int, error) {
+	return s.migrate(ctx, migrations)
+}
+
+func (s *PGStore) migrate(ctx context.Context, fsys fs.FS) ([]int, error) {
+	files, err := fs.Glob(fsys, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("hub: migrate: %w", err)
+	}
+	defer conn.Release()
+	const lockKey = 0x6f7574706f7374 // "outpost"
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lockKey); err != nil {
+		return nil, fmt.Errorf("hub: migrate: lock: %w", err)
+	}
+	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, lockKey)
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return nil, fmt.Errorf("hub: migrate: %w", err)
+	}
+	var applied []int
+	for _, f := range files {
+		base := strings.TrimPrefix(f, "migrations/")
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return applied, fmt.Errorf("hub: migration %s: name must start with its version number", base)
+		}
+		var done bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, v).Scan(&done); err != nil {
+			return applied, fmt.Errorf("hub: migrate: %w", err)
+		}
+		if done {
+			continue
+		}
+		sql, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			return applied, err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, string(sql)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, v)
+			return err
+		})
+		if err != nil {
+			return applied, fmt.Errorf("hub: migration %s failed, schema left at the version before it: %w", base, err)
+		}
+		applied = append(applied, v)
+	}
+	return applied, nil
+}
+
+// Close closes the connection pool.
+func (s *PGStore) Close() error { s.pool.Close(); return nil }
+
+// Commit implements Store: every record of every batch in one transaction
+// (one multi-row insert per batch, ON CONFLICT DO NOTHING), the devices'
+// counters with it; the collector acks only after it returns.
+func (s *PGStore) Commit(ctx context.Context, batches []*osync.Batch, received time.Time) ([]Counts, error) {
+	out := make([]Counts, len(batches))
+	received = received.UTC().Truncate(time.Millisecond)
+	day := received.Format("2006-01-02")
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for i, b := range batches {
+			n := len(b.Records)
+			if n == 0 {
+				continue
+			}
+			devs, ids, seqs := make([]string, n), make([]string, n), make([]int64, n)
+			created, models, versions, tasks := make([]time.Time, n), make([]string, n), make([]string, n), make([]string, n)
+			labels, recs := make([]*string, n), make([][]byte, n)
+			for k, r := range b.Records {
+				devs[k], ids[k], seqs[k] = b.Device, r.ID.String(), int64(r.Seq)
+				created[k], models[k], versions[k], tasks[k] = r.Created.UTC(), r.Model, r.Version, r.Task
+				labels[k] = outputLabel(r.Output)
+				recs[k] = r.Encode(nil)
+			}
+			tag, err := tx.Exec(ctx, `INSERT INTO results (device, id, seq, created, received, day, model, version, task, label, record)
+				SELECT d, i::uuid, s, c, $5, $6::date, m, v, t, l, r
+				FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+				  AS x(d, i, s, c, m, v, t, l, r)
+				ON CONFLICT (device, id) DO NOTHING`,
+				devs, ids, seqs, created, received, day, models, versions, tasks, labels, recs)
+			if err != nil {
+				return fmt.Errorf("insert results: %w", err)
+			}
+			c := Counts{New: tag.RowsAffected()}
+			c.Duplicate = int64(n) - c.New
+			out[i] = c
+			sent := b.Sent
+			err = updateDevicePG(ctx, tx, b.Device, func(d *DeviceStatus) error {
+				touch(d, received)
+				d.Stored += c.New
+				d.Duplicates += c.Duplicate
+				d.ClockOffset = received.Sub(sent).Milliseconds()
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hub: commit: %w", err)
+	}
+	return out, nil
+}
+
+// outputLabel is the output's "label" field, if it is a JSON object with one.
+func outputLabel(b []byte) *string {
+	var o struct {
+		Label *string `json:"label"`
+	}
+	if len(b) == 0 || b[0] != '{' || json.Unmarshal(b, &o) != nil {
+		return nil
+	}
+	return o.Label
+}
+
+// updateDevicePG reads, changes and writes one device under a row lock:
+// two collectors storing for the same device serialise here.
+func updateDevicePG(ctx context.Context, tx pgx.Tx, device string, f func(*DeviceStatus) error) error {
+	// Make sure a row exists to lock (first sight of the device).
+	if _, err := tx.Exec(ctx, `INSERT INTO devices (device, status) VALUES ($1, '{}') ON CONFLICT DO NOTHING`, device); err != nil {
+		return fmt.Errorf("device %s: %w", device, err)
+	}
+	var raw []byte
+	if err := tx.QueryRow(ctx, `SELECT status FROM devices WHERE device = $1 FOR UPDATE`, device).Scan(&raw); err != nil {
+		return fmt.Errorf("device %s: %w", device, err)
+	}
+	d := DeviceStatus{Device: device}
+	_ = json.Unmarshal(raw, &d)
+	d.Device = device
+	if err := f(&d); err != nil {
+		if errors.Is(err, ErrSkip) {
+			return nil
+		}
+		return err
+	}
+	v, _ := json.Marshal(d)
+	if _, err := tx.Exec(ctx, `UPDATE devices SET status = $2 WHERE device = $1`, device, v); err != nil {
+		return fmt.Errorf("device %s: %w", device, err)
+	}
+	return nil
+}
+
+// UpdateDevice implements Store.
+func (s *PGStore) UpdateDevice(ctx context.Context, device string, f func(*DeviceStatus) error) error {
+	var cbErr error
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		err := updateDevicePG(ctx, tx, device, func(d *DeviceStatus) error {
+			cbErr = f(d)
+			return cbErr
+		})
+		if errors.Is(err, ErrSkip) {
+			return errSkipTx // roll back the placeholder row too
+		}
+		return err
+	})
+	if errors.Is(err, errSkipTx) || errors.Is(cbErr, ErrSkip) {
+		return nil
+	}
+	return err
+}
+
+var errSkipTx = errors.New("skip")
+
+// Devices implements Store.
+func (s *PGStore) Devices(ctx context.Context) ([]DeviceStatus, error) {
+	rows, err := s.pool.Query(ctx, `SELECT device, status FROM devices WHERE status <> '{}' ORDER BY device`)
+	if err != nil {
+		return nil, fmt.Errorf("hub: devices: %w", err)
+	}
+	defer rows.Close()
+	var out []DeviceStatus
+	for rows.Next() {
+		var name string
+		var raw []byte
+		if err := rows.Scan(&name, &raw); err != nil {
+			return nil, err
+		}
+		d := DeviceStatus{}
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return nil, fmt.Errorf("hub: device %s: %w", name, err)
+		}
+		d.Device = name
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// Each implements Store: by device then ID, streamed.
+func (s *PGStore) Each(ctx context.Context, fn func(StoredResult) error) error {
+	rows, err := s.pool.Query(ctx, `SELECT received, record FROM results ORDER BY device, id`)
+	if err != nil {
+		return fmt.Errorf("hub: results: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var rcv time.Time
+		var raw []byte
+		if err := rows.Scan(&rcv, &raw); err != nil {
+			return err
+		}
+		r, err := outbox.DecodeRecord(raw)
+		if err != nil {
+			return fmt.Errorf("hub: stored record: %w", err)
+		}
+		if err := fn(StoredResult{Received: rcv.UTC(), Record: r}); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// Count implements Store.
+func (s *PGStore) Count(ctx context.Context) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM results`).Scan(&n)
+	return n, err
+}
+
+// ClientID implements Store: per collector name, made once and kept.
+func (s *PGStore) ClientID(ctx context.Context) (string, error) {
+	var rnd [6]byte
+	if _, err := crand.Read(rnd[:]); err != nil {
+		return "", err
+	}
+	id := "outpost-collector-" + hex.EncodeToString(rnd[:])
+	var got string
+	err := s.pool.QueryRow(ctx, `INSERT INTO collectors (name, client_id) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING client_id`, s.name, id).Scan(&got)
+	if err != nil {
+		return "", fmt.Errorf("hub: client id: %w", err)
+	}
+	return got, nil
+}
