@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	gosync "sync"
 	"time"
 
@@ -24,7 +25,10 @@ import (
 
 // Options for connecting to a broker.
 type Options struct {
-	Broker   string // tcp://host:1883, ssl://host:8883, ws://host:80/mqtt, wss://...
+	// Broker: tcp://host:1883, ssl://host:8883, ws://host:80/mqtt, wss://...;
+	// several, comma-separated, for a clustered broker: each connect tries
+	// them in order, so a device whose node died reaches another one.
+	Broker   string
 	Username string
 	Password string
 	CAFile   string // PEM CA bundle for ssl:// and wss:// (default: system roots)
@@ -79,9 +83,13 @@ func Dialer(opts Options) (osync.Dialer, error) {
 	}
 	return func(ctx context.Context, clientID string, will *osync.Will) (osync.Conn, error) {
 		c := &conn{done: make(chan struct{}), writeTimeout: opts.WriteTimeout}
-		po := paho.NewClientOptions().
-			AddBroker(opts.Broker).
-			SetClientID(clientID).
+		po := paho.NewClientOptions()
+		for _, b := range strings.Split(opts.Broker, ",") {
+			if b = strings.TrimSpace(b); b != "" {
+				po.AddBroker(b)
+			}
+		}
+		po.SetClientID(clientID).
 			SetUsername(opts.Username).
 			SetPassword(opts.Password).
 			SetCleanSession(opts.CleanSession).
