@@ -23,12 +23,18 @@ import (
 // persistent session; it prints "ready" once subscribed.
 func collectorChild() {
 	ctx := context.Background()
-	st, err := hub.OpenPostgres(ctx, os.Getenv("HUB_CHILD_STORE"), hub.PGOptions{Name: os.Getenv("HUB_CHILD_NAME")})
+	var st hub.Store
+	var err error
+	if path := os.Getenv("HUB_CHILD_BOLT"); path != "" {
+		st, err = hub.OpenBolt(path)
+	} else {
+		st, err = hub.OpenPostgres(ctx, os.Getenv("HUB_CHILD_STORE"), hub.PGOptions{Name: os.Getenv("HUB_CHILD_NAME")})
+	}
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(3)
 	}
-	c, err := hub.New(st, hub.CollectorOptions{ShareGroup: "hubs", MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
+	c, err := hub.New(st, hub.CollectorOptions{ShareGroup: os.Getenv("HUB_CHILD_SHARE"), MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(3)
@@ -47,10 +53,10 @@ type child struct {
 	name string
 }
 
-func startChild(t *testing.T, name, store, broker string) *child {
+func startChild(t testing.TB, name, store, broker string, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "HUB_CHILD_STORE="+store, "HUB_CHILD_NAME="+name, "HUB_CHILD_BROKER="+broker)
+	cmd.Env = append(append(os.Environ(), "HUB_CHILD_STORE="+store, "HUB_CHILD_NAME="+name, "HUB_CHILD_BROKER="+broker, "HUB_CHILD_SHARE=hubs"), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

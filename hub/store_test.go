@@ -91,7 +91,7 @@ func TestStore_Bolt(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
-	if os.Getenv("HUB_CHILD_STORE") != "" {
+	if os.Getenv("HUB_CHILD_STORE") != "" || os.Getenv("HUB_CHILD_BOLT") != "" {
 		collectorChild()
 		return
 	}

@@ -111,3 +111,11 @@ func (b *Broker) signal(sig syscall.Signal) {
 	b.cmd.Wait()
 	b.cmd = nil
 }
+
+// Pid is the running broker's process id (0 if stopped).
+func (b *Broker) Pid() int {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return 0
+	}
+	return b.cmd.Process.Pid
+}

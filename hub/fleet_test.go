@@ -1,0 +1,216 @@
+package hub_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	gosync "sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/outpost-edge/outpost/internal/testutil"
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+// BenchmarkFleet (make bench, not make test): OUTPOST_FLEET_DEVICES
+// (default 10,000) simulated devices, each its own MQTT connection and a
+// backlog of 50 records sent as two batches of 25 (window 1, as the
+// uplink does), reconnect within a 10 s ramp with jitter after an outage;
+// mosquitto, collectors as separate processes. For the bbolt store with
+// one collector and PostgreSQL with one and three (shared subscription):
+// time until every batch is acked, records/s stored, p50/p99 ack latency,
+// broker and collector CPU seconds and peak RSS. One run per sub-benchmark.
+func BenchmarkFleet(b *testing.B) {
+	devices := 10000
+	if s := os.Getenv("OUTPOST_FLEET_DEVICES"); s != "" {
+		devices, _ = strconv.Atoi(s)
+	}
+	// 10,000 sockets here and in the broker (it inherits the limit).
+	lim := syscall.Rlimit{Cur: 200000, Max: 200000}
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	for _, cfg := range []struct {
+		name       string
+		collectors int
+		pg         bool
+	}{{"bolt-1", 1, false}, {"postgres-1", 1, true}, {"postgres-3", 3, true}} {
+		b.Run(cfg.name, func(b *testing.B) {
+			broker := testutil.StartMosquitto(b, false)
+			var cs []*child
+			var store string
+			var env []string
+			if cfg.pg {
+				store = testutil.StartPostgres(b).NewDatabase(b)
+			} else {
+				env = []string{"HUB_CHILD_BOLT=" + filepath.Join(b.TempDir(), "hub.db")}
+			}
+			for i := 0; i < cfg.collectors; i++ {
+				cs = append(cs, startChild(b, fmt.Sprintf("hub-%d", i), store, broker.URL(), env...))
+			}
+			cpu0 := map[int]float64{broker.Pid(): procCPU(broker.Pid())}
+			for _, c := range cs {
+				cpu0[c.cmd.Process.Pid] = procCPU(c.cmd.Process.Pid)
+			}
+			res := runFleet(b, broker.URL(), devices, 50, 25, 10*time.Second)
+			var colCPU, colRSS float64
+			for _, c := range cs {
+				p := c.cmd.Process.Pid
+				colCPU += procCPU(p) - cpu0[p]
+				colRSS += procRSS(p)
+			}
+			bp := broker.Pid()
+			b.ReportMetric(res.drain.Seconds(), "drain-s")
+			b.ReportMetric(float64(res.records)/res.drain.Seconds(), "records/s")
+			b.ReportMetric(res.p50.Seconds()*1000, "ack-p50-ms")
+			b.ReportMetric(res.p99.Seconds()*1000, "ack-p99-ms")
+			b.ReportMetric(procCPU(bp)-cpu0[bp], "broker-cpu-s")
+			b.ReportMetric(procRSS(bp), "broker-rss-MB")
+			b.ReportMetric(colCPU, "collectors-cpu-s")
+			b.ReportMetric(colRSS, "collectors-rss-MB")
+			b.ReportMetric(float64(res.failed), "devices-failed")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+type fleetResult struct {
+	drain    time.Duration // first publish to last ack
+	records  int
+	p50, p99 time.Duration
+	failed   int
+}
+
+// runFleet simulates the devices and returns when every one has its
+// backlog acknowledged (or gave up after 5 minutes).
+func runFleet(b *testing.B, url string, devices, backlog, batch int, ramp time.Duration) fleetResult {
+	var lat []time.Duration
+	var mu gosync.Mutex
+	var first atomic.Int64
+	var last atomic.Int64
+	var failed atomic.Int64
+	var wg gosync.WaitGroup
+	start := time.Now()
+	for d := 0; d < devices; d++ {
+		wg.Add(1)
+		go func(d int) {
+			defer wg.Done()
+			time.Sleep(time.Duration(rand.Int64N(int64(ramp)))) // reconnect jitter
+			name := fmt.Sprintf("fleet-%05d", d)
+			if err := fleetDevice(url, name, backlog, batch, &first, &last, func(l time.Duration) {
+				mu.Lock()
+				lat = append(lat, l)
+				mu.Unlock()
+			}); err != nil {
+				if failed.Add(1) <= 3 {
+					b.Logf("%s: %v", name, err)
+				}
+			}
+		}(d)
+	}
+	wg.Wait()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	r := fleetResult{drain: time.Duration(last.Load() - first.Load()), records: len(lat) * batch, failed: int(failed.Load())}
+	if len(lat) > 0 {
+		r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+	}
+	b.Logf("%d devices × %d records, ramp %s: %d batches acked, %d devices failed, %s from first publish to last ack (wall %s)",
+		devices, backlog, ramp, len(lat), r.failed, r.drain.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	return r
+}
+
+// fleetDevice: connect, subscribe to its acks, send the backlog in
+// batches with one in flight, each resent after 10 s without an ack.
+func fleetDevice(url, name string, backlog, batch int, first, last *atomic.Int64, observe func(time.Duration)) error {
+	acks := make(chan outbox.ID, 4)
+	o := paho.NewClientOptions().AddBroker(url).SetClientID(name).SetCleanSession(true).
+		SetConnectTimeout(30 * time.Second).SetAutoReconnect(false).SetKeepAlive(60 * time.Second)
+	c := paho.NewClient(o)
+	if t := c.Connect(); !t.WaitTimeout(60*time.Second) || t.Error() != nil {
+		return fmt.Errorf("connect: %v", t.Error())
+	}
+	defer c.Disconnect(0)
+	if t := c.Subscribe(osync.AckTopic(name), 1, func(_ paho.Client, m paho.Message) {
+		if a, err := osync.DecodeAck(m.Payload()); err == nil {
+			select {
+			case acks <- a.Batch:
+			default:
+			}
+		}
+	}); !t.WaitTimeout(60*time.Second) || t.Error() != nil {
+		return fmt.Errorf("subscribe: %v", t.Error())
+	}
+	g := outbox.NewIDGen()
+	for sent := 0; sent < backlog; sent += batch {
+		bt := &osync.Batch{ID: g.New(), Device: name, Sent: time.Now()}
+		for i := 0; i < batch; i++ {
+			bt.Records = append(bt.Records, &outbox.Record{ID: g.New(), Device: name, Seq: uint64(sent + i + 1), Created: time.Now(),
+				Model: "crop-disease", Version: "0.2.0", Task: "image-classification", Output: []byte(`{"outcome":"diagnosis","label":"rust","score":0.93}`)})
+		}
+		payload := osync.EncodeBatch(bt)
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			t0 := time.Now()
+			first.CompareAndSwap(0, t0.UnixNano())
+			if t := c.Publish(osync.ResultsTopic(name), 1, false, payload); !t.WaitTimeout(60*time.Second) || t.Error() != nil {
+				return fmt.Errorf("publish: %v", t.Error())
+			}
+			select {
+			case id := <-acks:
+				if id != bt.ID {
+					continue
+				}
+				now := time.Now()
+				observe(now.Sub(t0))
+				for {
+					l := last.Load()
+					if now.UnixNano() <= l || last.CompareAndSwap(l, now.UnixNano()) {
+						break
+					}
+				}
+			case <-time.After(10 * time.Second):
+				if time.Now().After(deadline) {
+					return fmt.Errorf("batch %d not acked in 5 min", sent/batch)
+				}
+				continue
+			}
+			break
+		}
+	}
+	return nil
+}
+
+// procCPU is a process's user+system CPU seconds (Linux /proc).
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	u, _ := strconv.ParseFloat(f[11], 64)
+	k, _ := strconv.ParseFloat(f[12], 64)
+	return (u + k) / 100 // USER_HZ
+}
+
+// procRSS is a process's peak resident set in MB (VmHWM).
+func procRSS(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
