@@ -84,6 +84,7 @@ bench: deps ## benchmarks with ratios against baselines measured in the same run
 	$(GO) test -run '^$$' -bench Drain -benchtime 1x -count 1 ./sync/
 	$(GO) test -run '^$$' -bench HTTPInfer -benchtime 300x -count 1 ./internal/daemon/
 	$(GO) test -run '^$$' -bench BringYourOwn -benchtime 100x -count 1 ./internal/cli/
+	OUTPOST_FLEET_DEVICES=10000 $(GO) test -run '^$$' -bench Fleet -benchtime 1x -count 1 -timeout 30m ./hub/
 
 chaos: ## soaks: 1000 SIGKILL rounds during appends; 1000 power cuts (FUSE); 100 broker kill/restarts during a drain; 6 devices after a 7-min outage in a 60 s window
 	OUTPOST_CRASH_ROUNDS=1000 $(GO) test -count=1 -timeout 30m -run 'TestCrash' -v ./outbox/ | grep -E 'crash rounds|^(ok|FAIL|---)'

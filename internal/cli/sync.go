@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/outpost-edge/outpost/internal/atomicfile"
@@ -242,6 +244,11 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		return nil
 	}
 	st, where, err := openHubStore(ctx, store, name, df, fs.Arg(0) != "")
+	sock := filepath.Join(df.path(), hub.SocketFile)
+	if errors.Is(err, hub.ErrLocked) && (fs.Arg(0) == "export" || fs.Arg(0) == "devices") {
+		// A collector holds the embedded store: ask it over its socket.
+		return collectViaSocket(ctx, std, sock, fs.Arg(0), format)
+	}
 	if err != nil {
 		return err
 	}
@@ -285,17 +292,19 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		if err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(std.Out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST SEEN\tBACKLOG\tSTORED\tDUPLICATES\tLOST (REFUSED/EVICTED/EXPIRED)\tCLOCK OFFSET")
-		for _, d := range devs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d/%d/%d\t%s\n", d.Device, d.State, d.LastSeen.Local().Format(time.RFC3339),
-				d.Backlog, d.Stored, d.Duplicates, d.Refused, d.Evicted, d.Expired, (time.Duration(d.ClockOffset) * time.Millisecond).String())
-		}
-		return tw.Flush()
+		return printDevices(std.Out, devs)
 	case "":
 		dial, err := bf.dialer(false)
 		if err != nil {
 			return err
+		}
+		if _, embedded := st.(*hub.BoltStore); embedded {
+			// Exports and device lists reach the held store through us.
+			go func() {
+				if err := hub.ServeLocal(ctx, c, sock); err != nil {
+					fmt.Fprintf(std.Err, "collect: no local socket (collect export will wait for this collector to stop): %v\n", err)
+				}
+			}()
 		}
 		fmt.Fprintf(std.Err, "collecting from %s into %s as MQTT client %s (Ctrl-C stops)\n", bf.url, path, c.ClientID())
 		err = c.Run(ctx, dial)
@@ -306,6 +315,40 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		return err
 	}
 	return usagef("unknown collect command %q (want export, devices, migrate or dictionary, or none to run)", fs.Arg(0))
+}
+
+func printDevices(w io.Writer, devs []hub.DeviceStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST SEEN\tBACKLOG\tSTORED\tDUPLICATES\tLOST (REFUSED/EVICTED/EXPIRED)\tCLOCK OFFSET")
+	for _, d := range devs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d/%d/%d\t%s\n", d.Device, d.State, d.LastSeen.Local().Format(time.RFC3339),
+			d.Backlog, d.Stored, d.Duplicates, d.Refused, d.Evicted, d.Expired, (time.Duration(d.ClockOffset) * time.Millisecond).String())
+	}
+	return tw.Flush()
+}
+
+// collectViaSocket serves `collect export|devices` through a running
+// collector that holds the embedded store.
+func collectViaSocket(ctx context.Context, std IO, sock, cmd, format string) error {
+	if cmd == "export" {
+		if format != "jsonl" && format != "csv" {
+			return usagef("--format must be jsonl or csv")
+		}
+		if err := hub.LocalGet(ctx, sock, "/v1/export?format="+format, std.Out); err != nil {
+			return err
+		}
+		fmt.Fprintf(std.Err, "exported through the running collector (%s)\n", sock)
+		return nil
+	}
+	var buf bytes.Buffer
+	if err := hub.LocalGet(ctx, sock, "/v1/devices", &buf); err != nil {
+		return err
+	}
+	var devs []hub.DeviceStatus
+	if err := json.Unmarshal(buf.Bytes(), &devs); err != nil {
+		return fmt.Errorf("collect devices: the running collector's answer: %w", err)
+	}
+	return printDevices(std.Out, devs)
 }
 
 // openHubStore opens the PostgreSQL store for a postgres:// URL, else the

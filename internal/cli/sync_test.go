@@ -42,6 +42,15 @@ func TestSyncOnceAndCollect(t *testing.T) {
 	if code != ExitOK || !strings.Contains(out, "synced 3 records") || !strings.Contains(out, "0 left") {
 		t.Fatalf("sync (code %d): %s\n%s", code, out, errOut)
 	}
+	// While the collector holds the embedded store, export and devices go
+	// through its socket.
+	out, errOut, code = run(t, nil, "collect", "export", "--data-dir", hub)
+	if code != ExitOK || strings.Count(out, `"received":`) != 3 || !strings.Contains(errOut, "through the running collector") {
+		t.Fatalf("export while collecting (code %d): %s\n%s", code, errOut, out)
+	}
+	if out, errOut, code = run(t, nil, "collect", "devices", "--data-dir", hub); code != ExitOK || !strings.Contains(out, "kiosk-9") {
+		t.Fatalf("devices while collecting (code %d): %s\n%s", code, errOut, out)
+	}
 	cancel()
 	if c := <-done; c != ExitOK {
 		t.Fatalf("collect exited %d: %s", c, collectErr.String())

@@ -24,6 +24,7 @@ import (
 type Postgres struct {
 	Bin, Dir string
 	Port     int
+	opts     string // server options, for Up after Down
 	n        atomic.Int64
 }
 
@@ -86,17 +87,45 @@ func startPostgres() (*Postgres, error) {
 	}
 	// Tests only: no fsync (the power-cut tests cover durability), small
 	// shared memory, unix socket beside the data.
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200", p.Port, p.Dir)
-	if err := run(filepath.Join(p.Bin, "pg_ctl"), "-D", data, "-o", opts, "-l", filepath.Join(p.Dir, "log"), "-w", "-t", "60", "start"); err != nil {
+	p.opts = fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300", p.Port, p.Dir)
+	if err := p.pgctl("start"); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
+func (p *Postgres) pgctl(action string, extra ...string) error {
+	args := append([]string{"-u", "postgres", "--", filepath.Join(p.Bin, "pg_ctl"), "-D", filepath.Join(p.Dir, "data"), "-w", "-t", "60"}, extra...)
+	if action == "start" {
+		args = append(args, "-o", p.opts, "-l", filepath.Join(p.Dir, "log"))
+	}
+	out, err := exec.Command("runuser", append(args, action)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pg_ctl %s: %v\n%s", action, err, out)
+	}
+	return nil
+}
+
+// Down stops the server (fast shutdown: open connections are cut), as a
+// database restart or outage would.
+func (p *Postgres) Down(t testing.TB) {
+	t.Helper()
+	if err := p.pgctl("stop", "-m", "fast"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Up starts it again after Down.
+func (p *Postgres) Up(t testing.TB) {
+	t.Helper()
+	if err := p.pgctl("start"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Stop stops the cluster and removes its files.
 func (p *Postgres) Stop() {
-	cmd := exec.Command("runuser", "-u", "postgres", "--", filepath.Join(p.Bin, "pg_ctl"), "-D", filepath.Join(p.Dir, "data"), "-m", "immediate", "-w", "stop")
-	cmd.Run()
+	p.pgctl("stop", "-m", "immediate")
 	os.RemoveAll(p.Dir)
 }
 
