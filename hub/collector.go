@@ -248,9 +248,23 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 			batches = nil
 		}
 	}
-	for _, d := range append(batches, refusals...) {
-		if err := conn.Publish(ctx, osync.AckTopic(d.device), 1, false, osync.EncodeAck(d.ack)); err != nil {
-			return fmt.Errorf("publish ack to %s: %w", d.device, err)
+	// All acks of the group at once: waiting for each PUBACK in turn made
+	// the round trip, not the store, the limit (BenchmarkFleet: 7.4k
+	// records/s with 10,000 devices before).
+	all := append(batches, refusals...)
+	errs := make([]error, len(all))
+	var wg gosync.WaitGroup
+	for i, d := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = conn.Publish(ctx, osync.AckTopic(d.device), 1, false, osync.EncodeAck(d.ack))
+		}()
+	}
+	wg.Wait()
+	for i, d := range all {
+		if errs[i] != nil {
+			return fmt.Errorf("publish ack to %s: %w", d.device, errs[i])
 		}
 		c.acks.Add(1)
 		if d.ack.Refused != nil {
