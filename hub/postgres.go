@@ -138,46 +138,92 @@ func (s *PGStore) migrate(ctx context.Context, fsys fs.FS) ([]int, error) {
 // Close closes the connection pool.
 func (s *PGStore) Close() error { s.pool.Close(); return nil }
 
-// Commit implements Store: every record of every batch in one transaction
-// (one multi-row insert per batch, ON CONFLICT DO NOTHING), the devices'
-// counters with it; the collector acks only after it returns.
+// Commit implements Store: every record of every batch in one statement
+// (a multi-row INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING RETURNING)
+// and each device's counters once, all in one transaction; the collector
+// acks only after it returns.
 func (s *PGStore) Commit(ctx context.Context, batches []*osync.Batch, received time.Time) ([]Counts, error) {
 	out := make([]Counts, len(batches))
 	received = received.UTC().Truncate(time.Millisecond)
 	day := received.Format("2006-01-02")
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		for i, b := range batches {
-			n := len(b.Records)
-			if n == 0 {
+	n := 0
+	for _, b := range batches {
+		n += len(b.Records)
+	}
+	devs, ids, seqs := make([]string, 0, n), make([]string, 0, n), make([]int64, 0, n)
+	created, models, versions, tasks := make([]time.Time, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	labels, recs := make([]*string, 0, n), make([][]byte, 0, n)
+	batchOf := make(map[string]int, n) // device/id -> batch index (the first batch naming it)
+	for i, b := range batches {
+		for _, r := range b.Records {
+			k := b.Device + "/" + r.ID.String()
+			if _, dup := batchOf[k]; dup {
+				out[i].Duplicate++ // the same record twice in this commit
 				continue
 			}
-			devs, ids, seqs := make([]string, n), make([]string, n), make([]int64, n)
-			created, models, versions, tasks := make([]time.Time, n), make([]string, n), make([]string, n), make([]string, n)
-			labels, recs := make([]*string, n), make([][]byte, n)
-			for k, r := range b.Records {
-				devs[k], ids[k], seqs[k] = b.Device, r.ID.String(), int64(r.Seq)
-				created[k], models[k], versions[k], tasks[k] = r.Created.UTC(), r.Model, r.Version, r.Task
-				labels[k] = outputLabel(r.Output)
-				recs[k] = r.Encode(nil)
+			batchOf[k] = i
+			devs, ids, seqs = append(devs, b.Device), append(ids, r.ID.String()), append(seqs, int64(r.Seq))
+			created, models = append(created, r.Created.UTC()), append(models, r.Model)
+			versions, tasks = append(versions, r.Version), append(tasks, r.Task)
+			labels, recs = append(labels, outputLabel(r.Output)), append(recs, r.Encode(nil))
+		}
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `INSERT INTO results (device, id, seq, created, received, day, model, version, task, label, record)
+			SELECT d, i::uuid, s, c, $5, $6::date, m, v, t, l, r
+			FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+			  AS x(d, i, s, c, m, v, t, l, r)
+			ON CONFLICT (device, id) DO NOTHING
+			RETURNING device, id::text`,
+			devs, ids, seqs, created, received, day, models, versions, tasks, labels, recs)
+		if err != nil {
+			return fmt.Errorf("insert results: %w", err)
+		}
+		for rows.Next() {
+			var d, id string
+			if err := rows.Scan(&d, &id); err != nil {
+				rows.Close()
+				return err
 			}
-			tag, err := tx.Exec(ctx, `INSERT INTO results (device, id, seq, created, received, day, model, version, task, label, record)
-				SELECT d, i::uuid, s, c, $5, $6::date, m, v, t, l, r
-				FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[])
-				  AS x(d, i, s, c, m, v, t, l, r)
-				ON CONFLICT (device, id) DO NOTHING`,
-				devs, ids, seqs, created, received, day, models, versions, tasks, labels, recs)
-			if err != nil {
-				return fmt.Errorf("insert results: %w", err)
+			out[batchOf[d+"/"+id]].New++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("insert results: %w", err)
+		}
+		// Each device once per commit, in a fixed order (two collectors
+		// locking the same devices never deadlock).
+		type agg struct {
+			c    Counts
+			sent time.Time
+		}
+		per := map[string]*agg{}
+		var order []string
+		for i, b := range batches {
+			if len(b.Records) == 0 {
+				continue
 			}
-			c := Counts{New: tag.RowsAffected()}
-			c.Duplicate = int64(n) - c.New
-			out[i] = c
-			sent := b.Sent
-			err = updateDevicePG(ctx, tx, b.Device, func(d *DeviceStatus) error {
+			out[i].Duplicate += int64(len(b.Records)) - out[i].New - out[i].Duplicate
+			a := per[b.Device]
+			if a == nil {
+				a = &agg{}
+				per[b.Device] = a
+				order = append(order, b.Device)
+			}
+			a.c.New += out[i].New
+			a.c.Duplicate += out[i].Duplicate
+			if b.Sent.After(a.sent) {
+				a.sent = b.Sent
+			}
+		}
+		sort.Strings(order)
+		for _, dev := range order {
+			a := per[dev]
+			err := updateDevicePG(ctx, tx, dev, func(d *DeviceStatus) error {
 				touch(d, received)
-				d.Stored += c.New
-				d.Duplicates += c.Duplicate
-				d.ClockOffset = received.Sub(sent).Milliseconds()
+				d.Stored += a.c.New
+				d.Duplicates += a.c.Duplicate
+				d.ClockOffset = received.Sub(a.sent).Milliseconds()
 				return nil
 			})
 			if err != nil {
