@@ -40,6 +40,7 @@ type CollectorStats struct {
 	Acks       int64 `json:"acks"`
 	Rejected   int64 `json:"rejected"` // undecodable records named in acks
 	Refused    int64 `json:"refused"`  // acks refusing (part of) a batch
+	Deferred   int64 `json:"deferred"` // messages held for a later commit: their device was over its share of one
 }
 
 // Collector stores devices' results on the hub, idempotently by record ID,
@@ -50,16 +51,18 @@ type Collector struct {
 	log *slog.Logger
 	in  chan msg
 
-	batches, stored, dups, malformed, acks, rejected, refused atomic.Int64
-	closeOnce                                                 gosync.Once
-	ready                                                     chan struct{}
-	readyOnce                                                 gosync.Once
+	batches, stored, dups, malformed, acks, rejected, refused, deferred atomic.Int64
+	err                                                                 error // the session's last handling error (session goroutine only)
+	closeOnce                                                           gosync.Once
+	ready                                                               chan struct{}
+	readyOnce                                                           gosync.Once
 }
 
 type msg struct {
 	topic    string
 	payload  []byte
 	retained bool
+	held     bool // already counted as deferred
 }
 
 // Open opens (or creates) the embedded bbolt store at path and a
@@ -120,7 +123,7 @@ func (c *Collector) Close() error {
 // Stats returns the counters since start.
 func (c *Collector) Stats() CollectorStats {
 	return CollectorStats{Batches: c.batches.Load(), Stored: c.stored.Load(), Duplicates: c.dups.Load(),
-		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load()}
+		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load(), Deferred: c.deferred.Load()}
 }
 
 // Run connects (retrying with jittered backoff), subscribes to every
@@ -154,7 +157,7 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 		// Hand over and return: paho's receive loop must not wait on our
 		// fsync or on our own publishes.
 		select {
-		case c.in <- msg{m.Topic, append([]byte(nil), m.Payload...), m.Retained}:
+		case c.in <- msg{topic: m.Topic, payload: append([]byte(nil), m.Payload...), retained: m.Retained}:
 		case <-conn.Done():
 		}
 	}
@@ -172,6 +175,8 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 	bo.Reset()
 	c.readyOnce.Do(func() { close(c.ready) })
 	c.log.Info("collector: connected", "client_id", c.o.ClientID)
+	var held []msg
+	c.err = nil
 	for {
 		select {
 		case <-ctx.Done():
@@ -179,22 +184,63 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 		case <-conn.Done():
 			return fmt.Errorf("connection lost: %w", conn.Err())
 		case m := <-c.in:
-			// Take everything already waiting: one commit for all of it.
-			group := []msg{m}
-		more:
-			for len(group) < 64 {
+			held = c.next(ctx, conn, append(held, m))
+			// Held messages need no new arrival to be handled.
+			for len(held) > 0 && ctx.Err() == nil {
 				select {
-				case m := <-c.in:
-					group = append(group, m)
+				case <-conn.Done():
+					return fmt.Errorf("connection lost: %w", conn.Err())
 				default:
-					break more
+				}
+				if held = c.next(ctx, conn, held); c.err != nil {
+					return c.err
 				}
 			}
-			if err := c.handle(ctx, conn, group); err != nil {
-				return err
+			if c.err != nil {
+				return c.err
 			}
 		}
 	}
+}
+
+// Fairness: one commit takes at most groupMax messages, at most perDevice
+// of them from any one device; a device sending faster than that waits its
+// turn (counted as deferred) instead of delaying every other device's acks.
+const (
+	groupMax  = 64
+	perDevice = 8
+	heldMax   = 1024 // beyond this, stop reading: the broker holds the rest
+)
+
+// next takes what is waiting (queue first, then the channel), handles one
+// fair group, and returns what it held back.
+func (c *Collector) next(ctx context.Context, conn osync.Conn, queue []msg) []msg {
+	for len(queue) < heldMax {
+		select {
+		case m := <-c.in:
+			queue = append(queue, m)
+			continue
+		default:
+		}
+		break
+	}
+	var group, held []msg
+	per := map[string]int{}
+	for _, m := range queue {
+		d, _, _ := osync.DeviceFromTopic(m.topic)
+		if len(group) >= groupMax || per[d] >= perDevice {
+			if !m.held {
+				m.held = true
+				c.deferred.Add(1)
+			}
+			held = append(held, m)
+			continue
+		}
+		per[d]++
+		group = append(group, m)
+	}
+	c.err = c.handle(ctx, conn, group)
+	return held
 }
 
 type decoded struct {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	gosync "sync"
 	"testing"
 	"time"
 
@@ -255,4 +256,87 @@ func rawBatch(id outbox.ID, device string, recs ...[]byte) []byte {
 		out = append(out, r...)
 	}
 	return out
+}
+
+// TestCollector_FloodDoesNotStarveOthers: one device's 400 batches and
+// then another device's one reach the collector together. It takes at
+// most 8 messages per device per commit, so the quiet device's ack comes
+// back while most of the flood still waits — not after all of it (without
+// the per-device share it came last: 0 flood acks after it).
+func TestCollector_FloodDoesNotStarveOthers(t *testing.T) {
+	broker := testutil.StartMosquitto(t, false)
+	// The collector behind a proxy: stalled while the flood and then the
+	// quiet batch are published, so all of them wait for it at once.
+	proxy := testutil.StartProxy(t, broker.Addr())
+	h := testutil.StartCollector(t, filepath.Join(t.TempDir(), "hub.db"), proxy.URL())
+	ctx := context.Background()
+	obs, err := testutil.Dialer(t, broker.URL(), true)(ctx, "observer", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obs.Close()
+	var mu gosync.Mutex
+	var order []string
+	for _, dev := range []string{"flood", "quiet"} {
+		dev := dev
+		if err := obs.Subscribe(ctx, osync.AckTopic(dev), 1, func(osync.Message) {
+			mu.Lock()
+			order = append(order, dev)
+			mu.Unlock()
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := outbox.NewIDGen()
+	batch := func(dev string) []byte {
+		return osync.EncodeBatch(&osync.Batch{ID: g.New(), Device: dev, Sent: time.Now(),
+			Records: []*outbox.Record{{ID: g.New(), Device: dev, Model: "m", Version: "1", Task: "t", Output: []byte(`{}`)}}})
+	}
+	flood, err := testutil.Dialer(t, broker.URL(), true)(ctx, "flood", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flood.Close()
+	quiet, err := testutil.Dialer(t, broker.URL(), true)(ctx, "quiet", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer quiet.Close()
+	const n = 400
+	proxy.Stall(true)
+	for i := 0; i < n; i++ {
+		if err := flood.Publish(ctx, osync.ResultsTopic("flood"), 1, false, batch("flood")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := quiet.Publish(ctx, osync.ResultsTopic("quiet"), 1, false, batch("quiet")); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Stall(false)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		k := len(order)
+		mu.Unlock()
+		if k == n+1 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	pos := -1
+	for i, d := range order {
+		if d == "quiet" {
+			pos = i
+		}
+	}
+	if len(order) != n+1 || pos < 0 {
+		t.Fatalf("%d acks (want %d), quiet device's at %d", len(order), n+1, pos)
+	}
+	after := n - pos
+	t.Logf("quiet device's ack was number %d of %d (%d flood acks after it); collector %+v", pos+1, n+1, after, h.C.Stats())
+	if after < 50 {
+		t.Errorf("the quiet device waited behind the flood: only %d of its %d batches were acked after it", after, n)
+	}
 }
