@@ -217,20 +217,13 @@ func (s *PGStore) Commit(ctx context.Context, batches []*osync.Batch, received t
 			}
 		}
 		sort.Strings(order)
-		for _, dev := range order {
-			a := per[dev]
-			err := updateDevicePG(ctx, tx, dev, func(d *DeviceStatus) error {
-				touch(d, received)
-				d.Stored += a.c.New
-				d.Duplicates += a.c.Duplicate
-				d.ClockOffset = received.Sub(a.sent).Milliseconds()
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		return nil
+		return updateDevicesPG(ctx, tx, order, func(d *DeviceStatus) {
+			a := per[d.Device]
+			touch(d, received)
+			d.Stored += a.c.New
+			d.Duplicates += a.c.Duplicate
+			d.ClockOffset = received.Sub(a.sent).Milliseconds()
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("hub: commit: %w", err)
@@ -247,6 +240,47 @@ func outputLabel(b []byte) *string {
 		return nil
 	}
 	return o.Label
+}
+
+// updateDevicesPG reads, changes and writes several devices under row
+// locks (taken in the sorted order given: collectors never deadlock), in
+// three statements whatever their number.
+func updateDevicesPG(ctx context.Context, tx pgx.Tx, devices []string, f func(*DeviceStatus)) error {
+	if len(devices) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO devices (device, status) SELECT unnest($1::text[]), '{}' ON CONFLICT DO NOTHING`, devices); err != nil {
+		return fmt.Errorf("devices: %w", err)
+	}
+	rows, err := tx.Query(ctx, `SELECT device, status FROM devices WHERE device = ANY($1) ORDER BY device FOR UPDATE`, devices)
+	if err != nil {
+		return fmt.Errorf("devices: %w", err)
+	}
+	var names []string
+	var docs [][]byte
+	for rows.Next() {
+		var name string
+		var raw []byte
+		if err := rows.Scan(&name, &raw); err != nil {
+			rows.Close()
+			return err
+		}
+		d := DeviceStatus{}
+		_ = json.Unmarshal(raw, &d)
+		d.Device = name
+		f(&d)
+		v, _ := json.Marshal(d)
+		names, docs = append(names, name), append(docs, v)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("devices: %w", err)
+	}
+	_, err = tx.Exec(ctx, `UPDATE devices AS d SET status = x.s FROM unnest($1::text[], $2::jsonb[]) AS x(dev, s) WHERE d.device = x.dev`, names, docs)
+	if err != nil {
+		return fmt.Errorf("devices: %w", err)
+	}
+	return nil
 }
 
 // updateDevicePG reads, changes and writes one device under a row lock:
