@@ -44,7 +44,7 @@ func StartNATSCluster(t testing.TB, n int) *NATSCluster {
 		if err != nil {
 			t.Fatalf("nats node %d: %v", i, err)
 		}
-		if o.NoLog == false {
+		if !o.NoLog {
 			s.ConfigureLogger()
 		}
 		go s.Start()
