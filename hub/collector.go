@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,9 @@ type CollectorOptions struct {
 	// on one store split the devices' batches between them; the store's
 	// idempotence makes a redelivery to another collector harmless.
 	ShareGroup string
+	// Key signs every ack (ed25519): devices that pin its public key
+	// delete records only on acks it signed.
+	Key        ed25519.PrivateKey
 	MinBackoff time.Duration // default 1s
 	MaxBackoff time.Duration // default 1m
 	Logger     *slog.Logger
@@ -304,7 +308,11 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = conn.Publish(ctx, osync.AckTopic(d.device), 1, false, osync.EncodeAck(d.ack))
+			payload := osync.EncodeAck(d.ack)
+			if c.o.Key != nil {
+				payload = osync.SignAck(d.ack, d.device, c.o.Key)
+			}
+			errs[i] = conn.Publish(ctx, osync.AckTopic(d.device), 1, false, payload)
 		}()
 	}
 	wg.Wait()

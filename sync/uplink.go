@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,8 +33,12 @@ type UplinkOptions struct {
 	Probe      func(ctx context.Context) error
 	ProbeEvery time.Duration // default 10s
 	Version    string        // outpost version, sent in status
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// HubKeys pins the hub's ack-signing public keys (two during a key
+	// rotation). With any set, an ack that is unsigned or not signed by one
+	// of them deletes nothing: it is counted as forged and logged.
+	HubKeys []ed25519.PublicKey
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 func (o *UplinkOptions) defaults() error {
@@ -80,6 +85,7 @@ type UplinkStats struct {
 	Rejected     int64     `json:"rejected"`      // refused by the collector for good (dropped)
 	Refused      int64     `json:"refused"`       // batch-level refusals: records kept, resent after a backoff
 	StrayAcks    int64     `json:"stray_acks"`    // acks (or IDs in acks) for nothing this device sent; ignored
+	ForgedAcks   int64     `json:"forged_acks"`   // unsigned or badly signed acks while hub keys are pinned; ignored
 	Resent       int64     `json:"resent"`        // batches released after AckTimeout
 	Connects     int64     `json:"connects"`      // successful connections
 	ConnectFails int64     `json:"connect_fails"` // failed attempts
@@ -99,7 +105,7 @@ type Uplink struct {
 	mu    gosync.Mutex
 	stats UplinkStats
 
-	batches, records, rejected, refused, stray, resent, connects, fails, wire atomic.Int64
+	batches, records, rejected, refused, stray, resent, connects, fails, wire, forged atomic.Int64
 
 	// sent remembers the records of the last maxRecent batches this device
 	// published (the session goroutine alone touches it). An ack is applied
@@ -147,7 +153,7 @@ func (u *Uplink) Stats() UplinkStats {
 	last := u.stats.LastSync
 	u.mu.Unlock()
 	return UplinkStats{Batches: u.batches.Load(), Records: u.records.Load(), Rejected: u.rejected.Load(),
-		Refused: u.refused.Load(), StrayAcks: u.stray.Load(), Resent: u.resent.Load(), Connects: u.connects.Load(), ConnectFails: u.fails.Load(), WireBytes: u.wire.Load(), LastSync: last}
+		Refused: u.refused.Load(), StrayAcks: u.stray.Load(), ForgedAcks: u.forged.Load(), Resent: u.resent.Load(), Connects: u.connects.Load(), ConnectFails: u.fails.Load(), WireBytes: u.wire.Load(), LastSync: last}
 }
 
 // errDrained ends a session in once-mode.
@@ -406,6 +412,12 @@ func (u *Uplink) refusalBackoff(n int) time.Duration {
 }
 
 func (u *Uplink) handleAck(msg []byte, pending map[outbox.ID]*inflight) {
+	if err := VerifyAck(msg, u.o.Device, u.o.HubKeys); err != nil {
+		// Someone other than the hub: never delete on it.
+		u.forged.Add(1)
+		u.log.Warn("sync: ignoring an ack the hub did not sign", "err", err, "bytes", len(msg))
+		return
+	}
 	a, err := DecodeAck(msg)
 	if err != nil {
 		u.log.Warn("sync: ignoring malformed ack", "err", err, "bytes", len(msg))

@@ -363,13 +363,20 @@ func EncodeAck(a *Ack) []byte {
 	return out
 }
 
-// DecodeAck parses an ack; errors wrap ErrMalformed or ErrVersion.
+// DecodeAck parses an ack; errors wrap ErrMalformed or ErrVersion. A
+// signed ack's trailer is not checked here: VerifyAck does that.
 func DecodeAck(msg []byte) (*Ack, error) {
-	if len(msg) >= 4 && msg[0] == 'O' && msg[1] == kindAck && msg[2] == ProtocolVersion && msg[3] == flagRefused {
-		// Acks are never compressed; the refused flag is the only other one.
+	if len(msg) >= 4 && msg[0] == 'O' && msg[1] == kindAck && msg[2] == ProtocolVersion && msg[3]&^(flagRefused|flagSigned) == 0 {
+		// Acks are never compressed; refused and signed are the only flags.
+		flags := msg[3]
+		if flags&flagSigned != 0 {
+			if len(msg) < 4+sigTrailer {
+				return nil, fmt.Errorf("%w: signed ack shorter than its signature", ErrMalformed)
+			}
+			msg = msg[:len(msg)-sigTrailer]
+		}
 		msg = append([]byte{'O', kindAck, ProtocolVersion, 0}, msg[4:]...)
-		a, err := decodeAckBody(msg, true)
-		return a, err
+		return decodeAckBody(msg, flags&flagRefused != 0)
 	}
 	return decodeAckBody(msg, false)
 }

@@ -58,6 +58,7 @@ func commands() []command {
 		{"queue", "inspect the outbox: stats, list, show, export, compact", runQueue},
 		{"sync", "drain the outbox to an MQTT broker now (--once)", runSync},
 		{"collect", "hub side: store devices' results and acknowledge them; export", runCollect},
+		{"keys", "make the hub's ack-signing key (keys generate)", runKeys},
 		{"version", "print outpost, Go and ONNX Runtime versions", runVersion},
 	}
 }

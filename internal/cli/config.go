@@ -50,6 +50,8 @@ func (d *deviceFlags) register(fs *pflag.FlagSet, keys ...string) {
 			fs.IntVar(&d.f.SyncBatch, "batch", 500, "records per MQTT message (config sync_batch)")
 		case "ack-timeout":
 			fs.StringVar(&d.f.SyncAckWait, "ack-timeout", "30s", "resend a batch the collector has not acknowledged after this long (config sync_ack_timeout)")
+		case "hub-key":
+			fs.StringSliceVar(&d.f.HubKeys, "hub-key", nil, "pin the hub's ack-signing public key (ed25519:BASE64; repeat for a rotation): only acks it signed delete records (config hub_keys, env OUTPOST_HUB_KEYS)")
 		case "vad-model":
 			fs.StringVar(&d.f.VADModel, "vad-model", "silero-vad", "keyword spotting: the VAD model that finds speech segments ('' = whole input)")
 		}
@@ -93,6 +95,9 @@ func (d *deviceFlags) config() (c device.Config, explicitData bool, err error) {
 	str("key-file", &c.MQTTKey, d.mqtt.key)
 	if d.fs.Lookup("threads") != nil && d.fs.Changed("threads") {
 		c.Threads = d.rf.threads
+	}
+	if d.fs.Lookup("hub-key") != nil && d.fs.Changed("hub-key") {
+		c.HubKeys = d.f.HubKeys
 	}
 	if d.fs.Lookup("batch") != nil && d.fs.Changed("batch") {
 		c.SyncBatch = d.f.SyncBatch

@@ -29,7 +29,7 @@ func runServe(ctx context.Context, std IO, args []string) error {
 	)
 	fs := newFlags(std, "serve", "outpost serve [--config FILE] [flags]", serveExamples)
 	fs.BoolVar(&print, "print-config", false, "print the merged configuration (secrets masked) and exit")
-	dflags.register(fs, "models", "listen", "broker", "device-id", "inbox", "token", "demo")
+	dflags.register(fs, "models", "listen", "broker", "device-id", "inbox", "token", "demo", "hub-key")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,7 +75,7 @@ func runSync(ctx context.Context, std IO, args []string) error {
 		verbose bool
 	)
 	fs := newFlags(std, "sync", "outpost sync --once [--config FILE] [--broker URL] [--data-dir DIR]", syncExamples)
-	dflags.register(fs, "broker", "device-id", "daily-budget", "batch", "ack-timeout")
+	dflags.register(fs, "broker", "device-id", "daily-budget", "batch", "ack-timeout", "hub-key")
 	fs.BoolVar(&once, "once", false, "drain the outbox now and exit (the daemon syncs continuously)")
 	fs.DurationVar(&timeout, "timeout", 0, "give up after this long (0 = until drained or interrupted)")
 	fs.DurationVar(&reach, "connect-timeout", time.Minute, "give up when the broker cannot be reached at all for this long (0 = keep trying)")
@@ -219,6 +220,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		store   string
 		name    string
 		share   string
+		keyFile string
 	)
 	fs := newFlags(std, "collect", "outpost collect [export|devices|migrate] [--data-dir DIR | --store postgres://…] [--broker URL]", collectExamples)
 	fs.StringVar(&df.dir, "data-dir", "", "hub data directory holding collector.db (env OUTPOST_DATA_DIR; default ./outpost-data)")
@@ -228,6 +230,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	fs.BoolVarP(&verbose, "verbose", "v", true, "log connections and rejected messages")
 	fs.StringVar(&store, "store", os.Getenv("OUTPOST_HUB_STORE"), "where results are kept: postgres://… (several collectors may share it), or empty for collector.db in --data-dir (env OUTPOST_HUB_STORE)")
 	fs.StringVar(&name, "name", "", "this collector's name among those sharing a PostgreSQL store (default: the host name); its MQTT client id is kept under it")
+	fs.StringVar(&keyFile, "key", os.Getenv("OUTPOST_HUB_KEY"), "sign every ack with this ed25519 key (outpost keys generate); devices that pin its public key (hub_keys) trust nothing else (env OUTPOST_HUB_KEY)")
 	fs.StringVar(&share, "share-group", "", "subscribe to results as MQTT shared subscription $share/GROUP/…: collectors in one group split the load")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -265,7 +268,14 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		fmt.Fprintf(std.Err, "schema of %s at version %d (applied now: %v)\n", where, v, applied)
 		return nil
 	}
-	c, err := hub.New(st, hub.CollectorOptions{Logger: logTo(std.Err, verbose), ShareGroup: share})
+	var key ed25519.PrivateKey
+	if keyFile != "" {
+		if key, err = loadPrivateKey(keyFile); err != nil {
+			st.Close()
+			return err
+		}
+	}
+	c, err := hub.New(st, hub.CollectorOptions{Logger: logTo(std.Err, verbose), ShareGroup: share, Key: key})
 	if err != nil {
 		st.Close()
 		return err

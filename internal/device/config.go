@@ -2,6 +2,7 @@ package device
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -39,6 +40,10 @@ type Config struct {
 	DailyBudget  string `json:"daily_budget"`     // e.g. "5MB"; "" = unlimited
 	SyncBatch    int    `json:"sync_batch"`       // records per MQTT message; default 500
 	SyncAckWait  string `json:"sync_ack_timeout"` // resend a batch unacknowledged this long; default 30s
+	// HubKeys pins the hub's ack-signing keys ("ed25519:BASE64", as
+	// `outpost keys generate` prints; two during a rotation). Set, the
+	// device deletes records only on acks they signed.
+	HubKeys []string `json:"hub_keys,omitempty"`
 
 	MaxBodyBytes  int64  `json:"max_body_bytes"` // per request; default 16 MiB
 	MaxConcurrent int    `json:"max_concurrent"` // inferences at once; more get 429; default 2
@@ -95,6 +100,14 @@ func (c *Config) LoadEnv(getenv func(string) string) error {
 				return fmt.Errorf("config: OUTPOST_%s=%q: want a whole number", strings.ToUpper(key), s)
 			}
 			f.SetInt(n)
+		case reflect.Slice: // a list: comma-separated
+			var list []string
+			for _, e := range strings.Split(s, ",") {
+				if e = strings.TrimSpace(e); e != "" {
+					list = append(list, e)
+				}
+			}
+			f.Set(reflect.ValueOf(list))
 		case reflect.Bool:
 			b, err := strconv.ParseBool(s)
 			if err != nil {
@@ -117,6 +130,11 @@ func (c *Config) Validate() error {
 	}
 	if !IsLoopback(host) && c.Token == "" {
 		return bad("token", "required when listen (%s) is not a loopback address: anyone on the network could use the API", c.Listen)
+	}
+	for _, k := range c.HubKeys {
+		if _, err := osync.ParsePublicKey(k); err != nil {
+			return bad("hub_keys", "%v", err)
+		}
 	}
 	if c.DeviceID != "" && !osync.ValidDeviceID(c.DeviceID) {
 		return bad("device_id", "%q: use 1-64 of A-Z a-z 0-9 . _ -", c.DeviceID)
@@ -203,6 +221,17 @@ func (c Config) Masked() string {
 	}
 	b, _ := json.MarshalIndent(c, "", "  ")
 	return string(b)
+}
+
+// PinnedHubKeys are hub_keys parsed (Validate checked them).
+func (c *Config) PinnedHubKeys() []ed25519.PublicKey {
+	var out []ed25519.PublicKey
+	for _, k := range c.HubKeys {
+		if pub, err := osync.ParsePublicKey(k); err == nil {
+			out = append(out, pub)
+		}
+	}
+	return out
 }
 
 // AckTimeout is sync_ack_timeout as a duration (Validate checked it).

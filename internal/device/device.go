@@ -142,7 +142,8 @@ func (d *Device) setupUplink() error {
 		return err
 	}
 	d.up, err = osync.NewUplink(d.ob, dial, osync.UplinkOptions{Device: c.DeviceID, Budget: d.budget,
-		Version: d.o.Version, Logger: d.log, Probe: probe, AckTimeout: c.AckTimeout(), BatchRecords: c.SyncBatch})
+		Version: d.o.Version, Logger: d.log, Probe: probe, AckTimeout: c.AckTimeout(), BatchRecords: c.SyncBatch,
+		HubKeys: c.PinnedHubKeys()})
 	return err
 }
 
