@@ -208,6 +208,8 @@ const collectExamples = `  outpost collect --broker tcp://localhost:1883 --data-
   outpost collect devices --data-dir /var/lib/outpost-hub
   outpost collect --store postgres://hub@db/outpost --name hub-a --share-group hubs --broker tcp://broker:1883
   outpost collect migrate --store postgres://hub@db/outpost     # apply schema migrations and exit
+  outpost collect acl > /etc/mosquitto/outpost.acl              # who may publish and read what
+  outpost collect provision --device kiosk-12 --passwd-file /etc/mosquitto/passwd --key hub.key
 `
 
 func runCollect(ctx context.Context, std IO, args []string) error {
@@ -221,8 +223,11 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		name    string
 		share   string
 		keyFile string
+		provDev string
+		passwd  string
+		hubUser string
 	)
-	fs := newFlags(std, "collect", "outpost collect [export|devices|migrate] [--data-dir DIR | --store postgres://…] [--broker URL]", collectExamples)
+	fs := newFlags(std, "collect", "outpost collect [export|devices|migrate|acl|provision] [--data-dir DIR | --store postgres://…] [--broker URL]", collectExamples)
 	fs.StringVar(&df.dir, "data-dir", "", "hub data directory holding collector.db (env OUTPOST_DATA_DIR; default ./outpost-data)")
 	bf.register(fs)
 	fs.StringVar(&format, "format", "jsonl", "export: jsonl or csv")
@@ -231,9 +236,19 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	fs.StringVar(&store, "store", os.Getenv("OUTPOST_HUB_STORE"), "where results are kept: postgres://… (several collectors may share it), or empty for collector.db in --data-dir (env OUTPOST_HUB_STORE)")
 	fs.StringVar(&name, "name", "", "this collector's name among those sharing a PostgreSQL store (default: the host name); its MQTT client id is kept under it")
 	fs.StringVar(&keyFile, "key", os.Getenv("OUTPOST_HUB_KEY"), "sign every ack with this ed25519 key (outpost keys generate); devices that pin its public key (hub_keys) trust nothing else (env OUTPOST_HUB_KEY)")
+	fs.StringVar(&provDev, "device", "", "provision: the device ID to make broker credentials for")
+	fs.StringVar(&passwd, "passwd-file", "", "provision: add the credentials to this mosquitto password file (created if missing)")
+	fs.StringVar(&hubUser, "hub-user", "hub", "acl/provision: the broker user collectors log in as")
 	fs.StringVar(&share, "share-group", "", "subscribe to results as MQTT shared subscription $share/GROUP/…: collectors in one group split the load")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if fs.Arg(0) == "acl" {
+		fmt.Fprint(std.Out, hub.MosquittoACL(hubUser))
+		return nil
+	}
+	if fs.Arg(0) == "provision" {
+		return provision(std, provDev, hubUser, passwd, bf.url, keyFile)
 	}
 	if fs.Arg(0) == "dictionary" {
 		// For hubs in other languages (docs/PROTOCOL.md); needs no database.
@@ -359,6 +374,43 @@ func collectViaSocket(ctx context.Context, std IO, sock, cmd, format string) err
 		return fmt.Errorf("collect devices: the running collector's answer: %w", err)
 	}
 	return printDevices(std.Out, devs)
+}
+
+// provision makes broker credentials for a device (or, with --device
+// equal to --hub-user, for collectors) and prints its config snippet.
+func provision(std IO, device, hubUser, passwdFile, broker, keyFile string) error {
+	if device == "" {
+		return usagef("collect provision needs --device ID")
+	}
+	if device != hubUser && !osync.ValidDeviceID(device) {
+		return usagef("--device %q: use 1-64 of A-Z a-z 0-9 . _ -", device)
+	}
+	pass := hub.NewPassword()
+	if passwdFile != "" {
+		if err := hub.SetPassword(passwdFile, device, pass); err != nil {
+			return err
+		}
+		fmt.Fprintf(std.Err, "added %s to %s (reload mosquitto: kill -HUP)\n", device, passwdFile)
+	} else {
+		fmt.Fprintf(std.Err, "add it to the broker: mosquitto_passwd -b PASSWORD_FILE %s '%s'\n", device, pass)
+	}
+	cfg := map[string]any{"device_id": device, "mqtt_username": device, "mqtt_password": pass}
+	if broker != "" {
+		cfg["broker"] = broker
+	}
+	if keyFile != "" {
+		k, err := loadPrivateKey(keyFile)
+		if err != nil {
+			return err
+		}
+		cfg["hub_keys"] = []string{osync.FormatPublicKey(k.Public().(ed25519.PublicKey))}
+	}
+	if device == hubUser {
+		delete(cfg, "device_id")
+	}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	fmt.Fprintf(std.Out, "%s\n", b)
+	return nil
 }
 
 // openHubStore opens the PostgreSQL store for a postgres:// URL, else the

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -49,7 +50,11 @@ func StartMosquittoWith(t testing.TB, persist bool, listenerConf string) *Broker
 		}
 	}
 	b := &Broker{t: t, Port: FreePort(t), dir: t.TempDir(), persist: persist}
-	conf := fmt.Sprintf("listener %d 127.0.0.1\n%sallow_anonymous true\nmax_queued_messages 100000\nmax_inflight_messages 100\n", b.Port, listenerConf)
+	anon := "allow_anonymous true\n"
+	if strings.Contains(listenerConf, "allow_anonymous") {
+		anon = "" // the caller decides (password file and ACL tests)
+	}
+	conf := fmt.Sprintf("listener %d 127.0.0.1\n%s%smax_queued_messages 100000\nmax_inflight_messages 100\n", b.Port, listenerConf, anon)
 	if persist {
 		conf += fmt.Sprintf("persistence true\npersistence_location %s/\nautosave_interval 1\n", b.dir)
 	} else {

@@ -1,0 +1,76 @@
+package hub
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha512"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/outpost-edge/outpost/internal/atomicfile"
+)
+
+// MosquittoACL is the broker ACL for outpost: the hub's user reads and
+// writes every device's topics; a device (its username is its device ID)
+// writes only its own results and status and reads only its own ack and
+// cmd — it can neither publish as another device nor read another's acks.
+func MosquittoACL(hubUser string) string {
+	return fmt.Sprintf(`# outpost broker ACL (mosquitto acl_file). Devices log in with their device ID.
+user %s
+topic readwrite outpost/v1/#
+
+pattern write outpost/v1/%%u/results
+pattern write outpost/v1/%%u/status
+pattern read outpost/v1/%%u/ack
+pattern read outpost/v1/%%u/cmd
+`, hubUser)
+}
+
+// MosquittoPasswordLine is a mosquitto 2 password-file line for user:
+// PBKDF2-SHA512 ("$7$"), 101 iterations, 12-byte salt — what
+// mosquitto_passwd writes.
+func MosquittoPasswordLine(user, password string) (string, error) {
+	salt := make([]byte, 12)
+	if _, err := rand.Read(salt); err != nil {
+		return "", err
+	}
+	const iter = 101
+	h, err := pbkdf2.Key(sha512.New, password, salt, iter, 64)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s:$7$%d$%s$%s", user, iter, base64.StdEncoding.EncodeToString(salt), base64.StdEncoding.EncodeToString(h)), nil
+}
+
+// SetPassword adds or replaces user's line in a mosquitto password file
+// (created if missing), atomically.
+func SetPassword(path, user, password string) error {
+	line, err := MosquittoPasswordLine(user, password)
+	if err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	if b, err := os.ReadFile(path); err == nil {
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			if l := sc.Text(); l != "" && !strings.HasPrefix(l, user+":") {
+				out.WriteString(l + "\n")
+			}
+		}
+	} else if !os.IsNotExist(err) {
+		return fmt.Errorf("password file: %w", err)
+	}
+	out.WriteString(line + "\n")
+	return atomicfile.WriteBytes(path, out.Bytes(), 0o600)
+}
+
+// NewPassword is a random password for a device or the hub.
+func NewPassword() string {
+	b := make([]byte, 18)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
