@@ -56,7 +56,8 @@ type Collector struct {
 	in  chan msg
 
 	batches, stored, dups, malformed, acks, rejected, refused, deferred atomic.Int64
-	err                                                                 error // the session's last handling error (session goroutine only)
+	err                                                                 error       // the session's last handling error (session goroutine only)
+	connected                                                           atomic.Bool // subscribed and the session up (healthz)
 	closeOnce                                                           gosync.Once
 	ready                                                               chan struct{}
 	readyOnce                                                           gosync.Once
@@ -177,6 +178,8 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 		}
 	}
 	bo.Reset()
+	c.connected.Store(true)
+	defer c.connected.Store(false)
 	c.readyOnce.Do(func() { close(c.ready) })
 	c.log.Info("collector: connected", "client_id", c.o.ClientID)
 	var held []msg

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"net"
 	"net/http"
@@ -17,25 +19,38 @@ import (
 // embedded store through it while the collector holds the file.
 const SocketFile = "collector.sock"
 
-// ServeLocal answers GET /v1/devices and GET /v1/export?format=jsonl|csv
-// on a unix socket at path (mode 0600: only the collector's user) until
-// ctx ends.
-func ServeLocal(ctx context.Context, c *Collector, path string) error {
-	os.Remove(path) // a socket left by a killed collector
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return fmt.Errorf("hub: local socket: %w", err)
-	}
-	os.Chmod(path, 0o600)
+// Handler is the hub's HTTP API, the same on its unix socket and on
+// `collect --listen` (which puts httpguard in front of it):
+//
+//	GET /healthz                 200 while connected to the broker, else 503
+//	GET /v1/devices              the device view, JSON
+//	GET /v1/stats                the collector's counters, JSON
+//	GET /v1/export?format=jsonl|csv
+//	GET /metrics                 Prometheus
+func (c *Collector) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if !c.connected.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not connected to the broker")
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, r *http.Request) {
 		devs, err := c.st.Devices(r.Context())
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			apiFail(w, http.StatusServiceUnavailable, "store", err)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(devs)
+		if devs == nil {
+			devs = []DeviceStatus{}
+		}
+		writeJSON(w, map[string]any{"devices": devs})
+	})
+	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]any{"client_id": c.ClientID(), "connected": c.connected.Load(), "stats": c.Stats()})
 	})
 	mux.HandleFunc("GET /v1/export", func(w http.ResponseWriter, r *http.Request) {
 		var n int
@@ -48,14 +63,30 @@ func ServeLocal(ctx context.Context, c *Collector, path string) error {
 			w.Header().Set("Content-Type", "text/csv")
 			n, err = ExportCSV(r.Context(), c.st, w)
 		default:
-			http.Error(w, "format: want jsonl or csv", http.StatusBadRequest)
+			apiFail(w, http.StatusBadRequest, "bad_format", errors.New("format: want jsonl or csv"))
 			return
 		}
 		if err != nil {
-			c.log.Warn("collector: local export failed", "after", n, "err", err)
+			c.log.Warn("collector: export over HTTP failed", "after", n, "err", err)
 		}
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(c.metrics(), promhttp.HandlerOpts{}))
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		apiFail(w, http.StatusNotFound, "not_found", fmt.Errorf("no hub API route %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// ServeLocal serves Handler on a unix socket at path (mode 0600: only the
+// collector's user) until ctx ends.
+func ServeLocal(ctx context.Context, c *Collector, path string) error {
+	os.Remove(path) // a socket left by a killed collector
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("hub: local socket: %w", err)
+	}
+	os.Chmod(path, 0o600)
+	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
@@ -65,6 +96,62 @@ func ServeLocal(ctx context.Context, c *Collector, path string) error {
 		return err
 	}
 	return nil
+}
+
+// APIError is the body of an error answer.
+type APIError struct {
+	Error  string `json:"error"`
+	Detail string `json:"detail"`
+}
+
+func apiFail(w http.ResponseWriter, code int, short string, detail error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(APIError{Error: short, Detail: detail.Error()})
+}
+
+// Fail is apiFail for guards put in front of Handler.
+func Fail(w http.ResponseWriter, code int, short string, detail error) {
+	apiFail(w, code, short, detail)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// metrics: the collector's counters and each device's seconds since last
+// seen (the hub's view of its fleet's lag).
+func (c *Collector) metrics() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	for name, f := range map[string]func() int64{
+		"batches": c.batches.Load, "stored": c.stored.Load, "duplicates": c.dups.Load, "malformed": c.malformed.Load,
+		"acks": c.acks.Load, "rejected": c.rejected.Load, "refused": c.refused.Load, "deferred": c.deferred.Load,
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_hub_" + name + "_total",
+			Help: "collector " + name + " since start"}, func() float64 { return float64(f()) }))
+	}
+	reg.MustRegister(deviceLag{c})
+	return reg
+}
+
+type deviceLag struct{ c *Collector }
+
+var lagDesc = prometheus.NewDesc("outpost_hub_device_last_seen_age_seconds", "seconds since the hub last stored or heard from each device", []string{"device"}, nil)
+
+func (deviceLag) Describe(ch chan<- *prometheus.Desc) { ch <- lagDesc }
+
+func (l deviceLag) Collect(ch chan<- prometheus.Metric) {
+	devs, err := l.c.st.Devices(context.Background())
+	if err != nil {
+		return
+	}
+	now := l.c.o.Now()
+	for _, d := range devs {
+		if !d.LastSeen.IsZero() {
+			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, now.Sub(d.LastSeen).Seconds(), d.Device)
+		}
+	}
 }
 
 // LocalGet asks the collector listening at socket path for url (e.g.

@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"github.com/outpost-edge/outpost/internal/atomicfile"
 	"github.com/outpost-edge/outpost/internal/device"
+	"github.com/outpost-edge/outpost/internal/httpguard"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	neturl "net/url"
 	"os"
 	"path/filepath"
@@ -226,6 +229,8 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		provDev string
 		passwd  string
 		hubUser string
+		listen  string
+		token   string
 	)
 	fs := newFlags(std, "collect", "outpost collect [export|devices|migrate|acl|provision] [--data-dir DIR | --store postgres://…] [--broker URL]", collectExamples)
 	fs.StringVar(&df.dir, "data-dir", "", "hub data directory holding collector.db (env OUTPOST_DATA_DIR; default ./outpost-data)")
@@ -236,6 +241,8 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	fs.StringVar(&store, "store", os.Getenv("OUTPOST_HUB_STORE"), "where results are kept: postgres://… (several collectors may share it), or empty for collector.db in --data-dir (env OUTPOST_HUB_STORE)")
 	fs.StringVar(&name, "name", "", "this collector's name among those sharing a PostgreSQL store (default: the host name); its MQTT client id is kept under it")
 	fs.StringVar(&keyFile, "key", os.Getenv("OUTPOST_HUB_KEY"), "sign every ack with this ed25519 key (outpost keys generate); devices that pin its public key (hub_keys) trust nothing else (env OUTPOST_HUB_KEY)")
+	fs.StringVar(&listen, "listen", "", "serve the hub's HTTP API here (GET /healthz, /v1/devices, /v1/stats, /v1/export, /metrics); off loopback a --token is required")
+	fs.StringVar(&token, "token", os.Getenv("OUTPOST_HUB_TOKEN"), "bearer token for the HTTP API (prefer env OUTPOST_HUB_TOKEN)")
 	fs.StringVar(&provDev, "device", "", "provision: the device ID to make broker credentials for")
 	fs.StringVar(&passwd, "passwd-file", "", "provision: add the credentials to this mosquitto password file (created if missing)")
 	fs.StringVar(&hubUser, "hub-user", "hub", "acl/provision: the broker user collectors log in as")
@@ -323,6 +330,24 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		if err != nil {
 			return err
 		}
+		if listen != "" {
+			host, _, err := net.SplitHostPort(listen)
+			if err != nil {
+				return usagef("--listen %q is not host:port", listen)
+			}
+			if token == "" && !httpguard.IsLoopback(host) {
+				return usagef("--listen %s is reachable from other machines: set --token (or OUTPOST_HUB_TOKEN)", listen)
+			}
+			l, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("collect: listen %s: %w", listen, err)
+			}
+			srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: httpguard.Wrap(c.Handler(), httpguard.Options{
+				Token: token, Fail: hub.Fail, Protected: func(p string) bool { return strings.HasPrefix(p, "/v1/") || p == "/metrics" }})}
+			go srv.Serve(l)
+			defer srv.Close()
+			fmt.Fprintf(std.Err, "hub API on http://%s/ (healthz, v1/devices, v1/stats, v1/export, metrics)\n", l.Addr())
+		}
 		if _, embedded := st.(*hub.BoltStore); embedded {
 			// Exports and device lists reach the held store through us.
 			go func() {
@@ -369,11 +394,13 @@ func collectViaSocket(ctx context.Context, std IO, sock, cmd, format string) err
 	if err := hub.LocalGet(ctx, sock, "/v1/devices", &buf); err != nil {
 		return err
 	}
-	var devs []hub.DeviceStatus
-	if err := json.Unmarshal(buf.Bytes(), &devs); err != nil {
+	var v struct {
+		Devices []hub.DeviceStatus `json:"devices"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &v); err != nil {
 		return fmt.Errorf("collect devices: the running collector's answer: %w", err)
 	}
-	return printDevices(std.Out, devs)
+	return printDevices(std.Out, v.Devices)
 }
 
 // provision makes broker credentials for a device (or, with --device

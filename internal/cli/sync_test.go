@@ -6,6 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -289,6 +292,70 @@ func TestSignedAcks_CLI(t *testing.T) {
 	}
 	if _, errOut, code := run(t, nil, "sync", "--once", "--data-dir", bad, "--broker", broker.URL(), "--hub-key", "ed25519:bm9wZQ=="); code == ExitOK || !strings.Contains(errOut, "hub_keys") {
 		t.Fatalf("a malformed --hub-key: %d %s", code, errOut)
+	}
+	cancel()
+	<-done
+}
+
+// TestCollect_HTTPAPI: `collect --listen` serves healthz, the device view,
+// stats, exports (while collecting) and metrics; off loopback it needs a
+// token, and with one the API refuses requests without it.
+func TestCollect_HTTPAPI(t *testing.T) {
+	if _, errOut, code := run(t, nil, "collect", "--broker", "tcp://127.0.0.1:1", "--data-dir", t.TempDir(), "--listen", "0.0.0.0:0"); code == ExitOK || !strings.Contains(errOut, "--token") {
+		t.Fatalf("listening off loopback without a token: %d %s", code, errOut)
+	}
+	broker := testutil.StartMosquitto(t, false)
+	port := testutil.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	testutil.SileroPath(t)
+	t.Setenv("OUTPOST_ORT_LIB", testutil.LibPath(t))
+	var errb bytes.Buffer
+	go func() {
+		done <- Main(ctx, []string{"collect", "--broker", broker.URL(), "--data-dir", t.TempDir(), "--listen", addr, "--token", "s3cret"}, nil, &bytes.Buffer{}, &errb)
+	}()
+	get := func(path, token string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if code, _ := get("/healthz", ""); code == 200 {
+			break
+		}
+	}
+	if code, body := get("/healthz", ""); code != 200 || !strings.Contains(body, "ok") {
+		t.Fatalf("healthz: %d %s (%s)", code, body, errb.String())
+	}
+	dev := t.TempDir()
+	enqueue(t, dev, 7)
+	if _, errOut, code := run(t, nil, "sync", "--once", "--data-dir", dev, "--device-id", "kiosk-pg", "--broker", broker.URL(), "--ack-timeout", "2s"); code != ExitOK {
+		t.Fatalf("sync: %s", errOut)
+	}
+	if code, _ := get("/v1/devices", ""); code != http.StatusUnauthorized {
+		t.Fatalf("devices without the token: %d", code)
+	}
+	code, body := get("/v1/devices", "s3cret")
+	if code != 200 || !strings.Contains(body, `"device":"kiosk-pg"`) || !strings.Contains(body, `"stored":7`) {
+		t.Fatalf("devices: %d %s", code, body)
+	}
+	if code, body := get("/v1/export?format=csv", "s3cret"); code != 200 || strings.Count(body, "\n") != 8 {
+		t.Fatalf("csv export while collecting: %d\n%s", code, body)
+	}
+	if code, body := get("/metrics", "s3cret"); code != 200 || !strings.Contains(body, "outpost_hub_stored_total 7") || !strings.Contains(body, `outpost_hub_device_last_seen_age_seconds{device="kiosk-pg"}`) {
+		t.Fatalf("metrics: %d\n%s", code, body)
+	}
+	if code, body := get("/v1/nope", "s3cret"); code != 404 || !strings.Contains(body, "not_found") {
+		t.Fatalf("unknown route: %d %s", code, body)
 	}
 	cancel()
 	<-done

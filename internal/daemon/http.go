@@ -1,11 +1,11 @@
 package daemon
 
 import (
-	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/outpost-edge/outpost/internal/httpguard"
 	"io"
 	"io/fs"
 	"mime"
@@ -18,7 +18,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/outpost-edge/outpost/internal/device"
 	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/outbox"
 	"github.com/outpost-edge/outpost/runtime"
@@ -79,57 +78,14 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET /v1/results", d.handleResults)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
 	// Browsers on the device must not be able to post forged results from
-	// another site's page (no preflight for a multipart POST): refuse
-	// cross-origin state changes (Sec-Fetch-Site / Origin vs Host).
-	cop := http.NewCrossOriginProtection()
-	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fail(w, http.StatusForbidden, "cross_origin", fmt.Errorf("cross-origin %s refused (origin %q): use the kiosk page served here, or a non-browser client",
-			r.Method, r.Header.Get("Origin")))
-	}))
-	return d.checkHost(cop.Handler(d.auth(mux)))
-}
-
-// checkHost: with no token (loopback only), the API's only guard is that
-// it is reachable from this machine alone. A DNS-rebinding page reaches it
-// under its own name, so only loopback names and addresses are accepted
-// as Host. With a token, the token guards it and any Host will do.
-func (d *Daemon) checkHost(next http.Handler) http.Handler {
-	if d.cfg.Token != "" {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		// No Host at all (HTTP/1.0 from a local script) is no browser, so
-		// no rebinding: allowed.
-		if host != "" && !device.IsLoopback(strings.Trim(host, "[]")) {
-			fail(w, http.StatusMisdirectedRequest, "bad_host", fmt.Errorf("host %q: without a token this API answers only to localhost, 127.0.0.1 or [::1]", r.Host))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// auth requires "Authorization: Bearer <token>" on the API when a token is
-// configured (mandatory off loopback). The kiosk page and /healthz stay open
-// so a kiosk browser can load; the page sends the token it is given in its URL.
-func (d *Daemon) auth(next http.Handler) http.Handler {
-	if d.cfg.Token == "" {
-		return next
-	}
-	want := []byte("Bearer " + d.cfg.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v1/") || r.URL.Path == "/metrics" {
-			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="outpost"`)
-				fail(w, http.StatusUnauthorized, "unauthorized", errors.New("missing or wrong bearer token"))
-				return
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
+	// another site's page (no preflight for a multipart POST): the guard
+	// refuses cross-origin state changes, foreign Host names without a
+	// token, and the API without the token when one is set (the kiosk page
+	// and /healthz stay open so a kiosk browser can load; the page sends
+	// the token it is given in its URL).
+	return httpguard.Wrap(mux, httpguard.Options{Token: d.cfg.Token, Fail: fail, Protected: func(p string) bool {
+		return strings.HasPrefix(p, "/v1/") || p == "/metrics"
+	}})
 }
 
 func (d *Daemon) handleModels(w http.ResponseWriter, r *http.Request) {

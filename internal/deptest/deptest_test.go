@@ -33,7 +33,7 @@ var rules = []struct {
 
 // leaves are internal packages anyone may import: they import nothing
 // from outpost themselves (checked below).
-var leaves = []string{"internal/atomicfile"}
+var leaves = []string{"internal/atomicfile", "internal/httpguard"}
 
 type pkg struct {
 	ImportPath string

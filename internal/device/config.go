@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"github.com/outpost-edge/outpost/internal/httpguard"
 	"net"
 	"os"
 	"path/filepath"
@@ -202,14 +203,8 @@ func within(p, dir string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
-// IsLoopback: localhost or a loopback address.
-func IsLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+// IsLoopback: localhost or a loopback address (httpguard's rule).
+func IsLoopback(host string) bool { return httpguard.IsLoopback(host) }
 
 // Masked returns the config as indented JSON with secrets replaced.
 func (c Config) Masked() string {
