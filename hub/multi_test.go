@@ -111,91 +111,31 @@ func TestCollectors_ThreeSharingOnePostgres(t *testing.T) {
 		cs = append(cs, startChild(t, fmt.Sprintf("hub-%d", i), store, broker.URL()))
 	}
 	const devices, per = 8, 300
-	obs := map[string]*outbox.Outbox{}
-	ids := map[string]bool{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, devices)
-	for d := 0; d < devices; d++ {
-		name := fmt.Sprintf("pi-%d", d)
-		ob, err := outbox.Open(filepath.Join(t.TempDir(), "outbox.db"), outbox.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ob.Close() })
-		for i := 0; i < per; i++ {
-			id, err := ob.Append(ctx, &outbox.Record{Device: name, Model: "crop-disease", Version: "0.2.0", Task: "image-classification",
-				Output: []byte(fmt.Sprintf(`{"label":"rust","n":%d}`, i))}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ids[name+"/"+id.String()] = true
-		}
-		u, err := osync.NewUplink(ob, testutil.Dialer(t, broker.URL(), true), osync.UplinkOptions{Device: name,
-			BatchRecords: 10, Window: 1, AckTimeout: 2 * time.Second, MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
-			Logger: testutil.Logger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		obs[name] = ob
-		go func() { done <- u.Run(ctx) }()
-	}
-	left := func() int64 {
-		n := int64(0)
-		for _, ob := range obs {
-			st, _ := ob.Stats()
-			n += st.Count
-		}
-		return n
-	}
+	f := startDevices(t, ctx, devices, per, 10, func(int) string { return broker.URL() })
 	// Kill one collector once about a third has drained, restart it.
-	deadline := time.Now().Add(60 * time.Second)
-	for left() > devices*per*2/3 && time.Now().Before(deadline) {
+	for deadline := time.Now().Add(60 * time.Second); f.left() > devices*per*2/3 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
-	atKill := left()
+	atKill := f.left()
 	if atKill == 0 {
 		t.Fatal("the devices drained before a collector could be killed: the test proves nothing")
 	}
 	cs[1].kill()
 	time.Sleep(300 * time.Millisecond)
 	cs[1] = startChild(t, "hub-1", store, broker.URL())
-	deadline = time.Now().Add(120 * time.Second)
-	for left() > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n := left(); n != 0 {
-		t.Fatalf("%d records still in device outboxes after 120 s", n)
-	}
-	cancel()
-	for d := 0; d < devices; d++ {
-		<-done
-	}
+	f.drainWithin(t, 120*time.Second, cancel)
 	st, err := hub.OpenPostgres(context.Background(), store, hub.PGOptions{Name: "check"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	got := 0
-	err = st.Each(context.Background(), func(r hub.StoredResult) error {
-		k := r.Record.Device + "/" + r.Record.ID.String()
-		if !ids[k] {
-			t.Errorf("stored %s, which no device appended (or twice)", k)
-		}
-		delete(ids, k)
-		got++
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := f.storedOnce(t, func(fn func(hub.StoredResult) error) error { return st.Each(context.Background(), fn) })
 	devs, _ := st.Devices(context.Background())
 	var dups int64
 	for _, d := range devs {
 		dups += d.Duplicates
-	}
-	if len(ids) != 0 || got != devices*per {
-		t.Fatalf("stored %d of %d; %d never stored", got, devices*per, len(ids))
 	}
 	t.Logf("3 collectors, one SIGKILLed with %d records left and restarted: %d records stored exactly once, %d redeliveries absorbed as duplicates, every outbox empty",
 		atKill, got, dups)
