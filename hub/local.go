@@ -2,15 +2,18 @@ package hub
 
 import (
 	"context"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -71,10 +74,53 @@ func (c *Collector) Handler() http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(c.metrics(), promhttp.HandlerOpts{}))
+	page, _ := fs.Sub(pageFS, "page")
+	mux.Handle("GET /{$}", http.FileServerFS(page))
+	mux.HandleFunc("GET /v1/daily", func(w http.ResponseWriter, r *http.Request) {
+		days := queryDays(r)
+		counts, _, err := FleetView(r.Context(), c.st, c.o.Now(), days)
+		if err != nil {
+			apiFail(w, http.StatusServiceUnavailable, "store", err)
+			return
+		}
+		writeJSON(w, map[string]any{"days": days, "counts": counts})
+	})
+	mux.HandleFunc("GET /v1/daily.svg", func(w http.ResponseWriter, r *http.Request) {
+		days := queryDays(r)
+		counts, _, err := FleetView(r.Context(), c.st, c.o.Now(), days)
+		if err != nil {
+			apiFail(w, http.StatusServiceUnavailable, "store", err)
+			return
+		}
+		w.Header().Set("Content-Type", "image/svg+xml")
+		fmt.Fprint(w, DailySVG(counts, days, c.o.Now()))
+	})
+	mux.HandleFunc("GET /v1/outbreaks", func(w http.ResponseWriter, r *http.Request) {
+		_, obs, err := FleetView(r.Context(), c.st, c.o.Now(), 1)
+		if err != nil {
+			apiFail(w, http.StatusServiceUnavailable, "store", err)
+			return
+		}
+		if obs == nil {
+			obs = []Outbreak{}
+		}
+		writeJSON(w, map[string]any{"rule": OutbreakRule, "outbreaks": obs})
+	})
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, http.StatusNotFound, "not_found", fmt.Errorf("no hub API route %s %s", r.Method, r.URL.Path))
 	})
 	return mux
+}
+
+//go:embed page/index.html
+var pageFS embed.FS
+
+func queryDays(r *http.Request) int {
+	d, err := strconv.Atoi(r.URL.Query().Get("days"))
+	if err != nil || d < 1 || d > 366 {
+		return 30
+	}
+	return d
 }
 
 // ServeLocal serves Handler on a unix socket at path (mode 0600: only the

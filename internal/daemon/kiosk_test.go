@@ -1,9 +1,7 @@
 package daemon
 
 import (
-	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,27 +17,11 @@ import (
 // diagnosis, check it is in that language, save a screenshot to
 // artifacts/kiosk-<lang>.png.
 func TestKiosk_Browser(t *testing.T) {
-	chrome, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatalf("chromium not installed (scripts/sysdeps.sh installs it): %v", err)
-	}
 	_, srv := newTestDaemon(t, nil)
 	photo := filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples", "rust.jpg")
 	art := filepath.Join(testutil.Root(t), "artifacts")
 	os.MkdirAll(art, 0o755)
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("no-first-run", true), chromedp.Flag("disable-quic", true),
-		chromedp.WindowSize(390, 844))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
+	ctx := testutil.Browser(t, 390, 844, 90*time.Second)
 
 	want := map[string]string{"en": "Rust", "fr": "Rouille", "sw": "Kutu", "ha": "Tsatsa", "am": "ዝገት"}
 	heading := map[string]string{"en": "Check a leaf", "fr": "Examiner une feuille", "sw": "Kagua jani", "ha": "Duba ganye", "am": "ቅጠል ይመርምሩ"}

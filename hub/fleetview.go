@@ -1,0 +1,163 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"html"
+	"sort"
+	"strings"
+	"time"
+)
+
+// DayCount is how many results of one model and label a day brought.
+type DayCount struct {
+	Day   string `json:"day"` // UTC date of receipt
+	Model string `json:"model"`
+	Label string `json:"label"`
+	Count int    `json:"count"`
+}
+
+// Outbreak is a device whose share of a label over the last week is well
+// above its own baseline (the four weeks before).
+type Outbreak struct {
+	Label     string  `json:"label"`
+	Device    string  `json:"device"`
+	Recent    int     `json:"recent"`     // results with this label in the last 7 days
+	RecentAll int     `json:"recent_all"` // all results in the last 7 days
+	Share     float64 `json:"share"`      // Recent / RecentAll
+	Baseline  float64 `json:"baseline"`   // the label's share in days 8–35
+	Ratio     float64 `json:"ratio"`      // Share / max(Baseline, 0.05)
+}
+
+// OutbreakRule is shown on the page: what "well above" means.
+const OutbreakRule = "a device is listed for a label when, over the last 7 days, at least 3 of its results carry that label and the label's share of its results is at least twice its own share over the 4 weeks before (a baseline below 5 % counts as 5 %)"
+
+// labelOf reads "label" from a result's output (diagnoses only: retakes
+// and not-a-leaf answers are not disease signals).
+func labelOf(out []byte) string {
+	var o struct {
+		Label     string `json:"label"`
+		Outcome   string `json:"outcome"`
+		Uncertain bool   `json:"uncertain"`
+	}
+	if json.Unmarshal(out, &o) != nil || o.Label == "" || o.Uncertain || o.Outcome != "" && o.Outcome != "diagnosis" {
+		return ""
+	}
+	return o.Label
+}
+
+// FleetView computes the per-day counts (last `days` days) and the
+// outbreak list from the store at now, in one pass over the results.
+func FleetView(ctx context.Context, st Store, now time.Time, days int) ([]DayCount, []Outbreak, error) {
+	now = now.UTC()
+	type key struct{ day, model, label string }
+	counts := map[key]int{}
+	type dl struct{ dev, label string }
+	recent, base := map[dl]int{}, map[dl]int{}
+	recentAll, baseAll := map[string]int{}, map[string]int{}
+	since := now.AddDate(0, 0, -days)
+	err := st.Each(ctx, func(r StoredResult) error {
+		lab := labelOf(r.Record.Output)
+		if lab == "" {
+			return nil
+		}
+		age := now.Sub(r.Received)
+		if r.Received.After(since) {
+			counts[key{r.Received.Format("2006-01-02"), r.Record.Model, lab}]++
+		}
+		d := r.Record.Device
+		switch {
+		case age < 7*24*time.Hour:
+			recent[dl{d, lab}]++
+			recentAll[d]++
+		case age < 35*24*time.Hour:
+			base[dl{d, lab}]++
+			baseAll[d]++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]DayCount, 0, len(counts))
+	for k, n := range counts {
+		out = append(out, DayCount{k.day, k.model, k.label, n})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		return a.Day < b.Day || a.Day == b.Day && (a.Model < b.Model || a.Model == b.Model && a.Label < b.Label)
+	})
+	var obs []Outbreak
+	for k, n := range recent {
+		if n < 3 || k.label == "healthy" {
+			continue
+		}
+		share := float64(n) / float64(recentAll[k.dev])
+		b := 0.0
+		if baseAll[k.dev] > 0 {
+			b = float64(base[k]) / float64(baseAll[k.dev])
+		}
+		ratio := share / max(b, 0.05)
+		if ratio >= 2 {
+			obs = append(obs, Outbreak{Label: k.label, Device: k.dev, Recent: n, RecentAll: recentAll[k.dev], Share: share, Baseline: b, Ratio: ratio})
+		}
+	}
+	sort.Slice(obs, func(i, j int) bool {
+		return obs[i].Ratio > obs[j].Ratio || obs[i].Ratio == obs[j].Ratio && obs[i].Device < obs[j].Device
+	})
+	return out, obs, nil
+}
+
+// DailySVG draws the per-day counts as stacked bars, one colour per label
+// (server-rendered: no script or chart library on the page).
+func DailySVG(counts []DayCount, days int, now time.Time) string {
+	labels := map[string]bool{}
+	perDay := map[string]map[string]int{}
+	top := 1
+	for _, c := range counts {
+		labels[c.Label] = true
+		if perDay[c.Day] == nil {
+			perDay[c.Day] = map[string]int{}
+		}
+		perDay[c.Day][c.Label] += c.Count
+	}
+	var ls []string
+	for l := range labels {
+		ls = append(ls, l)
+	}
+	sort.Strings(ls)
+	for _, m := range perDay {
+		t := 0
+		for _, n := range m {
+			t += n
+		}
+		top = max(top, t)
+	}
+	palette := []string{"#2e7d32", "#c62828", "#ef6c00", "#6a1b9a", "#1565c0", "#8d6e63", "#00838f"}
+	const w, h, pad = 640, 200, 24
+	bw := float64(w-2*pad) / float64(days)
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" aria-label="results per day">`, w, h+40)
+	for i := 0; i < days; i++ {
+		day := now.UTC().AddDate(0, 0, i-days+1).Format("2006-01-02")
+		y := float64(h)
+		for k, l := range ls {
+			n := perDay[day][l]
+			if n == 0 {
+				continue
+			}
+			bh := float64(n) / float64(top) * float64(h-pad)
+			y -= bh
+			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %d</title></rect>`,
+				float64(pad)+float64(i)*bw+1, y, bw-2, bh, palette[k%len(palette)], day, html.EscapeString(l), n)
+		}
+	}
+	fmt.Fprintf(&b, `<text x="%d" y="14" font-size="12">%d</text>`, pad, top)
+	for k, l := range ls {
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d" font-size="12" class="lab" data-label="%s">%s</text>`,
+			pad+k*100, h+18, palette[k%len(palette)], pad+k*100+14, h+27, html.EscapeString(l), html.EscapeString(l))
+	}
+	b.WriteString(`</svg>`)
+	return b.String()
+}
