@@ -28,7 +28,9 @@ type CollectorOptions struct {
 	ShareGroup string
 	// Key signs every ack (ed25519): devices that pin its public key
 	// delete records only on acks it signed.
-	Key        ed25519.PrivateKey
+	Key ed25519.PrivateKey
+	// Registry names devices on the hub page and API (name, region).
+	Registry   Registry
 	MinBackoff time.Duration // default 1s
 	MaxBackoff time.Duration // default 1m
 	Logger     *slog.Logger

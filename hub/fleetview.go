@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -23,11 +24,13 @@ type DayCount struct {
 type Outbreak struct {
 	Label     string  `json:"label"`
 	Device    string  `json:"device"`
-	Recent    int     `json:"recent"`     // results with this label in the last 7 days
-	RecentAll int     `json:"recent_all"` // all results in the last 7 days
-	Share     float64 `json:"share"`      // Recent / RecentAll
-	Baseline  float64 `json:"baseline"`   // the label's share in days 8–35
-	Ratio     float64 `json:"ratio"`      // Share / max(Baseline, 0.05)
+	Recent    int     `json:"recent"`           // results with this label in the last 7 days
+	RecentAll int     `json:"recent_all"`       // all results in the last 7 days
+	Share     float64 `json:"share"`            // Recent / RecentAll
+	Baseline  float64 `json:"baseline"`         // the label's share in days 8–35
+	Ratio     float64 `json:"ratio"`            // Share / max(Baseline, 0.05)
+	Name      string  `json:"name,omitempty"`   // from the device registry
+	Region    string  `json:"region,omitempty"` // from the device registry
 }
 
 // OutbreakRule is shown on the page: what "well above" means.
@@ -160,4 +163,66 @@ func DailySVG(counts []DayCount, days int, now time.Time) string {
 	}
 	b.WriteString(`</svg>`)
 	return b.String()
+}
+
+// ResultFilter selects results for the page's table.
+type ResultFilter struct {
+	Device, Model, Label string
+	From, To             time.Time // received; zero = open
+	Limit                int       // newest first; default 50, at most 1000
+}
+
+// RecentResults returns the newest results matching f (one pass over the
+// store), newest first.
+func RecentResults(ctx context.Context, st Store, f ResultFilter) ([]StoredResult, error) {
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	f.Limit = min(f.Limit, 1000)
+	var out []StoredResult
+	err := st.Each(ctx, func(r StoredResult) error {
+		rec := r.Record
+		if f.Device != "" && rec.Device != f.Device || f.Model != "" && rec.Model != f.Model ||
+			!f.From.IsZero() && r.Received.Before(f.From) || !f.To.IsZero() && !r.Received.Before(f.To) {
+			return nil
+		}
+		if f.Label != "" && labelOf(rec.Output) != f.Label {
+			return nil
+		}
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Received.After(out[j].Received) })
+	if len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	return out, nil
+}
+
+// Registry names devices for people: device ID → name, region, location.
+type Registry map[string]RegistryEntry
+
+// RegistryEntry is one device in the registry file.
+type RegistryEntry struct {
+	Name   string   `json:"name,omitempty"`
+	Region string   `json:"region,omitempty"`
+	Lat    *float64 `json:"lat,omitempty"`
+	Lon    *float64 `json:"lon,omitempty"`
+}
+
+// LoadRegistry reads a JSON registry file: {"kiosk-12": {"name": "…",
+// "region": "…", "lat": -1.28, "lon": 36.8}, …}.
+func LoadRegistry(path string) (Registry, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("hub: registry: %w", err)
+	}
+	var r Registry
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("hub: registry %s: want {\"device-id\": {\"name\": …, \"region\": …, \"lat\": …, \"lon\": …}}: %w", path, err)
+	}
+	return r, nil
 }

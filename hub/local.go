@@ -47,10 +47,15 @@ func (c *Collector) Handler() http.Handler {
 			apiFail(w, http.StatusServiceUnavailable, "store", err)
 			return
 		}
-		if devs == nil {
-			devs = []DeviceStatus{}
+		type row struct {
+			DeviceStatus
+			RegistryEntry
 		}
-		writeJSON(w, map[string]any{"devices": devs})
+		rows := make([]row, 0, len(devs))
+		for _, d := range devs {
+			rows = append(rows, row{d, c.o.Registry[d.Device]})
+		}
+		writeJSON(w, map[string]any{"devices": rows})
 	})
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]any{"client_id": c.ClientID(), "connected": c.connected.Load(), "stats": c.Stats()})
@@ -95,6 +100,34 @@ func (c *Collector) Handler() http.Handler {
 		w.Header().Set("Content-Type", "image/svg+xml")
 		fmt.Fprint(w, DailySVG(counts, days, c.o.Now()))
 	})
+	mux.HandleFunc("GET /v1/results", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		f := ResultFilter{Device: q.Get("device"), Model: q.Get("model"), Label: q.Get("label")}
+		f.Limit, _ = strconv.Atoi(q.Get("limit"))
+		for _, p := range []struct {
+			name string
+			dst  *time.Time
+			add  int
+		}{{"from", &f.From, 0}, {"to", &f.To, 1}} {
+			if v := q.Get(p.name); v != "" {
+				d, err := time.Parse("2006-01-02", v)
+				if err != nil {
+					apiFail(w, http.StatusBadRequest, "bad_date", fmt.Errorf("%s=%q: want YYYY-MM-DD", p.name, v))
+					return
+				}
+				*p.dst = d.AddDate(0, 0, p.add) // "to" includes its day
+			}
+		}
+		res, err := RecentResults(r.Context(), c.st, f)
+		if err != nil {
+			apiFail(w, http.StatusServiceUnavailable, "store", err)
+			return
+		}
+		if res == nil {
+			res = []StoredResult{}
+		}
+		writeJSON(w, map[string]any{"results": res})
+	})
 	mux.HandleFunc("GET /v1/outbreaks", func(w http.ResponseWriter, r *http.Request) {
 		_, obs, err := FleetView(r.Context(), c.st, c.o.Now(), 1)
 		if err != nil {
@@ -103,6 +136,9 @@ func (c *Collector) Handler() http.Handler {
 		}
 		if obs == nil {
 			obs = []Outbreak{}
+		}
+		for i := range obs {
+			obs[i].Name, obs[i].Region = c.o.Registry[obs[i].Device].Name, c.o.Registry[obs[i].Device].Region
 		}
 		writeJSON(w, map[string]any{"rule": OutbreakRule, "outbreaks": obs})
 	})

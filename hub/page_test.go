@@ -29,7 +29,7 @@ func seedFleet(t *testing.T, st hub.Store) {
 		var recs []*outbox.Record
 		for i := 0; i < n; i++ {
 			recs = append(recs, &outbox.Record{ID: g.New(), Device: dev, Model: "crop-disease", Version: "0.2.0", Task: "image-classification",
-				Output: []byte(`{"outcome":"diagnosis","label":"` + label + `","uncertain":false}`)})
+				Output: []byte(`{"outcome":"diagnosis","label":"` + label + `","score":0.91,"uncertain":false,"lang":"sw"}`)})
 		}
 		if _, err := st.Commit(ctx, []*osync.Batch{{ID: g.New(), Device: dev, Sent: now, Records: recs}}, now.AddDate(0, 0, -daysAgo)); err != nil {
 			t.Fatal(err)
@@ -85,7 +85,8 @@ func TestHubPage(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			st := open(t)
 			seedFleet(t, st)
-			c, err := hub.New(st, hub.CollectorOptions{ClientID: "page-test"})
+			reg := hub.Registry{"pi-1": {Name: "Kibera kiosk", Region: "Nairobi"}}
+			c, err := hub.New(st, hub.CollectorOptions{ClientID: "page-test", Registry: reg})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,6 +111,11 @@ func TestHubPage(t *testing.T) {
 				staleRow, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#fleet tr[data-device="pi-3"]').className`))
 				bars, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#chart rect").length`))
 				fleet, outbreaks, heading := text("#fleet tbody"), text("#outbreaks tbody"), text(`[data-t="outbreaks"]`)
+				results := text("#results tbody")
+				if !strings.Contains(fleet, "Kibera kiosk (Nairobi)") || !strings.Contains(outbreaks, "Nairobi") ||
+					strings.Count(results, "91 %") != 20 || !strings.Contains(results, "rust") {
+					t.Errorf("%s: registry names and the recent-results table: fleet\n%s\noutbreaks\n%s\nresults (%d rows)", lang, fleet, outbreaks, strings.Count(results, "91 %"))
+				}
 				png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 				if err != nil {
 					t.Fatal(err)
@@ -124,6 +130,17 @@ func TestHubPage(t *testing.T) {
 				if !strings.Contains(outbreaks, "rust") || !strings.Contains(outbreaks, "pi-1") || strings.Contains(outbreaks, "pi-2") {
 					t.Errorf("%s: outbreak watch:\n%s", lang, outbreaks)
 				}
+			}
+			// The results filter: one device, one label, a date range.
+			if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?token=tok&lang=en"), chromedp.WaitVisible(chromedp.CSS("body[data-loaded]")),
+				chromedp.SetValue(chromedp.ID("f-device"), "pi-2"), chromedp.SetValue(chromedp.ID("f-label"), "rust"),
+				chromedp.Click(chromedp.CSS(`#filter button`)), chromedp.Sleep(500*time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+			rows, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#results tbody tr").length`))
+			only, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`[...document.querySelectorAll("#results tbody tr")].every(tr => tr.cells[1].textContent === "pi-2" && tr.cells[3].textContent === "rust")`))
+			if rows != 12 || !only { // pi-2: 8 baseline + 4 recent rust results
+				t.Errorf("filter pi-2/rust: %d rows, all matching %v", rows, only)
 			}
 			// Without the token the page says what to do instead of failing silently.
 			if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS("body[data-loaded]"))); err != nil {

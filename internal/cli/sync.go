@@ -231,6 +231,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		hubUser string
 		listen  string
 		token   string
+		regFile string
 	)
 	fs := newFlags(std, "collect", "outpost collect [export|devices|migrate|acl|provision] [--data-dir DIR | --store postgres://…] [--broker URL]", collectExamples)
 	fs.StringVar(&df.dir, "data-dir", "", "hub data directory holding collector.db (env OUTPOST_DATA_DIR; default ./outpost-data)")
@@ -242,6 +243,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	fs.StringVar(&name, "name", "", "this collector's name among those sharing a PostgreSQL store (default: the host name); its MQTT client id is kept under it")
 	fs.StringVar(&keyFile, "key", os.Getenv("OUTPOST_HUB_KEY"), "sign every ack with this ed25519 key (outpost keys generate); devices that pin its public key (hub_keys) trust nothing else (env OUTPOST_HUB_KEY)")
 	fs.StringVar(&listen, "listen", "", "serve the hub's HTTP API here (GET /healthz, /v1/devices, /v1/stats, /v1/export, /metrics); off loopback a --token is required")
+	fs.StringVar(&regFile, "registry", "", `device registry for the hub page: JSON {"device-id": {"name": …, "region": …, "lat": …, "lon": …}}`)
 	fs.StringVar(&token, "token", os.Getenv("OUTPOST_HUB_TOKEN"), "bearer token for the HTTP API (prefer env OUTPOST_HUB_TOKEN)")
 	fs.StringVar(&provDev, "device", "", "provision: the device ID to make broker credentials for")
 	fs.StringVar(&passwd, "passwd-file", "", "provision: add the credentials to this mosquitto password file (created if missing)")
@@ -297,7 +299,14 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 			return err
 		}
 	}
-	c, err := hub.New(st, hub.CollectorOptions{Logger: logTo(std.Err, verbose), ShareGroup: share, Key: key})
+	var registry hub.Registry
+	if regFile != "" {
+		if registry, err = hub.LoadRegistry(regFile); err != nil {
+			st.Close()
+			return err
+		}
+	}
+	c, err := hub.New(st, hub.CollectorOptions{Logger: logTo(std.Err, verbose), ShareGroup: share, Key: key, Registry: registry})
 	if err != nil {
 		st.Close()
 		return err
@@ -346,7 +355,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 				Token: token, Fail: hub.Fail, Protected: func(p string) bool { return strings.HasPrefix(p, "/v1/") || p == "/metrics" }})}
 			go srv.Serve(l)
 			defer srv.Close()
-			fmt.Fprintf(std.Err, "hub API on http://%s/ (healthz, v1/devices, v1/stats, v1/export, metrics)\n", l.Addr())
+			fmt.Fprintf(std.Err, "hub page and API on http://%s/ (open /?token=… in a browser; healthz, v1/…, metrics)\n", l.Addr())
 		}
 		if _, embedded := st.(*hub.BoltStore); embedded {
 			// Exports and device lists reach the held store through us.

@@ -354,6 +354,9 @@ func TestCollect_HTTPAPI(t *testing.T) {
 	if code, body := get("/metrics", "s3cret"); code != 200 || !strings.Contains(body, "outpost_hub_stored_total 7") || !strings.Contains(body, `outpost_hub_device_last_seen_age_seconds{device="kiosk-pg"}`) {
 		t.Fatalf("metrics: %d\n%s", code, body)
 	}
+	if code, body := get("/", ""); code != 200 || !strings.Contains(body, "outbreaks") {
+		t.Fatalf("hub page: %d", code)
+	}
 	if code, body := get("/v1/nope", "s3cret"); code != 404 || !strings.Contains(body, "not_found") {
 		t.Fatalf("unknown route: %d %s", code, body)
 	}
