@@ -48,7 +48,9 @@ func LoadDir(dir string) (*Registry, error) {
 	r := &Registry{dir: dir, models: map[string]*Model{}}
 	for _, e := range ents {
 		sub := filepath.Join(dir, e.Name())
-		if !e.IsDir() {
+		// Hidden folders are an install's previous version or one being
+		// unpacked (models/pkg): never loaded.
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
 		mans, _ := filepath.Glob(filepath.Join(sub, "manifest-*.json"))
@@ -152,6 +154,13 @@ func (m *Model) Open(load Loader) (runtime.Session, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// LoadModel loads the one model whose folder is dir (its manifest.json),
+// wherever the folder is: a package being installed is checked this way
+// before it is swapped in.
+func LoadModel(dir string) (*Model, error) {
+	return loadModel(dir, filepath.Join(dir, ManifestFile))
 }
 
 // Dir is the directory the registry was loaded from.

@@ -18,12 +18,19 @@ const modelsExamples = `  outpost models list                    # bundled model
 `
 
 func runModels(ctx context.Context, io IO, args []string) error {
-	if len(args) > 0 && args[0] == "add" {
-		return runModelsAdd(ctx, io, args[1:])
+	if len(args) > 0 {
+		switch args[0] {
+		case "add":
+			return runModelsAdd(ctx, io, args[1:])
+		case "pack":
+			return runModelsPack(ctx, io, args[1:])
+		case "install":
+			return runModelsInstall(ctx, io, args[1:])
+		}
 	}
 	var rf runtimeFlags
 	var asJSON bool
-	fs := newFlags(io, "models", "outpost models list|verify|add [--dir DIR] [--json]", modelsExamples)
+	fs := newFlags(io, "models", "outpost models list|verify|add|pack|install [--dir DIR] [--json]", modelsExamples)
 	rf.register(fs, "dir")
 	fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	if err := parse(fs, args); err != nil {

@@ -45,6 +45,9 @@ type Config struct {
 	// `outpost keys generate` prints; two during a rotation). Set, the
 	// device deletes records only on acks they signed.
 	HubKeys []string `json:"hub_keys,omitempty"`
+	// ModelKeys are the public keys whose signed model packages this
+	// device installs (`outpost models install`).
+	ModelKeys []string `json:"model_keys,omitempty"`
 
 	MaxBodyBytes  int64  `json:"max_body_bytes"` // per request; default 16 MiB
 	MaxConcurrent int    `json:"max_concurrent"` // inferences at once; more get 429; default 2
@@ -132,9 +135,9 @@ func (c *Config) Validate() error {
 	if !IsLoopback(host) && c.Token == "" {
 		return bad("token", "required when listen (%s) is not a loopback address: anyone on the network could use the API", c.Listen)
 	}
-	for _, k := range c.HubKeys {
+	for _, k := range append(append([]string{}, c.HubKeys...), c.ModelKeys...) {
 		if _, err := osync.ParsePublicKey(k); err != nil {
-			return bad("hub_keys", "%v", err)
+			return bad("hub_keys/model_keys", "%v", err)
 		}
 	}
 	if c.DeviceID != "" && !osync.ValidDeviceID(c.DeviceID) {
@@ -221,7 +224,7 @@ func (c Config) Masked() string {
 // PinnedHubKeys are hub_keys parsed (Validate checked them).
 func (c *Config) PinnedHubKeys() []ed25519.PublicKey {
 	var out []ed25519.PublicKey
-	for _, k := range c.HubKeys {
+	for _, k := range append(append([]string{}, c.HubKeys...), c.ModelKeys...) {
 		if pub, err := osync.ParsePublicKey(k); err == nil {
 			out = append(out, pub)
 		}
