@@ -157,11 +157,9 @@ func TestCollector_PostgresDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	testutil.RunCollector(t, c, broker.URL())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go c.Run(ctx, testutil.Dialer(t, broker.URL(), false))
-	<-c.Ready()
 	const per = 600
 	ob, err := outbox.Open(filepath.Join(t.TempDir(), "outbox.db"), outbox.Options{})
 	if err != nil {

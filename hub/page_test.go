@@ -134,10 +134,14 @@ func TestHubPage(t *testing.T) {
 			// The results filter: one device, one label, a date range.
 			if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?token=tok&lang=en"), chromedp.WaitVisible(chromedp.CSS("body[data-loaded]")),
 				chromedp.SetValue(chromedp.ID("f-device"), "pi-2"), chromedp.SetValue(chromedp.ID("f-label"), "rust"),
-				chromedp.Click(chromedp.CSS(`#filter button`)), chromedp.Sleep(500*time.Millisecond)); err != nil {
+				chromedp.Click(chromedp.CSS(`#filter button`))); err != nil {
 				t.Fatal(err)
 			}
-			rows, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#results tbody tr").length`))
+			// Wait for the filtered table, not a fixed time.
+			rows := 0
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && rows != 12; time.Sleep(20 * time.Millisecond) {
+				rows, _ = chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#results tbody tr").length`))
+			}
 			only, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`[...document.querySelectorAll("#results tbody tr")].every(tr => tr.cells[1].textContent === "pi-2" && tr.cells[3].textContent === "rust")`))
 			if rows != 12 || !only { // pi-2: 8 baseline + 4 recent rust results
 				t.Errorf("filter pi-2/rust: %d rows, all matching %v", rows, only)

@@ -31,11 +31,9 @@ func TestSignedAcks_ForgeriesDeleteNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	testutil.RunCollector(t, c, proxy.URL())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go c.Run(ctx, testutil.Dialer(t, proxy.URL(), false))
-	<-c.Ready()
 
 	// The forger: sees every batch and every ack on the broker.
 	forger, err := testutil.Dialer(t, broker.URL(), true)(ctx, "forger", nil)

@@ -231,6 +231,21 @@ func TestCollect_PostgresStore(t *testing.T) {
 	c.Close()
 }
 
+// waitHealthy waits until the collector listening at addr answers
+// /healthz with 200: it is subscribed at the broker.
+func waitHealthy(t *testing.T, addr string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+	}
+	t.Fatalf("the collector at %s did not become healthy within 20 s", addr)
+}
+
 // enqueue appends n results to the outbox in dataDir as a device would.
 func enqueue(t *testing.T, dataDir string, n int) {
 	t.Helper()
@@ -269,10 +284,11 @@ func TestSignedAcks_CLI(t *testing.T) {
 	done := make(chan int, 1)
 	testutil.SileroPath(t)
 	t.Setenv("OUTPOST_ORT_LIB", testutil.LibPath(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	go func() {
-		done <- Main(ctx, []string{"collect", "--broker", broker.URL(), "--data-dir", filepath.Join(dir, "hub"), "--key", keyFile}, nil, &bytes.Buffer{}, &bytes.Buffer{})
+		done <- Main(ctx, []string{"collect", "--broker", broker.URL(), "--data-dir", filepath.Join(dir, "hub"), "--key", keyFile, "--listen", addr}, nil, &bytes.Buffer{}, &bytes.Buffer{})
 	}()
-	time.Sleep(500 * time.Millisecond) // subscribed
+	waitHealthy(t, addr)
 	good, bad := t.TempDir(), t.TempDir()
 	enqueue(t, good, 5)
 	enqueue(t, bad, 5)
@@ -328,11 +344,7 @@ func TestCollect_HTTPAPI(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if code, _ := get("/healthz", ""); code == 200 {
-			break
-		}
-	}
+	waitHealthy(t, addr)
 	if code, body := get("/healthz", ""); code != 200 || !strings.Contains(body, "ok") {
 		t.Fatalf("healthz: %d %s (%s)", code, body, errb.String())
 	}

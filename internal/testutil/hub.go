@@ -46,8 +46,17 @@ func StartCollector(t testing.TB, path, url string) *Hub {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h := RunCollector(t, c, url)
+	h.Path = path
+	return h
+}
+
+// RunCollector runs c against the broker at url until the test ends, and
+// waits until it has subscribed.
+func RunCollector(t testing.TB, c *hub.Collector, url string) *Hub {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &Hub{C: c, Path: path, cancel: cancel, done: make(chan error, 1)}
+	h := &Hub{C: c, cancel: cancel, done: make(chan error, 1)}
 	go func() { h.done <- c.Run(ctx, Dialer(t, url, false)) }()
 	t.Cleanup(h.Stop)
 	select {
