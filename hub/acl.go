@@ -25,6 +25,7 @@ topic readwrite outpost/v1/#
 
 pattern write outpost/v1/%%u/results
 pattern write outpost/v1/%%u/status
+pattern write outpost/v1/%%u/fetch
 pattern read outpost/v1/%%u/ack
 pattern read outpost/v1/%%u/cmd
 `, hubUser)

@@ -30,7 +30,11 @@ type CollectorOptions struct {
 	// delete records only on acks it signed.
 	Key ed25519.PrivateKey
 	// Registry names devices on the hub page and API (name, region).
-	Registry   Registry
+	Registry Registry
+	// Shelf, if set, holds model packages published to devices: the
+	// collector offers them on devices' cmd topics when their status shows
+	// an older version, and answers their chunk requests.
+	Shelf      *Shelf
 	MinBackoff time.Duration // default 1s
 	MaxBackoff time.Duration // default 1m
 	Logger     *slog.Logger
@@ -47,6 +51,10 @@ type CollectorStats struct {
 	Rejected   int64 `json:"rejected"` // undecodable records named in acks
 	Refused    int64 `json:"refused"`  // acks refusing (part of) a batch
 	Deferred   int64 `json:"deferred"` // messages held for a later commit: their device was over its share of one
+	Offers     int64 `json:"offers"`   // model update offers sent
+	Chunks     int64 `json:"chunks"`   // package chunks sent
+	ChunkBytes int64 `json:"chunk_bytes"`
+	BadFetches int64 `json:"bad_fetches"` // chunk requests refused (unknown package, not for this device, malformed)
 }
 
 // Collector stores devices' results on the hub, idempotently by record ID,
@@ -58,6 +66,7 @@ type Collector struct {
 	in  chan msg
 
 	batches, stored, dups, malformed, acks, rejected, refused, deferred atomic.Int64
+	offers, chunks, chunkBytes, badFetches                              atomic.Int64
 	err                                                                 error       // the session's last handling error (session goroutine only)
 	connected                                                           atomic.Bool // subscribed and the session up (healthz)
 	closeOnce                                                           gosync.Once
@@ -130,7 +139,8 @@ func (c *Collector) Close() error {
 // Stats returns the counters since start.
 func (c *Collector) Stats() CollectorStats {
 	return CollectorStats{Batches: c.batches.Load(), Stored: c.stored.Load(), Duplicates: c.dups.Load(),
-		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load(), Deferred: c.deferred.Load()}
+		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load(), Deferred: c.deferred.Load(),
+		Offers: c.offers.Load(), Chunks: c.chunks.Load(), ChunkBytes: c.chunkBytes.Load(), BadFetches: c.badFetches.Load()}
 }
 
 // Run connects (retrying with jittered backoff), subscribes to every
@@ -174,7 +184,15 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 	}
 	// Statuses stay a plain subscription: every collector sees each device's
 	// retained status (shared subscriptions get no retained messages).
-	for _, t := range []string{results, osync.TopicPrefix + "+/status"} {
+	topics := []string{results, osync.TopicPrefix + "+/status"}
+	if c.o.Shelf != nil {
+		fetch := osync.TopicPrefix + "+/fetch"
+		if c.o.ShareGroup != "" {
+			fetch = "$share/" + c.o.ShareGroup + "/" + fetch
+		}
+		topics = append(topics, fetch)
+	}
+	for _, t := range topics {
 		if err := conn.Subscribe(ctx, t, 1, h); err != nil {
 			return fmt.Errorf("subscribe %s: %w", t, err)
 		}
@@ -273,7 +291,11 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 		}
 		switch kind {
 		case "status":
-			c.recordStatus(ctx, device, m, now)
+			if st := c.recordStatus(ctx, device, m, now); st != nil && !m.retained && st.State == "online" {
+				c.offer(ctx, conn, device, st)
+			}
+		case "fetch":
+			c.serveChunk(ctx, conn, device, m.payload)
 		case "results":
 			b, err := osync.DecodeBatch(m.payload)
 			if err != nil {
@@ -374,22 +396,22 @@ func (c *Collector) store(ctx context.Context, batches []decoded, now time.Time)
 // MaxStatusBytes bounds a status message; larger ones are refused unread.
 const MaxStatusBytes = 4 << 10
 
-func (c *Collector) recordStatus(ctx context.Context, device string, m msg, now time.Time) {
+func (c *Collector) recordStatus(ctx context.Context, device string, m msg, now time.Time) *osync.Status {
 	if len(m.payload) > MaxStatusBytes {
 		c.malformed.Add(1)
 		c.log.Warn("collector: status rejected: too large", "device", device, "bytes", len(m.payload), "max", MaxStatusBytes)
-		return
+		return nil
 	}
 	var st osync.Status
 	if err := json.Unmarshal(m.payload, &st); err != nil || st.V != osync.ProtocolVersion || (st.Device != "" && st.Device != device) {
 		c.malformed.Add(1)
 		c.log.Warn("collector: status rejected", "device", device, "err", err, "v", st.V)
-		return
+		return nil
 	}
-	if len(st.Version) > 64 || len(st.State) > 16 {
+	if len(st.Version) > 64 || len(st.State) > 16 || len(st.Models) > 32 {
 		c.malformed.Add(1)
 		c.log.Warn("collector: status rejected: overlong field", "device", device)
-		return
+		return nil
 	}
 	err := c.st.UpdateDevice(ctx, device, func(d *DeviceStatus) error {
 		if !st.Time.IsZero() && !d.StatusTime.IsZero() && !st.Time.After(d.StatusTime) {
@@ -412,11 +434,62 @@ func (c *Collector) recordStatus(ctx context.Context, device string, m msg, now 
 		d.State, d.Backlog, d.Version = st.State, st.Queue, st.Version
 		d.StatusTime, d.LastSync = st.Time, st.LastSync
 		d.Evicted, d.Expired, d.Refused = st.Evicted, st.Expired, st.Refused
+		if st.Models != nil {
+			d.Models = st.Models
+		}
+		if st.Update != nil && (d.Update == nil || *d.Update != *st.Update) {
+			if st.Update.State != osync.UpdateDownloading && st.Update.State != osync.UpdateInstalling {
+				c.log.Info("collector: model update outcome", "device", device, "model", st.Update.Model,
+					"version", st.Update.Version, "seq", st.Update.Seq, "state", st.Update.State, "reason", st.Update.Reason)
+			}
+			d.Update = st.Update
+		}
 		return nil
 	})
 	if err != nil {
 		c.log.Error("collector: saving device status failed", "device", device, "err", err)
 	}
+	return &st
+}
+
+// offer sends a device the model package the shelf has for it, if any.
+func (c *Collector) offer(ctx context.Context, conn osync.Conn, device string, st *osync.Status) {
+	if c.o.Shelf == nil {
+		return
+	}
+	o := c.o.Shelf.For(device, c.o.Registry[device].Region, st)
+	if o == nil {
+		return
+	}
+	if err := conn.Publish(ctx, osync.CmdTopic(device), 1, false, osync.EncodeOffer(o, device, c.o.Key)); err != nil {
+		c.log.Warn("collector: offer not sent", "device", device, "err", err)
+		return
+	}
+	c.offers.Add(1)
+	c.log.Info("collector: offered a model update", "device", device, "model", o.Model, "version", o.Version, "seq", o.Seq, "bytes", o.Size)
+}
+
+// serveChunk answers a device's request for one chunk of a package.
+func (c *Collector) serveChunk(ctx context.Context, conn osync.Conn, device string, payload []byte) {
+	if c.o.Shelf == nil {
+		return
+	}
+	id, i, err := osync.DecodeFetch(payload)
+	var data []byte
+	if err == nil {
+		data, err = c.o.Shelf.Chunk(id, device, c.o.Registry[device].Region, i)
+	}
+	if err != nil {
+		c.badFetches.Add(1)
+		c.log.Warn("collector: chunk request refused", "device", device, "err", err)
+		return
+	}
+	if err := conn.Publish(ctx, osync.CmdTopic(device), 1, false, osync.EncodeChunk(id, i, data)); err != nil {
+		c.log.Warn("collector: chunk not sent", "device", device, "err", err)
+		return
+	}
+	c.chunks.Add(1)
+	c.chunkBytes.Add(int64(len(data)))
 }
 
 // Devices lists what the hub knows about each device.

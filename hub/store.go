@@ -63,6 +63,9 @@ type DeviceStatus struct {
 	Evicted int64 `json:"evicted_total"`
 	Expired int64 `json:"expired_total"`
 	Refused int64 `json:"refused_total"` // results the device could not store (queue full)
+	// Installed models (name → package seq) and the latest model update.
+	Models map[string]int64    `json:"models,omitempty"`
+	Update *osync.UpdateStatus `json:"update,omitempty"`
 }
 
 // StoredResult is one record as the hub keeps it.

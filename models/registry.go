@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	gosync "sync"
 
 	"github.com/outpost-edge/outpost/runtime"
 )
@@ -31,6 +32,7 @@ func (p Problem) String() string { return p.Dir + ": " + p.Err.Error() }
 // Registry is the set of models found in a directory. Bad models are listed
 // in Problems and never stop the good ones from loading.
 type Registry struct {
+	mu       gosync.RWMutex // Replace swaps a folder's models under a running daemon
 	dir      string
 	models   map[string]*Model
 	problems []Problem
@@ -168,6 +170,8 @@ func (r *Registry) Dir() string { return r.dir }
 
 // Get returns the model called name.
 func (r *Registry) Get(name string) (*Model, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	if m, ok := r.models[name]; ok {
 		return m, nil
 	}
@@ -181,6 +185,8 @@ func (r *Registry) Get(name string) (*Model, error) {
 
 // Models lists the loaded models sorted by name.
 func (r *Registry) Models() []*Model {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	out := make([]*Model, 0, len(r.models))
 	for _, m := range r.models {
 		out = append(out, m)

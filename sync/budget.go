@@ -142,6 +142,22 @@ func (b *Budget) fits(now time.Time, cost int64, recs []*outbox.Record) bool {
 	return cost <= b.Remaining(now)
 }
 
+// allowsBulk says whether cost may be spent at bulk priority now (model
+// downloads): only within the share of the day bulk may use.
+func (b *Budget) allowsBulk(now time.Time, cost int64) bool {
+	if b == nil || b.Daily <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.today(now)
+	share := b.BulkShare
+	if share <= 0 {
+		share = 0.5
+	}
+	return float64(b.Used+cost) <= share*float64(b.Daily)
+}
+
 func (b *Budget) spend(now time.Time, cost int64) {
 	if b == nil {
 		return

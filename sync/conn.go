@@ -92,6 +92,10 @@ type Status struct {
 	Evicted int64 `json:"evicted_total"`
 	Expired int64 `json:"expired_total"`
 	Refused int64 `json:"refused_total"`
+	// Models installed (name → package sequence number; 0 = not from a
+	// package) and the latest model update: what the hub offers from.
+	Models map[string]int64 `json:"models,omitempty"`
+	Update *UpdateStatus    `json:"update,omitempty"`
 }
 
 func (s Status) encode() []byte {

@@ -26,7 +26,7 @@ const (
 
 // ErrForged: an ack that is unsigned while the device pins hub keys, or
 // whose signature does not verify under any pinned key.
-var ErrForged = errors.New("ack not signed by a pinned hub key")
+var ErrForged = errors.New("not signed by a pinned hub key")
 
 // KeyHint names a public key in a signed ack.
 func KeyHint(pub ed25519.PublicKey) [8]byte {
@@ -38,16 +38,21 @@ func KeyHint(pub ed25519.PublicKey) [8]byte {
 
 // SignAck encodes a for device and signs it with key.
 func SignAck(a *Ack, device string, key ed25519.PrivateKey) []byte {
-	msg := EncodeAck(a)
+	return signMsg(ackSignLabel, EncodeAck(a), device, key)
+}
+
+// signMsg sets the signed flag of an outpost message and appends the
+// trailer; label keeps an ack's signature from verifying as a command's.
+func signMsg(label string, msg []byte, device string, key ed25519.PrivateKey) []byte {
 	msg[3] |= flagSigned
 	hint := KeyHint(key.Public().(ed25519.PublicKey))
-	sig := ed25519.Sign(key, signedBytes(device, msg))
+	sig := ed25519.Sign(key, signedBytes(label, device, msg))
 	return append(append(msg, hint[:]...), sig...)
 }
 
-func signedBytes(device string, msg []byte) []byte {
-	b := make([]byte, 0, len(ackSignLabel)+len(device)+1+len(msg))
-	b = append(b, ackSignLabel...)
+func signedBytes(label, device string, msg []byte) []byte {
+	b := make([]byte, 0, len(label)+len(device)+1+len(msg))
+	b = append(b, label...)
 	b = append(b, device...)
 	b = append(b, 0)
 	return append(b, msg...)
@@ -57,6 +62,10 @@ func signedBytes(device string, msg []byte) []byte {
 // With no keys pinned every ack passes (signed or not); with keys, only an
 // ack signed by one of them.
 func VerifyAck(msg []byte, device string, keys []ed25519.PublicKey) error {
+	return verifyMsg(ackSignLabel, msg, device, keys)
+}
+
+func verifyMsg(label string, msg []byte, device string, keys []ed25519.PublicKey) error {
 	if len(keys) == 0 {
 		return nil
 	}
@@ -69,7 +78,7 @@ func VerifyAck(msg []byte, device string, keys []ed25519.PublicKey) error {
 	body, trailer := msg[:len(msg)-sigTrailer], msg[len(msg)-sigTrailer:]
 	for _, k := range keys {
 		hint := KeyHint(k)
-		if bytes.Equal(trailer[:8], hint[:]) && ed25519.Verify(k, signedBytes(device, body), trailer[8:]) {
+		if bytes.Equal(trailer[:8], hint[:]) && ed25519.Verify(k, signedBytes(label, device, body), trailer[8:]) {
 			return nil
 		}
 	}

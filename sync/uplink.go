@@ -3,6 +3,7 @@ package sync
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,8 +38,14 @@ type UplinkOptions struct {
 	// rotation). With any set, an ack that is unsigned or not signed by one
 	// of them deletes nothing: it is counted as forged and logged.
 	HubKeys []ed25519.PublicKey
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Fetcher, if set, downloads model updates offered on the cmd topic,
+	// one chunk at a time whenever no results are waiting to go, within
+	// the budget's bulk share.
+	Fetcher *Fetcher
+	// Models reports the installed models for the status message.
+	Models func() map[string]int64
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 func (o *UplinkOptions) defaults() error {
@@ -271,6 +278,24 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", AckTopic(u.o.Device), err)
 	}
+	cmds := make(chan []byte, 16)
+	var changed <-chan struct{}
+	if f := u.o.Fetcher; f != nil {
+		defer f.Disconnected()
+		changed = f.Changed()
+		err = conn.Subscribe(ctx, CmdTopic(u.o.Device), 1, func(m Message) {
+			select {
+			case cmds <- append([]byte(nil), m.Payload...):
+			default:
+				// We ask for one chunk at a time, so this is a flood:
+				// dropped; what we need is asked for again.
+				u.log.Warn("sync: command queue full; dropping a message")
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", CmdTopic(u.o.Device), err)
+		}
+	}
 	u.connects.Add(1)
 	u.sawDown = false
 	bo.Reset()
@@ -297,6 +322,12 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 			}
 			if !sent {
 				break
+			}
+		}
+		if len(pending) == 0 {
+			// Results first: a chunk is asked for only when none wait.
+			if err := u.fetchMore(ctx, conn); err != nil {
+				return err
 			}
 		}
 		if once && len(pending) == 0 {
@@ -331,6 +362,17 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 					u.log.Warn("sync: no ack from the collector; batch will be resent", "batch", id.String(), "records", len(f.ids))
 				}
 			}
+		case m := <-cmds:
+			switch CmdKind(m) {
+			case "offer":
+				u.o.Fetcher.HandleOffer(m)
+			case "chunk":
+				u.o.Fetcher.HandleChunk(m)
+			default:
+				u.log.Warn("sync: unknown command ignored", "bytes", len(m))
+			}
+		case <-changed:
+			u.publishStatus(ctx, conn, "online")
 		case <-u.wake:
 		case <-idle.C:
 			idle.Reset(u.o.Idle)
@@ -374,6 +416,32 @@ func (u *Uplink) sendOne(ctx context.Context, conn Conn, pending map[outbox.ID]*
 	pending[b.ID] = &inflight{ids: ids, deadline: now.Add(u.o.AckTimeout)}
 	u.remember(b.ID, ids)
 	return true, nil
+}
+
+// fetchMore asks for the next chunk of a model download, if one is due
+// and the budget's bulk share has room for it (paid when asked).
+func (u *Uplink) fetchMore(ctx context.Context, conn Conn) error {
+	f := u.o.Fetcher
+	if f == nil {
+		return nil
+	}
+	now := u.o.Now()
+	id, i, size, ok := f.Next(now)
+	if !ok {
+		return nil
+	}
+	req := FetchRequest(id, i)
+	cost := WireCost(FetchTopic(u.o.Device), len(req), 0) - ackOverhead +
+		WireCost(CmdTopic(u.o.Device), size+4+16+binary.MaxVarintLen32, 0) - ackOverhead
+	if !u.o.Budget.allowsBulk(now, cost) {
+		return nil
+	}
+	if err := conn.Publish(ctx, FetchTopic(u.o.Device), 1, false, req); err != nil {
+		return fmt.Errorf("publish fetch request: %w", err)
+	}
+	u.o.Budget.spend(now, cost)
+	f.Requested(now, id, i, cost)
+	return nil
 }
 
 // retryDeletes deletes records a hub acknowledged earlier that the outbox
@@ -512,8 +580,12 @@ func (u *Uplink) handleAck(msg []byte, pending map[outbox.ID]*inflight) {
 // it survives restarts, so even a first status after boot carries it.
 func (u *Uplink) status(state string) Status {
 	st, _ := u.ob.Stats()
-	return Status{Device: u.o.Device, State: state, Queue: st.Count, LastSync: st.LastAck, Version: u.o.Version,
-		Time: u.o.Now().UTC(), Evicted: st.Evicted, Expired: st.Expired, Refused: st.Refused}
+	s := Status{Device: u.o.Device, State: state, Queue: st.Count, LastSync: st.LastAck, Version: u.o.Version,
+		Time: u.o.Now().UTC(), Evicted: st.Evicted, Expired: st.Expired, Refused: st.Refused, Update: u.o.Fetcher.Status()}
+	if u.o.Models != nil {
+		s.Models = u.o.Models()
+	}
+	return s
 }
 
 func (u *Uplink) publishStatus(ctx context.Context, conn Conn, state string) {

@@ -213,6 +213,9 @@ const collectExamples = `  outpost collect --broker tcp://localhost:1883 --data-
   outpost collect migrate --store postgres://hub@db/outpost     # apply schema migrations and exit
   outpost collect acl > /etc/mosquitto/outpost.acl              # who may publish and read what
   outpost collect provision --device kiosk-12 --passwd-file /etc/mosquitto/passwd --key hub.key
+  outpost collect models publish --to all crop-disease-7.opkg   # offer a signed model package (docs/UPDATES.md)
+  outpost collect models publish --to kiosk-12,Kisumu crop-disease-7.opkg
+  outpost collect models list
 `
 
 func runCollect(ctx context.Context, std IO, args []string) error {
@@ -232,6 +235,9 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		listen  string
 		token   string
 		regFile string
+		pkgDir  string
+		to      []string
+		chunk   int
 	)
 	fs := newFlags(std, "collect", "outpost collect [export|devices|migrate|acl|provision] [--data-dir DIR | --store postgres://…] [--broker URL]", collectExamples)
 	fs.StringVar(&df.dir, "data-dir", "", "hub data directory holding collector.db (env OUTPOST_DATA_DIR; default ./outpost-data)")
@@ -248,6 +254,9 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	fs.StringVar(&provDev, "device", "", "provision: the device ID to make broker credentials for")
 	fs.StringVar(&passwd, "passwd-file", "", "provision: add the credentials to this mosquitto password file (created if missing)")
 	fs.StringVar(&hubUser, "hub-user", "hub", "acl/provision: the broker user collectors log in as")
+	fs.StringVar(&pkgDir, "packages", "", "model packages published to devices (default: packages/ in --data-dir)")
+	fs.StringSliceVar(&to, "to", nil, "models publish: device IDs, registry regions, or all (comma-separated)")
+	fs.IntVar(&chunk, "chunk-size", osync.DefaultChunk, "models publish: bytes per chunk devices fetch (1 KiB–1 MiB)")
 	fs.StringVar(&share, "share-group", "", "subscribe to results as MQTT shared subscription $share/GROUP/…: collectors in one group split the load")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -269,6 +278,12 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		}
 		fmt.Fprintf(std.Err, "wrote zstd dictionary v1 (ID 0x6f700001, sha256 %s) to %s\n", osync.DictV1SHA256, dictOut)
 		return nil
+	}
+	if pkgDir == "" {
+		pkgDir = filepath.Join(df.path(), "packages")
+	}
+	if fs.Arg(0) == "models" {
+		return collectModels(std, pkgDir, fs.Args()[1:], to, chunk)
 	}
 	st, where, err := openHubStore(ctx, store, name, df, fs.Arg(0) != "")
 	sock := filepath.Join(df.path(), hub.SocketFile)
@@ -306,7 +321,14 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 			return err
 		}
 	}
-	c, err := hub.New(st, hub.CollectorOptions{Logger: logTo(std.Err, verbose), ShareGroup: share, Key: key, Registry: registry})
+	var shelf *hub.Shelf
+	if fs.Arg(0) == "" {
+		if shelf, err = hub.OpenShelf(pkgDir); err != nil {
+			st.Close()
+			return err
+		}
+	}
+	c, err := hub.New(st, hub.CollectorOptions{Logger: logTo(std.Err, verbose), ShareGroup: share, Key: key, Registry: registry, Shelf: shelf})
 	if err != nil {
 		st.Close()
 		return err
@@ -378,12 +400,67 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 
 func printDevices(w io.Writer, devs []hub.DeviceStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST SEEN\tBACKLOG\tSTORED\tDUPLICATES\tLOST (REFUSED/EVICTED/EXPIRED)\tCLOCK OFFSET")
+	fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST SEEN\tBACKLOG\tSTORED\tDUPLICATES\tLOST (REFUSED/EVICTED/EXPIRED)\tCLOCK OFFSET\tMODEL UPDATE")
 	for _, d := range devs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d/%d/%d\t%s\n", d.Device, d.State, d.LastSeen.Local().Format(time.RFC3339),
-			d.Backlog, d.Stored, d.Duplicates, d.Refused, d.Evicted, d.Expired, (time.Duration(d.ClockOffset) * time.Millisecond).String())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d/%d/%d\t%s\t%s\n", d.Device, d.State, d.LastSeen.Local().Format(time.RFC3339),
+			d.Backlog, d.Stored, d.Duplicates, d.Refused, d.Evicted, d.Expired, (time.Duration(d.ClockOffset) * time.Millisecond).String(), updateText(d.Update))
 	}
 	return tw.Flush()
+}
+
+// updateText says where a device's latest model update stands.
+func updateText(u *osync.UpdateStatus) string {
+	if u == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%s %s seq %d: %s", u.Model, u.Version, u.Seq, u.State)
+	switch u.State {
+	case osync.UpdateDownloading:
+		s += fmt.Sprintf(" %d/%d chunks", u.Have, u.Chunks)
+	case osync.UpdateRefused, osync.UpdateRolledBack:
+		s += " (" + u.Reason + ")"
+	}
+	return s
+}
+
+// collectModels is `collect models publish|list`: the shelf of packages
+// a running collector offers to devices.
+func collectModels(std IO, dir string, args, to []string, chunk int) error {
+	shelf, err := hub.OpenShelf(dir)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(args) == 2 && args[0] == "publish":
+		if chunk < osync.MinChunk || chunk > osync.MaxChunk {
+			return usagef("--chunk-size %d: want %d to %d", chunk, osync.MinChunk, osync.MaxChunk)
+		}
+		data, err := os.ReadFile(args[1])
+		if err != nil {
+			return fmt.Errorf("collect models publish: %w", err)
+		}
+		p, err := shelf.Publish(data, to, chunk)
+		if err != nil {
+			return fmt.Errorf("collect models publish %s: %w", filepath.Base(args[1]), err)
+		}
+		o := p.Offer
+		fmt.Fprintf(std.Out, "published %s %s seq %d (%d bytes, %d chunks of %d) for %s as offer %s; a running collector offers it to devices as they report in\n",
+			o.Model, o.Version, o.Seq, o.Size, o.NumChunks(), o.ChunkSize, strings.Join(p.To, ","), o.ID)
+		return nil
+	case len(args) == 1 && args[0] == "list":
+		list, err := shelf.List()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(std.Out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "OFFER\tMODEL\tVERSION\tSEQ\tBYTES\tTO\tPUBLISHED")
+		for _, p := range list {
+			o := p.Offer
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", o.ID, o.Model, o.Version, o.Seq, o.Size, strings.Join(p.To, ","), p.Published.Local().Format(time.RFC3339))
+		}
+		return tw.Flush()
+	}
+	return usagef("collect models publish --to TARGETS FILE.opkg | collect models list")
 }
 
 // collectViaSocket serves `collect export|devices` through a running

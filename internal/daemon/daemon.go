@@ -75,7 +75,7 @@ func New(cfg Config, version string, log *slog.Logger) (*Daemon, error) {
 		sem: make(chan struct{}, cfg.MaxConcurrent), uploads: make(chan struct{}, cfg.MaxConcurrent+1),
 		addr: make(chan string, 1), watchSt: &watchState{}, watchRetry: 30 * time.Second,
 		idem: newIdempotency(idemMax, idemTTL)}
-	dev, err := device.Open(cfg, device.Options{Version: version, Logger: log, DecodeBudget: decodeBudget,
+	dev, err := device.Open(cfg, device.Options{Version: version, Logger: log, DecodeBudget: decodeBudget, Guard: true,
 		Observe: func(model string, took time.Duration, err error) { d.metrics.observe(model, took, err) }})
 	if err != nil {
 		return nil, err
@@ -166,8 +166,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.watch(bg, d.cfg.Inbox, watchEvery) }()
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); d.expireLoop(bg) }()
+	go func() { defer wg.Done(); d.dev.WatchActivation(bg) }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	d.log.Info("outpost serving", "addr", ln.Addr().String(), "device", d.cfg.DeviceID, "models", len(d.dev.Registry().Models()), "broker", d.cfg.Broker)
@@ -235,5 +236,9 @@ func (d *Daemon) statusBody() map[string]any {
 		}
 		s["sync"] = sy
 	}
+	if f := d.dev.Fetcher(); f != nil {
+		s["update"] = map[string]any{"latest": f.Status(), "stats": f.Stats()}
+	}
+	s["installed"] = d.dev.InstalledModels()
 	return s
 }

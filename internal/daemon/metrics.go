@@ -79,6 +79,27 @@ func newMetrics(d *Daemon) *metrics {
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_wire_bytes_total", Help: "Estimated bytes on the wire, both directions."},
 				stat(func() int64 { return d.dev.Uplink().Stats().WireBytes })),
 		)
+		if f := d.dev.Fetcher(); f != nil {
+			m.reg.MustRegister(
+				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_update_chunks_total", Help: "Model package chunks downloaded and stored."},
+					stat(func() int64 { return f.Stats().Chunks })),
+				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_update_resent_chunks_total", Help: "Model package chunks asked for again (lost link, timeout)."},
+					stat(func() int64 { return f.Stats().Resent })),
+				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_update_refused_total", Help: "Model updates refused (signature, digest, downgrade, size, health check, crash loop)."},
+					stat(func() int64 { return f.Stats().Refused })),
+				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_update_installed_total", Help: "Model updates installed by this process."},
+					stat(func() int64 { return f.Stats().Installed })),
+				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_update_wire_bytes_total", Help: "Estimated bytes on the wire for model updates, both directions."},
+					stat(func() int64 { return f.Stats().WireBytes })),
+				prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_update_progress_ratio", Help: "Chunks stored of the latest model update (1 when installed)."},
+					func() float64 {
+						if u := f.Status(); u != nil && u.Chunks > 0 {
+							return float64(u.Have) / float64(u.Chunks)
+						}
+						return 0
+					}),
+			)
+		}
 		if d.dev.Budget() != nil {
 			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_sync_budget_used_bytes", Help: "Bytes of today's budget spent."},
 				func() float64 { return float64(d.dev.Budget().Spent(time.Now())) }))

@@ -278,6 +278,10 @@ func readInboxFile(path string, max int64) ([]byte, error) {
 
 func (d *Daemon) takeFile(ctx context.Context, dir, name string, sig fileSig, taken map[string]fileSig, later map[string]time.Time) {
 	path := filepath.Join(dir, name)
+	if strings.HasSuffix(strings.ToLower(name), ".opkg") {
+		d.takePackage(ctx, dir, name, sig, taken)
+		return
+	}
 	model := d.modelForFile(name)
 	if model == "" {
 		d.failFile(dir, name, model, fmt.Errorf("no model for %q files (image_model %s and audio_model %s take neither)", filepath.Ext(name), d.cfg.ImageModel, d.cfg.AudioModel))
@@ -311,6 +315,21 @@ func (d *Daemon) takeFile(ctx context.Context, dir, name string, sig fileSig, ta
 		d.log.Error("watch: result stored but the file cannot be moved to done/; it will not be taken again", "file", name, "err", err)
 	} else if filepath.Base(dst) != name {
 		d.log.Info("watch: done/ already had this name; kept both", "file", name, "as", filepath.Base(dst))
+	}
+}
+
+// takePackage installs a signed model package dropped in the watch
+// folder (USB): the same path as an update over MQTT.
+func (d *Daemon) takePackage(ctx context.Context, dir, name string, sig fileSig, taken map[string]fileSig) {
+	m, err := d.dev.InstallFile(ctx, filepath.Join(dir, name), nil)
+	if err != nil {
+		d.failFile(dir, name, "", fmt.Errorf("model package refused: %w", err))
+		return
+	}
+	d.metrics.watchOut.WithLabelValues("done").Inc()
+	d.log.Info("watch: model package installed", "file", name, "model", m.Name, "version", m.Version, "seq", m.Seq)
+	if _, err := moveNoReplace(filepath.Join(dir, name), filepath.Join(dir, "done"), name); err != nil {
+		taken[name] = sig
 	}
 }
 

@@ -48,6 +48,12 @@ type Config struct {
 	// ModelKeys are the public keys whose signed model packages this
 	// device installs (`outpost models install`).
 	ModelKeys []string `json:"model_keys,omitempty"`
+	// Model updates (docs/UPDATES.md): the largest package taken over
+	// MQTT, and the crash-loop rule — this many restarts within this long
+	// after an update was activated put the previous version back.
+	UpdateMaxBytes      int64  `json:"update_max_bytes"`      // default 64 MiB
+	UpdateCrashRestarts int    `json:"update_crash_restarts"` // default 3
+	UpdateCrashWindow   string `json:"update_crash_window"`   // default 10m
 
 	MaxBodyBytes  int64  `json:"max_body_bytes"` // per request; default 16 MiB
 	MaxConcurrent int    `json:"max_concurrent"` // inferences at once; more get 429; default 2
@@ -67,7 +73,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{Threads: 1, Listen: "127.0.0.1:8080", Lang: "en", MaxBodyBytes: 16 << 20, MaxConcurrent: 2,
 		QueuePolicy: string(outbox.PolicyPause), ImageModel: "crop-disease", AudioModel: "kws", VADModel: "silero-vad",
-		SyncBatch: 500, SyncAckWait: "30s"}
+		SyncBatch: 500, SyncAckWait: "30s", UpdateMaxBytes: 64 << 20, UpdateCrashRestarts: 3, UpdateCrashWindow: "10m"}
 }
 
 // LoadFile merges a JSON config file into c. Unknown keys are errors.
@@ -164,6 +170,15 @@ func (c *Config) Validate() error {
 	if d, err := time.ParseDuration(c.SyncAckWait); err != nil || d <= 0 {
 		return bad("sync_ack_timeout", "%q: want a duration like 30s", c.SyncAckWait)
 	}
+	if c.UpdateMaxBytes < 1<<10 {
+		return bad("update_max_bytes", "%d is too small (at least 1024)", c.UpdateMaxBytes)
+	}
+	if c.UpdateCrashRestarts < 1 {
+		return bad("update_crash_restarts", "%d: want at least 1", c.UpdateCrashRestarts)
+	}
+	if d, err := time.ParseDuration(c.UpdateCrashWindow); err != nil || d <= 0 {
+		return bad("update_crash_window", "%q: want a duration like 10m", c.UpdateCrashWindow)
+	}
 	if _, err := osync.ParseBytes(c.DailyBudget); err != nil {
 		return bad("daily_budget", "%v", err)
 	}
@@ -222,9 +237,20 @@ func (c Config) Masked() string {
 }
 
 // PinnedHubKeys are hub_keys parsed (Validate checked them).
-func (c *Config) PinnedHubKeys() []ed25519.PublicKey {
+func (c *Config) PinnedHubKeys() []ed25519.PublicKey { return parseKeys(c.HubKeys) }
+
+// PinnedModelKeys are model_keys parsed (Validate checked them).
+func (c *Config) PinnedModelKeys() []ed25519.PublicKey { return parseKeys(c.ModelKeys) }
+
+// CrashWindow is update_crash_window as a duration (Validate checked it).
+func (c *Config) CrashWindow() time.Duration {
+	d, _ := time.ParseDuration(c.UpdateCrashWindow)
+	return d
+}
+
+func parseKeys(keys []string) []ed25519.PublicKey {
 	var out []ed25519.PublicKey
-	for _, k := range append(append([]string{}, c.HubKeys...), c.ModelKeys...) {
+	for _, k := range keys {
 		if pub, err := osync.ParsePublicKey(k); err == nil {
 			out = append(out, pub)
 		}

@@ -46,6 +46,10 @@ type Options struct {
 	DecodeBudget int64
 	// Observe, if set, is told of every inference (metrics).
 	Observe func(model string, took time.Duration, err error)
+	// Guard: this is the daemon. At Open, repair an interrupted model
+	// swap and count the start against a recent update (crash-loop
+	// rollback); record activations.
+	Guard bool
 }
 
 // Device is one configured device. Safe for concurrent use.
@@ -60,17 +64,34 @@ type Device struct {
 	budget *osync.Budget
 	decode *models.DecodeBudget
 
+	fetch      *osync.Fetcher
+	rolledBack *osync.UpdateStatus // set by guard when it rolled a model back
+	installMu  gosync.Mutex
+
 	mu    gosync.Mutex
-	env   *onnx.Env                     // opened with the first pipeline
-	open  map[string]*opened            // model name -> sessions
-	pipes map[[2]string]models.Pipeline // (model, lang) -> pipeline
+	env   *onnx.Env               // opened with the first pipeline
+	open  map[string]*opened      // model name -> sessions
+	pipes map[[2]string]pipeEntry // (model, lang) -> pipeline
+	swaps int64
 	once  gosync.Once
+}
+
+type pipeEntry struct {
+	p  models.Pipeline
+	op *opened
 }
 
 type opened struct {
 	m    *models.Model
 	sess []runtime.Session // the model's, then its VAD's for keyword spotting
 	seg  *models.VAD
+	refs gosync.WaitGroup // requests running on these sessions
+}
+
+func (op *opened) close() {
+	for _, s := range op.sess {
+		s.Close()
+	}
 }
 
 // Open validates cfg and opens the registry, the outbox and the uplink.
@@ -86,12 +107,15 @@ func Open(cfg Config, o Options) (*Device, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	d := &Device{cfg: cfg, o: o, log: o.Logger, open: map[string]*opened{}, pipes: map[[2]string]models.Pipeline{}}
+	d := &Device{cfg: cfg, o: o, log: o.Logger, open: map[string]*opened{}, pipes: map[[2]string]pipeEntry{}}
 	if o.DecodeBudget > 0 {
 		d.decode = models.NewDecodeBudget(o.DecodeBudget)
 	}
 	var err error
 	if !o.NoModels {
+		if o.Guard {
+			d.guard()
+		}
 		if d.reg, err = models.LoadDir(cfg.ModelsDir); err != nil {
 			return nil, err
 		}
@@ -123,6 +147,9 @@ func Open(cfg Config, o Options) (*Device, error) {
 
 func (d *Device) setupUplink() error {
 	c := d.cfg
+	if err := d.setupFetcher(); err != nil {
+		return err
+	}
 	dial, err := mqtt.Dialer(mqtt.Options{Broker: c.Broker, Username: c.MQTTUsername, Password: c.MQTTPassword,
 		CAFile: c.MQTTCA, CertFile: c.MQTTCert, KeyFile: c.MQTTKey, CleanSession: true})
 	if err != nil {
@@ -143,8 +170,29 @@ func (d *Device) setupUplink() error {
 	}
 	d.up, err = osync.NewUplink(d.ob, dial, osync.UplinkOptions{Device: c.DeviceID, Budget: d.budget,
 		Version: d.o.Version, Logger: d.log, Probe: probe, AckTimeout: c.AckTimeout(), BatchRecords: c.SyncBatch,
-		HubKeys: c.PinnedHubKeys()})
+		HubKeys: c.PinnedHubKeys(), Fetcher: d.fetch, Models: d.InstalledModels})
 	return err
+}
+
+// setupFetcher prepares model-update downloads (a device with models).
+func (d *Device) setupFetcher() error {
+	if d.reg == nil {
+		return nil
+	}
+	var err error
+	d.fetch, err = osync.OpenFetcher(osync.FetcherOptions{Dir: filepath.Join(d.cfg.DataDir, UpdatesDir), Device: d.cfg.DeviceID,
+		HubKeys: d.cfg.PinnedHubKeys(), MaxBytes: d.cfg.UpdateMaxBytes, Accept: d.acceptOffer, Logger: d.log,
+		Install: func(path string, o *osync.Offer) error {
+			_, err := d.InstallFile(context.Background(), path, o)
+			return err
+		}})
+	if err != nil {
+		return err
+	}
+	if d.rolledBack != nil {
+		d.fetch.Note(*d.rolledBack)
+	}
+	return nil
 }
 
 // Config is the validated configuration (device ID filled in).
@@ -167,13 +215,12 @@ func (d *Device) Budget() *osync.Budget { return d.budget }
 func (d *Device) Close() error {
 	var err error
 	d.once.Do(func() {
+		d.fetch.Close()
 		d.mu.Lock()
 		for _, o := range d.open {
-			for _, s := range o.sess {
-				s.Close()
-			}
+			o.close()
 		}
-		d.open, d.pipes = map[string]*opened{}, map[[2]string]models.Pipeline{}
+		d.open, d.pipes = map[string]*opened{}, map[[2]string]pipeEntry{}
 		if d.env != nil {
 			d.env.Close()
 		}
@@ -207,29 +254,42 @@ func (d *Device) Model(name string) (*models.Model, error) {
 // keeping one pipeline per (model, language): a request in Swahili does
 // not rebuild anything.
 func (d *Device) Pipeline(model, lang string) (models.Pipeline, *models.Model, error) {
+	e, err := d.pipeline(model, lang, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e.p, e.op.m, nil
+}
+
+// pipeline finds or makes the pipeline; hold takes a reference on its
+// sessions (released by the caller) so a model swap closes them only
+// after the request.
+func (d *Device) pipeline(model, lang string, hold bool) (pipeEntry, error) {
 	if lang == "" {
 		lang = d.cfg.Lang
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if p, ok := d.pipes[[2]string{model, lang}]; ok {
-		return p, d.open[model].m, nil
+	e, ok := d.pipes[[2]string{model, lang}]
+	if !ok {
+		op, err := d.openModel(model)
+		if err != nil {
+			return e, err
+		}
+		p, err := models.NewPipeline(op.m, op.sess[0], models.PipelineOptions{VAD: d.o.VAD, Lang: lang, Segmenter: op.seg, Decode: d.decode})
+		if err != nil {
+			return e, err
+		}
+		e = pipeEntry{p: p, op: op}
+		d.pipes[[2]string{model, lang}] = e
 	}
-	op, err := d.openModel(model)
-	if err != nil {
-		return nil, nil, err
+	if hold {
+		e.op.refs.Add(1)
 	}
-	p, err := models.NewPipeline(op.m, op.sess[0], models.PipelineOptions{VAD: d.o.VAD, Lang: lang, Segmenter: op.seg, Decode: d.decode})
-	if err != nil {
-		return nil, nil, err
-	}
-	d.pipes[[2]string{model, lang}] = p
-	return p, op.m, nil
+	return e, nil
 }
 
-// openModel opens a model's sessions (mu held): for keyword spotting also
-// the VAD model that finds speech for it, or an error naming it — never
-// keyword spotting on the whole input by accident.
+// openModel opens a model's sessions (mu held).
 func (d *Device) openModel(name string) (*opened, error) {
 	if op, ok := d.open[name]; ok {
 		return op, nil
@@ -238,14 +298,44 @@ func (d *Device) openModel(name string) (*opened, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.env == nil {
-		lib, err := onnx.FindLibrary(d.cfg.ORTLib)
-		if err != nil {
-			return nil, err
-		}
-		if d.env, err = onnx.NewEnv(onnx.Options{LibraryPath: lib}); err != nil {
-			return nil, err
-		}
+	op, err := d.openLocked(m)
+	if err != nil {
+		return nil, err
+	}
+	d.open[name] = op
+	return op, nil
+}
+
+// openFrom opens m's sessions without holding mu for the load (an update
+// being checked beside the running model).
+func (d *Device) openFrom(m *models.Model) (*opened, error) {
+	d.mu.Lock()
+	if err := d.envLocked(); err != nil {
+		d.mu.Unlock()
+		return nil, err
+	}
+	d.mu.Unlock()
+	return d.openLocked(m)
+}
+
+func (d *Device) envLocked() error {
+	if d.env != nil {
+		return nil
+	}
+	lib, err := onnx.FindLibrary(d.cfg.ORTLib)
+	if err != nil {
+		return err
+	}
+	d.env, err = onnx.NewEnv(onnx.Options{LibraryPath: lib})
+	return err
+}
+
+// openLocked opens m's session and, for keyword spotting, the VAD model
+// that finds speech for it, or an error naming it — never keyword
+// spotting on the whole input by accident.
+func (d *Device) openLocked(m *models.Model) (*opened, error) {
+	if err := d.envLocked(); err != nil {
+		return nil, err
 	}
 	load := d.env.Loader(onnx.SessionOptions{IntraOpThreads: d.cfg.Threads})
 	sess, err := m.Open(load)
@@ -257,7 +347,7 @@ func (d *Device) openModel(name string) (*opened, error) {
 		vm, err := d.Model(d.cfg.VADModel)
 		if err != nil {
 			sess.Close()
-			return nil, fmt.Errorf("%s needs the VAD model to find speech: %w (set vad_model to \"\" to search the whole input)", name, err)
+			return nil, fmt.Errorf("%s needs the VAD model to find speech: %w (set vad_model to \"\" to search the whole input)", m.Name, err)
 		}
 		vs, err := vm.Open(load)
 		if err != nil {
@@ -267,24 +357,22 @@ func (d *Device) openModel(name string) (*opened, error) {
 		op.sess = append(op.sess, vs)
 		// Keywords are short: keep segments down to 100 ms.
 		if op.seg, err = models.NewVAD(vs, &vm.Manifest, models.VADOptions{MinSpeech: models.Duration(100 * time.Millisecond), SpeechPad: models.Duration(50 * time.Millisecond)}); err != nil {
-			for _, s := range op.sess {
-				s.Close()
-			}
+			op.close()
 			return nil, err
 		}
 	}
-	d.open[name] = op
 	return op, nil
 }
 
 // Infer runs a model on one input (lang: advice language, "" = configured).
 func (d *Device) Infer(ctx context.Context, model string, in models.Input, lang string) (*models.Result, error) {
-	p, _, err := d.Pipeline(model, lang)
+	e, err := d.pipeline(model, lang, true)
 	if err != nil {
 		return nil, err
 	}
+	defer e.op.refs.Done()
 	t0 := time.Now()
-	res, err := p.Infer(ctx, in)
+	res, err := e.p.Infer(ctx, in)
 	if d.o.Observe != nil {
 		d.o.Observe(model, time.Since(t0), err)
 	}

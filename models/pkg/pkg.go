@@ -18,6 +18,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -54,8 +55,9 @@ var (
 	ErrMalformed = errors.New("model package: malformed")
 )
 
-// Pack writes dir's regular files as a package signed by key.
-func Pack(w io.Writer, dir, name, version string, seq int64, rollback bool, key ed25519.PrivateKey) (*Meta, error) {
+// Pack writes dir's regular files, and extra ones (golden inputs), as a
+// package signed by key.
+func Pack(w io.Writer, dir, name, version string, seq int64, rollback bool, key ed25519.PrivateKey, extra map[string][]byte) (*Meta, error) {
 	m := &Meta{Format: format, Name: name, Version: version, Seq: seq, Rollback: rollback, Created: time.Now().UTC().Format(time.RFC3339)}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -73,6 +75,18 @@ func Pack(w io.Writer, dir, name, version string, seq int64, rollback bool, key 
 		sum := sha256.Sum256(b)
 		m.Files = append(m.Files, File{Path: e.Name(), Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])})
 		contents[e.Name()] = b
+	}
+	for name, b := range extra {
+		if name != path.Base(name) || strings.HasPrefix(name, ".") {
+			return nil, fmt.Errorf("model package: extra file name %q", name)
+		}
+		if _, old := contents[name]; old {
+			// Replaces the folder's own (golden.json from an earlier pack).
+			m.Files = slices.DeleteFunc(m.Files, func(f File) bool { return f.Path == name })
+		}
+		sum := sha256.Sum256(b)
+		m.Files = append(m.Files, File{Path: name, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])})
+		contents[name] = b
 	}
 	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Path < m.Files[j].Path })
 	meta, _ := json.MarshalIndent(m, "", "  ")
@@ -233,6 +247,7 @@ func Install(r io.Reader, modelsDir string, keys []ed25519.PublicKey, check func
 			return nil, err
 		}
 	}
+	failpoint("swap") // between the two renames: Recover's case
 	if err := os.Rename(tmp, target); err != nil {
 		os.Rename(prev, target) // put the old one back
 		return nil, err
@@ -264,4 +279,120 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// Peek reads a package's metadata and signature without checking them
+// (the hub describes a package it relays; devices verify).
+func Peek(r io.Reader) (m *Meta, meta, sig []byte, err error) {
+	tr := tar.NewReader(r)
+	for meta == nil || sig == nil {
+		h, err := tr.Next()
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%w: no package.json or package.sig: %v", ErrMalformed, err)
+		}
+		if h.Size > maxFile {
+			return nil, nil, nil, fmt.Errorf("%w: entry %q too large", ErrMalformed, h.Name)
+		}
+		switch h.Name {
+		case "package.json":
+			meta, err = io.ReadAll(tr)
+		case "package.sig":
+			sig, err = io.ReadAll(tr)
+		}
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+	}
+	m = &Meta{}
+	if err := json.Unmarshal(meta, m); err != nil || m.Format != format || m.Name == "" {
+		return nil, nil, nil, fmt.Errorf("%w: package.json: %v", ErrMalformed, err)
+	}
+	return m, meta, sig, nil
+}
+
+// VerifyMeta checks a package's metadata and signature (as an offer
+// carries them) against the trusted keys, before any download.
+func VerifyMeta(meta, sig []byte, keys []ed25519.PublicKey) (*Meta, error) {
+	ok := false
+	for _, k := range keys {
+		ok = ok || (len(sig) == ed25519.SignatureSize && ed25519.Verify(k, meta, sig))
+	}
+	if !ok {
+		return nil, ErrSignature
+	}
+	var m Meta
+	dec := json.NewDecoder(bytes.NewReader(meta))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil || m.Format != format || m.Name == "" || m.Seq <= 0 {
+		return nil, fmt.Errorf("%w: package.json: %v", ErrMalformed, err)
+	}
+	return &m, nil
+}
+
+// failpoint kills the process at a named point when OUTPOST_FAILPOINT
+// names it: the kill -9 tests of a swap use it (never set in production).
+func failpoint(name string) {
+	if os.Getenv("OUTPOST_FAILPOINT") == "pkg-"+name {
+		p, _ := os.FindProcess(os.Getpid())
+		p.Kill()
+		select {} // the kill is asynchronous
+	}
+}
+
+// Recover repairs what a crash during Install can leave in modelsDir: a
+// model folder renamed to .NAME.prev with the new one not yet in place
+// gets the previous version back (the download is still there and is
+// installed again), and unpacked leftovers (.NAME.new-SEQ) are removed.
+// It returns the names it put back.
+func Recover(modelsDir string) ([]string, error) {
+	ents, err := os.ReadDir(modelsDir)
+	if err != nil {
+		return nil, err
+	}
+	var back []string
+	for _, e := range ents {
+		n := e.Name()
+		if name, ok := strings.CutSuffix(strings.TrimPrefix(n, "."), ".prev"); ok && strings.HasPrefix(n, ".") {
+			if _, err := os.Stat(filepath.Join(modelsDir, name)); os.IsNotExist(err) {
+				if err := os.Rename(filepath.Join(modelsDir, n), filepath.Join(modelsDir, name)); err != nil {
+					return back, err
+				}
+				back = append(back, name)
+			}
+		}
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".new-") {
+			os.RemoveAll(filepath.Join(modelsDir, e.Name()))
+		}
+	}
+	if len(back) > 0 {
+		return back, syncDir(modelsDir)
+	}
+	return back, nil
+}
+
+// Rollback puts the previous version of a model (.NAME.prev) back in
+// place; the version it replaces is kept as .NAME.bad. It returns the
+// metadata of the version now installed (nil if it came from no package).
+func Rollback(modelsDir, name string) (*Meta, error) {
+	target := filepath.Join(modelsDir, name)
+	prev := filepath.Join(modelsDir, "."+name+".prev")
+	bad := filepath.Join(modelsDir, "."+name+".bad")
+	if _, err := os.Stat(prev); err != nil {
+		return nil, fmt.Errorf("model package: no previous version of %s to roll back to: %w", name, err)
+	}
+	os.RemoveAll(bad)
+	if err := os.Rename(target, bad); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(prev, target); err != nil {
+		os.Rename(bad, target)
+		return nil, err
+	}
+	if err := syncDir(modelsDir); err != nil {
+		return nil, err
+	}
+	m, _ := Installed(target)
+	return m, nil
 }

@@ -17,7 +17,7 @@ func TestPackOpen(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "m.onnx"), bytes.Repeat([]byte("x"), 5000), 0o644)
 	os.WriteFile(filepath.Join(dir, ".hidden"), []byte("not packed"), 0o644)
 	var buf bytes.Buffer
-	if _, err := Pack(&buf, dir, "m", "1.0", 3, false, key); err != nil {
+	if _, err := Pack(&buf, dir, "m", "1.0", 3, false, key, nil); err != nil {
 		t.Fatal(err)
 	}
 	m, files, err := Open(bytes.NewReader(buf.Bytes()), []ed25519.PublicKey{other, pub})
@@ -41,7 +41,7 @@ func FuzzOpen(f *testing.F) {
 	dir := f.TempDir()
 	os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(`{"name":"m"}`), 0o644)
 	var buf bytes.Buffer
-	Pack(&buf, dir, "m", "1", 1, false, key)
+	Pack(&buf, dir, "m", "1", 1, false, key, nil)
 	f.Add(buf.Bytes())
 	f.Add([]byte("not a tar"))
 	f.Fuzz(func(t *testing.T, b []byte) {
