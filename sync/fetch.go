@@ -206,7 +206,7 @@ func (f *Fetcher) resume(off *Offer) (*download, error) {
 		}
 		d.have++
 	}
-	if err := fh.Truncate(int64(d.have) * int64(off.ChunkSize)); err != nil {
+	if err := fh.Truncate(min(int64(d.have)*int64(off.ChunkSize), off.Size)); err != nil {
 		fh.Close()
 		return nil, err
 	}

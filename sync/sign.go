@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"strings"
@@ -99,4 +101,22 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 // FormatPublicKey is the text form ParsePublicKey reads.
 func FormatPublicKey(pub ed25519.PublicKey) string {
 	return "ed25519:" + base64.StdEncoding.EncodeToString(pub)
+}
+
+// ParsePrivateKey reads an ed25519 private key as `outpost keys generate`
+// writes it (PEM, PKCS #8).
+func ParsePrivateKey(pemBytes []byte) (ed25519.PrivateKey, error) {
+	blk, _ := pem.Decode(pemBytes)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, errors.New("not a PEM private key (outpost keys generate writes one)")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	ek, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, errors.New("not an ed25519 key")
+	}
+	return ek, nil
 }

@@ -315,17 +315,20 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 	defer idle.Stop()
 	for {
 		// Fill the window.
+		caughtUp := false
 		for len(pending) < u.o.Window {
 			sent, err := u.sendOne(ctx, conn, pending)
 			if err != nil {
 				return err
 			}
 			if !sent {
+				caughtUp = true
 				break
 			}
 		}
-		if len(pending) == 0 {
-			// Results first: a chunk is asked for only when none wait.
+		if caughtUp {
+			// Results first: a chunk is asked for only when every result
+			// the budget lets go is on its way.
 			if err := u.fetchMore(ctx, conn); err != nil {
 				return err
 			}

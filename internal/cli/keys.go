@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 
@@ -63,17 +62,9 @@ func loadPrivateKey(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key: %w", err)
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("key %s: not a PEM private key (outpost keys generate writes one)", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	k, err := osync.ParsePrivateKey(b)
 	if err != nil {
 		return nil, fmt.Errorf("key %s: %w", path, err)
 	}
-	ek, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, errors.New("key " + path + ": not an ed25519 key")
-	}
-	return ek, nil
+	return k, nil
 }

@@ -48,6 +48,13 @@ func startServe(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--models-dir", testutil.ModelsDir(t)}, args...)...)
 	cmd.Env = append(os.Environ(), "OUTPOST_ORT_LIB="+testutil.LibPath(t))
+	return startCmd(t, cmd)
+}
+
+// startCmd starts a prepared `outpost serve` command and waits for its
+// kiosk URL line.
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
 	out, _ := cmd.StdoutPipe()
 	p := &proc{cmd: cmd, logs: &bytes.Buffer{}, exit: make(chan error, 1)}
 	cmd.Stderr = p.logs
