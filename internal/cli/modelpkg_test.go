@@ -93,6 +93,19 @@ func TestModelPackages(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(testutil.ModelsDir(t), "crop-disease", "crop_disease_int8.onnx"))
 	os.WriteFile(filepath.Join(src, "crop_disease_int8.onnx"), b, 0o644)
 	os.WriteFile(filepath.Join(src, "manifest.json"), []byte(good), 0o644)
+	// A model whose answers differ from its golden outputs: refused by
+	// the health check, nothing swapped.
+	leaf, _ := os.ReadFile(filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples", "leaf_spot.jpg"))
+	os.WriteFile(filepath.Join(src, "golden-1.jpg"), leaf, 0o644)
+	os.WriteFile(filepath.Join(src, "golden.json"), []byte(`{"cases":[{"model":"crop-disease","file":"golden-1.jpg","output":{"label":"healthy"}}]}`), 0o644)
+	if out, code := install(pack("sick5.opkg", "program.key", "5")); code == ExitOK || !strings.Contains(out, "health check failed") {
+		t.Errorf("a model failing its golden inputs: %d %s", code, out)
+	}
+	if s := seqNow(); s != 2 {
+		t.Fatalf("a package failing its health check replaced the model (seq %d)", s)
+	}
+	os.Remove(filepath.Join(src, "golden.json"))
+	os.Remove(filepath.Join(src, "golden-1.jpg"))
 	if out, code := install(pack("r1.opkg", "program.key", "1", "--rollback")); code != ExitOK {
 		t.Fatalf("signed rollback: %s", out)
 	}
