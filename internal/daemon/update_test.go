@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	gosync "sync"
 	"sync/atomic"
@@ -241,14 +242,18 @@ func TestModelUpdate_OverMQTT(t *testing.T) {
 		mu       gosync.Mutex
 		versions []string
 		failures []string
+		lat      []time.Duration
 	)
 	for w := 0; w < 2; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for !stop.Load() {
+				t0 := time.Now()
 				v, code, err := r.infer()
+				took := time.Since(t0)
 				mu.Lock()
+				lat = append(lat, took)
 				if err != nil || code != 201 {
 					failures = append(failures, fmt.Sprintf("%d %v", code, err))
 				} else if len(versions) == 0 || versions[len(versions)-1] != v {
@@ -303,8 +308,11 @@ func TestModelUpdate_OverMQTT(t *testing.T) {
 	if !bytes.Contains(metrics, []byte("outpost_update_progress_ratio 1")) || !bytes.Contains(metrics, []byte("outpost_update_installed_total 1")) {
 		t.Fatalf("metrics lack the update:\n%s", grepLines(metrics, "outpost_update"))
 	}
+	slices.Sort(lat)
 	t.Logf("package %d bytes in %d chunks; hub served %d chunks (%d re-sent through a link cut, a hub restart and a SIGKILL); proxy carried %d bytes up + %d down for everything",
 		r.pkgSize, chunks, served, served-int64(chunks), r.proxy.Up.Load(), r.proxy.Down.Load())
+	t.Logf("requests through the swap: %d, 0 failed; latency p50 %v, p99 %v, max %v", len(lat),
+		lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
 }
 
 func grepLines(b []byte, s string) string {
@@ -352,6 +360,10 @@ func TestModelUpdate_KillMidSwapAndCrashLoop(t *testing.T) {
 		t.Fatalf("after recovery: %s %d %v", v, code, err)
 	}
 	offers := r.hub.C.Stats().Offers
+	// Bytes on the device's link for the whole update (offer, requests,
+	// chunks, acks, and the few status messages around them).
+	t.Logf("update of a %d-byte package: %d bytes up + %d down through the device's link (%.3f bytes per package byte)",
+		r.pkgSize, r.proxy.Up.Load(), r.proxy.Down.Load(), float64(r.proxy.Up.Load()+r.proxy.Down.Load())/float64(r.pkgSize))
 
 	// A crash loop: three restarts within the window.
 	for i := 0; i < 3; i++ {
