@@ -41,8 +41,10 @@ type FetcherOptions struct {
 	// Timeout: a chunk not received this long after its request is asked
 	// for again; default 30s.
 	Timeout time.Duration
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Free reports the space left where downloads go; default statfs.
+	Free   func(dir string) (int64, bool)
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // UpdateStatus is the state of the latest model update, as the device
@@ -136,6 +138,9 @@ func OpenFetcher(o FetcherOptions) (*Fetcher, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Free == nil {
+		o.Free = freeBytes
 	}
 	if o.Accept == nil || o.Install == nil {
 		return nil, errors.New("sync: fetcher needs Accept and Install")
@@ -293,7 +298,7 @@ func (f *Fetcher) check(off *Offer) error {
 		return fmt.Errorf("package of %d bytes is over the cap of %d (update_max_bytes)", off.Size, f.o.MaxBytes)
 	}
 	// The download, then the unpacked copy beside the installed model.
-	if free, ok := freeBytes(f.o.Dir); ok && free < 2*off.Size+(8<<20) {
+	if free, ok := f.o.Free(f.o.Dir); ok && free < 2*off.Size+(8<<20) {
 		return fmt.Errorf("package of %d bytes does not fit: %d bytes free in %s", off.Size, free, f.o.Dir)
 	}
 	return f.o.Accept(off)

@@ -20,12 +20,13 @@ type fetchRig struct {
 	installed  chan []byte
 	installErr error
 	max        int64
+	free       int64
 }
 
 func (r *fetchRig) open() *Fetcher {
 	r.t.Helper()
 	f, err := OpenFetcher(FetcherOptions{Dir: r.dir, Device: "dev-1", HubKeys: []ed25519.PublicKey{r.hub.Public().(ed25519.PublicKey)},
-		MaxBytes: r.max, Accept: func(*Offer) error { return r.accept },
+		MaxBytes: r.max, Free: func(string) (int64, bool) { return r.free, r.free > 0 }, Accept: func(*Offer) error { return r.accept },
 		Install: func(path string, o *Offer) error {
 			b, _ := os.ReadFile(path)
 			r.installed <- b
@@ -160,7 +161,15 @@ func TestFetcher_ResumeAndBadInput(t *testing.T) {
 	if st := f.Status(); st.State != UpdateRefused || !strings.Contains(st.Reason, "update_max_bytes") {
 		t.Fatalf("over the cap: %+v", st)
 	}
-	r.max = 0
+	r.max, r.free = 0, 9<<20
+	f.Close()
+	f = r.open()
+	disk := offerFor(testPackage(600<<10), 32<<10)
+	f.HandleOffer(EncodeOffer(disk, "dev-1", hubKey))
+	if st := f.Status(); st.State != UpdateRefused || !strings.Contains(st.Reason, "does not fit") {
+		t.Fatalf("larger than the free disk: %+v", st)
+	}
+	r.free = 0
 	r.accept = errors.New("model package: not signed by a trusted key")
 	bad := offerFor(testPackage(3000), 1024)
 	f.HandleOffer(EncodeOffer(bad, "dev-1", hubKey))

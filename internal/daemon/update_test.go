@@ -401,3 +401,57 @@ func TestModelUpdate_KillMidSwapAndCrashLoop(t *testing.T) {
 		t.Fatalf("after another restart: %+v", u)
 	}
 }
+
+// TestModelUpdate_WatchFolder: a package dropped in the watch folder (a
+// USB stick copied in) takes the same path as one over MQTT: installed
+// and moved to done/, or refused into failed/ with the reason, the running
+// model untouched.
+func TestModelUpdate_WatchFolder(t *testing.T) {
+	r := newUpdateRig(t, 32<<10)
+	var cfg map[string]any
+	b, _ := os.ReadFile(r.config)
+	json.Unmarshal(b, &cfg)
+	delete(cfg, "broker") // USB only: no link at all
+	inbox := filepath.Join(t.TempDir(), "inbox")
+	os.MkdirAll(inbox, 0o755)
+	cfg["inbox"] = inbox
+	b, _ = json.Marshal(cfg)
+	os.WriteFile(r.config, b, 0o644)
+	r.serve()
+	pkgBytes, _ := os.ReadFile(r.pkgFile)
+	bad := append([]byte(nil), pkgBytes...)
+	bad[len(bad)/2] ^= 0xff // inside the model file
+	os.WriteFile(filepath.Join(inbox, "tampered.opkg"), bad, 0o644)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if reason, err := os.ReadFile(filepath.Join(inbox, "failed", "tampered.opkg.reason.txt")); err == nil {
+			if !strings.Contains(string(reason), "model package") {
+				t.Fatalf("reason: %s", reason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the tampered package was not refused\n%s", r.p.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if v, _, _ := r.infer(); v != r.oldVer {
+		t.Fatalf("a refused package changed the model: %s", v)
+	}
+	os.WriteFile(filepath.Join(inbox, "crop-disease-2.opkg"), pkgBytes, 0o644)
+	for {
+		if _, err := os.Stat(filepath.Join(inbox, "done", "crop-disease-2.opkg")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the package was not installed\n%s", r.p.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if v, code, err := r.infer(); v != r.newVer || code != 201 {
+		t.Fatalf("after the USB install: %s %d %v", v, code, err)
+	}
+	if st := r.status(); st.Installed["crop-disease"] != 2 {
+		t.Fatalf("status installed: %v", st.Installed)
+	}
+}
