@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
@@ -25,9 +26,11 @@ type BoltStore struct {
 }
 
 var (
-	bResults = []byte("results") // device len(1) | device | id[16] -> received ms (8) | record
-	bDevices = []byte("devices") // device -> DeviceStatus JSON
-	bMeta    = []byte("meta")    // client_id -> the collector's MQTT client id
+	bResults = []byte("results")       // device len(1) | device | id[16] -> received ms (8) | record
+	bDevices = []byte("devices")       // device -> DeviceStatus JSON
+	bMeta    = []byte("meta")          // client_id -> the collector's MQTT client id
+	bEvMeta  = []byte("evidence")      // resultKey(device, evidence id) -> EvidenceInfo JSON
+	bEvData  = []byte("evidence_data") // resultKey(device, evidence id) -> the bytes so far
 )
 
 // OpenBolt opens (or creates) a bbolt store at path.
@@ -46,7 +49,7 @@ func OpenBolt(path string) (*BoltStore, error) {
 		d.Close()
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bResults, bDevices, bMeta} {
+		for _, b := range [][]byte{bResults, bDevices, bMeta, bEvMeta, bEvData} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -196,4 +199,70 @@ func (s *BoltStore) ClientID(context.Context) (string, error) {
 		return m.Put([]byte("client_id"), []byte(id))
 	})
 	return id, err
+}
+
+// PutEvidence implements Store.
+func (s *BoltStore) PutEvidence(_ context.Context, device string, c *osync.EvidenceChunk, received time.Time) (EvidenceInfo, error) {
+	var out EvidenceInfo
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		k := resultKey(device, c.ID)
+		mb, db := tx.Bucket(bEvMeta), tx.Bucket(bEvData)
+		info := newEvidenceInfo(device, c, received)
+		if v := mb.Get(k); v != nil {
+			if err := json.Unmarshal(v, &info); err != nil {
+				return err
+			}
+		}
+		data := append([]byte(nil), db.Get(k)...)
+		var keep bool
+		info, data, keep = applyChunk(info, data, c)
+		out = info
+		if !keep {
+			mb.Delete(k)
+			return db.Delete(k)
+		}
+		b, _ := json.Marshal(info)
+		if err := mb.Put(k, b); err != nil {
+			return err
+		}
+		return db.Put(k, data)
+	})
+	return out, err
+}
+
+// Evidence implements Store.
+func (s *BoltStore) Evidence(_ context.Context, device string, of outbox.ID) (*EvidenceInfo, []byte, error) {
+	var info *EvidenceInfo
+	var data []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bEvMeta).Cursor()
+		prefix := resultKey(device, outbox.ID{})[:len(device)+1]
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var e EvidenceInfo
+			if json.Unmarshal(v, &e) == nil && e.Of == of && e.Complete {
+				info, data = &e, append([]byte(nil), tx.Bucket(bEvData).Get(k)...)
+				return nil
+			}
+		}
+		return nil
+	})
+	return info, data, err
+}
+
+// EvidenceList implements Store.
+func (s *BoltStore) EvidenceList(context.Context) ([]EvidenceInfo, error) {
+	var out []EvidenceInfo
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bEvMeta).ForEach(func(_, v []byte) error {
+			var e EvidenceInfo
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			if e.Complete {
+				out = append(out, e)
+			}
+			return nil
+		})
+	})
+	return out, err
 }

@@ -55,6 +55,9 @@ type CollectorStats struct {
 	Chunks     int64 `json:"chunks"`   // package chunks sent
 	ChunkBytes int64 `json:"chunk_bytes"`
 	BadFetches int64 `json:"bad_fetches"` // chunk requests refused (unknown package, not for this device, malformed)
+	Evidence   int64 `json:"evidence"`    // pieces of evidence stored whole
+	EvRefused  int64 `json:"evidence_refused"`
+	EvBytes    int64 `json:"evidence_bytes"`
 }
 
 // Collector stores devices' results on the hub, idempotently by record ID,
@@ -67,6 +70,7 @@ type Collector struct {
 
 	batches, stored, dups, malformed, acks, rejected, refused, deferred atomic.Int64
 	offers, chunks, chunkBytes, badFetches                              atomic.Int64
+	evStored, evRefused, evBytes                                        atomic.Int64
 	err                                                                 error       // the session's last handling error (session goroutine only)
 	connected                                                           atomic.Bool // subscribed and the session up (healthz)
 	closeOnce                                                           gosync.Once
@@ -140,7 +144,8 @@ func (c *Collector) Close() error {
 func (c *Collector) Stats() CollectorStats {
 	return CollectorStats{Batches: c.batches.Load(), Stored: c.stored.Load(), Duplicates: c.dups.Load(),
 		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load(), Deferred: c.deferred.Load(),
-		Offers: c.offers.Load(), Chunks: c.chunks.Load(), ChunkBytes: c.chunkBytes.Load(), BadFetches: c.badFetches.Load()}
+		Offers: c.offers.Load(), Chunks: c.chunks.Load(), ChunkBytes: c.chunkBytes.Load(), BadFetches: c.badFetches.Load(),
+		Evidence: c.evStored.Load(), EvRefused: c.evRefused.Load(), EvBytes: c.evBytes.Load()}
 }
 
 // Run connects (retrying with jittered backoff), subscribes to every
@@ -184,7 +189,11 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 	}
 	// Statuses stay a plain subscription: every collector sees each device's
 	// retained status (shared subscriptions get no retained messages).
-	topics := []string{results, osync.TopicPrefix + "+/status"}
+	evidence := osync.TopicPrefix + "+/evidence"
+	if c.o.ShareGroup != "" {
+		evidence = "$share/" + c.o.ShareGroup + "/" + evidence
+	}
+	topics := []string{results, osync.TopicPrefix + "+/status", evidence}
 	if c.o.Shelf != nil {
 		fetch := osync.TopicPrefix + "+/fetch"
 		if c.o.ShareGroup != "" {
@@ -296,6 +305,8 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 			}
 		case "fetch":
 			c.serveChunk(ctx, conn, device, m.payload)
+		case "evidence":
+			c.handleEvidence(ctx, conn, device, m.payload, now)
 		case "results":
 			b, err := osync.DecodeBatch(m.payload)
 			if err != nil {

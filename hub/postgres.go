@@ -401,3 +401,78 @@ func (s *PGStore) ClientID(ctx context.Context) (string, error) {
 	}
 	return got, nil
 }
+
+// PutEvidence implements Store: the row is locked while the chunk is
+// applied, so two collectors given chunks of one upload take turns.
+func (s *PGStore) PutEvidence(ctx context.Context, device string, c *osync.EvidenceChunk, received time.Time) (EvidenceInfo, error) {
+	var out EvidenceInfo
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		info := newEvidenceInfo(device, c, received)
+		if _, err := tx.Exec(ctx, `INSERT INTO evidence (device, id, of, content_type, size, sha256, received)
+			VALUES ($1, $2::uuid, $3::uuid, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
+			device, c.ID.String(), c.Of.String(), info.ContentType, info.Size, info.SHA256, received); err != nil {
+			return fmt.Errorf("evidence: %w", err)
+		}
+		var of string
+		var data []byte
+		err := tx.QueryRow(ctx, `SELECT of::text, content_type, size, sha256, have, complete, received, data
+			FROM evidence WHERE device = $1 AND id = $2::uuid FOR UPDATE`, device, c.ID.String()).
+			Scan(&of, &info.ContentType, &info.Size, &info.SHA256, &info.Have, &info.Complete, &info.Received, &data)
+		if err != nil {
+			return fmt.Errorf("evidence: %w", err)
+		}
+		info.Of, _ = outbox.ParseID(of)
+		var keep bool
+		info, data, keep = applyChunk(info, data, c)
+		out = info
+		if !keep {
+			_, err = tx.Exec(ctx, `DELETE FROM evidence WHERE device = $1 AND id = $2::uuid`, device, c.ID.String())
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE evidence SET have = $3, complete = $4, data = $5 WHERE device = $1 AND id = $2::uuid`,
+			device, c.ID.String(), info.Have, info.Complete, data)
+		return err
+	})
+	return out, err
+}
+
+// Evidence implements Store.
+func (s *PGStore) Evidence(ctx context.Context, device string, of outbox.ID) (*EvidenceInfo, []byte, error) {
+	info := EvidenceInfo{Device: device, Of: of, Complete: true}
+	var id string
+	var data []byte
+	err := s.pool.QueryRow(ctx, `SELECT id::text, content_type, size, sha256, have, received, data FROM evidence
+		WHERE device = $1 AND of = $2::uuid AND complete`, device, of.String()).
+		Scan(&id, &info.ContentType, &info.Size, &info.SHA256, &info.Have, &info.Received, &data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("hub: evidence: %w", err)
+	}
+	info.ID, _ = outbox.ParseID(id)
+	return &info, data, nil
+}
+
+// EvidenceList implements Store.
+func (s *PGStore) EvidenceList(ctx context.Context) ([]EvidenceInfo, error) {
+	rows, err := s.pool.Query(ctx, `SELECT device, id::text, of::text, content_type, size, sha256, have, received
+		FROM evidence WHERE complete ORDER BY received`)
+	if err != nil {
+		return nil, fmt.Errorf("hub: evidence: %w", err)
+	}
+	defer rows.Close()
+	var out []EvidenceInfo
+	for rows.Next() {
+		e := EvidenceInfo{Complete: true}
+		var id, of string
+		if err := rows.Scan(&e.Device, &id, &of, &e.ContentType, &e.Size, &e.SHA256, &e.Have, &e.Received); err != nil {
+			return nil, err
+		}
+		e.ID, _ = outbox.ParseID(id)
+		e.Of, _ = outbox.ParseID(of)
+		e.Received = e.Received.UTC()
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

@@ -32,6 +32,14 @@ type Store interface {
 	Each(ctx context.Context, fn func(StoredResult) error) error
 	// Count is the number of stored results.
 	Count(ctx context.Context) (int, error)
+	// PutEvidence adds one uploaded chunk of a device's evidence (by the
+	// evidence record's ID) following applyChunk's rule, durably, and
+	// returns the state after it.
+	PutEvidence(ctx context.Context, device string, c *osync.EvidenceChunk, received time.Time) (EvidenceInfo, error)
+	// Evidence returns the complete evidence of result `of`, or nil.
+	Evidence(ctx context.Context, device string, of outbox.ID) (*EvidenceInfo, []byte, error)
+	// EvidenceList lists complete evidence (for review).
+	EvidenceList(ctx context.Context) ([]EvidenceInfo, error)
 	// ClientID is this hub's MQTT client id: made once, then kept.
 	ClientID(ctx context.Context) (string, error)
 	Close() error

@@ -13,6 +13,8 @@ type LeaseOptions struct {
 	MaxBytes int // encoded bytes; <= 0 means no limit (at least one record is always returned)
 	// MaxTier: only records with Tier <= MaxTier (TierLabels: labels only).
 	MaxTier Tier
+	// MinTier: only records with Tier >= MinTier (TierEvidence: evidence only).
+	MinTier Tier
 	// MaxPriority: only records at least this urgent (Alert: alerts only, Bulk: all).
 	MaxPriority Priority
 }
@@ -58,7 +60,7 @@ func (o *Outbox) LeaseWith(lo LeaseOptions) ([]*Record, error) {
 				o.log.Error("outbox: undecodable record skipped", "id", id.String(), "err", err)
 				continue
 			}
-			if r.Tier > lo.MaxTier {
+			if r.Tier > lo.MaxTier || r.Tier < lo.MinTier {
 				continue
 			}
 			out = append(out, r)

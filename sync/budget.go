@@ -46,9 +46,32 @@ type Budget struct {
 	Path      string  `json:"-"` // file that keeps the day's spending; "" = memory only
 
 	mu     gosync.Mutex
-	warned bool   // a save failure is logged once, not per batch
-	Day    string `json:"day"`
-	Used   int64  `json:"used"`
+	warned bool             // a save failure is logged once, not per batch
+	Day    string           `json:"day"`
+	Used   int64            `json:"used"`
+	Tiers  map[string]int64 `json:"tiers,omitempty"` // today's bytes per tier
+}
+
+// Tier names in the budget's report.
+const (
+	TierNameLabels   = "labels"
+	TierNameEvidence = "evidence"
+	TierNameUpdates  = "updates"
+)
+
+// ByTier is today's spending per tier (labels, evidence, updates).
+func (b *Budget) ByTier(now time.Time) map[string]int64 {
+	out := map[string]int64{}
+	if b == nil {
+		return out
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.today(now)
+	for k, v := range b.Tiers {
+		out[k] = v
+	}
+	return out
 }
 
 // LoadBudget reads the persisted spending for today (if any).
@@ -73,7 +96,7 @@ func LoadBudget(daily int64, path string) (*Budget, error) {
 
 func (b *Budget) today(now time.Time) {
 	if d := now.Format("2006-01-02"); d != b.Day {
-		b.Day, b.Used = d, 0
+		b.Day, b.Used, b.Tiers = d, 0, nil
 	}
 }
 
@@ -158,13 +181,19 @@ func (b *Budget) allowsBulk(now time.Time, cost int64) bool {
 	return float64(b.Used+cost) <= share*float64(b.Daily)
 }
 
-func (b *Budget) spend(now time.Time, cost int64) {
+func (b *Budget) spend(now time.Time, cost int64) { b.spendOn(now, TierNameLabels, cost) }
+
+func (b *Budget) spendOn(now time.Time, tier string, cost int64) {
 	if b == nil {
 		return
 	}
 	b.mu.Lock()
 	b.today(now)
 	b.Used += cost
+	if b.Tiers == nil {
+		b.Tiers = map[string]int64{}
+	}
+	b.Tiers[tier] += cost
 	data, _ := json.Marshal(b)
 	path := b.Path
 	b.mu.Unlock()

@@ -223,6 +223,8 @@ func CmdKind(msg []byte) string {
 		return "offer"
 	case kindChunk:
 		return "chunk"
+	case kindEvidenceAck:
+		return "evidence-ack"
 	}
 	return ""
 }

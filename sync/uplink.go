@@ -42,6 +42,11 @@ type UplinkOptions struct {
 	// one chunk at a time whenever no results are waiting to go, within
 	// the budget's bulk share.
 	Fetcher *Fetcher
+	// MayShare, if set, is asked before each piece of evidence leaves:
+	// the sharing policy as configured now (false: deleted unsent).
+	MayShare func(*outbox.Record) bool
+	// EvidenceChunk is the evidence upload's chunk size; default 16 KiB.
+	EvidenceChunk int
 	// Models reports the installed models for the status message.
 	Models func() map[string]int64
 	Logger *slog.Logger
@@ -69,6 +74,9 @@ func (o *UplinkOptions) defaults() error {
 	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 5 * time.Minute
+	}
+	if o.EvidenceChunk <= 0 {
+		o.EvidenceChunk = DefaultEvidenceChunk
 	}
 	if o.Idle <= 0 {
 		o.Idle = 10 * time.Second
@@ -113,6 +121,9 @@ type Uplink struct {
 	stats UplinkStats
 
 	batches, records, rejected, refused, stray, resent, connects, fails, wire, forged atomic.Int64
+
+	ev                                                           *upload // evidence being uploaded (session goroutine)
+	evUploaded, evRefused, evWithheld, evBytes, evResent, evWire atomic.Int64
 
 	// sent remembers the records of the last maxRecent batches this device
 	// published (the session goroutine alone touches it). An ack is applied
@@ -283,18 +294,26 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 	if f := u.o.Fetcher; f != nil {
 		defer f.Disconnected()
 		changed = f.Changed()
-		err = conn.Subscribe(ctx, CmdTopic(u.o.Device), 1, func(m Message) {
-			select {
-			case cmds <- append([]byte(nil), m.Payload...):
-			default:
-				// We ask for one chunk at a time, so this is a flood:
-				// dropped; what we need is asked for again.
-				u.log.Warn("sync: command queue full; dropping a message")
-			}
-		})
-		if err != nil {
-			return fmt.Errorf("subscribe %s: %w", CmdTopic(u.o.Device), err)
+	}
+	defer func() {
+		// An upload in progress resumes in the next session, at what the
+		// hub says it has.
+		if u.ev != nil {
+			u.ob.Release([]outbox.ID{u.ev.rec.ID})
+			u.ev = nil
 		}
+	}()
+	err = conn.Subscribe(ctx, CmdTopic(u.o.Device), 1, func(m Message) {
+		select {
+		case cmds <- append([]byte(nil), m.Payload...):
+		default:
+			// We have one chunk out at a time, so this is a flood:
+			// dropped; what we need is asked for again.
+			u.log.Warn("sync: command queue full; dropping a message")
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", CmdTopic(u.o.Device), err)
 	}
 	u.connects.Add(1)
 	u.sawDown = false
@@ -315,7 +334,7 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 	defer idle.Stop()
 	for {
 		// Fill the window.
-		caughtUp := false
+		caughtUp, evMoved := false, false
 		for len(pending) < u.o.Window {
 			sent, err := u.sendOne(ctx, conn, pending)
 			if err != nil {
@@ -327,13 +346,19 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 			}
 		}
 		if caughtUp {
-			// Results first: a chunk is asked for only when every result
-			// the budget lets go is on its way.
-			if err := u.fetchMore(ctx, conn); err != nil {
+			// Results first; then evidence; then model downloads: each
+			// moves only when every result the budget lets go is on its way.
+			var err error
+			if evMoved, err = u.sendEvidence(ctx, conn); err != nil {
 				return err
 			}
+			if !evMoved && u.ev == nil {
+				if err := u.fetchMore(ctx, conn); err != nil {
+					return err
+				}
+			}
 		}
-		if once && len(pending) == 0 {
+		if once && len(pending) == 0 && u.ev == nil {
 			if st, err := u.ob.Stats(); err == nil && st.Count == 0 {
 				// A one-shot sync disconnects cleanly (no Will): say so.
 				u.publishStatus(ctx, conn, "offline")
@@ -344,6 +369,10 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 				// Nothing eligible, nothing in flight: what is left is
 				// waiting out a refusal. A one-shot sync reports it.
 				return fmt.Errorf("%w: %d records kept on the device", ErrRefused, st.Count)
+			} else if err == nil && caughtUp && !evMoved {
+				// What is left may not go today: bulk records or evidence
+				// beyond the budget's bulk share.
+				return fmt.Errorf("%w (bulk share) with %d records waiting", ErrBudget, st.Count)
 			}
 		}
 		select {
@@ -366,10 +395,12 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 				}
 			}
 		case m := <-cmds:
-			switch CmdKind(m) {
-			case "offer":
+			switch k := CmdKind(m); {
+			case k == "evidence-ack":
+				u.handleEvidenceAck(m)
+			case k == "offer" && u.o.Fetcher != nil:
 				u.o.Fetcher.HandleOffer(m)
-			case "chunk":
+			case k == "chunk" && u.o.Fetcher != nil:
 				u.o.Fetcher.HandleChunk(m)
 			default:
 				u.log.Warn("sync: unknown command ignored", "bytes", len(m))
@@ -414,7 +445,7 @@ func (u *Uplink) sendOne(ctx context.Context, conn Conn, pending map[outbox.ID]*
 		u.ob.Release(ids)
 		return false, fmt.Errorf("publish batch %s: %w", b.ID, err)
 	}
-	u.o.Budget.spend(now, cost)
+	u.o.Budget.spendOn(now, TierNameLabels, cost)
 	u.wire.Add(cost)
 	pending[b.ID] = &inflight{ids: ids, deadline: now.Add(u.o.AckTimeout)}
 	u.remember(b.ID, ids)
@@ -442,7 +473,7 @@ func (u *Uplink) fetchMore(ctx context.Context, conn Conn) error {
 	if err := conn.Publish(ctx, FetchTopic(u.o.Device), 1, false, req); err != nil {
 		return fmt.Errorf("publish fetch request: %w", err)
 	}
-	u.o.Budget.spend(now, cost)
+	u.o.Budget.spendOn(now, TierNameUpdates, cost)
 	f.Requested(now, id, i, cost)
 	return nil
 }

@@ -90,7 +90,7 @@ func runInfer(ctx context.Context, std IO, args []string) error {
 		if err == nil {
 			var res *models.Result
 			if res, err = dev.Infer(ctx, name, models.Input{Name: path, Data: data}, ""); err == nil && queue {
-				_, err = dev.Store(ctx, res, priority)
+				_, err = dev.Store(ctx, res, priority, data)
 			}
 			if err == nil {
 				if format == "json" {

@@ -15,6 +15,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/device"
 	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
 )
 
 // Config is the device's configuration (internal/device).
@@ -126,7 +127,7 @@ func (d *Daemon) inferAndStore(ctx context.Context, model, name string, data []b
 	if err != nil {
 		return nil, err
 	}
-	rec, err := d.dev.Store(ctx, res, prio)
+	rec, err := d.dev.Store(ctx, res, prio, data)
 	if err != nil {
 		d.metrics.stored.WithLabelValues("refused").Inc()
 		return nil, err
@@ -233,12 +234,37 @@ func (d *Daemon) statusBody() map[string]any {
 		}
 		if b := d.dev.Budget(); b != nil {
 			sy["budget_left_bytes"] = b.Remaining(time.Now())
+			sy["budget_used_by_tier"] = b.ByTier(time.Now())
 		}
+		ev := up.EvidenceStats()
+		sy["evidence"] = ev
+		// Bytes on the wire this process, per tier.
+		sy["wire_bytes_by_tier"] = map[string]int64{osync.TierNameLabels: us.WireBytes, osync.TierNameEvidence: ev.WireBytes,
+			osync.TierNameUpdates: d.dev.Fetcher().Stats().WireBytes}
 		s["sync"] = sy
 	}
 	if f := d.dev.Fetcher(); f != nil {
 		s["update"] = map[string]any{"latest": f.Status(), "stats": f.Stats()}
 	}
 	s["installed"] = d.dev.InstalledModels()
+	s["sharing"] = d.sharing()
+	s["evidence_waiting_bytes"] = st.EvidenceBytes
 	return s
+}
+
+// sharing is what /v1/status says this device shares: the policy per
+// model and the same in plain words, in the configured language and in
+// every kiosk language (the kiosk shows the user's).
+func (d *Daemon) sharing() map[string]any {
+	var names []string
+	policies := map[string]device.SharePolicy{}
+	for _, m := range d.dev.Registry().Models() {
+		names = append(names, m.Name)
+		policies[m.Name] = d.cfg.Policy(m.Name)
+	}
+	text := map[string][]string{}
+	for _, l := range []string{"en", "fr", "sw", "ha", "am"} {
+		text[l] = d.cfg.SharingText(names, l)
+	}
+	return map[string]any{"policies": policies, "text": text[d.cfg.Lang], "text_by_lang": text}
 }

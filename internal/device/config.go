@@ -48,6 +48,9 @@ type Config struct {
 	// ModelKeys are the public keys whose signed model packages this
 	// device installs (`outpost models install`).
 	ModelKeys []string `json:"model_keys,omitempty"`
+	// Sharing says, per model, what may leave the device besides the
+	// answer (docs/SHARING.md). Missing: labels and scores only.
+	Sharing map[string]SharePolicy `json:"sharing,omitempty"`
 	// Model updates (docs/UPDATES.md): the largest package taken over
 	// MQTT, and the crash-loop rule — this many restarts within this long
 	// after an update was activated put the previous version back.
@@ -67,6 +70,42 @@ type Config struct {
 	VADModel   string `json:"vad_model"`   // finds speech for keyword spotting; default silero-vad ("" = whole input)
 
 	Demo bool `json:"demo"` // embedded broker + collector + sample inputs (make demo)
+}
+
+// SharePolicy is one model's sharing policy.
+type SharePolicy struct {
+	// Evidence: the photo or recording leaves the device never (default),
+	// when the model is uncertain, or always.
+	Evidence string `json:"evidence"`
+	// Form: downscaled (default; a JPEG of at most MaxSide pixels, no
+	// EXIF) or original (the bytes as taken). Recordings go as recorded.
+	Form    string `json:"form,omitempty"`
+	MaxSide int    `json:"max_side,omitempty"` // default 512
+}
+
+// Sharing policy values.
+const (
+	ShareNever     = "never"
+	ShareUncertain = "uncertain"
+	ShareAlways    = "always"
+	FormDownscaled = "downscaled"
+	FormOriginal   = "original"
+	defaultMaxSide = 512
+)
+
+// Policy is model's sharing policy with defaults filled in.
+func (c *Config) Policy(model string) SharePolicy {
+	p := c.Sharing[model]
+	if p.Evidence == "" {
+		p.Evidence = ShareNever
+	}
+	if p.Form == "" {
+		p.Form = FormDownscaled
+	}
+	if p.MaxSide <= 0 {
+		p.MaxSide = defaultMaxSide
+	}
+	return p
 }
 
 // Defaults returns a Config with every default filled in.
@@ -169,6 +208,21 @@ func (c *Config) Validate() error {
 	}
 	if d, err := time.ParseDuration(c.SyncAckWait); err != nil || d <= 0 {
 		return bad("sync_ack_timeout", "%q: want a duration like 30s", c.SyncAckWait)
+	}
+	for model, p := range c.Sharing {
+		switch p.Evidence {
+		case "", ShareNever, ShareUncertain, ShareAlways:
+		default:
+			return bad("sharing", "%s: evidence %q: want never, uncertain or always", model, p.Evidence)
+		}
+		switch p.Form {
+		case "", FormDownscaled, FormOriginal:
+		default:
+			return bad("sharing", "%s: form %q: want downscaled or original", model, p.Form)
+		}
+		if p.MaxSide < 0 || p.MaxSide > 8192 {
+			return bad("sharing", "%s: max_side %d: want 1 to 8192", model, p.MaxSide)
+		}
 	}
 	if c.UpdateMaxBytes < 1<<10 {
 		return bad("update_max_bytes", "%d is too small (at least 1024)", c.UpdateMaxBytes)

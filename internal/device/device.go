@@ -8,10 +8,13 @@ package device
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,7 +173,10 @@ func (d *Device) setupUplink() error {
 	}
 	d.up, err = osync.NewUplink(d.ob, dial, osync.UplinkOptions{Device: c.DeviceID, Budget: d.budget,
 		Version: d.o.Version, Logger: d.log, Probe: probe, AckTimeout: c.AckTimeout(), BatchRecords: c.SyncBatch,
-		HubKeys: c.PinnedHubKeys(), Fetcher: d.fetch, Models: d.InstalledModels})
+		HubKeys: c.PinnedHubKeys(), Fetcher: d.fetch, Models: d.InstalledModels,
+		// Checked again as each piece leaves: a policy tightened since
+		// the photo was kept still holds.
+		MayShare: func(r *outbox.Record) bool { return c.Policy(r.Model).Evidence != ShareNever }})
 	return err
 }
 
@@ -381,8 +387,10 @@ func (d *Device) Infer(ctx context.Context, model string, in models.Input, lang 
 
 // Store appends a result durably and returns once it is on disk; res.ID is
 // set then. At normal priority, a confident blight diagnosis goes up as an
-// alert, and a retake or not-a-leaf answer as bulk.
-func (d *Device) Store(ctx context.Context, res *models.Result, prio outbox.Priority) (*outbox.Record, error) {
+// alert, and a retake or not-a-leaf answer as bulk. raw is the input: kept
+// as evidence (a second record in the evidence tier, sent after every
+// label) only when the model's sharing policy allows it for this answer.
+func (d *Device) Store(ctx context.Context, res *models.Result, prio outbox.Priority, raw []byte) (*outbox.Record, error) {
 	if d.ob == nil {
 		return nil, errors.New("device: no outbox (set a data dir)")
 	}
@@ -399,13 +407,72 @@ func (d *Device) Store(ctx context.Context, res *models.Result, prio outbox.Prio
 		}
 	}
 	rec := &outbox.Record{Device: d.cfg.DeviceID, Model: res.Model, Version: res.Version, Task: string(res.Task), Priority: prio, Output: out}
+	ev, err := d.evidence(res, raw)
+	if err != nil {
+		// The answer matters more than its photo: stored without it.
+		d.log.Warn("evidence not kept", "model", res.Model, "err", err)
+	}
+	if ev != nil {
+		rec.Evidence = ev.ref
+	}
 	id, err := d.ob.Append(ctx, rec, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: result not stored: %w", res.Input, err)
 	}
 	res.ID = id.String()
+	if ev != nil {
+		of, _ := json.Marshal(map[string]string{"of": id.String()})
+		evRec := &outbox.Record{Device: d.cfg.DeviceID, Model: res.Model, Version: res.Version, Task: EvidenceTask,
+			Priority: outbox.Bulk, Tier: outbox.TierEvidence, Output: of, Evidence: ev.ref}
+		if _, err := d.ob.Append(ctx, evRec, ev.data); err != nil {
+			d.log.Warn("evidence not kept", "model", res.Model, "id", res.ID, "err", err)
+		}
+	}
 	if d.up != nil {
 		d.up.Notify()
 	}
 	return rec, nil
+}
+
+// EvidenceTask is the task of an evidence record: its output names the
+// result it belongs to ({"of": ID}); its blob is the photo or recording.
+const EvidenceTask = "evidence"
+
+type keptEvidence struct {
+	ref  *outbox.Evidence
+	data []byte
+}
+
+// evidence applies the model's sharing policy to one answer: nil when
+// nothing may leave, else what may, in the form the policy says.
+func (d *Device) evidence(res *models.Result, raw []byte) (*keptEvidence, error) {
+	p := d.cfg.Policy(res.Model)
+	if len(raw) == 0 || !Shares(p, res.Output) {
+		return nil, nil
+	}
+	data, ctype := raw, http.DetectContentType(raw)
+	if strings.HasPrefix(ctype, "image/") && p.Form == FormDownscaled {
+		var err error
+		if data, err = models.Downscale(raw, p.MaxSide); err != nil {
+			return nil, err
+		}
+		ctype = "image/jpeg"
+	}
+	sum := sha256.Sum256(data)
+	return &keptEvidence{ref: &outbox.Evidence{ContentType: ctype, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}, data: data}, nil
+}
+
+// Shares says whether policy p lets an answer's evidence leave: always,
+// or when uncertain — an image answer the model was not sure of (not a
+// retake: the photo itself was the problem), never a confident answer.
+func Shares(p SharePolicy, output any) bool {
+	switch p.Evidence {
+	case ShareAlways:
+		return true
+	case ShareUncertain:
+		if cr, ok := output.(*models.ClassResult); ok {
+			return cr.Uncertain && cr.Outcome != models.OutcomeRetake
+		}
+	}
+	return false
 }

@@ -1,0 +1,96 @@
+package hub
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+// EvidenceInfo describes one piece of evidence a device uploaded (or is
+// uploading): the photo or recording behind result Of.
+type EvidenceInfo struct {
+	Device      string    `json:"device"`
+	ID          outbox.ID `json:"id"` // the evidence record
+	Of          outbox.ID `json:"of"` // the result
+	ContentType string    `json:"content_type"`
+	Size        int64     `json:"size"`
+	SHA256      string    `json:"sha256"`
+	Have        int64     `json:"have"`
+	Complete    bool      `json:"complete"`
+	Received    time.Time `json:"received"`
+	Refused     string    `json:"refused,omitempty"` // set only in the answer to a chunk
+}
+
+func newEvidenceInfo(device string, c *osync.EvidenceChunk, received time.Time) EvidenceInfo {
+	return EvidenceInfo{Device: device, ID: c.ID, Of: c.Of, ContentType: c.ContentType, Size: c.Size,
+		SHA256: hex.EncodeToString(c.SHA256[:]), Received: received}
+}
+
+// applyChunk is the one rule both stores follow: a chunk lands only at
+// the offset stored so far (anything else just learns that offset); the
+// first bytes must look like a photo or a recording; the whole must match
+// its SHA-256. keep false: drop what is stored (refused).
+func applyChunk(info EvidenceInfo, data []byte, c *osync.EvidenceChunk) (EvidenceInfo, []byte, bool) {
+	if info.Complete || c.Offset != info.Have || len(c.Data) == 0 {
+		return info, data, true
+	}
+	if info.Size != c.Size || info.SHA256 != hex.EncodeToString(c.SHA256[:]) || info.Of != c.Of {
+		info.Refused = "chunk disagrees with the upload's size, digest or result"
+		return info, nil, false
+	}
+	if info.Have == 0 {
+		if kind := http.DetectContentType(c.Data); !strings.HasPrefix(kind, "image/") && !strings.HasPrefix(kind, "audio/") {
+			info.Refused = fmt.Sprintf("not a photo or recording (%s)", kind)
+			return info, nil, false
+		}
+	}
+	data = append(data, c.Data...)
+	info.Have = int64(len(data))
+	if info.Have == info.Size {
+		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != info.SHA256 {
+			info.Refused = "sha256 of the evidence does not match the record's"
+			return info, nil, false
+		}
+		info.Complete = true
+	}
+	return info, data, true
+}
+
+// handleEvidence stores one uploaded chunk and answers with what the hub
+// has: go on from there, done, or refused.
+func (c *Collector) handleEvidence(ctx context.Context, conn osync.Conn, device string, payload []byte, now time.Time) {
+	ch, err := osync.DecodeEvidenceChunk(payload)
+	if err != nil {
+		c.malformed.Add(1)
+		c.log.Warn("collector: evidence chunk rejected", "device", device, "err", err)
+		return
+	}
+	info, err := c.st.PutEvidence(ctx, device, ch, now)
+	if err != nil {
+		c.log.Error("collector: storing evidence failed (the device resends)", "device", device, "err", err)
+		return
+	}
+	a := &osync.EvidenceAck{ID: ch.ID, Have: info.Have, State: osync.EvidencePartial}
+	switch {
+	case info.Refused != "":
+		a.State, a.Reason = osync.EvidenceRefused, info.Refused
+		c.evRefused.Add(1)
+		c.log.Warn("collector: evidence refused", "device", device, "id", ch.ID.String(), "reason", info.Refused)
+	case info.Complete:
+		a.State = osync.EvidenceStored
+		if len(ch.Data) > 0 && ch.Offset+int64(len(ch.Data)) == info.Size {
+			c.evStored.Add(1)
+		}
+	}
+	c.evBytes.Add(int64(len(ch.Data)))
+	if err := conn.Publish(ctx, osync.CmdTopic(device), 1, false, osync.EncodeEvidenceAck(a, device, c.o.Key)); err != nil {
+		c.log.Warn("collector: evidence ack not sent", "device", device, "err", err)
+	}
+}

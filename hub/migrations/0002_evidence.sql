@@ -1,0 +1,16 @@
+-- outpost hub schema, version 2: evidence (photos, recordings) uploaded by
+-- devices whose sharing policy lets them go, in chunks.
+CREATE TABLE evidence (
+    device       text        NOT NULL,
+    id           uuid        NOT NULL, -- the evidence record
+    of           uuid        NOT NULL, -- the result it belongs to
+    content_type text        NOT NULL,
+    size         bigint      NOT NULL,
+    sha256       text        NOT NULL,
+    have         bigint      NOT NULL DEFAULT 0,
+    complete     boolean     NOT NULL DEFAULT false,
+    received     timestamptz NOT NULL,
+    data         bytea       NOT NULL DEFAULT '',
+    PRIMARY KEY (device, id)
+);
+CREATE INDEX evidence_of ON evidence (device, of);

@@ -1,0 +1,266 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"image"
+	"image/jpeg"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	gosync "sync"
+	"testing"
+	"time"
+
+	"golang.org/x/image/draw"
+
+	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/internal/testutil"
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+// sniffer records every payload on the broker (what "on the wire" means
+// for the policy test).
+type sniffer struct {
+	mu   gosync.Mutex
+	msgs map[string][][]byte // topic kind -> payloads
+}
+
+func sniff(t *testing.T, url string) *sniffer {
+	s := &sniffer{msgs: map[string][][]byte{}}
+	conn, err := testutil.Dialer(t, url, true)(context.Background(), "sniffer", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	err = conn.Subscribe(context.Background(), "outpost/v1/#", 1, func(m osync.Message) {
+		_, kind, _ := osync.DeviceFromTopic(m.Topic)
+		s.mu.Lock()
+		s.msgs[kind] = append(s.msgs[kind], append([]byte(nil), m.Payload...))
+		s.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// carries says whether any payload device → hub contains b (a run of a
+// photo's bytes).
+func (s *sniffer) carries(b []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for kind, ms := range s.msgs {
+		if kind == "cmd" || kind == "ack" {
+			continue
+		}
+		for _, m := range ms {
+			if bytes.Contains(m, b) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *sniffer) count(kind string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.msgs[kind])
+}
+
+// bigPhoto is a sample leaf blown up to a phone camera's size.
+func bigPhoto(t *testing.T, path string, side int) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	src, err := jpeg.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := image.NewRGBA(image.Rect(0, 0, side, side))
+	draw.CatmullRom.Scale(dst, dst.Bounds(), src, src.Bounds(), draw.Src, nil)
+	var out bytes.Buffer
+	jpeg.Encode(&out, dst, &jpeg.Options{Quality: 90})
+	return out.Bytes()
+}
+
+type evidenceRig struct {
+	t      *testing.T
+	bin    string
+	broker *testutil.Broker
+	proxy  *testutil.Proxy
+	hub    *testutil.Hub
+	sniff  *sniffer
+	models string
+	data   string
+	p      *proc
+}
+
+func (r *evidenceRig) serve(sharing map[string]any) {
+	cfg, _ := json.Marshal(map[string]any{"device_id": "kiosk-ev", "broker": r.proxy.URL(), "data_dir": r.data,
+		"daily_budget": "20MB", "sharing": sharing})
+	path := filepath.Join(r.t.TempDir(), "config.json")
+	os.WriteFile(path, cfg, 0o644)
+	cmd := exec.Command(r.bin, "serve", "--listen", "127.0.0.1:0", "--models-dir", r.models, "--config", path)
+	cmd.Env = append(os.Environ(), "OUTPOST_ORT_LIB="+testutil.LibPath(r.t))
+	r.p = startCmd(r.t, cmd)
+}
+
+func (r *evidenceRig) stop() {
+	r.p.cmd.Process.Signal(os.Interrupt)
+	<-r.p.exit
+}
+
+func (r *evidenceRig) post(photo []byte) (id string, uncertain bool) {
+	r.t.Helper()
+	resp, err := http.Post(r.p.url+"/v1/models/crop-disease/infer", "image/jpeg", bytes.NewReader(photo))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var res struct {
+		ID     string `json:"id"`
+		Result struct {
+			Uncertain bool `json:"uncertain"`
+		} `json:"result"`
+	}
+	json.NewDecoder(resp.Body).Decode(&res)
+	if resp.StatusCode != 201 || res.ID == "" {
+		r.t.Fatalf("infer: %d %+v", resp.StatusCode, res)
+	}
+	return res.ID, res.Result.Uncertain
+}
+
+func (r *evidenceRig) waitFor(what string, cond func() bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("timed out waiting for %s\n%s", what, r.p.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (r *evidenceRig) stored() int { n, _ := r.hub.C.Count(); return n }
+
+func (r *evidenceRig) evidence() []hub.EvidenceInfo {
+	l, _ := r.hub.C.Store().EvidenceList(context.Background())
+	return l
+}
+
+// TestEvidence_PolicyAndUpload: with the default policy no photo byte
+// reaches the broker; with "uncertain" only the photo the model was unsure
+// of goes, downscaled, after every label, through two link cuts, inside
+// the budget, and is deleted on the device only once the hub has all of
+// it; with "always"/"original" the photo goes as taken.
+func TestEvidence_PolicyAndUpload(t *testing.T) {
+	r := &evidenceRig{t: t, bin: buildOutpost(t)}
+	r.broker = testutil.StartMosquitto(t, false)
+	r.proxy = testutil.StartProxy(t, r.broker.Addr())
+	r.hub = testutil.StartCollector(t, filepath.Join(t.TempDir(), "hub.db"), r.broker.URL())
+	r.sniff = sniff(t, r.broker.URL())
+	dir := t.TempDir()
+	r.models, r.data = filepath.Join(dir, "models"), filepath.Join(dir, "data")
+	copyFolder(t, filepath.Join(testutil.ModelsDir(t), "crop-disease"), filepath.Join(r.models, "crop-disease"))
+	samples := filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples")
+	unsure := bigPhoto(t, filepath.Join(samples, "mosaic.jpg"), 2400)
+	sure := bigPhoto(t, filepath.Join(samples, "leaf_spot.jpg"), 2400)
+	// A run from the middle of each photo: present in any message that
+	// carries the photo as taken.
+	mid := func(b []byte) []byte { return b[len(b)/2 : len(b)/2+64] }
+
+	// 1. Default policy (never).
+	r.serve(nil)
+	if _, u := r.post(unsure); !u {
+		t.Fatal("the enlarged mosaic sample is not an uncertain answer any more: pick another")
+	}
+	r.post(sure)
+	r.waitFor("2 results at the hub", func() bool { return r.stored() == 2 })
+	time.Sleep(500 * time.Millisecond)
+	if r.sniff.carries([]byte{0xff, 0xd8, 0xff}) || r.sniff.count("evidence") > 0 || len(r.evidence()) > 0 {
+		t.Fatalf("a photo left the device under the default policy (evidence messages %d)", r.sniff.count("evidence"))
+	}
+	r.stop()
+
+	// 2. Evidence when uncertain, as taken, over a slow link cut twice.
+	r.proxy.Rate(64 << 10)
+	r.serve(map[string]any{"crop-disease": map[string]any{"evidence": "uncertain", "form": "original"}})
+	unsureID, _ := r.post(unsure)
+	sureID, _ := r.post(sure)
+	r.waitFor("4 results at the hub", func() bool { return r.stored() == 4 })
+	if n := len(r.evidence()); n != 0 {
+		t.Fatalf("evidence complete before the labels were in: %d", n)
+	}
+	for cut := int64(1); cut <= 2; cut++ {
+		r.waitFor("evidence bytes flowing", func() bool { return r.hub.C.Stats().EvBytes >= cut*int64(len(unsure))/3 })
+		r.proxy.Reset()
+	}
+	r.proxy.Rate(0)
+	r.waitFor("the evidence stored at the hub", func() bool { return len(r.evidence()) == 1 })
+	ev := r.evidence()[0]
+	if ev.Of.String() != unsureID {
+		t.Fatalf("evidence stored for %s, want the uncertain result %s (the confident one is %s)", ev.Of, unsureID, sureID)
+	}
+	of, _ := outbox.ParseID(unsureID)
+	info, data, err := r.hub.C.Store().Evidence(context.Background(), "kiosk-ev", of)
+	if err != nil || info == nil || !bytes.Equal(data, unsure) {
+		t.Fatalf("evidence by result: %v (%d bytes, the photo has %d)", err, len(data), len(unsure))
+	}
+	if r.sniff.carries(mid(sure)) {
+		t.Fatal("the confident photo went on the wire under an \"uncertain\" policy")
+	}
+	var st struct {
+		EvidenceWaiting int64 `json:"evidence_waiting_bytes"`
+		Sync            struct {
+			Tiers    map[string]int64    `json:"budget_used_by_tier"`
+			Evidence osync.EvidenceStats `json:"evidence"`
+		} `json:"sync"`
+		Sharing struct {
+			Text []string `json:"text"`
+		} `json:"sharing"`
+	}
+	r.waitFor("the device to delete the uploaded evidence", func() bool {
+		resp, err := http.Get(r.p.url + "/v1/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		json.NewDecoder(resp.Body).Decode(&st)
+		return st.EvidenceWaiting == 0 && st.Sync.Evidence.Uploaded == 1
+	})
+	if st.Sync.Tiers["evidence"] < info.Size || st.Sync.Tiers["labels"] == 0 {
+		t.Fatalf("budget by tier: %v (evidence of %d bytes)", st.Sync.Tiers, info.Size)
+	}
+	hubBytes := r.hub.C.Stats().EvBytes
+	t.Logf("uncertain photo sent as taken: %d bytes; %d chunk bytes reached the hub through 2 link cuts (%d re-sent); budget by tier %v",
+		info.Size, hubBytes, hubBytes-info.Size, st.Sync.Tiers)
+	if hubBytes-info.Size > 2*osync.DefaultEvidenceChunk {
+		t.Fatalf("re-sent %d bytes through 2 cuts: more than a chunk each", hubBytes-info.Size)
+	}
+	r.stop()
+
+	// 3. Always, downscaled.
+	r.serve(map[string]any{"crop-disease": map[string]any{"evidence": "always"}})
+	sureID, _ = r.post(sure)
+	r.waitFor("the downscaled photo at the hub", func() bool { return len(r.evidence()) == 2 })
+	of, _ = outbox.ParseID(sureID)
+	info, data, _ = r.hub.C.Store().Evidence(context.Background(), "kiosk-ev", of)
+	img, err := jpeg.Decode(bytes.NewReader(data))
+	sum := sha256.Sum256(data)
+	if err != nil || hex.EncodeToString(sum[:]) != info.SHA256 || max(img.Bounds().Dx(), img.Bounds().Dy()) != 512 {
+		t.Fatalf("downscaled evidence: %v, size %v", err, img.Bounds())
+	}
+	if r.sniff.carries(mid(sure)) {
+		t.Fatal("the photo as taken went on the wire under a downscaled policy")
+	}
+	t.Logf("confident photo: %d bytes as taken, %d bytes downscaled to 512 px", len(sure), len(data))
+}
