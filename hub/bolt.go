@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -31,6 +32,7 @@ var (
 	bMeta    = []byte("meta")          // client_id -> the collector's MQTT client id
 	bEvMeta  = []byte("evidence")      // resultKey(device, evidence id) -> EvidenceInfo JSON
 	bEvData  = []byte("evidence_data") // resultKey(device, evidence id) -> the bytes so far
+	bReviews = []byte("reviews")       // resultKey(device, result id) -> StoredReview JSON
 )
 
 // OpenBolt opens (or creates) a bbolt store at path.
@@ -49,7 +51,7 @@ func OpenBolt(path string) (*BoltStore, error) {
 		d.Close()
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bResults, bDevices, bMeta, bEvMeta, bEvData} {
+		for _, b := range [][]byte{bResults, bDevices, bMeta, bEvMeta, bEvData, bReviews} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -265,4 +267,84 @@ func (s *BoltStore) EvidenceList(context.Context) ([]EvidenceInfo, error) {
 		})
 	})
 	return out, err
+}
+
+// Result implements Store.
+func (s *BoltStore) Result(_ context.Context, device string, id outbox.ID) (*StoredResult, error) {
+	var out *StoredResult
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bResults).Get(resultKey(device, id))
+		if len(v) < 8 {
+			return nil
+		}
+		r, err := outbox.DecodeRecord(v[8:])
+		if err != nil {
+			return err
+		}
+		out = &StoredResult{Received: time.UnixMilli(int64(binary.BigEndian.Uint64(v))).UTC(), Record: r}
+		return nil
+	})
+	return out, err
+}
+
+// PutReview implements Store.
+func (s *BoltStore) PutReview(_ context.Context, r *osync.Review) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, k := tx.Bucket(bReviews), resultKey(r.Device, r.Of)
+		if b.Get(k) != nil {
+			return ErrReviewed
+		}
+		v, _ := json.Marshal(StoredReview{Review: *r})
+		return b.Put(k, v)
+	})
+}
+
+// ReviewOf implements Store.
+func (s *BoltStore) ReviewOf(_ context.Context, device string, of outbox.ID) (*StoredReview, error) {
+	var out *StoredReview
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bReviews).Get(resultKey(device, of)); v != nil {
+			out = &StoredReview{}
+			return json.Unmarshal(v, out)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Reviews implements Store.
+func (s *BoltStore) Reviews(_ context.Context, device string, undelivered bool) ([]StoredReview, error) {
+	var out []StoredReview
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bReviews).ForEach(func(_, v []byte) error {
+			var r StoredReview
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			if (device == "" || r.Device == device) && !(undelivered && r.Delivered) {
+				out = append(out, r)
+			}
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out, err
+}
+
+// MarkDelivered implements Store.
+func (s *BoltStore) MarkDelivered(_ context.Context, device string, of outbox.ID) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, k := tx.Bucket(bReviews), resultKey(device, of)
+		v := b.Get(k)
+		if v == nil {
+			return fmt.Errorf("no review of %s %s", device, of)
+		}
+		var r StoredReview
+		if err := json.Unmarshal(v, &r); err != nil {
+			return err
+		}
+		r.Delivered = true
+		nv, _ := json.Marshal(r)
+		return b.Put(k, nv)
+	})
 }

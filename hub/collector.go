@@ -58,6 +58,9 @@ type CollectorStats struct {
 	Evidence   int64 `json:"evidence"`    // pieces of evidence stored whole
 	EvRefused  int64 `json:"evidence_refused"`
 	EvBytes    int64 `json:"evidence_bytes"`
+	Reviews    int64 `json:"reviews"`      // reviews posted
+	Sent       int64 `json:"reviews_sent"` // review messages sent to devices
+	BadReviews int64 `json:"bad_reviews"`  // refused: unknown result, duplicate, malformed
 }
 
 // Collector stores devices' results on the hub, idempotently by record ID,
@@ -71,6 +74,8 @@ type Collector struct {
 	batches, stored, dups, malformed, acks, rejected, refused, deferred atomic.Int64
 	offers, chunks, chunkBytes, badFetches                              atomic.Int64
 	evStored, evRefused, evBytes                                        atomic.Int64
+	reviews, reviewsSent, badReviews                                    atomic.Int64
+	deliver                                                             chan string // devices with a new review
 	err                                                                 error       // the session's last handling error (session goroutine only)
 	connected                                                           atomic.Bool // subscribed and the session up (healthz)
 	closeOnce                                                           gosync.Once
@@ -121,7 +126,7 @@ func New(st Store, o CollectorOptions) (*Collector, error) {
 		}
 		o.ClientID = id
 	}
-	return &Collector{st: st, o: o, log: o.Logger, in: make(chan msg, 256), ready: make(chan struct{})}, nil
+	return &Collector{st: st, o: o, log: o.Logger, in: make(chan msg, 256), ready: make(chan struct{}), deliver: make(chan string, 64)}, nil
 }
 
 // ClientID is the MQTT client id this collector connects with.
@@ -145,7 +150,8 @@ func (c *Collector) Stats() CollectorStats {
 	return CollectorStats{Batches: c.batches.Load(), Stored: c.stored.Load(), Duplicates: c.dups.Load(),
 		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load(), Deferred: c.deferred.Load(),
 		Offers: c.offers.Load(), Chunks: c.chunks.Load(), ChunkBytes: c.chunkBytes.Load(), BadFetches: c.badFetches.Load(),
-		Evidence: c.evStored.Load(), EvRefused: c.evRefused.Load(), EvBytes: c.evBytes.Load()}
+		Evidence: c.evStored.Load(), EvRefused: c.evRefused.Load(), EvBytes: c.evBytes.Load(),
+		Reviews: c.reviews.Load(), Sent: c.reviewsSent.Load(), BadReviews: c.badReviews.Load()}
 }
 
 // Run connects (retrying with jittered backoff), subscribes to every
@@ -219,6 +225,8 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 			return ctx.Err()
 		case <-conn.Done():
 			return fmt.Errorf("connection lost: %w", conn.Err())
+		case dev := <-c.deliver:
+			c.deliverReviews(ctx, conn, dev)
 		case m := <-c.in:
 			held = c.next(ctx, conn, append(held, m))
 			// Held messages need no new arrival to be handled.
@@ -302,11 +310,16 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 		case "status":
 			if st := c.recordStatus(ctx, device, m, now); st != nil && !m.retained && st.State == "online" {
 				c.offer(ctx, conn, device, st)
+				c.deliverReviews(ctx, conn, device)
 			}
 		case "fetch":
 			c.serveChunk(ctx, conn, device, m.payload)
 		case "evidence":
-			c.handleEvidence(ctx, conn, device, m.payload, now)
+			if osync.IsReceipt(m.payload) {
+				c.handleReceipt(ctx, device, m.payload)
+			} else {
+				c.handleEvidence(ctx, conn, device, m.payload, now)
+			}
 		case "results":
 			b, err := osync.DecodeBatch(m.payload)
 			if err != nil {

@@ -142,6 +142,7 @@ func (c *Collector) Handler() http.Handler {
 		}
 		writeJSON(w, map[string]any{"rule": OutbreakRule, "outbreaks": obs})
 	})
+	c.reviewRoutes(mux)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, http.StatusNotFound, "not_found", fmt.Errorf("no hub API route %s %s", r.Method, r.URL.Path))
 	})

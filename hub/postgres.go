@@ -476,3 +476,76 @@ func (s *PGStore) EvidenceList(ctx context.Context) ([]EvidenceInfo, error) {
 	}
 	return out, rows.Err()
 }
+
+// Result implements Store.
+func (s *PGStore) Result(ctx context.Context, device string, id outbox.ID) (*StoredResult, error) {
+	var rcv time.Time
+	var raw []byte
+	err := s.pool.QueryRow(ctx, `SELECT received, record FROM results WHERE device = $1 AND id = $2::uuid`, device, id.String()).Scan(&rcv, &raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hub: result: %w", err)
+	}
+	r, err := outbox.DecodeRecord(raw)
+	if err != nil {
+		return nil, fmt.Errorf("hub: stored record: %w", err)
+	}
+	return &StoredResult{Received: rcv.UTC(), Record: r}, nil
+}
+
+// PutReview implements Store.
+func (s *PGStore) PutReview(ctx context.Context, r *osync.Review) error {
+	tag, err := s.pool.Exec(ctx, `INSERT INTO reviews (device, of, review, created) VALUES ($1, $2::uuid, $3, $4) ON CONFLICT DO NOTHING`,
+		r.Device, r.Of.String(), r, r.Time)
+	if err != nil {
+		return fmt.Errorf("hub: review: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrReviewed
+	}
+	return nil
+}
+
+// ReviewOf implements Store.
+func (s *PGStore) ReviewOf(ctx context.Context, device string, of outbox.ID) (*StoredReview, error) {
+	var out StoredReview
+	err := s.pool.QueryRow(ctx, `SELECT review, delivered FROM reviews WHERE device = $1 AND of = $2::uuid`, device, of.String()).
+		Scan(&out.Review, &out.Delivered)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hub: review: %w", err)
+	}
+	return &out, nil
+}
+
+// Reviews implements Store.
+func (s *PGStore) Reviews(ctx context.Context, device string, undelivered bool) ([]StoredReview, error) {
+	rows, err := s.pool.Query(ctx, `SELECT review, delivered FROM reviews
+		WHERE ($1 = '' OR device = $1) AND NOT ($2 AND delivered) ORDER BY created`, device, undelivered)
+	if err != nil {
+		return nil, fmt.Errorf("hub: reviews: %w", err)
+	}
+	defer rows.Close()
+	var out []StoredReview
+	for rows.Next() {
+		var r StoredReview
+		if err := rows.Scan(&r.Review, &r.Delivered); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// MarkDelivered implements Store.
+func (s *PGStore) MarkDelivered(ctx context.Context, device string, of outbox.ID) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE reviews SET delivered = true WHERE device = $1 AND of = $2::uuid`, device, of.String())
+	if err == nil && tag.RowsAffected() == 0 {
+		err = fmt.Errorf("no review of %s %s", device, of)
+	}
+	return err
+}

@@ -40,6 +40,17 @@ type Store interface {
 	Evidence(ctx context.Context, device string, of outbox.ID) (*EvidenceInfo, []byte, error)
 	// EvidenceList lists complete evidence (for review).
 	EvidenceList(ctx context.Context) ([]EvidenceInfo, error)
+	// Result returns one stored result, or nil.
+	Result(ctx context.Context, device string, id outbox.ID) (*StoredResult, error)
+	// PutReview stores a review (ErrReviewed if the result has one).
+	PutReview(ctx context.Context, r *osync.Review) error
+	// ReviewOf returns the review of a result, or nil.
+	ReviewOf(ctx context.Context, device string, of outbox.ID) (*StoredReview, error)
+	// Reviews lists reviews of one device ("" all), only undelivered ones
+	// when asked, oldest first.
+	Reviews(ctx context.Context, device string, undelivered bool) ([]StoredReview, error)
+	// MarkDelivered records the device's receipt of a review.
+	MarkDelivered(ctx context.Context, device string, of outbox.ID) error
 	// ClientID is this hub's MQTT client id: made once, then kept.
 	ClientID(ctx context.Context) (string, error)
 	Close() error

@@ -1,7 +1,9 @@
 package hub_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -67,6 +69,98 @@ func storeSuite(t *testing.T, open func(t *testing.T) hub.Store) {
 		devs, _ := st.Devices(ctx)
 		if len(devs) != 1 || devs[0].Backlog != 7 || devs[0].Device != "pi-2" {
 			t.Fatalf("devices %+v", devs)
+		}
+	})
+	t.Run("Evidence", func(t *testing.T) {
+		st := open(t)
+		photo, _ := os.ReadFile(filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples", "rust.jpg"))
+		sum := sha256.Sum256(photo)
+		of := g.New()
+		chunk := func(id outbox.ID, off int, data []byte, digest [32]byte) *osync.EvidenceChunk {
+			return &osync.EvidenceChunk{ID: id, Of: of, Size: int64(len(photo)), Offset: int64(off), SHA256: digest, ContentType: "image/jpeg", Data: data}
+		}
+		id := g.New()
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		put := func(c *osync.EvidenceChunk) hub.EvidenceInfo {
+			t.Helper()
+			info, err := st.PutEvidence(ctx, "pi-3", c, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return info
+		}
+		if i := put(chunk(id, 0, nil, sum)); i.Have != 0 || i.Complete {
+			t.Fatalf("probe: %+v", i)
+		}
+		if i := put(chunk(id, 0, photo[:10000], sum)); i.Have != 10000 {
+			t.Fatalf("first chunk: %+v", i)
+		}
+		if i := put(chunk(id, 0, photo[:10000], sum)); i.Have != 10000 {
+			t.Fatalf("the same chunk again (a resend): %+v", i)
+		}
+		if i := put(chunk(id, 20000, photo[20000:30000], sum)); i.Have != 10000 {
+			t.Fatalf("a chunk past the gap must not land: %+v", i)
+		}
+		if info, _, _ := st.Evidence(ctx, "pi-3", of); info != nil {
+			t.Fatal("incomplete evidence is listed")
+		}
+		if i := put(chunk(id, 10000, photo[10000:], sum)); !i.Complete || i.Have != int64(len(photo)) {
+			t.Fatalf("last chunk: %+v", i)
+		}
+		info, data, err := st.Evidence(ctx, "pi-3", of)
+		if err != nil || info == nil || !bytes.Equal(data, photo) || info.ID != id {
+			t.Fatalf("stored evidence: %+v %v", info, err)
+		}
+		// Refusals: not a photo; a digest that does not match.
+		if i := put(chunk(g.New(), 0, []byte("#!/bin/sh\nrm -rf /\n"), sum)); i.Refused == "" {
+			t.Fatalf("a script accepted as evidence: %+v", i)
+		}
+		var wrong [32]byte
+		bad := g.New()
+		put(chunk(bad, 0, photo[:10000], wrong))
+		if i := put(chunk(bad, 10000, photo[10000:], wrong)); i.Refused == "" || i.Complete {
+			t.Fatalf("a digest mismatch accepted: %+v", i)
+		}
+		if l, _ := st.EvidenceList(ctx); len(l) != 1 || l[0].Of != of {
+			t.Fatalf("list: %+v", l)
+		}
+	})
+	t.Run("Reviews", func(t *testing.T) {
+		st := open(t)
+		r := rec("pi-4")
+		if _, err := st.Commit(ctx, []*osync.Batch{{ID: g.New(), Device: "pi-4", Records: []*outbox.Record{r}}}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := st.Result(ctx, "pi-4", r.ID); err != nil || got == nil || got.Record.ID != r.ID {
+			t.Fatalf("result: %+v %v", got, err)
+		}
+		if got, _ := st.Result(ctx, "pi-5", r.ID); got != nil {
+			t.Fatal("a result found under another device")
+		}
+		rv := &osync.Review{Device: "pi-4", Of: r.ID, Label: "rust", Advice: "Remove infected leaves.", Lang: "en", Time: time.Now().UTC().Truncate(time.Millisecond)}
+		if err := st.PutReview(ctx, rv); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.PutReview(ctx, rv); !errors.Is(err, hub.ErrReviewed) {
+			t.Fatalf("duplicate review: %v", err)
+		}
+		if got, err := st.ReviewOf(ctx, "pi-4", r.ID); err != nil || got == nil || got.Label != "rust" || got.Delivered {
+			t.Fatalf("review of: %+v %v", got, err)
+		}
+		if l, _ := st.Reviews(ctx, "pi-4", true); len(l) != 1 || l[0].Advice != rv.Advice {
+			t.Fatalf("undelivered: %+v", l)
+		}
+		if err := st.MarkDelivered(ctx, "pi-4", r.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.MarkDelivered(ctx, "pi-4", g.New()); err == nil {
+			t.Fatal("a receipt for no review accepted")
+		}
+		if l, _ := st.Reviews(ctx, "pi-4", true); len(l) != 0 {
+			t.Fatalf("delivered still undelivered: %+v", l)
+		}
+		if l, _ := st.Reviews(ctx, "", false); len(l) != 1 || !l[0].Delivered {
+			t.Fatalf("all reviews: %+v", l)
 		}
 	})
 	t.Run("ClientIDKept", func(t *testing.T) {

@@ -225,6 +225,8 @@ func CmdKind(msg []byte) string {
 		return "chunk"
 	case kindEvidenceAck:
 		return "evidence-ack"
+	case kindReview:
+		return "review"
 	}
 	return ""
 }

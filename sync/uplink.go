@@ -47,6 +47,9 @@ type UplinkOptions struct {
 	MayShare func(*outbox.Record) bool
 	// EvidenceChunk is the evidence upload's chunk size; default 16 KiB.
 	EvidenceChunk int
+	// OnReview stores an expert's review durably (the device's store); a
+	// nil error, or ErrDuplicate, sends the hub a receipt.
+	OnReview func(*Review) error
 	// Models reports the installed models for the status message.
 	Models func() map[string]int64
 	Logger *slog.Logger
@@ -124,6 +127,7 @@ type Uplink struct {
 
 	ev                                                           *upload // evidence being uploaded (session goroutine)
 	evUploaded, evRefused, evWithheld, evBytes, evResent, evWire atomic.Int64
+	reviews, reviewsDup, reviewsRefused                          atomic.Int64
 
 	// sent remembers the records of the last maxRecent batches this device
 	// published (the session goroutine alone touches it). An ack is applied
@@ -398,6 +402,8 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 			switch k := CmdKind(m); {
 			case k == "evidence-ack":
 				u.handleEvidenceAck(m)
+			case k == "review":
+				u.handleReview(ctx, conn, m)
 			case k == "offer" && u.o.Fetcher != nil:
 				u.o.Fetcher.HandleOffer(m)
 			case k == "chunk" && u.o.Fetcher != nil:
@@ -476,6 +482,39 @@ func (u *Uplink) fetchMore(ctx context.Context, conn Conn) error {
 	u.o.Budget.spendOn(now, TierNameUpdates, cost)
 	f.Requested(now, id, i, cost)
 	return nil
+}
+
+// ErrDuplicate, from OnReview: the review is stored already.
+var ErrDuplicate = errors.New("duplicate")
+
+// handleReview stores a review and confirms it to the hub.
+func (u *Uplink) handleReview(ctx context.Context, conn Conn, msg []byte) {
+	r, err := DecodeReview(msg, u.o.Device, u.o.HubKeys)
+	if err != nil {
+		u.reviewsRefused.Add(1)
+		u.log.Warn("sync: review ignored", "err", err)
+		return
+	}
+	if u.o.OnReview == nil {
+		return
+	}
+	switch err := u.o.OnReview(r); {
+	case errors.Is(err, ErrDuplicate):
+		u.reviewsDup.Add(1)
+	case err != nil:
+		u.log.Error("sync: storing a review failed; the hub will send it again", "of", r.Of.String(), "err", err)
+		return
+	default:
+		u.reviews.Add(1)
+	}
+	if err := conn.Publish(ctx, EvidenceTopic(u.o.Device), 1, false, EncodeReceipt(r.Of)); err != nil {
+		u.log.Warn("sync: review receipt not sent", "err", err)
+	}
+}
+
+// ReviewStats: reviews stored, duplicates and refused in this process.
+func (u *Uplink) ReviewStats() (stored, duplicates, refused int64) {
+	return u.reviews.Load(), u.reviewsDup.Load(), u.reviewsRefused.Load()
 }
 
 // retryDeletes deletes records a hub acknowledged earlier that the outbox

@@ -14,3 +14,13 @@ CREATE TABLE evidence (
     PRIMARY KEY (device, id)
 );
 CREATE INDEX evidence_of ON evidence (device, of);
+
+-- Experts' reviews of results, sent back to the device that made them.
+CREATE TABLE reviews (
+    device    text        NOT NULL,
+    of        uuid        NOT NULL, -- the result reviewed
+    review    jsonb       NOT NULL,
+    created   timestamptz NOT NULL,
+    delivered boolean     NOT NULL DEFAULT false,
+    PRIMARY KEY (device, of)
+);

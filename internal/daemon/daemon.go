@@ -57,6 +57,10 @@ type stored struct {
 	Input   string         `json:"input,omitempty"`
 	Result  any            `json:"result"`
 	Timings models.Timings `json:"timings_ms"`
+	// EvidenceShared: the photo or recording will go to the hub for an
+	// expert (the sharing policy allowed it for this answer).
+	EvidenceShared bool          `json:"evidence_shared,omitempty"`
+	Review         *osync.Review `json:"review,omitempty"` // an expert's answer, once received
 }
 
 const recentMax = 100
@@ -134,7 +138,7 @@ func (d *Daemon) inferAndStore(ctx context.Context, model, name string, data []b
 	}
 	d.metrics.stored.WithLabelValues("stored").Inc()
 	s := &stored{ID: res.ID, Created: rec.Created.UTC(), Model: res.Model, Version: res.Version, Task: res.Task,
-		Input: name, Result: res.Output, Timings: res.Timings}
+		Input: name, Result: res.Output, Timings: res.Timings, EvidenceShared: rec.Evidence != nil}
 	d.recentMu.Lock()
 	d.recent = append(d.recent, *s)
 	if len(d.recent) > recentMax {

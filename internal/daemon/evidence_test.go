@@ -8,10 +8,13 @@ import (
 	"encoding/json"
 	"image"
 	"image/jpeg"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	gosync "sync"
 	"testing"
 	"time"
@@ -246,6 +249,82 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 	if hubBytes-info.Size > 2*osync.DefaultEvidenceChunk {
 		t.Fatalf("re-sent %d bytes through 2 cuts: more than a chunk each", hubBytes-info.Size)
 	}
+
+	// The review at the hub, back to the device.
+	api := httptest.NewServer(r.hub.C.Handler())
+	defer api.Close()
+	var aw struct {
+		Awaiting []hub.Awaiting `json:"awaiting"`
+	}
+	getJSON(t, api.URL+"/v1/review", &aw)
+	if len(aw.Awaiting) != 1 || aw.Awaiting[0].Evidence.Of.String() != unsureID || !bytes.Contains(aw.Awaiting[0].Output, []byte(`"top"`)) {
+		t.Fatalf("awaiting review: %+v", aw)
+	}
+	resp, err := http.Get(api.URL + aw.Awaiting[0].URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	photo, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(photo, unsure) || resp.Header.Get("Content-Type") != "image/jpeg" {
+		t.Fatalf("evidence over the API: %d bytes, %s", len(photo), resp.Header.Get("Content-Type"))
+	}
+	post := func(body string) int {
+		resp, err := http.Post(api.URL+"/v1/reviews", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	advice := "Mosaic virus: pull out and burn the sick plants, control aphids, plant clean cuttings."
+	review := `{"device":"kiosk-ev","of":"` + unsureID + `","label":"mosaic","advice":"` + advice + `","lang":"en","reviewer":"A. Agronomist"}`
+	for _, c := range []struct {
+		name, body string
+		want       int
+	}{
+		{"unknown record", `{"device":"kiosk-ev","of":"` + outbox.NewIDGen().New().String() + `","label":"rust"}`, 404},
+		{"another device", `{"device":"kiosk-other","of":"` + unsureID + `","label":"rust"}`, 404},
+		{"no label", `{"device":"kiosk-ev","of":"` + unsureID + `"}`, 400},
+		{"unknown field", `{"device":"kiosk-ev","of":"` + unsureID + `","label":"x","score":1}`, 400},
+		{"the review", review, 201},
+		{"a second answer", review, 409},
+	} {
+		if got := post(c.body); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
+		}
+	}
+	var res struct {
+		Results []struct {
+			ID     string        `json:"id"`
+			Shared bool          `json:"evidence_shared"`
+			Review *osync.Review `json:"review"`
+		} `json:"results"`
+	}
+	r.waitFor("the review on the device", func() bool {
+		getJSON(t, r.p.url+"/v1/results?limit=10", &res)
+		for _, x := range res.Results {
+			if x.ID == unsureID && x.Review != nil {
+				return true
+			}
+		}
+		return false
+	})
+	for _, x := range res.Results {
+		switch {
+		case x.ID == unsureID && (x.Review.Label != "mosaic" || x.Review.Advice != advice || !x.Shared):
+			t.Fatalf("review on the device: %+v", x)
+		case x.ID == sureID && (x.Review != nil || x.Shared):
+			t.Fatalf("the confident result: %+v", x)
+		}
+	}
+	r.waitFor("the hub to see the receipt", func() bool {
+		rv, _ := r.hub.C.Store().ReviewOf(context.Background(), "kiosk-ev", of)
+		return rv != nil && rv.Delivered
+	})
+	if st := r.hub.C.Stats(); st.Reviews != 1 || st.BadReviews != 5 {
+		t.Fatalf("hub review counters: %+v", st)
+	}
 	r.stop()
 
 	// 3. Always, downscaled.
@@ -263,4 +342,23 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 		t.Fatal("the photo as taken went on the wire under a downscaled policy")
 	}
 	t.Logf("confident photo: %d bytes as taken, %d bytes downscaled to 512 px", len(sure), len(data))
+	var rs struct {
+		Reviews []osync.Review `json:"reviews"`
+	}
+	getJSON(t, r.p.url+"/v1/reviews", &rs)
+	if len(rs.Reviews) != 1 || rs.Reviews[0].Of.String() != unsureID {
+		t.Fatalf("the review did not survive a restart: %+v", rs)
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
 }

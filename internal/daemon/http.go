@@ -65,6 +65,9 @@ func (d *Daemon) routes() http.Handler {
 		}
 		io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("GET /v1/reviews", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"reviews": orEmpty(d.dev.Reviews())})
+	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, d.statusBody()) })
 	mux.HandleFunc("GET /v1/models", d.handleModels)
 	mux.HandleFunc("POST /v1/models/{name}/infer", d.handleInfer)
@@ -251,8 +254,20 @@ func (d *Daemon) handleResults(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	d.recentMu.Unlock()
+	for i := range out {
+		if id, err := outbox.ParseID(out[i].ID); err == nil {
+			out[i].Review = d.dev.Review(id)
+		}
+	}
 	if len(out) > limit {
 		out = out[len(out)-limit:]
 	}
 	writeJSON(w, 200, map[string]any{"results": out})
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }

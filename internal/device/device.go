@@ -68,6 +68,7 @@ type Device struct {
 	decode *models.DecodeBudget
 
 	fetch      *osync.Fetcher
+	reviews    *reviewStore
 	rolledBack *osync.UpdateStatus // set by guard when it rolled a model back
 	installMu  gosync.Mutex
 
@@ -138,6 +139,10 @@ func Open(cfg Config, o Options) (*Device, error) {
 			}
 			return nil, err
 		}
+		if d.reviews, err = openReviews(cfg.DataDir); err != nil {
+			d.Close()
+			return nil, err
+		}
 		if cfg.Broker != "" && !o.NoUplink {
 			if err := d.setupUplink(); err != nil {
 				d.Close()
@@ -176,7 +181,14 @@ func (d *Device) setupUplink() error {
 		HubKeys: c.PinnedHubKeys(), Fetcher: d.fetch, Models: d.InstalledModels,
 		// Checked again as each piece leaves: a policy tightened since
 		// the photo was kept still holds.
-		MayShare: func(r *outbox.Record) bool { return c.Policy(r.Model).Evidence != ShareNever }})
+		MayShare: func(r *outbox.Record) bool { return c.Policy(r.Model).Evidence != ShareNever },
+		OnReview: func(r *osync.Review) error {
+			err := d.reviews.add(r)
+			if err == nil {
+				d.log.Info("review received", "of", r.Of.String(), "label", r.Label, "reviewer", r.Reviewer)
+			}
+			return err
+		}})
 	return err
 }
 

@@ -1,0 +1,189 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+// ErrReviewed: the result has a review already.
+var ErrReviewed = errors.New("hub: result already reviewed")
+
+// StoredReview is a review as the hub keeps it.
+type StoredReview struct {
+	osync.Review
+	Delivered bool `json:"delivered"` // the device confirmed it stored it
+}
+
+// Awaiting is a result whose evidence is in and that no one has reviewed.
+type Awaiting struct {
+	Evidence EvidenceInfo    `json:"evidence"`
+	Model    string          `json:"model"`
+	Version  string          `json:"model_version"`
+	Created  time.Time       `json:"created"`
+	Output   json.RawMessage `json:"output"` // the model's answer: label, top-3, confidence
+	URL      string          `json:"evidence_url"`
+}
+
+// awaiting lists evidence without a review, oldest first.
+func (c *Collector) awaiting(ctx context.Context) ([]Awaiting, error) {
+	evs, err := c.st.EvidenceList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []Awaiting{}
+	for _, e := range evs {
+		if r, err := c.st.ReviewOf(ctx, e.Device, e.Of); err != nil || r != nil {
+			continue
+		}
+		a := Awaiting{Evidence: e, URL: "/v1/evidence/" + e.Device + "/" + e.Of.String(), Output: json.RawMessage("null")}
+		if res, err := c.st.Result(ctx, e.Device, e.Of); err == nil && res != nil {
+			a.Model, a.Version, a.Created = res.Record.Model, res.Record.Version, res.Record.Created
+			if json.Valid(res.Record.Output) {
+				a.Output = res.Record.Output
+			}
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// PostReview stores an expert's review of a stored result and queues it
+// for its device. Errors: the result is unknown (ErrUnknownResult), or
+// reviewed already (ErrReviewed), or the review is malformed.
+func (c *Collector) PostReview(ctx context.Context, r *osync.Review) error {
+	if r.Time.IsZero() {
+		r.Time = c.o.Now().UTC()
+	}
+	if err := r.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", osync.ErrMalformed, err)
+	}
+	res, err := c.st.Result(ctx, r.Device, r.Of)
+	if err != nil {
+		return err
+	}
+	if res == nil {
+		return fmt.Errorf("%w: %s has no result %s", ErrUnknownResult, r.Device, r.Of)
+	}
+	if err := c.st.PutReview(ctx, r); err != nil {
+		return err
+	}
+	c.reviews.Add(1)
+	select {
+	case c.deliver <- r.Device:
+	default: // delivered on the device's next status anyway
+	}
+	return nil
+}
+
+// ErrUnknownResult: no stored result has that device and ID.
+var ErrUnknownResult = errors.New("hub: unknown result")
+
+// deliverReviews sends a device the reviews it has not confirmed.
+func (c *Collector) deliverReviews(ctx context.Context, conn osync.Conn, device string) {
+	rs, err := c.st.Reviews(ctx, device, true)
+	if err != nil {
+		c.log.Warn("collector: reviews not read", "device", device, "err", err)
+		return
+	}
+	for _, r := range rs {
+		if err := conn.Publish(ctx, osync.CmdTopic(device), 1, false, osync.EncodeReview(&r.Review, c.o.Key)); err != nil {
+			c.log.Warn("collector: review not sent", "device", device, "err", err)
+			return
+		}
+		c.reviewsSent.Add(1)
+	}
+}
+
+// handleReceipt marks a review delivered.
+func (c *Collector) handleReceipt(ctx context.Context, device string, payload []byte) {
+	of, err := osync.DecodeReceipt(payload)
+	if err == nil {
+		err = c.st.MarkDelivered(ctx, device, of)
+	}
+	if err != nil {
+		c.malformed.Add(1)
+		c.log.Warn("collector: review receipt rejected", "device", device, "err", err)
+	}
+}
+
+// reviewRoutes adds the review API to the hub's handler:
+//
+//	GET  /v1/review                 results with evidence awaiting review
+//	GET  /v1/evidence/{device}/{id} the photo or recording of result id
+//	GET  /v1/reviews                every review, with delivered
+//	POST /v1/reviews                {"device","of","label","advice","lang","reviewer"}
+func (c *Collector) reviewRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/review", func(w http.ResponseWriter, r *http.Request) {
+		list, err := c.awaiting(r.Context())
+		if err != nil {
+			apiFail(w, http.StatusServiceUnavailable, "store", err)
+			return
+		}
+		writeJSON(w, map[string]any{"awaiting": list})
+	})
+	mux.HandleFunc("GET /v1/evidence/{device}/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id, err := outbox.ParseID(r.PathValue("id"))
+		if err != nil {
+			apiFail(w, http.StatusBadRequest, "bad_request", err)
+			return
+		}
+		info, data, err := c.st.Evidence(r.Context(), r.PathValue("device"), id)
+		if err != nil {
+			apiFail(w, http.StatusServiceUnavailable, "store", err)
+			return
+		}
+		if info == nil {
+			apiFail(w, http.StatusNotFound, "not_found", fmt.Errorf("no evidence for %s %s", r.PathValue("device"), id))
+			return
+		}
+		w.Header().Set("Content-Type", info.ContentType)
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Write(data)
+	})
+	mux.HandleFunc("GET /v1/reviews", func(w http.ResponseWriter, r *http.Request) {
+		rs, err := c.st.Reviews(r.Context(), "", false)
+		if err != nil {
+			apiFail(w, http.StatusServiceUnavailable, "store", err)
+			return
+		}
+		if rs == nil {
+			rs = []StoredReview{}
+		}
+		writeJSON(w, map[string]any{"reviews": rs})
+	})
+	mux.HandleFunc("POST /v1/reviews", func(w http.ResponseWriter, r *http.Request) {
+		var rv osync.Review
+		dec := json.NewDecoder(io.LimitReader(r.Body, 16<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rv); err != nil {
+			c.badReviews.Add(1)
+			apiFail(w, http.StatusBadRequest, "bad_request", fmt.Errorf("review: %w", err))
+			return
+		}
+		switch err := c.PostReview(r.Context(), &rv); {
+		case errors.Is(err, ErrUnknownResult):
+			c.badReviews.Add(1)
+			apiFail(w, http.StatusNotFound, "unknown_result", err)
+		case errors.Is(err, ErrReviewed):
+			c.badReviews.Add(1)
+			apiFail(w, http.StatusConflict, "already_reviewed", err)
+		case errors.Is(err, osync.ErrMalformed):
+			c.badReviews.Add(1)
+			apiFail(w, http.StatusBadRequest, "bad_request", err)
+		case err != nil:
+			apiFail(w, http.StatusServiceUnavailable, "store", err)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusCreated)
+			json.NewEncoder(w).Encode(rv)
+		}
+	})
+}

@@ -1,0 +1,107 @@
+package sync
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/outpost-edge/outpost/outbox"
+)
+
+// Reviews: an expert's answer to a result whose evidence reached the hub,
+// sent to the device on its cmd topic ('O' 'R', JSON, signed like acks when
+// the hub has a key); the device confirms it stored it with a receipt on
+// its evidence topic ('O' 'W' | result id [16]) so the hub stops resending.
+
+const (
+	kindReview  = 'R'
+	kindReceipt = 'W'
+	// MaxAdvice bounds a review's advice text.
+	MaxAdvice = 2000
+)
+
+// Review is an expert's answer to one result.
+type Review struct {
+	Device   string    `json:"device"`
+	Of       outbox.ID `json:"of"` // the result reviewed
+	Label    string    `json:"label"`
+	Advice   string    `json:"advice,omitempty"`
+	Lang     string    `json:"lang,omitempty"`
+	Reviewer string    `json:"reviewer,omitempty"`
+	Time     time.Time `json:"time"`
+}
+
+// Validate checks a review's fields (the hub's API and the device both).
+func (r *Review) Validate() error {
+	switch {
+	case !ValidDeviceID(r.Device):
+		return fmt.Errorf("device %q", r.Device)
+	case r.Of == (outbox.ID{}):
+		return fmt.Errorf("no result id")
+	case r.Label == "" || len(r.Label) > 64:
+		return fmt.Errorf("label %q: 1 to 64 bytes", r.Label)
+	case len(r.Advice) > MaxAdvice:
+		return fmt.Errorf("advice of %d bytes (max %d)", len(r.Advice), MaxAdvice)
+	case len(r.Lang) > 8 || len(r.Reviewer) > 64:
+		return fmt.Errorf("lang or reviewer too long")
+	}
+	return nil
+}
+
+// EncodeReview writes a review for its device, signed when key is set.
+func EncodeReview(r *Review, key ed25519.PrivateKey) []byte {
+	body, _ := json.Marshal(r)
+	msg := append([]byte{'O', kindReview, ProtocolVersion, 0}, body...)
+	if key != nil {
+		msg = signMsg(cmdSignLabel, msg, r.Device, key)
+	}
+	return msg
+}
+
+// DecodeReview checks the signature against the pinned hub keys and that
+// the review is for device.
+func DecodeReview(msg []byte, device string, hubKeys []ed25519.PublicKey) (*Review, error) {
+	if err := verifyMsg(cmdSignLabel, msg, device, hubKeys); err != nil {
+		return nil, err
+	}
+	if len(msg) < 4 || msg[0] != 'O' || msg[1] != kindReview || msg[3]&^flagSigned != 0 {
+		return nil, fmt.Errorf("%w: not a review", ErrMalformed)
+	}
+	if msg[2] != ProtocolVersion {
+		return nil, fmt.Errorf("%w: version %d", ErrVersion, msg[2])
+	}
+	body := msg[4:]
+	if msg[3]&flagSigned != 0 {
+		body = body[:len(body)-sigTrailer]
+	}
+	var r Review
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("%w: review: %v", ErrMalformed, err)
+	}
+	if err := r.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: review: %v", ErrMalformed, err)
+	}
+	if r.Device != device {
+		return nil, fmt.Errorf("%w: review for device %q", ErrMalformed, r.Device)
+	}
+	return &r, nil
+}
+
+// EncodeReceipt confirms a review is stored on the device.
+func EncodeReceipt(of outbox.ID) []byte {
+	return append([]byte{'O', kindReceipt, ProtocolVersion, 0}, of[:]...)
+}
+
+// DecodeReceipt parses a receipt.
+func DecodeReceipt(msg []byte) (outbox.ID, error) {
+	var id outbox.ID
+	if len(msg) != 20 || msg[0] != 'O' || msg[1] != kindReceipt || msg[2] != ProtocolVersion || msg[3] != 0 {
+		return id, fmt.Errorf("%w: not a review receipt", ErrMalformed)
+	}
+	copy(id[:], msg[4:])
+	return id, nil
+}
+
+// IsReceipt says whether a message on the evidence topic is a receipt.
+func IsReceipt(msg []byte) bool { return len(msg) >= 2 && msg[0] == 'O' && msg[1] == kindReceipt }
