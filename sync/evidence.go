@@ -150,6 +150,9 @@ func DecodeEvidenceAck(msg []byte, device string, hubKeys []ed25519.PublicKey) (
 	}
 	body := msg[4:]
 	if msg[3]&flagSigned != 0 {
+		if len(body) < sigTrailer+16+3 {
+			return nil, fmt.Errorf("%w: signed evidence ack truncated", ErrMalformed)
+		}
 		body = body[:len(body)-sigTrailer]
 	}
 	a := &EvidenceAck{}

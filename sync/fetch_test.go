@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outpost-edge/outpost/outbox"
 )
 
 type fetchRig struct {
@@ -213,6 +215,10 @@ func FuzzDecodeCmd(f *testing.F) {
 	f.Add(EncodeOffer(o, "d", nil))
 	f.Add(EncodeChunk(o.ID, 2, []byte("abc")))
 	f.Add(FetchRequest(o.ID, 7))
+	f.Add(EncodeEvidenceChunk(&EvidenceChunk{Size: 10, Offset: 2, ContentType: "image/jpeg", Data: []byte("abc")}))
+	f.Add(EncodeEvidenceAck(&EvidenceAck{Have: 5, State: EvidencePartial, Reason: "x"}, "d", nil))
+	f.Add(EncodeReview(&Review{Device: "d", Of: outbox.ID{1}, Label: "rust"}, nil))
+	f.Add(EncodeReceipt(outbox.ID{2}))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		if off, err := DecodeOffer(msg, "d", nil); err == nil {
 			if off.NumChunks()*ChunkHashLen != len(off.Chunks) || off.ChunkLen(off.NumChunks()-1) <= 0 {
@@ -221,5 +227,13 @@ func FuzzDecodeCmd(f *testing.F) {
 		}
 		DecodeChunk(msg)
 		DecodeFetch(msg)
+		if c, err := DecodeEvidenceChunk(msg); err == nil && (c.Offset+int64(len(c.Data)) > c.Size || c.Size > MaxEvidenceBytes) {
+			t.Fatalf("evidence chunk out of bounds decoded: %d+%d of %d", c.Offset, len(c.Data), c.Size)
+		}
+		DecodeEvidenceAck(msg, "d", nil)
+		if r, err := DecodeReview(msg, "d", nil); err == nil && r.Device != "d" {
+			t.Fatalf("a review for %q decoded for d", r.Device)
+		}
+		DecodeReceipt(msg)
 	})
 }

@@ -73,6 +73,9 @@ func DecodeReview(msg []byte, device string, hubKeys []ed25519.PublicKey) (*Revi
 	}
 	body := msg[4:]
 	if msg[3]&flagSigned != 0 {
+		if len(body) < sigTrailer {
+			return nil, fmt.Errorf("%w: signed review truncated", ErrMalformed)
+		}
 		body = body[:len(body)-sigTrailer]
 	}
 	var r Review
