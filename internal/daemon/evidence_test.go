@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"golang.org/x/image/draw"
 
 	"github.com/outpost-edge/outpost/hub"
@@ -317,6 +318,28 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 		case x.ID == sureID && (x.Review != nil || x.Shared):
 			t.Fatalf("the confident result: %+v", x)
 		}
+	}
+	// The kiosk shows it next to the answer, in the user's language, and
+	// says what the kiosk shares.
+	ctx := testutil.Browser(t, 390, 1000, 60*time.Second)
+	for lang, want := range map[string]string{"en": "Reviewed by an agronomist", "sw": "Imekaguliwa na mtaalamu wa kilimo"} {
+		err := chromedp.Do(ctx, chromedp.Navigate(r.p.url+"/?lang="+lang), chromedp.WaitVisible(chromedp.CSS("#recent .review:not(.pending)")),
+			chromedp.WaitVisible(chromedp.CSS("#about li")))
+		if err != nil {
+			t.Fatalf("kiosk %s: %v", lang, err)
+		}
+		text, err1 := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#recent .review:not(.pending)")))
+		about, err2 := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#about")))
+		png, err3 := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err1 != nil || err2 != nil || err3 != nil {
+			t.Fatalf("kiosk %s: %v %v %v", lang, err1, err2, err3)
+		}
+		if !strings.Contains(text, want) || !strings.Contains(text, "Mosaic virus") || !strings.Contains(about, "crop-disease") {
+			t.Fatalf("kiosk %s: review %q, about %q", lang, text, about)
+		}
+		art := filepath.Join(testutil.Root(t), "artifacts")
+		os.MkdirAll(art, 0o755)
+		os.WriteFile(filepath.Join(art, "kiosk-review-"+lang+".png"), png, 0o644)
 	}
 	r.waitFor("the hub to see the receipt", func() bool {
 		rv, _ := r.hub.C.Store().ReviewOf(context.Background(), "kiosk-ev", of)
