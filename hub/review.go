@@ -1,14 +1,21 @@
 package hub
 
 import (
+	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/atomicfile"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
 )
@@ -186,4 +193,74 @@ func (c *Collector) reviewRoutes(mux *http.ServeMux) {
 			json.NewEncoder(w).Encode(rv)
 		}
 	})
+}
+
+// ExportReviewed writes every reviewed result that has its evidence as
+// training data: DIR/<label>/<device>_<result id>.<ext> (the layout of
+// torchvision's ImageFolder, which models/crop-disease/train.py
+// --reviewed reads) and DIR/reviews.csv with the review and the model's
+// own answer beside it. It returns how many files it wrote and how many
+// reviews had no evidence to write.
+func ExportReviewed(ctx context.Context, st Store, dir string) (written, without int, err error) {
+	rs, err := st.Reviews(ctx, "", false)
+	if err != nil {
+		return 0, 0, err
+	}
+	var rows [][]string
+	for _, r := range rs {
+		info, data, err := st.Evidence(ctx, r.Device, r.Of)
+		if err != nil {
+			return written, without, err
+		}
+		if info == nil || !safeName(r.Label) {
+			without++
+			continue
+		}
+		ext := ".bin"
+		switch info.ContentType {
+		case "image/jpeg":
+			ext = ".jpg"
+		case "image/png":
+			ext = ".png"
+		case "audio/wave", "audio/wav", "audio/x-wav":
+			ext = ".wav"
+		}
+		name := filepath.Join(r.Label, r.Device+"_"+r.Of.String()+ext)
+		if err := os.MkdirAll(filepath.Join(dir, r.Label), 0o755); err != nil {
+			return written, without, err
+		}
+		if err := atomicfile.WriteBytes(filepath.Join(dir, name), data, 0o644); err != nil {
+			return written, without, err
+		}
+		model, version, said, score := "", "", "", ""
+		if res, err := st.Result(ctx, r.Device, r.Of); err == nil && res != nil {
+			model, version = res.Record.Model, res.Record.Version
+			var o struct {
+				Label string   `json:"label"`
+				Score *float64 `json:"score"`
+			}
+			if json.Unmarshal(res.Record.Output, &o) == nil {
+				said = o.Label
+				if o.Score != nil {
+					score = strconv.FormatFloat(*o.Score, 'f', 4, 64)
+				}
+			}
+		}
+		rows = append(rows, []string{filepath.ToSlash(name), r.Device, r.Of.String(), r.Label, r.Advice, r.Lang, r.Reviewer,
+			r.Time.UTC().Format(time.RFC3339), model, version, said, score})
+		written++
+	}
+	var buf bytes.Buffer
+	w := csv.NewWriter(&buf)
+	w.Write([]string{"file", "device", "result_id", "label", "advice", "lang", "reviewer", "reviewed", "model", "model_version", "model_label", "model_score"})
+	w.WriteAll(rows)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return written, without, err
+	}
+	return written, without, atomicfile.WriteBytes(filepath.Join(dir, "reviews.csv"), buf.Bytes(), 0o644)
+}
+
+// safeName: a label usable as a folder name.
+func safeName(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\\\x00") && osync.ValidDeviceID(s)
 }

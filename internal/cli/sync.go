@@ -216,34 +216,37 @@ const collectExamples = `  outpost collect --broker tcp://localhost:1883 --data-
   outpost collect models publish --to all crop-disease-7.opkg   # offer a signed model package (docs/UPDATES.md)
   outpost collect models publish --to kiosk-12,Kisumu crop-disease-7.opkg
   outpost collect models list
+  outpost collect export --reviewed --out reviewed/                # photos an expert labelled, for training
 `
 
 func runCollect(ctx context.Context, std IO, args []string) error {
 	var (
-		df      dataFlags
-		bf      brokerFlags
-		format  string
-		dictOut string
-		verbose bool
-		store   string
-		name    string
-		share   string
-		keyFile string
-		provDev string
-		passwd  string
-		hubUser string
-		listen  string
-		token   string
-		regFile string
-		pkgDir  string
-		to      []string
-		chunk   int
+		df       dataFlags
+		bf       brokerFlags
+		format   string
+		dictOut  string
+		verbose  bool
+		store    string
+		name     string
+		share    string
+		keyFile  string
+		provDev  string
+		passwd   string
+		hubUser  string
+		listen   string
+		token    string
+		regFile  string
+		pkgDir   string
+		to       []string
+		chunk    int
+		reviewed bool
 	)
 	fs := newFlags(std, "collect", "outpost collect [export|devices|migrate|acl|provision] [--data-dir DIR | --store postgres://…] [--broker URL]", collectExamples)
 	fs.StringVar(&df.dir, "data-dir", "", "hub data directory holding collector.db (env OUTPOST_DATA_DIR; default ./outpost-data)")
 	bf.register(fs)
 	fs.StringVar(&format, "format", "jsonl", "export: jsonl or csv")
-	fs.StringVar(&dictOut, "out", "", "dictionary: write the zstd dictionary to this file")
+	fs.StringVar(&dictOut, "out", "", "dictionary: write the zstd dictionary to this file; export --reviewed: the folder to write")
+	fs.BoolVar(&reviewed, "reviewed", false, "export: reviewed photos and recordings as training data, DIR/<label>/… and reviews.csv (with --out DIR)")
 	fs.BoolVarP(&verbose, "verbose", "v", true, "log connections and rejected messages")
 	fs.StringVar(&store, "store", os.Getenv("OUTPOST_HUB_STORE"), "where results are kept: postgres://… (several collectors may share it), or empty for collector.db in --data-dir (env OUTPOST_HUB_STORE)")
 	fs.StringVar(&name, "name", "", "this collector's name among those sharing a PostgreSQL store (default: the host name); its MQTT client id is kept under it")
@@ -287,7 +290,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	}
 	st, where, err := openHubStore(ctx, store, name, df, fs.Arg(0) != "")
 	sock := filepath.Join(df.path(), hub.SocketFile)
-	if errors.Is(err, hub.ErrLocked) && (fs.Arg(0) == "export" || fs.Arg(0) == "devices") {
+	if errors.Is(err, hub.ErrLocked) && (fs.Arg(0) == "export" && !reviewed || fs.Arg(0) == "devices") {
 		// A collector holds the embedded store: ask it over its socket.
 		return collectViaSocket(ctx, std, sock, fs.Arg(0), format)
 	}
@@ -337,6 +340,16 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	path := where
 	switch fs.Arg(0) {
 	case "export":
+		if reviewed {
+			if dictOut == "" {
+				return usagef("collect export --reviewed needs --out DIR")
+			}
+			n, without, err := hub.ExportReviewed(ctx, c.Store(), dictOut)
+			if err == nil {
+				fmt.Fprintf(std.Err, "exported %d reviewed photos/recordings to %s (by label, with reviews.csv); %d reviews had no evidence\n", n, dictOut, without)
+			}
+			return err
+		}
 		var n int
 		switch format {
 		case "jsonl":

@@ -170,7 +170,8 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 	r := &evidenceRig{t: t, bin: buildOutpost(t)}
 	r.broker = testutil.StartMosquitto(t, false)
 	r.proxy = testutil.StartProxy(t, r.broker.Addr())
-	r.hub = testutil.StartCollector(t, filepath.Join(t.TempDir(), "hub.db"), r.broker.URL())
+	hubDir := t.TempDir()
+	r.hub = testutil.StartCollector(t, filepath.Join(hubDir, "collector.db"), r.broker.URL())
 	r.sniff = sniff(t, r.broker.URL())
 	dir := t.TempDir()
 	r.models, r.data = filepath.Join(dir, "models"), filepath.Join(dir, "data")
@@ -392,6 +393,24 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 	getJSON(t, r.p.url+"/v1/reviews", &rs)
 	if len(rs.Reviews) != 1 || rs.Reviews[0].Of.String() != unsureID {
 		t.Fatalf("the review did not survive a restart: %+v", rs)
+	}
+
+	// Reviews become training data the training script reads.
+	r.hub.Stop()
+	out := filepath.Join(t.TempDir(), "reviewed")
+	cmd := exec.Command(r.bin, "collect", "export", "--reviewed", "--out", out, "--data-dir", hubDir)
+	if b, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(b), "exported 1 reviewed") {
+		t.Fatalf("collect export --reviewed: %v\n%s", err, b)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "mosaic", "kiosk-ev_"+unsureID+".jpg")); err != nil || !bytes.Equal(b, unsure) {
+		t.Fatalf("exported photo: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "reviews.csv")); !bytes.Contains(b, []byte("mosaic/kiosk-ev_"+unsureID+".jpg,kiosk-ev,"+unsureID+",mosaic,")) || !bytes.Contains(b, []byte("not_a_leaf")) {
+		t.Fatalf("reviews.csv:\n%s", b)
+	}
+	py := exec.Command("/usr/bin/python3", filepath.Join(testutil.ModelsDir(t), "crop-disease", "train.py"), "--reviewed", out, "--list")
+	if b, err := py.CombinedOutput(); err != nil || !strings.Contains(string(b), `reviewed: 1 photos {"mosaic": 1}`) {
+		t.Fatalf("train.py --reviewed --list: %v\n%s", err, b)
 	}
 }
 

@@ -24,6 +24,10 @@ check.
 
 Run with Debian's python3 (python3-torch, python3-onnx, python3-pil, python3-numpy):
     /usr/bin/python3 train.py            # ~10 minutes on 2 cores
+    /usr/bin/python3 train.py --reviewed DIR   # add photos experts labelled at the hub
+                                                # (outpost collect export --reviewed --out DIR),
+                                                # each repeated REVIEWED_WEIGHT (8) times
+    /usr/bin/python3 train.py --reviewed DIR --list   # only say what it would add
 """
 import io
 import json
@@ -389,6 +393,35 @@ def dataset(seed, per_class, kinds=NEG_TRAIN, labels=LABELS):
     return np.stack(xs), np.array(ys), tags
 
 
+def load_reviewed(path):
+    """Photos labelled by experts at the hub, as DIR/<label>/<file> (ImageFolder layout):
+    centre-cropped and resized to SIZE. Labels this model does not have are skipped, and said."""
+    xs, ys, skipped = [], [], {}
+    for lab in sorted(os.listdir(path)):
+        sub = os.path.join(path, lab)
+        if not os.path.isdir(sub):
+            continue
+        if lab not in LABELS:
+            skipped[lab] = len(os.listdir(sub))
+            continue
+        for f in sorted(os.listdir(sub)):
+            try:
+                img = Image.open(os.path.join(sub, f)).convert("RGB")
+            except Exception as e:  # a file that is not an image: say so, go on
+                print(f"reviewed: skipping {lab}/{f}: {e}", file=sys.stderr)
+                continue
+            side = min(img.size)
+            left, top = (img.width - side) // 2, (img.height - side) // 2
+            img = img.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.BILINEAR)
+            xs.append(np.asarray(img, np.uint8))
+            ys.append(LABELS.index(lab))
+    for lab, n in skipped.items():
+        print(f"reviewed: {n} photos labelled {lab!r}, which this model has no class for: skipped", file=sys.stderr)
+    if not xs:
+        return np.zeros((0, SIZE, SIZE, 3), np.uint8), np.zeros((0,), np.int64)
+    return np.stack(xs), np.array(ys)
+
+
 def to_tensor(xs):
     x = torch.from_numpy(xs).float().div(255).permute(0, 3, 1, 2)
     return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
@@ -482,7 +515,16 @@ def main():
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     per_class = int(os.environ.get("PER_CLASS", "1400"))
     print(f"generating data ({per_class} per class)...", flush=True)
+    xr, yr = np.zeros((0, SIZE, SIZE, 3), np.uint8), np.zeros((0,), np.int64)
+    if "--reviewed" in sys.argv:
+        xr, yr = load_reviewed(sys.argv[sys.argv.index("--reviewed") + 1])
+        counts = {LABELS[k]: int((yr == k).sum()) for k in range(len(LABELS)) if (yr == k).any()}
+        print(f"reviewed: {len(yr)} photos {json.dumps(counts)}", flush=True)
+        if "--list" in sys.argv:
+            return
     xtr, ytr, _ = dataset(1, per_class)
+    w = int(os.environ.get("REVIEWED_WEIGHT", "8"))
+    xtr, ytr = np.concatenate([xtr] + [xr] * w), np.concatenate([ytr] + [yr] * w)
     xva, yva, _ = dataset(2, 100)          # temperature and OOD floor
     xte, yte, _ = dataset(5, 100)          # ECE and accuracy, never used to choose anything
     xun, yun, tun = dataset(6, 100, NEG_UNSEEN, ["not_a_leaf"])  # negative kinds never trained on
