@@ -56,6 +56,7 @@ func commands() []command {
 		{"infer", "run a model on files and print one result per file", runInfer},
 		{"models", "list or verify the models in a directory", runModels},
 		{"queue", "inspect the outbox: stats, list, show, export, compact", runQueue},
+		{"status", "how the running daemon is, and what this device shares, in plain words", runStatus},
 		{"sync", "drain the outbox to an MQTT broker now (--once)", runSync},
 		{"collect", "hub side: store devices' results and acknowledge them; export", runCollect},
 		{"keys", "make the hub's ack-signing key (keys generate)", runKeys},

@@ -395,6 +395,14 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 		t.Fatalf("the review did not survive a restart: %+v", rs)
 	}
 
+	// `outpost status` says what the device shares, in the user's language.
+	addr := strings.TrimPrefix(r.p.url, "http://")
+	if b, err := exec.Command(r.bin, "status", "--listen", addr, "--lang", "sw").CombinedOutput(); err != nil ||
+		!strings.Contains(string(b), "crop-disease: jibu na nakala ndogo (pikseli 512, bila mahali) ya kila picha au sauti vinatumwa.") ||
+		!strings.Contains(string(b), "device kiosk-ev") {
+		t.Fatalf("outpost status: %v\n%s", err, b)
+	}
+
 	// Reviews become training data the training script reads.
 	r.hub.Stop()
 	out := filepath.Join(t.TempDir(), "reviewed")

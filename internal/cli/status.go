@@ -1,0 +1,169 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/device"
+	"github.com/outpost-edge/outpost/models"
+)
+
+const statusExamples = `  outpost status                          # the running daemon (listen address from the config)
+  outpost status --lang sw                # what this device shares, in Swahili
+  outpost status --json --config /etc/outpost/outpost.json
+`
+
+// runStatus asks the running daemon how it is and says, in plain words and
+// the user's language, what this device shares. Without a daemon it says
+// what the configuration would share.
+func runStatus(ctx context.Context, std IO, args []string) error {
+	var (
+		dflags deviceFlags
+		asJSON bool
+	)
+	fs := newFlags(std, "status", "outpost status [--config FILE] [--lang en|fr|sw|ha|am] [--json]", statusExamples)
+	dflags.register(fs, "models", "listen", "token", "lang")
+	fs.BoolVar(&asJSON, "json", false, "print the daemon's /v1/status as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	c, _, err := dflags.config()
+	if err != nil {
+		return err
+	}
+	lang := c.Lang
+	url := "http://" + c.Listen + "/v1/status"
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Do(req)
+	if err != nil {
+		fmt.Fprintf(std.Out, "daemon: not reachable at %s (%v)\n", c.Listen, err)
+		return offlineSharing(std, c, dflags, lang)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status: %s answered %d: %s", url, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	if asJSON {
+		std.Out.Write(body)
+		return nil
+	}
+	var st struct {
+		Device  string `json:"device"`
+		Version string `json:"version"`
+		Uptime  int    `json:"uptime_s"`
+		Queue   struct {
+			Count int64 `json:"count"`
+			Bytes int64 `json:"bytes"`
+		} `json:"queue"`
+		EvidenceWaiting int64 `json:"evidence_waiting_bytes"`
+		Sync            struct {
+			Broker    bool             `json:"broker"`
+			LastSync  *time.Time       `json:"last_sync"`
+			Left      *int64           `json:"budget_left_bytes"`
+			ByTier    map[string]int64 `json:"budget_used_by_tier"`
+			WireTiers map[string]int64 `json:"wire_bytes_by_tier"`
+		} `json:"sync"`
+		Update struct {
+			Latest *struct {
+				Model, Version, State, Reason string
+				Seq                           int64
+				Have, Chunks                  int
+			} `json:"latest"`
+		} `json:"update"`
+		Sharing struct {
+			ByLang map[string][]string `json:"text_by_lang"`
+		} `json:"sharing"`
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("status: %s: %w", url, err)
+	}
+	w := std.Out
+	fmt.Fprintf(w, "device %s, outpost %s, up %s\n", st.Device, st.Version, (time.Duration(st.Uptime) * time.Second).String())
+	fmt.Fprintf(w, "queue: %d results (%d bytes), %d bytes of photos/recordings waiting to go\n", st.Queue.Count, st.Queue.Bytes, st.EvidenceWaiting)
+	switch {
+	case !st.Sync.Broker:
+		fmt.Fprintln(w, "sync: no broker configured; everything stays on this device")
+	case st.Sync.LastSync != nil:
+		fmt.Fprintf(w, "sync: last acknowledged by the hub %s\n", st.Sync.LastSync.Local().Format(time.RFC3339))
+	default:
+		fmt.Fprintln(w, "sync: never acknowledged yet")
+	}
+	if st.Sync.Left != nil {
+		fmt.Fprintf(w, "budget: %d bytes left today; used by tier %s\n", *st.Sync.Left, tiers(st.Sync.ByTier))
+	}
+	if len(st.Sync.WireTiers) > 0 {
+		fmt.Fprintf(w, "bytes on the wire since start, by tier: %s\n", tiers(st.Sync.WireTiers))
+	}
+	if u := st.Update.Latest; u != nil {
+		fmt.Fprintf(w, "model update: %s %s (seq %d) %s %d/%d %s\n", u.Model, u.Version, u.Seq, u.State, u.Have, u.Chunks, u.Reason)
+	}
+	text := st.Sharing.ByLang[lang]
+	if text == nil {
+		text = st.Sharing.ByLang["en"]
+	}
+	printSharing(w, text)
+	return nil
+}
+
+func tiers(m map[string]int64) string {
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	if parts == nil {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func printSharing(w io.Writer, text []string) {
+	fmt.Fprintln(w, "what this device shares:")
+	for _, l := range text {
+		fmt.Fprintln(w, "  "+l)
+	}
+}
+
+// offlineSharing says what the configuration shares, for the models in
+// the models directory.
+func offlineSharing(std IO, c device.Config, dflags deviceFlags, lang string) error {
+	if c.ModelsDir == "" {
+		c.ModelsDir, _ = dflags.rf.dir()
+	}
+	var names []string
+	if reg, err := models.LoadDir(c.ModelsDir); err == nil {
+		for _, m := range reg.Models() {
+			names = append(names, m.Name)
+		}
+	}
+	for m := range c.Sharing {
+		if !contains(names, m) {
+			names = append(names, m)
+		}
+	}
+	if len(names) == 0 {
+		fmt.Fprintln(std.Out, "no models found; nothing is inferred, nothing is shared")
+		return nil
+	}
+	fmt.Fprintln(std.Out, "from the configuration:")
+	printSharing(std.Out, c.SharingText(names, lang))
+	return nil
+}
+
+func contains(s []string, x string) bool { return slices.Contains(s, x) }
