@@ -2,9 +2,11 @@ package hub_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	gosync "sync"
@@ -338,5 +340,75 @@ func TestCollector_FloodDoesNotStarveOthers(t *testing.T) {
 	t.Logf("quiet device's ack was number %d of %d (%d flood acks after it); collector %+v", pos+1, n+1, after, h.C.Stats())
 	if after < 50 {
 		t.Errorf("the quiet device waited behind the flood: only %d of its %d batches were acked after it", after, n)
+	}
+}
+
+// TestCollector_BadEvidence: evidence larger than the hub takes, bytes
+// that are not a photo or a recording, and a whole whose SHA-256 differs
+// from the record's are each refused by name (the device drops them), counted,
+// and leave nothing stored; a good upload next to them is stored.
+func TestCollector_BadEvidence(t *testing.T) {
+	broker := testutil.StartMosquitto(t, false)
+	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL())
+	conn, err := dialer(t, broker.URL(), true)(context.Background(), "pi-e", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	acks := make(chan []byte, 8)
+	if err := conn.Subscribe(context.Background(), osync.CmdTopic("pi-e"), 1, func(m osync.Message) { acks <- append([]byte(nil), m.Payload...) }); err != nil {
+		t.Fatal(err)
+	}
+	photo, _ := os.ReadFile(filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples", "blight.jpg"))
+	g := outbox.NewIDGen()
+	send := func(c *osync.EvidenceChunk, raw []byte) *osync.EvidenceAck {
+		t.Helper()
+		msg := raw
+		if c != nil {
+			msg = osync.EncodeEvidenceChunk(c)
+		}
+		if err := conn.Publish(context.Background(), osync.EvidenceTopic("pi-e"), 1, false, msg); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-acks:
+			a, err := osync.DecodeEvidenceAck(m, "pi-e", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return a
+		case <-time.After(5 * time.Second):
+			t.Fatal("no evidence ack")
+		}
+		return nil
+	}
+	sum := sha256.Sum256(photo)
+	whole := func(id outbox.ID, data []byte, digest [32]byte) *osync.EvidenceChunk {
+		return &osync.EvidenceChunk{ID: id, Of: g.New(), Size: int64(len(data)), SHA256: digest, ContentType: "image/jpeg", Data: data}
+	}
+	// Oversize: the encoder would not write it, so build it by hand.
+	big := osync.EncodeEvidenceChunk(whole(g.New(), photo[:100], sum))
+	huge := append(append([]byte(nil), big[:68]...), binary.AppendUvarint(nil, 64<<20)...)
+	huge = append(append(huge, 0), big[68+2:]...)
+	bigID, _ := osync.EvidenceID(huge)
+	if a := send(nil, huge); a.State != osync.EvidenceRefused || a.ID != bigID {
+		t.Fatalf("oversize evidence: %+v", a)
+	}
+	if a := send(whole(g.New(), []byte("MZ\x90\x00 this is a windows program, not a photo"), sum), nil); a.State != osync.EvidenceRefused {
+		t.Fatalf("non-image evidence: %+v", a)
+	}
+	var wrong [32]byte
+	if a := send(whole(g.New(), photo, wrong), nil); a.State != osync.EvidenceRefused || !strings.Contains(a.Reason, "sha256") {
+		t.Fatalf("digest mismatch: %+v", a)
+	}
+	good := g.New()
+	if a := send(whole(good, photo, sum), nil); a.State != osync.EvidenceStored || a.Have != int64(len(photo)) {
+		t.Fatalf("good evidence: %+v", a)
+	}
+	if l, _ := h.C.Store().EvidenceList(context.Background()); len(l) != 1 || l[0].ID != good {
+		t.Fatalf("stored evidence: %+v", l)
+	}
+	if st := h.C.Stats(); st.EvRefused != 3 || st.Evidence != 1 {
+		t.Fatalf("collector stats: %+v", st)
 	}
 }

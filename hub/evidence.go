@@ -70,6 +70,13 @@ func (c *Collector) handleEvidence(ctx context.Context, conn osync.Conn, device 
 	if err != nil {
 		c.malformed.Add(1)
 		c.log.Warn("collector: evidence chunk rejected", "device", device, "err", err)
+		if id, ok := osync.EvidenceID(payload); ok {
+			// Refused by name, so the device drops it instead of resending
+			// it forever (too large, or not decodable at all).
+			c.evRefused.Add(1)
+			a := &osync.EvidenceAck{ID: id, State: osync.EvidenceRefused, Reason: err.Error()}
+			conn.Publish(ctx, osync.CmdTopic(device), 1, false, osync.EncodeEvidenceAck(a, device, c.o.Key))
+		}
 		return
 	}
 	info, err := c.st.PutEvidence(ctx, device, ch, now)

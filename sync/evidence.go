@@ -101,6 +101,17 @@ func DecodeEvidenceChunk(msg []byte) (*EvidenceChunk, error) {
 	return c, nil
 }
 
+// EvidenceID reads the evidence record ID of an upload message that may
+// not decode otherwise (to refuse it by name).
+func EvidenceID(msg []byte) (outbox.ID, bool) {
+	var id outbox.ID
+	if len(msg) < 20 || msg[0] != 'O' || msg[1] != kindEvidence || msg[2] != ProtocolVersion {
+		return id, false
+	}
+	copy(id[:], msg[4:20])
+	return id, id != outbox.ID{}
+}
+
 // Evidence upload outcomes in an EvidenceAck.
 const (
 	EvidencePartial  = 0 // Have bytes stored: send from there
@@ -180,7 +191,6 @@ type upload struct {
 	asked  bool // a chunk is out, its ack not yet in
 	sentAt time.Time
 	probed bool
-	sent   int64 // chunk bytes sent for this upload in this session
 }
 
 // EvidenceStats count evidence uploads in this process.

@@ -386,7 +386,13 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 	if r.sniff.carries(mid(sure)) {
 		t.Fatal("the photo as taken went on the wire under a downscaled policy")
 	}
-	t.Logf("confident photo: %d bytes as taken, %d bytes downscaled to 512 px", len(sure), len(data))
+	before := st.Sync.Tiers["evidence"]
+	r.waitFor("the device to delete the downscaled evidence", func() bool {
+		getJSON(t, r.p.url+"/v1/status", &st)
+		return st.EvidenceWaiting == 0 && st.Sync.Evidence.Uploaded == 1
+	})
+	t.Logf("confident photo: %d bytes as taken, %d bytes downscaled to 512 px; evidence tier on the wire for it: %d bytes",
+		len(sure), len(data), st.Sync.Tiers["evidence"]-before)
 	var rs struct {
 		Reviews []osync.Review `json:"reviews"`
 	}

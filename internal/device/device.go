@@ -470,6 +470,9 @@ func (d *Device) evidence(res *models.Result, raw []byte) (*keptEvidence, error)
 		}
 		ctype = "image/jpeg"
 	}
+	if len(data) > osync.MaxEvidenceBytes {
+		return nil, fmt.Errorf("%s of %d bytes is over the %d the hub takes: not kept", ctype, len(data), osync.MaxEvidenceBytes)
+	}
 	sum := sha256.Sum256(data)
 	return &keptEvidence{ref: &outbox.Evidence{ContentType: ctype, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}, data: data}, nil
 }
