@@ -287,11 +287,12 @@ func TestPostgres_MigrationFailureLeavesSchema(t *testing.T) {
 		t.Fatalf("second migrate applied %v, %v", again, err)
 	}
 	bad := fstest.MapFS{
-		"migrations/0001_init.sql": &fstest.MapFile{Data: []byte("SELECT 1")},
-		"migrations/0002_half.sql": &fstest.MapFile{Data: []byte(
+		"migrations/0001_init.sql":     &fstest.MapFile{Data: []byte("SELECT 1")},
+		"migrations/0002_evidence.sql": &fstest.MapFile{Data: []byte("SELECT 1")},
+		"migrations/0003_half.sql": &fstest.MapFile{Data: []byte(
 			"CREATE TABLE half_done (x int); ALTER TABLE results ADD COLUMN extra int; SELECT no_such_function();")},
 	}
-	if _, err := st.MigrateFS(ctx, bad); err == nil || !strings.Contains(err.Error(), "0002_half.sql") {
+	if _, err := st.MigrateFS(ctx, bad); err == nil || !strings.Contains(err.Error(), "0003_half.sql") {
 		t.Fatalf("a failing migration: %v", err)
 	}
 	conn, err := pgx.Connect(ctx, url)
@@ -303,7 +304,7 @@ func TestPostgres_MigrationFailureLeavesSchema(t *testing.T) {
 	conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'`).Scan(&tables)
 	conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'results' AND column_name = 'extra'`).Scan(&cols)
 	conn.QueryRow(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v)
-	if tables != 0 || cols != 0 || v != 1 {
+	if tables != 0 || cols != 0 || v != 2 {
 		t.Fatalf("after a failed migration: half_done tables %d, extra columns %d, schema version %d", tables, cols, v)
 	}
 }
