@@ -58,6 +58,7 @@ func commands() []command {
 		{"queue", "inspect the outbox: stats, list, show, export, compact", runQueue},
 		{"status", "how the running daemon is, and what this device shares, in plain words", runStatus},
 		{"sync", "drain the outbox to an MQTT broker now (--once)", runSync},
+		{"bundle", "sneakernet: write results to a USB stick, apply the hub's receipt", runBundle},
 		{"collect", "hub side: store devices' results and acknowledge them; export", runCollect},
 		{"keys", "make the hub's ack-signing key (keys generate)", runKeys},
 		{"version", "print outpost, Go and ONNX Runtime versions", runVersion},

@@ -217,6 +217,7 @@ const collectExamples = `  outpost collect --broker tcp://localhost:1883 --data-
   outpost collect models publish --to kiosk-12,Kisumu crop-disease-7.opkg
   outpost collect models list
   outpost collect export --reviewed --out reviewed/                # photos an expert labelled, for training
+  outpost collect import /media/usb --key hub.key                  # bundles from a stick; receipts written beside them
 `
 
 func runCollect(ctx context.Context, std IO, args []string) error {
@@ -288,7 +289,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	if fs.Arg(0) == "models" {
 		return collectModels(std, pkgDir, fs.Args()[1:], to, chunk)
 	}
-	st, where, err := openHubStore(ctx, store, name, df, fs.Arg(0) != "")
+	st, where, err := openHubStore(ctx, store, name, df, fs.Arg(0) != "" && fs.Arg(0) != "import")
 	sock := filepath.Join(df.path(), hub.SocketFile)
 	if errors.Is(err, hub.ErrLocked) && (fs.Arg(0) == "export" && !reviewed || fs.Arg(0) == "devices") {
 		// A collector holds the embedded store: ask it over its socket.
@@ -339,6 +340,11 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	defer c.Close()
 	path := where
 	switch fs.Arg(0) {
+	case "import":
+		if fs.NArg() < 2 {
+			return usagef("collect import PATH... (bundle files or folders holding them)")
+		}
+		return collectImport(ctx, std, c.Store(), key, fs.Args()[1:])
 	case "export":
 		if reviewed {
 			if dictOut == "" {

@@ -1,0 +1,85 @@
+package hub
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
+)
+
+// ImportBundle stores a bundle carried by hand (a USB stick) exactly as
+// the collector stores batches from MQTT — same store, same dedup by
+// record ID, evidence by the same rule — and writes a receipt beside it
+// (signed with key when set) naming what the hub now has and what it
+// rejected for good. Importing the same bundle again stores nothing new
+// and writes the same receipt.
+func ImportBundle(ctx context.Context, st Store, path string, key ed25519.PrivateKey, now time.Time) (*osync.Receipt, string, Counts, error) {
+	var total Counts
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", total, err
+	}
+	defer f.Close()
+	b, err := osync.ReadBundle(f)
+	if err != nil {
+		return nil, "", total, fmt.Errorf("%s: %w", path, err)
+	}
+	m := b.Manifest
+	r := &osync.Receipt{Bundle: m.ID, Device: m.Device, Time: now.UTC(), Rejected: append([]outbox.ID{}, b.Bad...)}
+	var labels []*outbox.Record // evidence records are stored as evidence, not results
+	for _, rec := range b.Records {
+		if rec.Tier != outbox.TierEvidence {
+			labels = append(labels, rec)
+		}
+	}
+	for i := 0; i < len(labels); i += 5000 {
+		part := labels[i:min(len(labels), i+5000)]
+		c, err := st.Commit(ctx, []*osync.Batch{{ID: m.ID, Device: m.Device, Sent: m.Created, Records: part}}, now)
+		if err != nil {
+			return nil, "", total, fmt.Errorf("%s: storing: %w", path, err)
+		}
+		total.New += c[0].New
+		total.Duplicate += c[0].Duplicate
+	}
+	for _, rec := range b.Records {
+		data, isEvidence := b.Evidence[rec.ID]
+		if rec.Tier != outbox.TierEvidence {
+			r.Stored = append(r.Stored, rec.ID)
+			continue
+		}
+		if !isEvidence || rec.Evidence == nil {
+			r.Rejected = append(r.Rejected, rec.ID)
+			continue
+		}
+		var of struct {
+			Of string `json:"of"`
+		}
+		json.Unmarshal(rec.Output, &of)
+		ofID, _ := outbox.ParseID(of.Of)
+		c := &osync.EvidenceChunk{ID: rec.ID, Of: ofID, Size: int64(len(data)), ContentType: rec.Evidence.ContentType, Data: data}
+		sum, _ := hex.DecodeString(rec.Evidence.SHA256)
+		copy(c.SHA256[:], sum)
+		info, err := st.PutEvidence(ctx, m.Device, c, now)
+		switch {
+		case err != nil:
+			return nil, "", total, fmt.Errorf("%s: evidence: %w", path, err)
+		case info.Complete:
+			r.Stored = append(r.Stored, rec.ID)
+		default:
+			r.Rejected = append(r.Rejected, rec.ID)
+		}
+	}
+	out := strings.TrimSuffix(path, osync.BundleExt) + osync.ReceiptExt
+	if err := atomicfile.WriteBytes(out, osync.EncodeReceiptFile(r, key), 0o644); err != nil {
+		return nil, "", total, fmt.Errorf("receipt: %w (the bundle is stored; import it again to write the receipt)", err)
+	}
+	return r, out, total, nil
+}
