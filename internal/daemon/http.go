@@ -65,6 +65,8 @@ func (d *Daemon) routes() http.Handler {
 		}
 		io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("GET /v1/usb", d.handleUSB)
+	mux.HandleFunc("POST /v1/usb/export", d.handleUSBExport)
 	mux.HandleFunc("GET /v1/reviews", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"reviews": orEmpty(d.dev.Reviews())})
 	})

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/internal/testutil"
 )
 
@@ -51,5 +53,59 @@ func TestKiosk_Browser(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(art, "kiosk-"+lang+".png"), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestKiosk_USBExport: with a stick in, the kiosk's one button saves what
+// is waiting as a bundle; after the hub has imported it, the same button
+// applies the receipt on the stick and the device deletes exactly those
+// results.
+func TestKiosk_USBExport(t *testing.T) {
+	usb := t.TempDir()
+	d, srv := newTestDaemon(t, func(c *Config) { c.USBDir = usb })
+	photo := sample(t, "crop-disease/samples/rust.jpg")
+	for i := 0; i < 2; i++ {
+		if code, body, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", photo); code != 201 {
+			t.Fatalf("infer: %d %v", code, body)
+		}
+	}
+	ctx := testutil.Browser(t, 390, 1200, 60*time.Second)
+	click := func(want string) string {
+		t.Helper()
+		err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?lang=en"), chromedp.WaitVisible(chromedp.ID("usbexport")),
+			chromedp.Click(chromedp.ID("usbexport")), chromedp.WaitReady(chromedp.CSS(`#usbmsg:not(:empty)`)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := 0; k < 100; k++ {
+			msg, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("usbmsg")))
+			if err == nil && strings.Contains(msg, want) {
+				return msg
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		msg, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("usbmsg")))
+		t.Fatalf("USB message %q, want %q", msg, want)
+		return ""
+	}
+	click("Saved to the stick: 2 results.")
+	bundles, _ := filepath.Glob(filepath.Join(usb, "*.obundle"))
+	if len(bundles) != 1 {
+		t.Fatalf("bundles on the stick: %v", bundles)
+	}
+	st, err := hub.OpenBolt(filepath.Join(t.TempDir(), "collector.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, _, c, err := hub.ImportBundle(context.Background(), st, bundles[0], nil, time.Now()); err != nil || c.New != 2 {
+		t.Fatalf("import: %+v %v", c, err)
+	}
+	click("Confirmed by the hub and removed here: 2.")
+	if s, _ := d.Device().Outbox().Stats(); s.Count != 0 {
+		t.Fatalf("queue after the receipt: %d", s.Count)
+	}
+	if left, _ := filepath.Glob(filepath.Join(usb, "*.receipt")); len(left) != 0 {
+		t.Fatalf("applied receipts left on the stick: %v", left)
 	}
 }

@@ -150,4 +150,3 @@ func (d *Device) ApplyReceipt(path string) (int, *osync.Receipt, error) {
 	d.log.Info("bundle receipt applied", "bundle", r.Bundle.String(), "deleted", n, "named", len(named))
 	return n, r, nil
 }
-

@@ -64,7 +64,10 @@ type Config struct {
 	QueueMaxItems int64  `json:"queue_max_records"`
 	QueuePolicy   string `json:"queue_policy"` // pause | drop-lowest
 
-	Inbox      string `json:"inbox"`       // watch folder; "" = off
+	Inbox string `json:"inbox"` // watch folder; "" = off
+	// USBDir is where a USB stick mounts (e.g. /media/usb): while it is
+	// there, the kiosk offers "export to USB" (bundles, receipts).
+	USBDir     string `json:"usb_dir"`
 	ImageModel string `json:"image_model"` // for photos dropped in the inbox; default crop-disease
 	AudioModel string `json:"audio_model"` // for WAVs dropped in the inbox; default kws
 	VADModel   string `json:"vad_model"`   // finds speech for keyword spotting; default silero-vad ("" = whole input)
