@@ -50,6 +50,60 @@ type Budget struct {
 	Day    string           `json:"day"`
 	Used   int64            `json:"used"`
 	Tiers  map[string]int64 `json:"tiers,omitempty"` // today's bytes per tier
+	// History keeps the last HistoryDays days before today.
+	History []DayUse `json:"history,omitempty"`
+}
+
+// DayUse is one day's bytes on the wire, in total and per tier.
+type DayUse struct {
+	Day   string           `json:"day"`
+	Used  int64            `json:"used"`
+	Tiers map[string]int64 `json:"tiers,omitempty"`
+}
+
+// HistoryDays is how many past days a Budget remembers.
+const HistoryDays = 30
+
+// Days returns the remembered days and today, oldest first.
+func (b *Budget) Days(now time.Time) []DayUse {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.today(now)
+	out := append([]DayUse(nil), b.History...)
+	today := DayUse{Day: b.Day, Used: b.Used, Tiers: map[string]int64{}}
+	for k, v := range b.Tiers {
+		today.Tiers[k] = v
+	}
+	return append(out, today)
+}
+
+// DaysToDrain estimates how many days a backlog of bytes takes to send:
+// at the daily budget when there is one, else at the average of the
+// remembered days that sent anything; -1 when nothing says.
+func (b *Budget) DaysToDrain(now time.Time, backlog int64) float64 {
+	if backlog <= 0 {
+		return 0
+	}
+	if b == nil {
+		return -1
+	}
+	rate := float64(b.Daily)
+	if rate <= 0 {
+		var sum, n float64
+		for _, d := range b.Days(now) {
+			if d.Used > 0 {
+				sum, n = sum+float64(d.Used), n+1
+			}
+		}
+		if n == 0 {
+			return -1
+		}
+		rate = sum / n
+	}
+	return float64(backlog) / rate
 }
 
 // Tier names in the budget's report.
@@ -96,6 +150,12 @@ func LoadBudget(daily int64, path string) (*Budget, error) {
 
 func (b *Budget) today(now time.Time) {
 	if d := now.Format("2006-01-02"); d != b.Day {
+		if b.Day != "" && b.Used > 0 {
+			b.History = append(b.History, DayUse{Day: b.Day, Used: b.Used, Tiers: b.Tiers})
+			if len(b.History) > HistoryDays {
+				b.History = b.History[len(b.History)-HistoryDays:]
+			}
+		}
 		b.Day, b.Used, b.Tiers = d, 0, nil
 	}
 }

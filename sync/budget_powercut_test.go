@@ -90,3 +90,35 @@ func budgetCuts(t *testing.T, rounds int) (back int) {
 	t.Logf("budget power cuts %d (every other torn): last spend %d bytes; went back %d times", rounds, last, back)
 	return back
 }
+
+// TestBudget_History: each day's bytes per tier are kept for 30 days
+// across restarts, and the days to drain a backlog follow the budget, or
+// without one the average of the days that sent anything.
+func TestBudget_History(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "budget.json")
+	day := time.Date(2026, 11, 1, 12, 0, 0, 0, time.Local)
+	b, _ := LoadBudget(0, path)
+	for i := 0; i < 40; i++ {
+		now := day.AddDate(0, 0, i)
+		b.spendOn(now, TierNameLabels, 1000)
+		if i%2 == 0 {
+			b.spendOn(now, TierNameEvidence, 3000)
+		}
+	}
+	b, err := LoadBudget(0, path) // a restart
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := day.AddDate(0, 0, 39)
+	days := b.Days(now)
+	if len(days) != HistoryDays+1 || days[len(days)-1].Day != now.Format("2006-01-02") || days[len(days)-1].Tiers[TierNameLabels] != 1000 {
+		t.Fatalf("days: %d, last %+v", len(days), days[len(days)-1])
+	}
+	if d := b.DaysToDrain(now, 30_000); d < 10 || d > 13 { // about 2,500 B/day on average
+		t.Fatalf("days to drain 30 kB at ~2.5 kB/day: %.1f", d)
+	}
+	b.Daily = 10_000
+	if d := b.DaysToDrain(now, 30_000); d != 3 {
+		t.Fatalf("days to drain at a 10 kB budget: %.1f", d)
+	}
+}

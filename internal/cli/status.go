@@ -9,10 +9,12 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/device"
 	"github.com/outpost-edge/outpost/models"
+	osync "github.com/outpost-edge/outpost/sync"
 )
 
 const statusExamples = `  outpost status                          # the running daemon (listen address from the config)
@@ -25,12 +27,14 @@ const statusExamples = `  outpost status                          # the running 
 // what the configuration would share.
 func runStatus(ctx context.Context, std IO, args []string) error {
 	var (
-		dflags deviceFlags
-		asJSON bool
+		dflags    deviceFlags
+		asJSON    bool
+		bandwidth bool
 	)
 	fs := newFlags(std, "status", "outpost status [--config FILE] [--lang en|fr|sw|ha|am] [--json]", statusExamples)
 	dflags.register(fs, "models", "listen", "token", "lang")
 	fs.BoolVar(&asJSON, "json", false, "print the daemon's /v1/status as JSON")
+	fs.BoolVar(&bandwidth, "bandwidth", false, "bytes sent per day and per tier (30 days), budget left, days to drain the backlog")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -74,6 +78,17 @@ func runStatus(ctx context.Context, std IO, args []string) error {
 			Left      *int64           `json:"budget_left_bytes"`
 			ByTier    map[string]int64 `json:"budget_used_by_tier"`
 			WireTiers map[string]int64 `json:"wire_bytes_by_tier"`
+			Bandwidth *struct {
+				Days []struct {
+					Day   string           `json:"day"`
+					Used  int64            `json:"used"`
+					Tiers map[string]int64 `json:"tiers"`
+				} `json:"days"`
+				Daily   int64    `json:"daily_budget"`
+				Left    *int64   `json:"left_today"`
+				Backlog int64    `json:"backlog_bytes"`
+				Drain   *float64 `json:"days_to_drain"`
+			} `json:"bandwidth"`
 		} `json:"sync"`
 		Update struct {
 			Latest *struct {
@@ -90,6 +105,31 @@ func runStatus(ctx context.Context, std IO, args []string) error {
 		return fmt.Errorf("status: %s: %w", url, err)
 	}
 	w := std.Out
+	if bandwidth {
+		bw := st.Sync.Bandwidth
+		if bw == nil {
+			fmt.Fprintln(w, "no broker configured: nothing is sent, so there is no bandwidth to report")
+			return nil
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "DAY\tBYTES\tLABELS\tEVIDENCE\tUPDATES\t")
+		for _, d := range bw.Days {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", d.Day, d.Used, d.Tiers[osync.TierNameLabels], d.Tiers[osync.TierNameEvidence], d.Tiers[osync.TierNameUpdates])
+		}
+		tw.Flush()
+		if bw.Daily > 0 && bw.Left != nil {
+			fmt.Fprintf(w, "daily budget %d bytes, %d left today\n", bw.Daily, *bw.Left)
+		} else {
+			fmt.Fprintln(w, "no daily budget")
+		}
+		fmt.Fprintf(w, "backlog %d bytes", bw.Backlog)
+		if bw.Drain != nil {
+			fmt.Fprintf(w, ", about %.1f days to send at this rate\n", *bw.Drain)
+		} else {
+			fmt.Fprintln(w, ", no rate yet to estimate the days to send it")
+		}
+		return nil
+	}
 	fmt.Fprintf(w, "device %s, outpost %s, up %s\n", st.Device, st.Version, (time.Duration(st.Uptime) * time.Second).String())
 	fmt.Fprintf(w, "queue: %d results (%d bytes), %d bytes of photos/recordings waiting to go\n", st.Queue.Count, st.Queue.Bytes, st.EvidenceWaiting)
 	switch {

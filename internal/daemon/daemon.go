@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	gosync "sync"
@@ -237,8 +238,11 @@ func (d *Daemon) statusBody() map[string]any {
 			sy["last_sync"] = st.LastAck
 		}
 		if b := d.dev.Budget(); b != nil {
-			sy["budget_left_bytes"] = b.Remaining(time.Now())
+			if b.Daily > 0 {
+				sy["budget_left_bytes"] = b.Remaining(time.Now())
+			}
 			sy["budget_used_by_tier"] = b.ByTier(time.Now())
+			sy["bandwidth"] = d.bandwidth(st)
 		}
 		ev := up.EvidenceStats()
 		sy["evidence"] = ev
@@ -271,4 +275,20 @@ func (d *Daemon) sharing() map[string]any {
 		text[l] = d.cfg.SharingText(names, l)
 	}
 	return map[string]any{"policies": policies, "text": text[d.cfg.Lang], "text_by_lang": text}
+}
+
+// bandwidth is the report of /v1/status and `outpost status --bandwidth`:
+// bytes on the wire per day and per tier (30 days), the daily budget and
+// what is left of it, the backlog, and the days it takes to send it.
+func (d *Daemon) bandwidth(st outbox.Stats) map[string]any {
+	b, now := d.dev.Budget(), time.Now()
+	backlog := st.Bytes + st.EvidenceBytes
+	out := map[string]any{"days": b.Days(now), "daily_budget": b.Daily, "backlog_bytes": backlog, "days_to_drain": nil}
+	if b.Daily > 0 {
+		out["left_today"] = b.Remaining(now)
+	}
+	if days := b.DaysToDrain(now, backlog); days >= 0 {
+		out["days_to_drain"] = math.Round(days*10) / 10
+	}
+	return out
 }

@@ -409,6 +409,13 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 		t.Fatalf("outpost status: %v\n%s", err, b)
 	}
 
+	b, err := exec.Command(r.bin, "status", "--listen", addr, "--bandwidth").CombinedOutput()
+	today := time.Now().Format("2006-01-02")
+	if err != nil || !strings.Contains(string(b), "DAY") || !strings.Contains(string(b), today) || !strings.Contains(string(b), "daily budget 20000000 bytes") {
+		t.Fatalf("outpost status --bandwidth: %v\n%s", err, b)
+	}
+	t.Logf("outpost status --bandwidth:\n%s", b)
+
 	// Reviews become training data the training script reads.
 	r.hub.Stop()
 	out := filepath.Join(t.TempDir(), "reviewed")

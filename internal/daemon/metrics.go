@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -100,9 +101,23 @@ func newMetrics(d *Daemon) *metrics {
 					}),
 			)
 		}
-		if d.dev.Budget() != nil {
-			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_sync_budget_used_bytes", Help: "Bytes of today's budget spent."},
-				func() float64 { return float64(d.dev.Budget().Spent(time.Now())) }))
+		if b := d.dev.Budget(); b != nil {
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_sync_budget_used_bytes", Help: "Bytes on the wire today (what the daily budget counts)."},
+				func() float64 { return float64(b.Spent(time.Now())) }))
+			for _, tier := range []string{osync.TierNameLabels, osync.TierNameEvidence, osync.TierNameUpdates} {
+				m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_sync_tier_bytes_today",
+					Help: "Bytes on the wire today, by tier.", ConstLabels: prometheus.Labels{"tier": tier}},
+					func() float64 { return float64(b.ByTier(time.Now())[tier]) }))
+			}
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_sync_days_to_drain",
+				Help: "Estimated days to send the backlog at the daily budget (or the recent daily average); -1 unknown."},
+				func() float64 {
+					st, err := d.dev.Outbox().Stats()
+					if err != nil {
+						return -1
+					}
+					return b.DaysToDrain(time.Now(), st.Bytes+st.EvidenceBytes)
+				}))
 		}
 	}
 	return m

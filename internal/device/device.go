@@ -167,10 +167,10 @@ func (d *Device) setupUplink() error {
 	if err != nil {
 		return fmt.Errorf("config: daily_budget: %w", err)
 	}
-	if daily > 0 {
-		if d.budget, err = osync.LoadBudget(daily, filepath.Join(c.DataDir, "budget.json")); err != nil {
-			return err
-		}
+	// Kept even without a daily limit: it is also the record of bytes sent
+	// per day and per tier (the bandwidth report).
+	if d.budget, err = osync.LoadBudget(daily, filepath.Join(c.DataDir, "budget.json")); err != nil {
+		return err
 	}
 	probe, err := mqtt.Prober(c.Broker)
 	if err != nil {
