@@ -82,3 +82,17 @@ func (o *Outbox) compactLocked() error {
 	o.log.Info("outbox: compacted", "path", o.path, "before_bytes", before, "after_bytes", o.fileSize())
 	return nil
 }
+
+// Trim compacts when the file has grown past a quarter over the caps
+// (records plus evidence): under drop-lowest, evicting and adding large
+// evidence in the same commits leaves bbolt unable to reuse the freed
+// pages at once, and the file would outgrow its cap. The daemon calls it
+// every minute; it does nothing most of the time.
+func (o *Outbox) Trim() (bool, error) {
+	limit := (o.opts.MaxBytes + o.opts.EvidenceMaxBytes) * 5 / 4
+	if o.fileSize() <= limit {
+		return false, nil
+	}
+	_, _, err := o.Compact()
+	return err == nil, err
+}

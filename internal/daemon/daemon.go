@@ -204,6 +204,11 @@ func (d *Daemon) expireLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			d.dev.Outbox().Expire(now)
+			if did, err := d.dev.Outbox().Trim(); err != nil {
+				d.log.Warn("outbox: compaction to stay inside the cap failed", "err", err)
+			} else if did {
+				d.log.Info("outbox: compacted to stay inside its cap")
+			}
 		}
 	}
 }
