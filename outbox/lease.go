@@ -142,6 +142,7 @@ func (o *Outbox) Ack(ids []ID) (int, error) {
 // nothing has expired because keys are age-ordered within a priority.
 func (o *Outbox) Expire(now time.Time) (int, error) {
 	var gone []ID
+	boot, mono := o.opts.Clock()
 	o.mu.RLock()
 	err := o.db.Update(func(tx *bolt.Tx) error {
 		gone = gone[:0]
@@ -152,16 +153,17 @@ func (o *Outbox) Expire(now time.Time) (int, error) {
 			if ttl <= 0 {
 				continue
 			}
-			cut := now.Add(-ttl)
+			// Every record of the priority is looked at: after a wall-clock
+			// jump, ID order is not age order, and only the boot clock says
+			// how old a record is (a +40-day jump must not expire a thing).
 			var keys [][]byte
-			for k, _ := c.Seek([]byte{byte(p)}); k != nil && k[0] == byte(p); k, _ = c.Next() {
-				var id ID
-				copy(id[:], k[1:])
-				if !id.Time().Before(cut) {
-					break
+			for k, v := c.Seek([]byte{byte(p)}); k != nil && k[0] == byte(p); k, v = c.Next() {
+				r, err := DecodeRecord(v)
+				if err != nil || age(r, now, boot, mono) <= ttl {
+					continue
 				}
 				keys = append(keys, append([]byte(nil), k...))
-				gone = append(gone, id)
+				gone = append(gone, r.ID)
 			}
 			for _, k := range keys {
 				if err := o.deleteKey(tx, m, k); err != nil {

@@ -71,6 +71,8 @@ type Options struct {
 	NoSync bool
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Clock is the boot clock records are placed on; default BootClock.
+	Clock func() (boot ID, sinceBoot time.Duration)
 }
 
 func (o *Options) defaults() {
@@ -103,6 +105,9 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Clock == nil {
+		o.Clock = BootClock
 	}
 }
 
@@ -273,6 +278,9 @@ func (o *Outbox) Append(ctx context.Context, r *Record, evidence []byte) (ID, er
 	}
 	if r.Created.IsZero() {
 		r.Created = o.opts.Now()
+	}
+	if r.Boot == (ID{}) {
+		r.Boot, r.Mono = o.opts.Clock()
 	}
 	if r.Priority >= NumPriorities {
 		return r.ID, fmt.Errorf("outbox: append %s: priority %d out of range", r.ID, r.Priority)

@@ -275,7 +275,10 @@ func TestOutbox_TTL(t *testing.T) {
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
 	var ttl [NumPriorities]time.Duration
 	ttl[Bulk] = time.Hour
-	ob := open(t, filepath.Join(t.TempDir(), "outbox.db"), Options{Now: c.Now, TTL: ttl})
+	start := c.Now()
+	boot := ID{7}
+	ob := open(t, filepath.Join(t.TempDir(), "outbox.db"), Options{Now: c.Now, TTL: ttl,
+		Clock: func() (ID, time.Duration) { return boot, c.Now().Sub(start) }})
 	mustAppend(t, ob, rec(Bulk, "old"))
 	mustAppend(t, ob, rec(Normal, "keep"))
 	c.Add(2 * time.Hour)
@@ -461,5 +464,44 @@ func TestOpen_TruncatedAnywhere(t *testing.T) {
 		}
 		mustAppend(t, ob, rec(Normal, "after"))
 		ob.Close()
+	}
+}
+
+// TestOutbox_TTLIgnoresWallClockJumps: a Pi without an RTC may boot with
+// its clock months off and then be corrected: ages and TTLs follow the
+// boot clock, so a +40-day wall jump expires nothing and the oldest age
+// reads what really passed; a record of an earlier boot counts as at
+// least as old as this boot, never older.
+func TestOutbox_TTLIgnoresWallClockJumps(t *testing.T) {
+	wall := &clock{t: time.Unix(1_700_000_000, 0)}
+	boot, mono := ID{1}, time.Hour
+	var ttl [NumPriorities]time.Duration
+	for p := range ttl {
+		ttl[p] = 7 * 24 * time.Hour
+	}
+	ob := open(t, filepath.Join(t.TempDir(), "outbox.db"), Options{Now: wall.Now, TTL: ttl,
+		Clock: func() (ID, time.Duration) { return boot, mono }})
+	mustAppend(t, ob, rec(Normal, "before-the-jump"))
+	mono += time.Hour
+	wall.Add(40 * 24 * time.Hour) // NTP arrives, or a bad RTC battery
+	mustAppend(t, ob, rec(Normal, "after-the-jump"))
+	if n, err := ob.Expire(wall.Now()); err != nil || n != 0 {
+		t.Fatalf("a wall-clock jump expired %d records (%v)", n, err)
+	}
+	if st, _ := ob.Stats(); st.OldestAge != time.Hour {
+		t.Fatalf("oldest age %v after a 40-day jump, want the 1h that passed", st.OldestAge)
+	}
+	// A reboot: the old records are at least this boot's age.
+	boot, mono = ID{2}, 30*time.Minute
+	wall.Add(-60 * 24 * time.Hour) // and the clock now says last month
+	if n, _ := ob.Expire(wall.Now()); n != 0 {
+		t.Fatalf("expired %d after a reboot with a wrong clock", n)
+	}
+	if st, _ := ob.Stats(); st.OldestAge != 30*time.Minute {
+		t.Fatalf("oldest age %v after a reboot, want this boot's 30m", st.OldestAge)
+	}
+	mono = 8 * 24 * time.Hour // this boot has now lasted past the TTL
+	if n, _ := ob.Expire(wall.Now()); n != 2 {
+		t.Fatalf("expired %d after 8 days of this boot, want 2", n)
 	}
 }

@@ -80,6 +80,13 @@ type Record struct {
 	Tier     Tier      `json:"tier"`
 	Output   []byte    `json:"output"` // the task's JSON output (labels+scores, segments, keyword)
 	Evidence *Evidence `json:"evidence,omitempty"`
+	// Boot and Mono place the record on the device's monotonic clock: the
+	// boot it was made in (the OS boot ID) and the time since that boot.
+	// Unlike Created (the wall clock, which a Pi without an RTC may have
+	// wrong by months), they never jump: ages and TTLs use them, and the
+	// hub corrects Created with them.
+	Boot ID            `json:"boot,omitzero"`
+	Mono time.Duration `json:"mono_ns,omitempty"`
 }
 
 // MarshalJSON writes Output as embedded JSON (not base64) when it is valid
@@ -120,14 +127,27 @@ var ErrCorruptRecord = errors.New("outbox: corrupt record")
 //	0x01 | id [16] | seq uvarint | created unix-ns varint | priority u8 | tier u8 |
 //	device, model, version, task, output: uvarint length + bytes |
 //	evidence flag u8 [ | content type, sha256: length+bytes | size uvarint ]
-const recordV1 = 1
+//
+// recordV2 (written when the record has a Boot) appends boot [16] | mono-ns uvarint.
+const (
+	recordV1 = 1
+	recordV2 = 2
+)
 
 // maxField bounds any one decoded field so a corrupt length cannot allocate gigabytes.
 const maxField = 16 << 20
 
 // Encode appends r's binary form to dst.
 func (r *Record) Encode(dst []byte) []byte {
-	dst = append(dst, recordV1)
+	if r.Boot != (ID{}) {
+		dst = r.encodeV1(append(dst, recordV2))
+		dst = append(dst, r.Boot[:]...)
+		return binary.AppendUvarint(dst, uint64(max(r.Mono, 0)))
+	}
+	return r.encodeV1(append(dst, recordV1))
+}
+
+func (r *Record) encodeV1(dst []byte) []byte {
 	dst = append(dst, r.ID[:]...)
 	dst = binary.AppendUvarint(dst, r.Seq)
 	dst = binary.AppendVarint(dst, r.Created.UnixNano())
@@ -152,11 +172,12 @@ func (r *Record) Encode(dst []byte) []byte {
 // DecodeRecord parses an encoded record. It never panics; errors wrap ErrCorruptRecord.
 func DecodeRecord(b []byte) (*Record, error) {
 	d := decoder{b: b}
-	if v := d.byte(); v != recordV1 {
+	v := d.byte()
+	if v != recordV1 && v != recordV2 {
 		if d.err != nil {
 			return nil, d.err
 		}
-		return nil, fmt.Errorf("%w: version %d (this build reads %d)", ErrCorruptRecord, v, recordV1)
+		return nil, fmt.Errorf("%w: version %d (this build reads %d and %d)", ErrCorruptRecord, v, recordV1, recordV2)
 	}
 	r := &Record{}
 	copy(r.ID[:], d.bytes(16))
@@ -177,6 +198,13 @@ func DecodeRecord(b []byte) (*Record, error) {
 	default:
 		if d.err == nil {
 			d.err = fmt.Errorf("%w: evidence flag %d (want 0 or 1)", ErrCorruptRecord, flag)
+		}
+	}
+	if v == recordV2 {
+		copy(r.Boot[:], d.bytes(16))
+		r.Mono = time.Duration(d.uvarint())
+		if d.err == nil && (r.Boot == ID{} || r.Mono < 0) {
+			d.err = fmt.Errorf("%w: v2 record without a boot id", ErrCorruptRecord)
 		}
 	}
 	if d.err == nil && d.p != len(b) {

@@ -47,6 +47,7 @@ type Stats struct {
 // Stats reads the counters and the oldest record of each priority.
 func (o *Outbox) Stats() (Stats, error) {
 	now := o.opts.Now()
+	boot, mono := o.opts.Clock()
 	s := Stats{Priorities: map[string]PriorityStats{}, MaxBytes: o.opts.MaxBytes, MaxRecords: o.opts.MaxRecords, Policy: o.opts.Policy}
 	o.mu.RLock()
 	defer o.mu.RUnlock()
@@ -56,12 +57,14 @@ func (o *Outbox) Stats() (Stats, error) {
 		for p := Priority(0); p < NumPriorities; p++ {
 			ps := PriorityStats{Count: int64(m.get(countKey(p))), Bytes: int64(m.get(bytesKey(p))),
 				Evicted: int64(m.get(evictedKey(p))), Expired: int64(m.get(expiredKey(p)))}
-			if k, _ := c.Seek([]byte{byte(p)}); k != nil && k[0] == byte(p) {
-				var id ID
-				copy(id[:], k[1:])
-				ps.Oldest = id.Time().UTC()
-				ps.Age = max(now.Sub(ps.Oldest), 0)
-				s.OldestAge = max(s.OldestAge, ps.Age)
+			if k, v := c.Seek([]byte{byte(p)}); k != nil && k[0] == byte(p) {
+				// The first in delivery order; its age by the boot clock
+				// (a wall-clock jump does not make it new or ancient).
+				if r, err := DecodeRecord(v); err == nil {
+					ps.Oldest = r.Created.UTC()
+					ps.Age = age(r, now, boot, mono)
+					s.OldestAge = max(s.OldestAge, ps.Age)
+				}
 			}
 			s.Count += ps.Count
 			s.Bytes += ps.Bytes
