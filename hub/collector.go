@@ -454,10 +454,29 @@ func (c *Collector) recordStatus(ctx context.Context, device string, m msg, now 
 			if !st.Time.IsZero() {
 				d.ClockOffset = now.Sub(st.Time).Milliseconds()
 			}
+			if st.Boot != "" && st.MonoMS > 0 {
+				start := now.Add(-time.Duration(st.MonoMS) * time.Millisecond).UTC().Truncate(time.Millisecond)
+				if d.Boots == nil {
+					d.Boots = map[string]time.Time{}
+				}
+				if old, ok := d.Boots[st.Boot]; !ok || start.Before(old) {
+					d.Boots[st.Boot] = start
+				}
+				for len(d.Boots) > maxBoots { // forget the oldest boot
+					oldest := ""
+					for b, t := range d.Boots {
+						if oldest == "" || t.Before(d.Boots[oldest]) {
+							oldest = b
+						}
+					}
+					delete(d.Boots, oldest)
+				}
+			}
 		}
 		d.State, d.Backlog, d.Version = st.State, st.Queue, st.Version
 		d.StatusTime, d.LastSync = st.Time, st.LastSync
 		d.Evicted, d.Expired, d.Refused = st.Evicted, st.Expired, st.Refused
+		d.ClockJumps = st.ClockJumps
 		if st.Models != nil {
 			d.Models = st.Models
 		}
@@ -529,23 +548,47 @@ func (c *Collector) Count() (int, error) { return c.st.Count(context.Background(
 
 // ExportJSONL writes every stored result as one JSON object per line.
 func ExportJSONL(ctx context.Context, st Store, w io.Writer) (int, error) {
+	devs, err := deviceMap(ctx, st)
+	if err != nil {
+		return 0, err
+	}
 	enc := json.NewEncoder(w)
 	n := 0
-	err := st.Each(ctx, func(s StoredResult) error { n++; return enc.Encode(s) })
+	err = st.Each(ctx, func(s StoredResult) error {
+		n++
+		s.Corrected, s.Trusted = devs[s.Record.Device].CorrectedTime(s.Record)
+		return enc.Encode(s)
+	})
 	return n, err
 }
 
-// ExportCSV writes one row per result: the fixed columns, then the task
-// output as a JSON cell (spreadsheets show it as text).
+func deviceMap(ctx context.Context, st Store) (map[string]*DeviceStatus, error) {
+	list, err := st.Devices(ctx)
+	m := map[string]*DeviceStatus{}
+	for i := range list {
+		m[list[i].Device] = &list[i]
+	}
+	return m, err
+}
+
+// ExportCSV writes stored results as CSV: the device's own time
+// (created), the hub's correction of it (created_corrected, time_trusted)
+// and when the hub received it.
 func ExportCSV(ctx context.Context, st Store, w io.Writer) (int, error) {
+	devs, err := deviceMap(ctx, st)
+	if err != nil {
+		return 0, err
+	}
 	cw := csv.NewWriter(w)
-	cw.Write([]string{"id", "device", "created", "received", "seq", "model", "model_version", "task", "priority", "output"})
+	cw.Write([]string{"id", "device", "created", "received", "seq", "model", "model_version", "task", "priority", "output", "created_corrected", "time_trusted"})
 	n := 0
-	err := st.Each(ctx, func(s StoredResult) error {
+	err = st.Each(ctx, func(s StoredResult) error {
 		r := s.Record
 		n++
+		corr, ok := devs[r.Device].CorrectedTime(r)
 		return cw.Write([]string{r.ID.String(), r.Device, r.Created.Format(time.RFC3339Nano), s.Received.Format(time.RFC3339Nano),
-			strconv.FormatUint(r.Seq, 10), r.Model, r.Version, r.Task, r.Priority.String(), string(r.Output)})
+			strconv.FormatUint(r.Seq, 10), r.Model, r.Version, r.Task, r.Priority.String(), string(r.Output),
+			corr.Format(time.RFC3339Nano), strconv.FormatBool(ok)})
 	})
 	cw.Flush()
 	if err == nil {

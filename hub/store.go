@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/outpost-edge/outpost/outbox"
@@ -85,12 +86,37 @@ type DeviceStatus struct {
 	// Installed models (name → package seq) and the latest model update.
 	Models map[string]int64    `json:"models,omitempty"`
 	Update *osync.UpdateStatus `json:"update,omitempty"`
+	// Boots anchors the device's recent boots to hub time: when each began
+	// (hub receive time − the boot clock in a live status; the earliest
+	// estimate kept, the one with the least transit). Record times are
+	// corrected with them (CorrectedTime).
+	Boots      map[string]time.Time `json:"boots,omitempty"`
+	ClockJumps int                  `json:"clock_jumps,omitempty"`
+}
+
+// maxBoots bounds DeviceStatus.Boots.
+const maxBoots = 16
+
+// CorrectedTime is when r was made by the hub's clock: its boot's start as
+// the hub saw it plus the boot clock, when the hub has seen that boot
+// (trusted); else the device's wall clock as it was (not trusted).
+func (d *DeviceStatus) CorrectedTime(r *outbox.Record) (time.Time, bool) {
+	if d != nil && r.Boot != (outbox.ID{}) {
+		if start, ok := d.Boots[r.Boot.String()]; ok {
+			return start.Add(r.Mono).UTC(), true
+		}
+	}
+	return r.Created, false
 }
 
 // StoredResult is one record as the hub keeps it.
 type StoredResult struct {
 	Received time.Time
 	Record   *outbox.Record
+	// Set by exports: the record's time by the hub's clock, and whether
+	// the hub could correct it (it has seen the record's boot).
+	Corrected time.Time
+	Trusted   bool
 }
 
 // MarshalJSON flattens the record and adds "received".
@@ -100,5 +126,10 @@ func (s StoredResult) MarshalJSON() ([]byte, error) {
 		return nil, err
 	}
 	rcv, _ := json.Marshal(s.Received)
-	return append(append(append([]byte(`{"received":`), rcv...), ','), b[1:]...), nil
+	head := append([]byte(`{"received":`), rcv...)
+	if !s.Corrected.IsZero() {
+		corr, _ := json.Marshal(s.Corrected)
+		head = append(append(append(head, `,"created_corrected":`...), corr...), fmt.Sprintf(`,"time_trusted":%t`, s.Trusted)...)
+	}
+	return append(append(head, ','), b[1:]...), nil
 }

@@ -96,6 +96,12 @@ type Status struct {
 	// package) and the latest model update: what the hub offers from.
 	Models map[string]int64 `json:"models,omitempty"`
 	Update *UpdateStatus    `json:"update,omitempty"`
+	// The boot clock when sent (the hub anchors each boot to its own time
+	// with it and corrects record times) and the wall-clock jumps the
+	// device has noticed.
+	Boot       string `json:"boot,omitempty"`
+	MonoMS     int64  `json:"mono_ms,omitempty"`
+	ClockJumps int    `json:"clock_jumps,omitempty"`
 }
 
 func (s Status) encode() []byte {

@@ -50,6 +50,8 @@ type UplinkOptions struct {
 	// OnReview stores an expert's review durably (the device's store); a
 	// nil error, or ErrDuplicate, sends the hub a receipt.
 	OnReview func(*Review) error
+	// ClockJumps reports the wall-clock jumps the device noticed.
+	ClockJumps func() int
 	// Models reports the installed models for the status message.
 	Models func() map[string]int64
 	Logger *slog.Logger
@@ -657,6 +659,11 @@ func (u *Uplink) status(state string) Status {
 		Time: u.o.Now().UTC(), Evicted: st.Evicted, Expired: st.Expired, Refused: st.Refused, Update: u.o.Fetcher.Status()}
 	if u.o.Models != nil {
 		s.Models = u.o.Models()
+	}
+	boot, mono := outbox.BootClock()
+	s.Boot, s.MonoMS = boot.String(), mono.Milliseconds()
+	if u.o.ClockJumps != nil {
+		s.ClockJumps = u.o.ClockJumps()
 	}
 	return s
 }

@@ -100,6 +100,15 @@ func runStatus(ctx context.Context, std IO, args []string) error {
 		Sharing struct {
 			ByLang map[string][]string `json:"text_by_lang"`
 		} `json:"sharing"`
+		Clock *struct {
+			Wall     time.Time `json:"wall"`
+			Jumps    int       `json:"jumps"`
+			LastJump *struct {
+				At     time.Time     `json:"at"`
+				By     time.Duration `json:"by_ns"`
+				Reboot bool          `json:"across_reboot"`
+			} `json:"last_jump"`
+		} `json:"clock"`
 	}
 	if err := json.Unmarshal(body, &st); err != nil {
 		return fmt.Errorf("status: %s: %w", url, err)
@@ -145,6 +154,14 @@ func runStatus(ctx context.Context, std IO, args []string) error {
 	}
 	if len(st.Sync.WireTiers) > 0 {
 		fmt.Fprintf(w, "bytes on the wire since start, by tier: %s\n", tiers(st.Sync.WireTiers))
+	}
+	if c := st.Clock; c != nil {
+		fmt.Fprintf(w, "clock: %s", c.Wall.Local().Format(time.RFC3339))
+		if j := c.LastJump; j != nil {
+			fmt.Fprintf(w, "; %d jump(s) noticed, the last at %s by %s (the hub corrects record times from the boot clock)",
+				c.Jumps, j.At.Local().Format(time.RFC3339), j.By.Round(time.Second))
+		}
+		fmt.Fprintln(w)
 	}
 	if u := st.Update.Latest; u != nil {
 		fmt.Fprintf(w, "model update: %s %s (seq %d) %s %d/%d %s\n", u.Model, u.Version, u.Seq, u.State, u.Have, u.Chunks, u.Reason)

@@ -204,6 +204,7 @@ func (d *Daemon) expireLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			d.dev.Outbox().Expire(now)
+			d.dev.Clock() // notices a wall-clock jump and remembers the time
 			if did, err := d.dev.Outbox().Trim(); err != nil {
 				d.log.Warn("outbox: compaction to stay inside the cap failed", "err", err)
 			} else if did {
@@ -260,6 +261,9 @@ func (d *Daemon) statusBody() map[string]any {
 		s["update"] = map[string]any{"latest": f.Status(), "stats": f.Stats()}
 	}
 	s["installed"] = d.dev.InstalledModels()
+	if c := d.dev.Clock(); c != nil {
+		s["clock"] = c
+	}
 	s["sharing"] = d.sharing()
 	s["evidence_waiting_bytes"] = st.EvidenceBytes
 	return s

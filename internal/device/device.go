@@ -69,6 +69,7 @@ type Device struct {
 
 	fetch      *osync.Fetcher
 	reviews    *reviewStore
+	clock      *clockWatch
 	rolledBack *osync.UpdateStatus // set by guard when it rolled a model back
 	installMu  gosync.Mutex
 
@@ -139,6 +140,11 @@ func Open(cfg Config, o Options) (*Device, error) {
 			}
 			return nil, err
 		}
+		d.clock = newClockWatch(cfg.DataDir, outbox.BootClock, time.Now)
+		if j := d.clock.st.LastJump; j != nil && time.Since(j.At) < time.Minute {
+			d.log.Warn("the wall clock jumped; record times from before are corrected by the hub from the boot clock",
+				"by", j.By.Round(time.Second), "across_reboot", j.Reboot)
+		}
 		if d.reviews, err = openReviews(cfg.DataDir); err != nil {
 			d.Close()
 			return nil, err
@@ -182,6 +188,12 @@ func (d *Device) setupUplink() error {
 		// Checked again as each piece leaves: a policy tightened since
 		// the photo was kept still holds.
 		MayShare: func(r *outbox.Record) bool { return c.Policy(r.Model).Evidence != ShareNever },
+		ClockJumps: func() int {
+			if d.clock == nil {
+				return 0
+			}
+			return d.clock.Check().Jumps
+		},
 		OnReview: func(r *osync.Review) error {
 			err := d.reviews.add(r)
 			if err == nil {
