@@ -73,3 +73,17 @@ func (c *Classifier) text(key, lang string) (string, string) {
 	}
 	return c.advice.Text(key, lang)
 }
+
+// BuiltinAdvice is a copy of the retake and abstention advice every image
+// model gets (the kiosk speaks it too).
+func BuiltinAdvice() Advice {
+	out := Advice{}
+	for k, v := range builtinAdvice {
+		m := map[string]string{}
+		for l, s := range v {
+			m[l] = s
+		}
+		out[k] = m
+	}
+	return out
+}
