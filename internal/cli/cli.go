@@ -56,6 +56,7 @@ func commands() []command {
 		{"infer", "run a model on files and print one result per file", runInfer},
 		{"models", "list or verify the models in a directory", runModels},
 		{"queue", "inspect the outbox: stats, list, show, export, compact", runQueue},
+		{"say", "speak text in a language with the kiosk's voice (espeak-ng), to a WAV or the speaker", runSay},
 		{"status", "how the running daemon is, and what this device shares, in plain words", runStatus},
 		{"sync", "drain the outbox to an MQTT broker now (--once)", runSync},
 		{"bundle", "sneakernet: write results to a USB stick, apply the hub's receipt", runBundle},

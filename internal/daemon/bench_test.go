@@ -3,6 +3,8 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"os"
 	"io"
 	"net/http"
 	"testing"
@@ -58,4 +60,47 @@ func BenchmarkHTTPInfer(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 	srv.Close()
 	d.Close()
+}
+
+// BenchmarkFirstAudio: after a diagnosis over HTTP, the time until the
+// spoken answer's WAV has arrived — cold (espeak-ng runs; the cache was
+// emptied) and cached — with the ratio, and the diagnosis itself as the
+// baseline.
+func BenchmarkFirstAudio(b *testing.B) {
+	t := &testing.T{}
+	d, srv := newTestDaemon(t, nil)
+	defer func() { srv.Close(); d.Close() }()
+	photo := sample(t, "crop-disease/samples/rust.jpg")
+	get := func(url string) time.Duration {
+		t0 := time.Now()
+		resp, err := http.Get(url)
+		if err != nil || resp.StatusCode != 200 {
+			b.Fatalf("%v %v", err, resp)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return time.Since(t0)
+	}
+	var infer, cold, warm time.Duration
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		resp, err := http.Post(srv.URL+"/v1/models/crop-disease/infer?lang=sw", "image/jpeg", bytes.NewReader(photo))
+		if err != nil || resp.StatusCode != 201 {
+			b.Fatalf("%v %v", err, resp)
+		}
+		var res struct{ ID string }
+		json.NewDecoder(resp.Body).Decode(&res)
+		resp.Body.Close()
+		infer += time.Since(t0)
+		os.RemoveAll(d.speech.cache.Dir)
+		url := srv.URL + "/v1/results/" + res.ID + "/speech?lang=sw"
+		cold += get(url)
+		warm += get(url)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(infer.Microseconds())/n/1000, "diagnosis-ms")
+	b.ReportMetric(float64(cold.Microseconds())/n/1000, "first-audio-cold-ms")
+	b.ReportMetric(float64(warm.Microseconds())/n/1000, "first-audio-cached-ms")
+	b.ReportMetric(float64(cold)/float64(warm), "cold/cached")
+	b.ReportMetric(0, "ns/op")
 }

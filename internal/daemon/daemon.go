@@ -36,6 +36,7 @@ type Daemon struct {
 	sem     chan struct{} // inferences running
 	uploads chan struct{} // request bodies being received
 
+	speech   *speech
 	recentMu gosync.Mutex
 	recent   []stored // newest last, bounded
 
@@ -87,6 +88,7 @@ func New(cfg Config, version string, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	d.dev, d.cfg = dev, dev.Config()
+	d.speech = newSpeech(d)
 	d.metrics = newMetrics(d)
 	return d, nil
 }
@@ -265,6 +267,7 @@ func (d *Daemon) statusBody() map[string]any {
 		s["clock"] = c
 	}
 	s["sharing"] = d.sharing()
+	s["speech"] = map[string]int64{"requests": d.speech.requests.Load(), "cache_hits": d.speech.hits.Load(), "unavailable": d.speech.unavailable.Load()}
 	s["evidence_waiting_bytes"] = st.EvidenceBytes
 	return s
 }

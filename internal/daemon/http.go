@@ -65,6 +65,8 @@ func (d *Daemon) routes() http.Handler {
 		}
 		io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("GET /v1/results/{id}/speech", d.handleResultSpeech)
+	mux.HandleFunc("GET /v1/speech", d.handleSpeech)
 	mux.HandleFunc("GET /v1/usb", d.handleUSB)
 	mux.HandleFunc("POST /v1/usb/export", d.handleUSBExport)
 	mux.HandleFunc("GET /v1/reviews", func(w http.ResponseWriter, r *http.Request) {

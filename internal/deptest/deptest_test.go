@@ -27,6 +27,7 @@ var rules = []struct {
 	{"models", []string{"outbox", "sync", "hub", "internal/"}, "models do not talk to the network or the queue"},
 	{"sync", []string{"models", "runtime", "hub", "internal/"}, "the wire and uplink hold no hub or model logic"},
 	{"hub", []string{"models", "runtime", "internal/"}, "the hub stores what devices send; it runs no models"},
+	{"tts", []string{"models", "outbox", "sync", "hub", "runtime", "internal/"}, "speech synthesis knows nothing of models or the queue"},
 	{"internal/device", []string{"internal/daemon", "internal/cli", "hub"}, "the device knows no HTTP, CLI or hub"},
 	{"internal/daemon", []string{"internal/cli"}, "the daemon does not call back into the CLI"},
 }

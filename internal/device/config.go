@@ -67,7 +67,10 @@ type Config struct {
 	Inbox string `json:"inbox"` // watch folder; "" = off
 	// USBDir is where a USB stick mounts (e.g. /media/usb): while it is
 	// there, the kiosk offers "export to USB" (bundles, receipts).
-	USBDir     string `json:"usb_dir"`
+	USBDir string `json:"usb_dir"`
+	// SpeechRate is the kiosk's speaking rate in words per minute
+	// (espeak-ng); default 140, slower is clearer.
+	SpeechRate int    `json:"speech_rate"`
 	ImageModel string `json:"image_model"` // for photos dropped in the inbox; default crop-disease
 	AudioModel string `json:"audio_model"` // for WAVs dropped in the inbox; default kws
 	VADModel   string `json:"vad_model"`   // finds speech for keyword spotting; default silero-vad ("" = whole input)
@@ -226,6 +229,9 @@ func (c *Config) Validate() error {
 		if p.MaxSide < 0 || p.MaxSide > 8192 {
 			return bad("sharing", "%s: max_side %d: want 1 to 8192", model, p.MaxSide)
 		}
+	}
+	if c.SpeechRate != 0 && (c.SpeechRate < 60 || c.SpeechRate > 400) {
+		return bad("speech_rate", "%d words per minute: want 60 to 400", c.SpeechRate)
 	}
 	if c.UpdateMaxBytes < 1<<10 {
 		return bad("update_max_bytes", "%d is too small (at least 1024)", c.UpdateMaxBytes)

@@ -14,6 +14,13 @@ import (
 // timeout.
 func Browser(t testing.TB, width, height int, timeout time.Duration) context.Context {
 	t.Helper()
+	return BrowserWith(t, width, height, timeout)
+}
+
+// BrowserWith is Browser with extra Chromium flags (a fake microphone:
+// use-fake-device-for-media-stream, use-file-for-fake-audio-capture).
+func BrowserWith(t testing.TB, width, height int, timeout time.Duration, extra ...chromedp.ExecAllocatorOption) context.Context {
+	t.Helper()
 	chrome, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Fatalf("chromium not installed (scripts/sysdeps.sh installs it): %v", err)
@@ -24,6 +31,7 @@ func Browser(t testing.TB, width, height int, timeout time.Duration) context.Con
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.Flag("no-first-run", true), chromedp.Flag("disable-quic", true),
 		chromedp.WindowSize(width, height))
+	opts = append(opts, extra...)
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx)
 	ctx, cancelC := context.WithTimeout(ctx, timeout)

@@ -1,0 +1,133 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+
+	"github.com/outpost-edge/outpost/models"
+	"github.com/outpost-edge/outpost/outbox"
+	"github.com/outpost-edge/outpost/tts"
+)
+
+// helpText is what the kiosk says when asked for help.
+var helpText = map[string]string{
+	"en": "Take a photo of one leaf in daylight. To hear the answer again, say outpost, then repeat.",
+	"fr": "Prenez une photo d'une feuille à la lumière du jour. Pour réentendre la réponse, dites outpost, puis répète.",
+	"sw": "Piga picha ya jani moja kwenye mwanga wa mchana. Kusikia jibu tena, sema outpost, kisha rudia.",
+	"ha": "Ɗauki hoton ganye ɗaya a hasken rana. Don sake jin amsar, faɗi outpost, sannan maimaita.",
+	"am": "በቀን ብርሃን የአንድ ቅጠል ፎቶ ያንሱ። መልሱን እንደገና ለመስማት outpost ይበሉ፣ ከዚያ ድገም ይበሉ።",
+}
+
+type speech struct {
+	cache          *tts.Cache
+	requests, hits atomic.Int64
+	unavailable    atomic.Int64
+}
+
+func newSpeech(d *Daemon) *speech {
+	return &speech{cache: &tts.Cache{Dir: filepath.Join(d.cfg.DataDir, "speech-cache"), MaxBytes: 64 << 20,
+		Synth: &tts.Espeak{Rate: d.cfg.SpeechRate}}}
+}
+
+// answerText is what the kiosk says for a result in lang: the advice, as
+// the pipeline would give it in that language (it names the disease).
+func (d *Daemon) answerText(s *stored, lang string) (string, error) {
+	cr, ok := s.Result.(*models.ClassResult)
+	if !ok {
+		return "", errors.New("only photo answers are spoken")
+	}
+	if lang == cr.Lang || lang == "" {
+		return cr.Advice, nil
+	}
+	key := cr.Label
+	switch {
+	case cr.Outcome == models.OutcomeRetake:
+		key = "retake_" + cr.Reason
+	case cr.Outcome == models.OutcomeNotALeaf:
+		key = models.OutcomeNotALeaf
+	case cr.Uncertain:
+		key = models.UncertainLabel
+	}
+	advice := models.BuiltinAdvice()
+	if m, err := d.dev.Model(s.Model); err == nil {
+		if a, err := models.LoadAdvice(m); err == nil {
+			for k, v := range a {
+				advice[k] = v
+			}
+		}
+	}
+	if text := advice[key][lang]; text != "" {
+		return text, nil
+	}
+	return "", fmt.Errorf("no advice for %q in %q", key, lang)
+}
+
+// handleResultSpeech: GET /v1/results/{id}/speech?lang=sw — the answer
+// spoken (WAV), from the cache when it was said before.
+func (d *Daemon) handleResultSpeech(w http.ResponseWriter, r *http.Request) {
+	d.speech.requests.Add(1)
+	id := r.PathValue("id")
+	if _, err := outbox.ParseID(id); err != nil {
+		fail(w, http.StatusBadRequest, "bad_request", fmt.Errorf("result id %q", id))
+		return
+	}
+	var found *stored
+	d.recentMu.Lock()
+	for i := range d.recent {
+		if d.recent[i].ID == id {
+			s := d.recent[i]
+			found = &s
+		}
+	}
+	d.recentMu.Unlock()
+	if found == nil {
+		fail(w, http.StatusNotFound, "not_found", fmt.Errorf("no recent result %s", id))
+		return
+	}
+	lang := r.URL.Query().Get("lang")
+	text, err := d.answerText(found, lang)
+	if err != nil {
+		fail(w, http.StatusNotFound, "nothing_to_say", err)
+		return
+	}
+	d.say(w, r, text, lang)
+}
+
+// handleSpeech: GET /v1/speech?say=help&lang=sw — the kiosk's prompts.
+func (d *Daemon) handleSpeech(w http.ResponseWriter, r *http.Request) {
+	d.speech.requests.Add(1)
+	lang := r.URL.Query().Get("lang")
+	if lang == "" {
+		lang = d.cfg.Lang
+	}
+	if r.URL.Query().Get("say") != "help" {
+		fail(w, http.StatusBadRequest, "bad_request", errors.New("say: want help"))
+		return
+	}
+	d.say(w, r, helpText[lang], lang)
+}
+
+func (d *Daemon) say(w http.ResponseWriter, r *http.Request, text, lang string) {
+	if lang == "" {
+		lang = d.cfg.Lang
+	}
+	wav, hit, err := d.speech.cache.Speak(r.Context(), text, lang, d.cfg.SpeechRate)
+	switch {
+	case errors.Is(err, tts.ErrNoVoice):
+		fail(w, http.StatusNotFound, "no_voice", err)
+		return
+	case err != nil:
+		d.speech.unavailable.Add(1)
+		fail(w, http.StatusServiceUnavailable, "tts_unavailable", err)
+		return
+	}
+	if hit {
+		d.speech.hits.Add(1)
+	}
+	w.Header().Set("Content-Type", "audio/wav")
+	w.Header().Set("Cache-Control", "no-cache") // the daemon's cache is the cache; a repeat is asked for again
+	w.Write(wav)
+}
