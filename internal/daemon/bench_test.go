@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"io"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
