@@ -150,21 +150,12 @@ func EncodeEvidenceAck(a *EvidenceAck, device string, key ed25519.PrivateKey) []
 // DecodeEvidenceAck checks the signature against the pinned hub keys and
 // parses the ack.
 func DecodeEvidenceAck(msg []byte, device string, hubKeys []ed25519.PublicKey) (*EvidenceAck, error) {
-	if err := verifyMsg(cmdSignLabel, msg, device, hubKeys); err != nil {
+	body, err := cmdBody(msg, kindEvidenceAck, "an evidence ack", device, hubKeys)
+	if err != nil {
 		return nil, err
 	}
-	if len(msg) < 4+16+3 || msg[0] != 'O' || msg[1] != kindEvidenceAck || msg[3]&^flagSigned != 0 {
-		return nil, fmt.Errorf("%w: not an evidence ack", ErrMalformed)
-	}
-	if msg[2] != ProtocolVersion {
-		return nil, fmt.Errorf("%w: version %d", ErrVersion, msg[2])
-	}
-	body := msg[4:]
-	if msg[3]&flagSigned != 0 {
-		if len(body) < sigTrailer+16+3 {
-			return nil, fmt.Errorf("%w: signed evidence ack truncated", ErrMalformed)
-		}
-		body = body[:len(body)-sigTrailer]
+	if len(body) < 16+3 {
+		return nil, fmt.Errorf("%w: evidence ack truncated", ErrMalformed)
 	}
 	a := &EvidenceAck{}
 	copy(a.ID[:], body)

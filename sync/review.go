@@ -62,21 +62,9 @@ func EncodeReview(r *Review, key ed25519.PrivateKey) []byte {
 // DecodeReview checks the signature against the pinned hub keys and that
 // the review is for device.
 func DecodeReview(msg []byte, device string, hubKeys []ed25519.PublicKey) (*Review, error) {
-	if err := verifyMsg(cmdSignLabel, msg, device, hubKeys); err != nil {
+	body, err := cmdBody(msg, kindReview, "a review", device, hubKeys)
+	if err != nil {
 		return nil, err
-	}
-	if len(msg) < 4 || msg[0] != 'O' || msg[1] != kindReview || msg[3]&^flagSigned != 0 {
-		return nil, fmt.Errorf("%w: not a review", ErrMalformed)
-	}
-	if msg[2] != ProtocolVersion {
-		return nil, fmt.Errorf("%w: version %d", ErrVersion, msg[2])
-	}
-	body := msg[4:]
-	if msg[3]&flagSigned != 0 {
-		if len(body) < sigTrailer {
-			return nil, fmt.Errorf("%w: signed review truncated", ErrMalformed)
-		}
-		body = body[:len(body)-sigTrailer]
 	}
 	var r Review
 	if err := json.Unmarshal(body, &r); err != nil {

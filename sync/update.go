@@ -138,21 +138,9 @@ func DecodeOffer(msg []byte, device string, hubKeys []ed25519.PublicKey) (*Offer
 	if len(msg) > maxOfferBytes {
 		return nil, fmt.Errorf("%w: offer of %d bytes (max %d)", ErrMalformed, len(msg), maxOfferBytes)
 	}
-	if err := verifyMsg(cmdSignLabel, msg, device, hubKeys); err != nil {
+	body, err := cmdBody(msg, kindOffer, "an offer", device, hubKeys)
+	if err != nil {
 		return nil, err
-	}
-	if len(msg) < 4 || msg[0] != 'O' || msg[1] != kindOffer {
-		return nil, fmt.Errorf("%w: not an offer", ErrMalformed)
-	}
-	if msg[2] != ProtocolVersion {
-		return nil, fmt.Errorf("%w: version %d", ErrVersion, msg[2])
-	}
-	body := msg[4:]
-	if msg[3]&flagSigned != 0 {
-		if len(body) < sigTrailer {
-			return nil, fmt.Errorf("%w: signature truncated", ErrMalformed)
-		}
-		body = body[:len(body)-sigTrailer]
 	}
 	var o Offer
 	if err := json.Unmarshal(body, &o); err != nil {
@@ -162,6 +150,30 @@ func DecodeOffer(msg []byte, device string, hubKeys []ed25519.PublicKey) (*Offer
 		return nil, fmt.Errorf("%w: offer: %v", ErrMalformed, err)
 	}
 	return &o, nil
+}
+
+// cmdBody checks a hub → device message: signed by a pinned hub key for
+// device (when keys are pinned), of the expected kind and this version,
+// no flag but "signed"; it returns the body without the signature. Every
+// signed command goes through it (the trailer is never sliced twice).
+func cmdBody(msg []byte, kind byte, what, device string, hubKeys []ed25519.PublicKey) ([]byte, error) {
+	if err := verifyMsg(cmdSignLabel, msg, device, hubKeys); err != nil {
+		return nil, err
+	}
+	if len(msg) < 4 || msg[0] != 'O' || msg[1] != kind || msg[3]&^flagSigned != 0 {
+		return nil, fmt.Errorf("%w: not %s", ErrMalformed, what)
+	}
+	if msg[2] != ProtocolVersion {
+		return nil, fmt.Errorf("%w: version %d", ErrVersion, msg[2])
+	}
+	body := msg[4:]
+	if msg[3]&flagSigned != 0 {
+		if len(body) < sigTrailer {
+			return nil, fmt.Errorf("%w: %s: signature truncated", ErrMalformed, what)
+		}
+		body = body[:len(body)-sigTrailer]
+	}
+	return body, nil
 }
 
 // EncodeChunk writes 'O' 'K' version 0 | offer id [16] | index uvarint | data.
