@@ -391,9 +391,22 @@ func TestModelUpdate_KillMidSwapAndCrashLoop(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	devs, _ := r.hub.C.Devices()
+	seen := devs[0].StatusTime
 	r.kill() // one more start: the hub must not offer the rolled-back package
 	r.serve()
-	time.Sleep(2 * time.Second)
+	// Wait for the restarted device's status to reach the hub: that is
+	// when an offer would go.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		devs, _ := r.hub.C.Devices()
+		if len(devs) == 1 && devs[0].StatusTime.After(seen) && devs[0].State == "online" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted device never reported in: %+v", devs)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the collector offers right after it records the status
 	if got := r.hub.C.Stats().Offers; got != offers {
 		t.Fatalf("the hub offered the rolled-back package again (%d offers, was %d)", got, offers)
 	}
