@@ -44,6 +44,7 @@ type clockWatch struct {
 	clock func() (outbox.ID, time.Duration)
 	now   func() time.Time
 	st    ClockState
+	saved time.Duration // boot clock at the last save
 }
 
 type clockFile struct {
@@ -88,9 +89,16 @@ func (w *clockWatch) Check() ClockState {
 			w.st.LastJump = j
 		}
 	}
+	jumped := w.st.LastJump != nil && w.st.LastJump.At.Equal(wall)
 	w.st.Boot, w.st.Mono, w.st.Wall = boot, mono, wall
-	b, _ := json.Marshal(clockFile(w.st))
-	atomicfile.WriteBytes(w.path, b, 0o640)
+	// Saved on a jump and otherwise at most once a minute: the kiosk asks
+	// every few seconds, and an SD card should not take an fsync each time.
+	if jumped || w.saved == 0 || mono-w.saved >= time.Minute || mono < w.saved {
+		b, _ := json.Marshal(clockFile(w.st))
+		if atomicfile.WriteBytes(w.path, b, 0o640) == nil {
+			w.saved = mono
+		}
+	}
 	return w.st
 }
 
