@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/models"
+	"github.com/outpost-edge/outpost/tts"
 )
 
 func run(t *testing.T, stdin []byte, args ...string) (string, string, int) {
@@ -225,5 +227,24 @@ func TestFindings_SmallInputs(t *testing.T) {
 	out, _, _ = run(t, nil, "models", "list", "--dir", dir)
 	if !strings.Contains(out, "broken") {
 		t.Fatalf("bad manifest listed without its folder:\n%s", out)
+	}
+}
+
+// TestSay: `outpost say` writes the kiosk's voice to a WAV, lists the
+// voices, and says plainly that Hausa has none.
+func TestSay(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "sw.wav")
+	if _, errOut, code := run(t, nil, "say", "--lang", "sw", "--out", out, "Piga picha ya jani moja kwenye mwanga wa mchana."); code != ExitOK {
+		t.Fatalf("say: %s", errOut)
+	}
+	b, _ := os.ReadFile(out)
+	if d, err := tts.Duration(b); err != nil || d < time.Second || d > 10*time.Second {
+		t.Fatalf("say wrote %d bytes, %v long: %v", len(b), d, err)
+	}
+	if o, _, code := run(t, nil, "say", "--voices"); code != ExitOK || !strings.Contains(o, "sw: sw") || !strings.Contains(o, "ha: none") {
+		t.Fatalf("voices:\n%s", o)
+	}
+	if _, errOut, code := run(t, nil, "say", "--lang", "ha", "--out", out, "Sannu"); code == ExitOK || !strings.Contains(errOut, "no voice") {
+		t.Fatalf("Hausa: %d %s", code, errOut)
 	}
 }
