@@ -400,6 +400,13 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 	if len(rs.Reviews) != 1 || rs.Reviews[0].Of.String() != unsureID {
 		t.Fatalf("the review did not survive a restart: %+v", rs)
 	}
+	// The kiosk still shows it after the restart (the recent list is new).
+	if err := chromedp.Do(ctx, chromedp.Navigate(r.p.url+"/?lang=sw"), chromedp.WaitVisible(chromedp.CSS("#reviewlist li"))); err != nil {
+		t.Fatalf("kiosk reviews after a restart: %v", err)
+	}
+	if txt, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("reviews"))); !strings.Contains(txt, "Majibu kutoka kwa mtaalamu wa kilimo") || !strings.Contains(txt, "Mosaic virus") {
+		t.Fatalf("kiosk reviews after a restart: %q", txt)
+	}
 
 	// `outpost status` says what the device shares, in the user's language.
 	addr := strings.TrimPrefix(r.p.url, "http://")
