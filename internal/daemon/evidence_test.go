@@ -190,7 +190,18 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 	}
 	r.post(sure)
 	r.waitFor("2 results at the hub", func() bool { return r.stored() == 2 })
-	time.Sleep(500 * time.Millisecond)
+	// Evidence can only leave from the outbox: once it is empty and holds
+	// no evidence bytes, nothing more can come.
+	r.waitFor("an empty outbox", func() bool {
+		var st struct {
+			Queue struct {
+				Count int64 `json:"count"`
+			} `json:"queue"`
+			EvidenceWaiting int64 `json:"evidence_waiting_bytes"`
+		}
+		getJSON(t, r.p.url+"/v1/status", &st)
+		return st.Queue.Count == 0 && st.EvidenceWaiting == 0
+	})
 	if r.sniff.carries([]byte{0xff, 0xd8, 0xff}) || r.sniff.count("evidence") > 0 || len(r.evidence()) > 0 {
 		t.Fatalf("a photo left the device under the default policy (evidence messages %d)", r.sniff.count("evidence"))
 	}

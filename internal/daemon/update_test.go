@@ -266,7 +266,15 @@ func TestModelUpdate_OverMQTT(t *testing.T) {
 	u = r.waitUpdate("installed", func(u *osync.UpdateStatus) bool {
 		return u.State == osync.UpdateInstalled || u.State == osync.UpdateRefused
 	})
-	time.Sleep(300 * time.Millisecond)
+	// Keep the load on until answers come from the new version.
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		done := len(versions) > 0 && versions[len(versions)-1] == r.newVer
+		mu.Unlock()
+		if done {
+			break
+		}
+	}
 	stop.Store(true)
 	wg.Wait()
 	if u.State != osync.UpdateInstalled || u.Version != r.newVer || u.Seq != 2 {
@@ -395,18 +403,23 @@ func TestModelUpdate_KillMidSwapAndCrashLoop(t *testing.T) {
 	seen := devs[0].StatusTime
 	r.kill() // one more start: the hub must not offer the rolled-back package
 	r.serve()
-	// Wait for the restarted device's status to reach the hub: that is
-	// when an offer would go.
+	// A sync point: the restarted device's status goes out at connect,
+	// before the result below; once the hub has stored the result, it has
+	// handled the status (and made any offer it would).
+	stored, _ := r.hub.C.Count()
+	if _, code, err := r.infer(); err != nil || code != 201 {
+		t.Fatalf("infer after restart: %d %v", code, err)
+	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		devs, _ := r.hub.C.Devices()
-		if len(devs) == 1 && devs[0].StatusTime.After(seen) && devs[0].State == "online" {
+		n, _ := r.hub.C.Count()
+		if n > stored && len(devs) == 1 && devs[0].StatusTime.After(seen) {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the restarted device never reported in: %+v", devs)
 		}
 	}
-	time.Sleep(300 * time.Millisecond) // the collector offers right after it records the status
 	if got := r.hub.C.Stats().Offers; got != offers {
 		t.Fatalf("the hub offered the rolled-back package again (%d offers, was %d)", got, offers)
 	}
