@@ -84,12 +84,17 @@ func (s *BoltStore) Commit(_ context.Context, batches []*osync.Batch, received t
 			var c Counts
 			for _, r := range b.Records {
 				k := resultKey(b.Device, r.ID)
-				if res.Get(k) != nil {
+				v := binary.BigEndian.AppendUint64(nil, uint64(received.UnixMilli()))
+				v = r.Encode(v)
+				if old := res.Get(k); old != nil {
+					if len(old) < 8 || !bytes.Equal(old[8:], v[8:]) {
+						c.conflict(r.ID)
+						continue
+					}
 					c.Duplicate++
 					continue
 				}
-				v := binary.BigEndian.AppendUint64(nil, uint64(received.UnixMilli()))
-				if err := res.Put(k, r.Encode(v)); err != nil {
+				if err := res.Put(k, v); err != nil {
 					return err
 				}
 				c.New++

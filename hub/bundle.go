@@ -33,13 +33,22 @@ func ImportBundle(ctx context.Context, st Store, path string, key ed25519.Privat
 		return nil, "", total, fmt.Errorf("%s: %w", path, err)
 	}
 	m := b.Manifest
-	r := &osync.Receipt{Bundle: m.ID, Device: m.Device, Time: now.UTC(), Rejected: append([]outbox.ID{}, b.Bad...)}
+	r := &osync.Receipt{Bundle: m.ID, Device: m.Device, Time: now.UTC(), StoredSums: []osync.Sum{}, RejectedSums: []osync.Sum{}}
+	stored := func(id outbox.ID) {
+		r.Stored = append(r.Stored, id)
+		r.StoredSums = append(r.StoredSums, b.Sums[id])
+	}
+	for _, id := range b.Bad {
+		r.Rejected = append(r.Rejected, id)
+		r.RejectedSums = append(r.RejectedSums, b.Sums[id])
+	}
 	var labels []*outbox.Record // evidence records are stored as evidence, not results
 	for _, rec := range b.Records {
 		if rec.Tier != outbox.TierEvidence {
 			labels = append(labels, rec)
 		}
 	}
+	conflicts := map[outbox.ID]bool{}
 	for i := 0; i < len(labels); i += 5000 {
 		part := labels[i:min(len(labels), i+5000)]
 		c, err := st.Commit(ctx, []*osync.Batch{{ID: m.ID, Device: m.Device, Sent: m.Created, Records: part}}, now)
@@ -48,15 +57,22 @@ func ImportBundle(ctx context.Context, st Store, path string, key ed25519.Privat
 		}
 		total.New += c[0].New
 		total.Duplicate += c[0].Duplicate
+		for id := range c[0].Conflicts {
+			conflicts[id] = true
+			total.conflict(id)
+		}
 	}
 	for _, rec := range b.Records {
 		data, isEvidence := b.Evidence[rec.ID]
 		if rec.Tier != outbox.TierEvidence {
-			r.Stored = append(r.Stored, rec.ID)
+			if !conflicts[rec.ID] { // held with other bytes: not named, the device keeps it
+				stored(rec.ID)
+			}
 			continue
 		}
 		if !isEvidence || rec.Evidence == nil {
-			r.Rejected = append(r.Rejected, rec.ID)
+			// Not named: the device keeps what the bundle lacked and may
+			// send it again (over MQTT or on the next stick).
 			continue
 		}
 		var of struct {
@@ -68,14 +84,13 @@ func ImportBundle(ctx context.Context, st Store, path string, key ed25519.Privat
 		sum, _ := hex.DecodeString(rec.Evidence.SHA256)
 		copy(c.SHA256[:], sum)
 		info, err := st.PutEvidence(ctx, m.Device, c, now)
-		switch {
-		case err != nil:
+		if err != nil {
 			return nil, "", total, fmt.Errorf("%s: evidence: %w", path, err)
-		case info.Complete:
-			r.Stored = append(r.Stored, rec.ID)
-		default:
-			r.Rejected = append(r.Rejected, rec.ID)
 		}
+		if info.Complete {
+			stored(rec.ID)
+		}
+		// Not complete: not named, so the device keeps the photo.
 	}
 	out := strings.TrimSuffix(path, osync.BundleExt) + osync.ReceiptExt
 	if err := atomicfile.WriteBytes(out, osync.EncodeReceiptFile(r, key), 0o644); err != nil {

@@ -48,11 +48,12 @@ type CollectorStats struct {
 	Duplicates int64 `json:"duplicates"`
 	Malformed  int64 `json:"malformed"`
 	Acks       int64 `json:"acks"`
-	Rejected   int64 `json:"rejected"` // undecodable records named in acks
-	Refused    int64 `json:"refused"`  // acks refusing (part of) a batch
-	Deferred   int64 `json:"deferred"` // messages held for a later commit: their device was over its share of one
-	Offers     int64 `json:"offers"`   // model update offers sent
-	Chunks     int64 `json:"chunks"`   // package chunks sent
+	Rejected   int64 `json:"rejected"`  // undecodable records named in acks
+	Conflicts  int64 `json:"conflicts"` // records whose ID the hub holds with other bytes; not acked
+	Refused    int64 `json:"refused"`   // acks refusing (part of) a batch
+	Deferred   int64 `json:"deferred"`  // messages held for a later commit: their device was over its share of one
+	Offers     int64 `json:"offers"`    // model update offers sent
+	Chunks     int64 `json:"chunks"`    // package chunks sent
 	ChunkBytes int64 `json:"chunk_bytes"`
 	BadFetches int64 `json:"bad_fetches"` // chunk requests refused (unknown package, not for this device, malformed)
 	Evidence   int64 `json:"evidence"`    // pieces of evidence stored whole
@@ -74,6 +75,7 @@ type Collector struct {
 	batches, stored, dups, malformed, acks, rejected, refused, deferred atomic.Int64
 	offers, chunks, chunkBytes, badFetches                              atomic.Int64
 	evStored, evRefused, evBytes                                        atomic.Int64
+	conflicts                                                           atomic.Int64
 	reviews, reviewsSent, badReviews                                    atomic.Int64
 	deliver                                                             chan string // devices with a new review
 	err                                                                 error       // the session's last handling error (session goroutine only)
@@ -148,7 +150,7 @@ func (c *Collector) Close() error {
 // Stats returns the counters since start.
 func (c *Collector) Stats() CollectorStats {
 	return CollectorStats{Batches: c.batches.Load(), Stored: c.stored.Load(), Duplicates: c.dups.Load(),
-		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load(), Deferred: c.deferred.Load(),
+		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Conflicts: c.conflicts.Load(), Refused: c.refused.Load(), Deferred: c.deferred.Load(),
 		Offers: c.offers.Load(), Chunks: c.chunks.Load(), ChunkBytes: c.chunkBytes.Load(), BadFetches: c.badFetches.Load(),
 		Evidence: c.evStored.Load(), EvRefused: c.evRefused.Load(), EvBytes: c.evBytes.Load(),
 		Reviews: c.reviews.Load(), Sent: c.reviewsSent.Load(), BadReviews: c.badReviews.Load()}
@@ -392,18 +394,15 @@ func (c *Collector) store(ctx context.Context, batches []decoded, now time.Time)
 	var stored, dups int64
 	for i := range batches {
 		d := &batches[i]
-		d.ack = &osync.Ack{Batch: d.batch.ID}
-		for _, r := range d.batch.Records {
-			d.ack.Stored = append(d.ack.Stored, r.ID)
-		}
+		d.ack = ackFor(d.batch, counts[i])
 		for _, bad := range d.batch.Bad {
-			d.ack.Rejected = append(d.ack.Rejected, bad.ID)
 			c.rejected.Add(1)
 			c.log.Error("collector: record rejected for good (the device will drop it)", "device", d.device, "id", bad.ID.String(), "err", bad.Err)
 		}
-		if d.batch.Unnamed > 0 {
-			d.ack.Refused = &osync.Refusal{Code: osync.RefusedMalformed,
-				Reason: fmt.Sprintf("%d record(s) too short to carry an ID", d.batch.Unnamed)}
+		if n := len(counts[i].Conflicts); n > 0 {
+			c.conflicts.Add(int64(n))
+			c.log.Error("collector: records arrived whose IDs the hub holds with other bytes (a copy published by someone else first?); not acknowledged, the device keeps them",
+				"device", d.device, "batch", d.batch.ID.String(), "records", n)
 		}
 		stored += counts[i].New
 		dups += counts[i].Duplicate
@@ -415,6 +414,34 @@ func (c *Collector) store(ctx context.Context, batches []decoded, now time.Time)
 		c.log.Info("collector: duplicate records acknowledged again, not stored twice", "count", dups)
 	}
 	return nil
+}
+
+// ackFor names, by ID and the sum of the bytes received, what a commit
+// stored (or had with the same bytes) and what can never be decoded;
+// records held with other bytes, or too short to carry an ID, are left
+// out under a refusal, so the device keeps them.
+func ackFor(b *osync.Batch, counts Counts) *osync.Ack {
+	a := &osync.Ack{Batch: b.ID, StoredSums: []osync.Sum{}, RejectedSums: []osync.Sum{}}
+	for i, r := range b.Records {
+		if counts.Conflicts[r.ID] {
+			continue
+		}
+		a.Stored = append(a.Stored, r.ID)
+		a.StoredSums = append(a.StoredSums, b.Sums[i])
+	}
+	for _, bad := range b.Bad {
+		a.Rejected = append(a.Rejected, bad.ID)
+		a.RejectedSums = append(a.RejectedSums, bad.Sum)
+	}
+	switch {
+	case len(counts.Conflicts) > 0:
+		a.Refused = &osync.Refusal{Code: osync.RefusedConflict,
+			Reason: fmt.Sprintf("%d record(s) already stored under their IDs with other bytes", len(counts.Conflicts))}
+	case b.Unnamed > 0:
+		a.Refused = &osync.Refusal{Code: osync.RefusedMalformed,
+			Reason: fmt.Sprintf("%d record(s) too short to carry an ID", b.Unnamed)}
+	}
+	return a
 }
 
 // MaxStatusBytes bounds a status message; larger ones are refused unread.

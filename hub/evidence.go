@@ -33,34 +33,52 @@ func newEvidenceInfo(device string, c *osync.EvidenceChunk, received time.Time) 
 		SHA256: hex.EncodeToString(c.SHA256[:]), Received: received}
 }
 
-// applyChunk is the one rule both stores follow: a chunk lands only at
-// the offset stored so far (anything else just learns that offset); the
-// first bytes must look like a photo or a recording; the whole must match
-// its SHA-256. keep false: drop what is stored (refused).
+// applyChunk is the one rule both stores follow. A chunk lands only at
+// the offset stored so far, inside the declared size, agreeing with the
+// upload's size, digest and result; anything else just learns that
+// offset (a stranger's chunk cannot make the hub refuse a device's
+// photo). A whole piece whose SHA-256 matches (a bundle, or a resend from
+// the start) replaces whatever part was there. The first bytes must look
+// like a photo or a recording; a whole that does not match its SHA-256
+// starts again from zero rather than being refused. keep false: drop
+// what is stored (refused).
 func applyChunk(info EvidenceInfo, data []byte, c *osync.EvidenceChunk) (EvidenceInfo, []byte, bool) {
-	if info.Complete || c.Offset != info.Have || len(c.Data) == 0 {
+	if info.Complete || len(c.Data) == 0 {
 		return info, data, true
 	}
-	if info.Size != c.Size || info.SHA256 != hex.EncodeToString(c.SHA256[:]) || info.Of != c.Of {
-		info.Refused = "chunk disagrees with the upload's size, digest or result"
-		return info, nil, false
-	}
-	if info.Have == 0 {
-		if kind := http.DetectContentType(c.Data); !strings.HasPrefix(kind, "image/") && !strings.HasPrefix(kind, "audio/") {
-			info.Refused = fmt.Sprintf("not a photo or recording (%s)", kind)
+	if c.Offset == 0 && int64(len(c.Data)) == c.Size && sha256.Sum256(c.Data) == c.SHA256 {
+		if !looksLikeEvidence(c.Data) {
+			info.Refused = fmt.Sprintf("not a photo or recording (%s)", http.DetectContentType(c.Data))
 			return info, nil, false
 		}
+		whole := newEvidenceInfo(info.Device, c, info.Received)
+		whole.Have, whole.Complete = c.Size, true
+		return whole, append([]byte(nil), c.Data...), true
+	}
+	if c.Offset != info.Have || info.Size != c.Size || info.SHA256 != hex.EncodeToString(c.SHA256[:]) ||
+		info.Of != c.Of || info.Have+int64(len(c.Data)) > info.Size {
+		return info, data, true
+	}
+	if info.Have == 0 && !looksLikeEvidence(c.Data) {
+		info.Refused = fmt.Sprintf("not a photo or recording (%s)", http.DetectContentType(c.Data))
+		return info, nil, false
 	}
 	data = append(data, c.Data...)
 	info.Have = int64(len(data))
 	if info.Have == info.Size {
 		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != info.SHA256 {
-			info.Refused = "sha256 of the evidence does not match the record's"
-			return info, nil, false
+			// A chunk on the way was not the device's: start over.
+			info.Have = 0
+			return info, []byte{}, true
 		}
 		info.Complete = true
 	}
 	return info, data, true
+}
+
+func looksLikeEvidence(b []byte) bool {
+	kind := http.DetectContentType(b)
+	return strings.HasPrefix(kind, "image/") || strings.HasPrefix(kind, "audio/")
 }
 
 // handleEvidence stores one uploaded chunk and answers with what the hub

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"embed"
@@ -191,6 +192,9 @@ func (s *PGStore) Commit(ctx context.Context, batches []*osync.Batch, received t
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("insert results: %w", err)
 		}
+		if err := pgConflicts(ctx, tx, batches, batchOf, recs, devs, ids, out); err != nil {
+			return err
+		}
 		// Each device once per commit, in a fixed order (two collectors
 		// locking the same devices never deadlock).
 		type agg struct {
@@ -203,7 +207,7 @@ func (s *PGStore) Commit(ctx context.Context, batches []*osync.Batch, received t
 			if len(b.Records) == 0 {
 				continue
 			}
-			out[i].Duplicate += int64(len(b.Records)) - out[i].New - out[i].Duplicate
+			out[i].Duplicate += int64(len(b.Records)) - out[i].New - out[i].Duplicate - int64(len(out[i].Conflicts))
 			a := per[b.Device]
 			if a == nil {
 				a = &agg{}
@@ -229,6 +233,42 @@ func (s *PGStore) Commit(ctx context.Context, batches []*osync.Batch, received t
 		return nil, fmt.Errorf("hub: commit: %w", err)
 	}
 	return out, nil
+}
+
+// pgConflicts finds, among the records the insert did not take, those
+// stored with other bytes than this commit's copy, and moves them from
+// duplicates to out[i].Conflicts. Only redeliveries pay for the query.
+func pgConflicts(ctx context.Context, tx pgx.Tx, batches []*osync.Batch, batchOf map[string]int, recs [][]byte, devs, ids []string, out []Counts) error {
+	var newN int64
+	for _, c := range out {
+		newN += c.New
+	}
+	if int(newN) == len(recs) {
+		return nil
+	}
+	mine := make(map[string][]byte, len(recs))
+	for i := range recs {
+		mine[devs[i]+"/"+ids[i]] = recs[i]
+	}
+	rows, err := tx.Query(ctx, `SELECT r.device, r.id::text, r.record FROM results r
+		JOIN unnest($1::text[], $2::uuid[]) AS x(d, i) ON r.device = x.d AND r.id = x.i`, devs, ids)
+	if err != nil {
+		return fmt.Errorf("check redelivered results: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d, id string
+		var rec []byte
+		if err := rows.Scan(&d, &id, &rec); err != nil {
+			return err
+		}
+		k := d + "/" + id
+		if have, ok := mine[k]; ok && !bytes.Equal(have, rec) {
+			rid, _ := outbox.ParseID(id)
+			out[batchOf[k]].conflict(rid)
+		}
+	}
+	return rows.Err()
 }
 
 // outputLabel is the output's "label" field, if it is a JSON object with one.
@@ -429,8 +469,9 @@ func (s *PGStore) PutEvidence(ctx context.Context, device string, c *osync.Evide
 			_, err = tx.Exec(ctx, `DELETE FROM evidence WHERE device = $1 AND id = $2::uuid`, device, c.ID.String())
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE evidence SET have = $3, complete = $4, data = $5 WHERE device = $1 AND id = $2::uuid`,
-			device, c.ID.String(), info.Have, info.Complete, data)
+		_, err = tx.Exec(ctx, `UPDATE evidence SET have = $3, complete = $4, data = $5, of = $6::uuid, content_type = $7, size = $8, sha256 = $9
+			WHERE device = $1 AND id = $2::uuid`,
+			device, c.ID.String(), info.Have, info.Complete, data, info.Of.String(), info.ContentType, info.Size, info.SHA256)
 		return err
 	})
 	return out, err

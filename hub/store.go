@@ -57,8 +57,22 @@ type Store interface {
 	Close() error
 }
 
-// Counts are one batch's outcome in a Commit.
-type Counts struct{ New, Duplicate int64 }
+// Counts are one batch's outcome in a Commit. Conflicts names records
+// whose ID the store already holds with other bytes (a copy someone else
+// published first): they are neither stored nor acknowledged as stored,
+// so the device keeps its own (Collector: refusal code "conflict").
+type Counts struct {
+	New, Duplicate int64
+	Conflicts      map[outbox.ID]bool
+}
+
+// conflict marks id in c.
+func (c *Counts) conflict(id outbox.ID) {
+	if c.Conflicts == nil {
+		c.Conflicts = map[outbox.ID]bool{}
+	}
+	c.Conflicts[id] = true
+}
 
 // ErrSkip, returned by an UpdateDevice callback, leaves the device unchanged.
 var ErrSkip = errors.New("hub: skip update")

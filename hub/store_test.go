@@ -30,6 +30,25 @@ func storeSuite(t *testing.T, open func(t *testing.T) hub.Store) {
 	rec := func(dev string) *outbox.Record {
 		return &outbox.Record{ID: g.New(), Device: dev, Model: "m", Version: "1", Task: "vad", Output: []byte(`{"x":1}`)}
 	}
+	t.Run("CommitNamesConflicts", func(t *testing.T) {
+		// A stranger's copy stored first under a real record's ID: the real
+		// record is a conflict, not a duplicate, so its ack will not name
+		// it and the device keeps it (issue 25: the hub signed "stored" for
+		// substitutes and the device deleted its real results).
+		st := open(t)
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		real := rec("pi-1")
+		fake := *real
+		fake.Output = []byte(`{"label":"healthy"}`)
+		same := rec("pi-1")
+		if _, err := st.Commit(ctx, []*osync.Batch{{ID: g.New(), Device: "pi-1", Sent: now, Records: []*outbox.Record{&fake, same}}}, now); err != nil {
+			t.Fatal(err)
+		}
+		c, err := st.Commit(ctx, []*osync.Batch{{ID: g.New(), Device: "pi-1", Sent: now, Records: []*outbox.Record{real, same}}}, now)
+		if err != nil || c[0].New != 0 || c[0].Duplicate != 1 || !c[0].Conflicts[real.ID] || len(c[0].Conflicts) != 1 {
+			t.Fatalf("commit: %+v, %v; want the substituted record as the one conflict, the same bytes as a duplicate", c, err)
+		}
+	})
 	t.Run("CommitIsIdempotent", func(t *testing.T) {
 		st := open(t)
 		r1, r2 := rec("pi-1"), rec("pi-1")
@@ -37,7 +56,8 @@ func storeSuite(t *testing.T, open func(t *testing.T) hub.Store) {
 		b1 := &osync.Batch{ID: g.New(), Device: "pi-1", Sent: now.Add(-time.Second), Records: []*outbox.Record{r1, r2}}
 		b2 := &osync.Batch{ID: g.New(), Device: "pi-1", Sent: now, Records: []*outbox.Record{r2, rec("pi-1")}}
 		c, err := st.Commit(ctx, []*osync.Batch{b1, b2}, now)
-		if err != nil || len(c) != 2 || c[0] != (hub.Counts{New: 2}) || c[1] != (hub.Counts{New: 1, Duplicate: 1}) {
+		if err != nil || len(c) != 2 || c[0].New != 2 || c[0].Duplicate != 0 || c[1].New != 1 || c[1].Duplicate != 1 ||
+			len(c[0].Conflicts)+len(c[1].Conflicts) != 0 {
 			t.Fatalf("commit: %+v, %v", c, err)
 		}
 		if n, _ := st.Count(ctx); n != 3 {
@@ -101,6 +121,17 @@ func storeSuite(t *testing.T, open func(t *testing.T) hub.Store) {
 		if i := put(chunk(id, 20000, photo[20000:30000], sum)); i.Have != 10000 {
 			t.Fatalf("a chunk past the gap must not land: %+v", i)
 		}
+		// A stranger's chunks (issue 25): other digest, past the end —
+		// learned from, never a refusal that would make the device drop it.
+		var other [32]byte
+		other[0] = 1
+		if i := put(chunk(id, 10000, photo[10000:20000], other)); i.Have != 10000 || i.Refused != "" {
+			t.Fatalf("a chunk with another digest changed the upload: %+v", i)
+		}
+		long := append(append([]byte(nil), photo[10000:]...), make([]byte, 4096)...)
+		if i := put(chunk(id, 10000, long, sum)); i.Have != 10000 || i.Refused != "" {
+			t.Fatalf("a chunk past the end changed the upload: %+v", i)
+		}
 		if info, _, _ := st.Evidence(ctx, "pi-3", of); info != nil {
 			t.Fatal("incomplete evidence is listed")
 		}
@@ -118,10 +149,17 @@ func storeSuite(t *testing.T, open func(t *testing.T) hub.Store) {
 		var wrong [32]byte
 		bad := g.New()
 		put(chunk(bad, 0, photo[:10000], wrong))
-		if i := put(chunk(bad, 10000, photo[10000:], wrong)); i.Refused == "" || i.Complete {
-			t.Fatalf("a digest mismatch accepted: %+v", i)
+		if i := put(chunk(bad, 10000, photo[10000:], wrong)); i.Refused != "" || i.Complete || i.Have != 0 {
+			t.Fatalf("a whole that does not match its digest must start over (not complete, not refused): %+v", i)
 		}
-		if l, _ := st.EvidenceList(ctx); len(l) != 1 || l[0].Of != of {
+		// Half uploaded, then the whole piece from a bundle (issue 27): the
+		// whole replaces the part.
+		half := g.New()
+		put(&osync.EvidenceChunk{ID: half, Of: g.New(), Size: int64(len(photo)), SHA256: sum, ContentType: "image/jpeg", Data: photo[:16384]})
+		if i := put(&osync.EvidenceChunk{ID: half, Of: g.New(), Size: int64(len(photo)), SHA256: sum, ContentType: "image/jpeg", Data: photo}); !i.Complete || i.Have != int64(len(photo)) {
+			t.Fatalf("the whole piece after a part: %+v", i)
+		}
+		if l, _ := st.EvidenceList(ctx); len(l) != 2 {
 			t.Fatalf("list: %+v", l)
 		}
 	})

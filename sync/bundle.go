@@ -65,6 +65,7 @@ type Bundle struct {
 	Manifest BundleManifest
 	Records  []*outbox.Record
 	Bad      []outbox.ID          // records framed but not decodable (rejected for good)
+	Sums     map[outbox.ID]Sum    // of every record's bytes as read, good and bad
 	Evidence map[outbox.ID][]byte // by evidence record ID
 }
 
@@ -155,7 +156,7 @@ func ReadBundle(r io.Reader) (*Bundle, error) {
 	if len(parts) != len(m.Parts) {
 		return nil, fmt.Errorf("%w: %d parts listed, %d present (truncated?)", ErrBundle, len(m.Parts), len(parts))
 	}
-	b := &Bundle{Manifest: m, Evidence: map[outbox.ID][]byte{}}
+	b := &Bundle{Manifest: m, Evidence: map[outbox.ID][]byte{}, Sums: map[outbox.ID]Sum{}}
 	for _, p := range m.Parts {
 		data, ok := parts[p.Name]
 		sum := sha256.Sum256(data)
@@ -172,8 +173,12 @@ func ReadBundle(r io.Reader) (*Bundle, error) {
 				return nil, fmt.Errorf("%w: %s holds records of %q, the manifest says %q", ErrBundle, p.Name, batch.Device, m.Device)
 			}
 			b.Records = append(b.Records, batch.Records...)
+			for i, r := range batch.Records {
+				b.Sums[r.ID] = batch.Sums[i]
+			}
 			for _, bad := range batch.Bad {
 				b.Bad = append(b.Bad, bad.ID)
+				b.Sums[bad.ID] = bad.Sum
 			}
 		case strings.HasPrefix(p.Name, "evidence/"):
 			id, err := outbox.ParseID(strings.TrimPrefix(p.Name, "evidence/"))
@@ -200,9 +205,14 @@ type Receipt struct {
 	Device   string      `json:"device"`
 	Stored   []outbox.ID `json:"stored"`
 	Rejected []outbox.ID `json:"rejected"`
-	Time     time.Time   `json:"time"`
-	KeyHint  string      `json:"key_hint,omitempty"`
-	Sig      []byte      `json:"sig,omitempty"`
+	// StoredSums and RejectedSums, parallel to Stored and Rejected, name
+	// the bytes the hub read for each record; the device deletes only
+	// records whose sum matches what it wrote.
+	StoredSums   []Sum     `json:"stored_sums"`
+	RejectedSums []Sum     `json:"rejected_sums"`
+	Time         time.Time `json:"time"`
+	KeyHint      string    `json:"key_hint,omitempty"`
+	Sig          []byte    `json:"sig,omitempty"`
 }
 
 func (r *Receipt) signed() []byte {
@@ -234,6 +244,10 @@ func DecodeReceiptFile(b []byte, device string, hubKeys []ed25519.PublicKey) (*R
 	}
 	if r.Device != device {
 		return nil, fmt.Errorf("%w: receipt for device %q, this is %q", ErrBundle, r.Device, device)
+	}
+	if len(r.StoredSums) != len(r.Stored) || len(r.RejectedSums) != len(r.Rejected) {
+		return nil, fmt.Errorf("%w: receipt does not name the bytes of each record (%d/%d stored, %d/%d rejected sums): from a hub before record sums? nothing deleted",
+			ErrBundle, len(r.StoredSums), len(r.Stored), len(r.RejectedSums), len(r.Rejected))
 	}
 	if len(hubKeys) > 0 {
 		ok := false

@@ -54,9 +54,16 @@ func TestBundle_RoundTrip(t *testing.T) {
 
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	pub := key.Public().(ed25519.PublicKey)
-	rc := EncodeReceiptFile(&Receipt{Bundle: id, Device: "kiosk-7", Stored: []outbox.ID{recs[0].ID}}, key)
-	if r, err := DecodeReceiptFile(rc, "kiosk-7", []ed25519.PublicKey{pub}); err != nil || r.Stored[0] != recs[0].ID {
+	if b.Sums[recs[0].ID] != RecordSum(recs[0].Encode(nil)) {
+		t.Fatal("the bundle's record sum is not the sum of the bytes written")
+	}
+	rc := EncodeReceiptFile(&Receipt{Bundle: id, Device: "kiosk-7", Stored: []outbox.ID{recs[0].ID}, StoredSums: []Sum{b.Sums[recs[0].ID]}}, key)
+	if r, err := DecodeReceiptFile(rc, "kiosk-7", []ed25519.PublicKey{pub}); err != nil || r.Stored[0] != recs[0].ID || r.StoredSums[0] != b.Sums[recs[0].ID] {
 		t.Fatalf("receipt: %v", err)
+	}
+	// A receipt that does not name the bytes deletes nothing.
+	if _, err := DecodeReceiptFile(EncodeReceiptFile(&Receipt{Bundle: id, Device: "kiosk-7", Stored: []outbox.ID{recs[0].ID}}, key), "kiosk-7", nil); !errors.Is(err, ErrBundle) {
+		t.Fatalf("a receipt without sums: %v", err)
 	}
 	if _, err := DecodeReceiptFile(rc, "kiosk-8", []ed25519.PublicKey{pub}); !errors.Is(err, ErrBundle) {
 		t.Fatalf("receipt for another device: %v", err)

@@ -100,16 +100,17 @@ func (o *UplinkOptions) defaults() error {
 
 // UplinkStats count what the uplink did in this process.
 type UplinkStats struct {
-	Batches      int64     `json:"batches"`       // published and acked by the collector
-	Records      int64     `json:"records"`       // deleted from the outbox on ack
-	Rejected     int64     `json:"rejected"`      // refused by the collector for good (dropped)
-	Refused      int64     `json:"refused"`       // batch-level refusals: records kept, resent after a backoff
-	StrayAcks    int64     `json:"stray_acks"`    // acks (or IDs in acks) for nothing this device sent; ignored
-	ForgedAcks   int64     `json:"forged_acks"`   // unsigned or badly signed acks while hub keys are pinned; ignored
-	Resent       int64     `json:"resent"`        // batches released after AckTimeout
-	Connects     int64     `json:"connects"`      // successful connections
-	ConnectFails int64     `json:"connect_fails"` // failed attempts
-	WireBytes    int64     `json:"wire_bytes"`    // estimated bytes on the wire, both directions
+	Batches      int64     `json:"batches"`         // published and acked by the collector
+	Records      int64     `json:"records"`         // deleted from the outbox on ack
+	Rejected     int64     `json:"rejected"`        // refused by the collector for good (dropped)
+	Refused      int64     `json:"refused"`         // batch-level refusals: records kept, resent after a backoff
+	StrayAcks    int64     `json:"stray_acks"`      // acks (or IDs in acks) for nothing this device sent; ignored
+	Mismatched   int64     `json:"mismatched_acks"` // records an ack named with other bytes than those sent; kept
+	ForgedAcks   int64     `json:"forged_acks"`     // unsigned or badly signed acks while hub keys are pinned; ignored
+	Resent       int64     `json:"resent"`          // batches released after AckTimeout
+	Connects     int64     `json:"connects"`        // successful connections
+	ConnectFails int64     `json:"connect_fails"`   // failed attempts
+	WireBytes    int64     `json:"wire_bytes"`      // estimated bytes on the wire, both directions
 	LastSync     time.Time `json:"last_sync,omitzero"`
 }
 
@@ -126,6 +127,7 @@ type Uplink struct {
 	stats UplinkStats
 
 	batches, records, rejected, refused, stray, resent, connects, fails, wire, forged atomic.Int64
+	mismatched                                                                        atomic.Int64
 
 	ev                                                           *upload // evidence being uploaded (session goroutine)
 	evUploaded, evRefused, evWithheld, evBytes, evResent, evWire atomic.Int64
@@ -137,7 +139,9 @@ type Uplink struct {
 	// publish on the ack topic could otherwise make the device delete
 	// records no hub has. It outlives a session so the ack of a batch sent
 	// just before a reconnect still counts.
-	sent      map[outbox.ID][]outbox.ID
+	// Each record is remembered with the Sum of the bytes sent: an ack
+	// deletes it only when the hub names those bytes.
+	sent      map[outbox.ID]map[outbox.ID]Sum
 	sentOrder []outbox.ID
 	// refusals counts, per record, how often a hub refused it; the backoff
 	// before its next send doubles each time.
@@ -160,7 +164,7 @@ func NewUplink(ob *outbox.Outbox, dial Dialer, o UplinkOptions) (*Uplink, error)
 		return nil, err
 	}
 	return &Uplink{ob: ob, dial: dial, o: o, log: o.Logger, wake: make(chan struct{}, 1),
-		sent: map[outbox.ID][]outbox.ID{}, refusals: map[outbox.ID]int{}}, nil
+		sent: map[outbox.ID]map[outbox.ID]Sum{}, refusals: map[outbox.ID]int{}}, nil
 }
 
 // Notify wakes a waiting Run: new records were appended.
@@ -177,7 +181,7 @@ func (u *Uplink) Stats() UplinkStats {
 	last := u.stats.LastSync
 	u.mu.Unlock()
 	return UplinkStats{Batches: u.batches.Load(), Records: u.records.Load(), Rejected: u.rejected.Load(),
-		Refused: u.refused.Load(), StrayAcks: u.stray.Load(), ForgedAcks: u.forged.Load(), Resent: u.resent.Load(), Connects: u.connects.Load(), ConnectFails: u.fails.Load(), WireBytes: u.wire.Load(), LastSync: last}
+		Refused: u.refused.Load(), StrayAcks: u.stray.Load(), Mismatched: u.mismatched.Load(), ForgedAcks: u.forged.Load(), Resent: u.resent.Load(), Connects: u.connects.Load(), ConnectFails: u.fails.Load(), WireBytes: u.wire.Load(), LastSync: last}
 }
 
 // errDrained ends a session in once-mode.
@@ -439,8 +443,12 @@ func (u *Uplink) sendOne(ctx context.Context, conn Conn, pending map[outbox.ID]*
 		return false, nil
 	}
 	ids := make([]outbox.ID, len(recs))
+	sums := make(map[outbox.ID]Sum, len(recs))
+	var enc []byte
 	for i, r := range recs {
 		ids[i] = r.ID
+		enc = r.Encode(enc[:0])
+		sums[r.ID] = RecordSum(enc)
 	}
 	b := &Batch{ID: outbox.NewIDGen().New(), Device: u.o.Device, Sent: now, Records: recs}
 	msg := EncodeBatch(b)
@@ -456,7 +464,7 @@ func (u *Uplink) sendOne(ctx context.Context, conn Conn, pending map[outbox.ID]*
 	u.o.Budget.spendOn(now, TierNameLabels, cost)
 	u.wire.Add(cost)
 	pending[b.ID] = &inflight{ids: ids, deadline: now.Add(u.o.AckTimeout)}
-	u.remember(b.ID, ids)
+	u.remember(b.ID, sums)
 	return true, nil
 }
 
@@ -534,7 +542,7 @@ func (u *Uplink) retryDeletes() {
 	u.undeleted = nil
 }
 
-func (u *Uplink) remember(batch outbox.ID, ids []outbox.ID) {
+func (u *Uplink) remember(batch outbox.ID, ids map[outbox.ID]Sum) {
 	if len(u.sentOrder) >= maxRecent {
 		delete(u.sent, u.sentOrder[0])
 		u.sentOrder = u.sentOrder[1:]
@@ -567,30 +575,43 @@ func (u *Uplink) handleAck(msg []byte, pending map[outbox.ID]*inflight) {
 		return
 	}
 	u.wire.Add(int64(len(msg)) + ackOverhead)
-	sentIDs, ok := u.sent[a.Batch]
+	sentSums, ok := u.sent[a.Batch]
 	if !ok {
 		u.stray.Add(1)
 		u.log.Warn("sync: ignoring an ack for a batch this device did not send (or sent too long ago)",
 			"batch", a.Batch.String(), "stored", len(a.Stored), "rejected", len(a.Rejected))
 		return
 	}
-	// Apply the ack only to records this batch carried.
-	inBatch := make(map[outbox.ID]bool, len(sentIDs))
-	for _, id := range sentIDs {
+	// Apply the ack only to records this batch carried, and only where
+	// the hub names the very bytes sent (an ack without sums names none).
+	inBatch := make(map[outbox.ID]bool, len(sentSums))
+	for id := range sentSums {
 		inBatch[id] = false
 	}
-	keep := func(ids []outbox.ID) []outbox.ID {
+	mismatched := 0
+	keep := func(ids []outbox.ID, sums []Sum) []outbox.ID {
 		var out []outbox.ID
-		for _, id := range ids {
-			if named, ok := inBatch[id]; ok && !named {
-				inBatch[id] = true
-				out = append(out, id)
+		for i, id := range ids {
+			named, ok := inBatch[id]
+			if !ok || named {
+				continue
 			}
+			if i >= len(sums) || sums[i] != sentSums[id] {
+				mismatched++
+				continue
+			}
+			inBatch[id] = true
+			out = append(out, id)
 		}
 		return out
 	}
-	stored, rejected := keep(a.Stored), keep(a.Rejected)
-	if extra := len(a.Stored) + len(a.Rejected) - len(stored) - len(rejected); extra > 0 {
+	stored, rejected := keep(a.Stored, a.StoredSums), keep(a.Rejected, a.RejectedSums)
+	if mismatched > 0 {
+		u.mismatched.Add(int64(mismatched))
+		u.log.Warn("sync: ack names records by bytes this device did not send (substituted or cut short on the way, or a hub without sums); they are kept",
+			"batch", a.Batch.String(), "records", mismatched)
+	}
+	if extra := len(a.Stored) + len(a.Rejected) - len(stored) - len(rejected) - mismatched; extra > 0 {
 		u.stray.Add(1)
 		u.log.Warn("sync: ack names records its batch did not carry; those are ignored", "batch", a.Batch.String(), "ignored", extra)
 	}

@@ -10,8 +10,10 @@ package sync
 
 import (
 	"bytes"
+	"crypto/sha256"
 	_ "embed" // the zstd dictionary
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -88,6 +90,9 @@ type Batch struct {
 	Device  string
 	Sent    time.Time // device clock at send; the collector derives clock offset
 	Records []*outbox.Record
+	// Sums holds, parallel to Records, the Sum of each record's bytes as
+	// received (DecodeBatch fills it; acks name records with it).
+	Sums []Sum
 	// Bad lists records DecodeBatch could frame but not decode (never
 	// encoded): the collector names them in the ack's rejected list so a
 	// poison record cannot make the device resend its batch forever.
@@ -101,7 +106,37 @@ type Batch struct {
 // BadRecord is an undecodable record inside a well-framed batch.
 type BadRecord struct {
 	ID  outbox.ID
+	Sum Sum // of the bytes received
 	Err error
+}
+
+// Sum names the exact bytes of one record: the first 8 bytes of the
+// SHA-256 of its encoding. Acks and bundle receipts carry it beside each
+// record ID, and a device deletes a record only when the sum matches the
+// bytes it sent — so a copy a stranger substituted or cut short under the
+// same ID (and the same batch ID) deletes nothing, signed ack or not. 64
+// bits: a second preimage costs 2^64 hashes.
+type Sum [8]byte
+
+// MarshalText writes the sum as 16 hex digits (receipts, bundle records).
+func (s Sum) MarshalText() ([]byte, error) { return []byte(hex.EncodeToString(s[:])), nil }
+
+// UnmarshalText reads 16 hex digits.
+func (s *Sum) UnmarshalText(b []byte) error {
+	if len(b) != 16 {
+		return fmt.Errorf("%w: record sum %q is not 16 hex digits", ErrMalformed, b)
+	}
+	_, err := hex.Decode(s[:], b)
+	if err != nil {
+		return fmt.Errorf("%w: record sum %q: %v", ErrMalformed, b, err)
+	}
+	return nil
+}
+
+// RecordSum is the Sum of an encoded record.
+func RecordSum(enc []byte) Sum {
+	h := sha256.Sum256(enc)
+	return Sum(h[:8])
 }
 
 // maxRecordsPerBatch and maxDecoded bound what a decoder allocates.
@@ -244,6 +279,11 @@ func DecodeBatch(msg []byte) (*Batch, error) {
 			return nil, fmt.Errorf("%w: record %d of %d: %v", ErrMalformed, i, n, err)
 		}
 		rec, err := outbox.DecodeRecord(raw)
+		if err == nil && rec.Device != b.Device {
+			// A device speaks only for itself: a record naming another
+			// device is refused alone (never stored under either).
+			err = fmt.Errorf("record names device %q, the batch is from %q", rec.Device, b.Device)
+		}
 		if err != nil {
 			if len(raw) < 17 {
 				// No ID to name; the framing still holds, so the good
@@ -255,10 +295,11 @@ func DecodeBatch(msg []byte) (*Batch, error) {
 			// the rest of the batch, name this one.
 			var id outbox.ID
 			copy(id[:], raw[1:17])
-			b.Bad = append(b.Bad, BadRecord{ID: id, Err: err})
+			b.Bad = append(b.Bad, BadRecord{ID: id, Sum: RecordSum(raw), Err: err})
 			continue
 		}
 		b.Records = append(b.Records, rec)
+		b.Sums = append(b.Sums, RecordSum(raw))
 	}
 	if r.Len() != 0 {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Len())
@@ -299,6 +340,10 @@ type Ack struct {
 	Batch    outbox.ID
 	Stored   []outbox.ID
 	Rejected []outbox.ID // undecodable for the collector; the device drops them (counted)
+	// StoredSums and RejectedSums, parallel to Stored and Rejected, name
+	// the bytes the hub received for each record (flag 0x08). A device
+	// applies an ack to a record only when its sum matches what it sent.
+	StoredSums, RejectedSums []Sum
 	// Refused is set when the collector did not store every record it was
 	// sent and could not name the rest (a batch it could not decode, records
 	// without an ID, a store that failed): the device keeps the records the
@@ -321,6 +366,7 @@ const (
 	RefusedMalformed   RefusalCode = 1 // the batch, or records in it, could not be decoded
 	RefusedUnavailable RefusalCode = 2 // the hub could not store it now (storage error, overload)
 	RefusedTooLarge    RefusalCode = 3 // over the hub's message or batch limits
+	RefusedConflict    RefusalCode = 4 // the hub holds other bytes under a record's ID; the device keeps its own
 )
 
 func (c RefusalCode) String() string {
@@ -331,24 +377,41 @@ func (c RefusalCode) String() string {
 		return "unavailable"
 	case RefusedTooLarge:
 		return "too-large"
+	case RefusedConflict:
+		return "conflict"
 	}
 	return fmt.Sprintf("code-%d", byte(c))
 }
 
-const flagRefused = 2
+const (
+	flagRefused = 2
+	flagSums    = 8
+)
 
 // maxReason bounds a refusal's reason on the wire.
 const maxReason = 255
 
 // EncodeAck writes 'O' 'A' version flags | batch [16] | n uvarint | n×id |
 // m uvarint | m×id, then, when flags&2 (refused), code(1) | reason len(1) | reason.
+// When the ack carries sums (flags&8), each id is followed by its Sum.
 func EncodeAck(a *Ack) []byte {
 	out := []byte{'O', kindAck, ProtocolVersion, 0}
+	sums := a.StoredSums != nil || a.RejectedSums != nil
+	if sums {
+		out[3] |= flagSums
+	}
 	out = append(out, a.Batch[:]...)
-	for _, ids := range [][]outbox.ID{a.Stored, a.Rejected} {
+	for k, ids := range [][]outbox.ID{a.Stored, a.Rejected} {
 		out = binary.AppendUvarint(out, uint64(len(ids)))
-		for _, id := range ids {
+		for i, id := range ids {
 			out = append(out, id[:]...)
+			if sums {
+				var s Sum // zero (matches nothing) where the caller gave none
+				if list := [][]Sum{a.StoredSums, a.RejectedSums}[k]; i < len(list) {
+					s = list[i]
+				}
+				out = append(out, s[:]...)
+			}
 		}
 	}
 	if a.Refused != nil {
@@ -366,8 +429,8 @@ func EncodeAck(a *Ack) []byte {
 // DecodeAck parses an ack; errors wrap ErrMalformed or ErrVersion. A
 // signed ack's trailer is not checked here: VerifyAck does that.
 func DecodeAck(msg []byte) (*Ack, error) {
-	if len(msg) >= 4 && msg[0] == 'O' && msg[1] == kindAck && msg[2] == ProtocolVersion && msg[3]&^(flagRefused|flagSigned) == 0 {
-		// Acks are never compressed; refused and signed are the only flags.
+	if len(msg) >= 4 && msg[0] == 'O' && msg[1] == kindAck && msg[2] == ProtocolVersion && msg[3]&^(flagRefused|flagSigned|flagSums) == 0 {
+		// Acks are never compressed; refused, signed and sums are the only flags.
 		flags := msg[3]
 		if flags&flagSigned != 0 {
 			if len(msg) < 4+sigTrailer {
@@ -376,12 +439,12 @@ func DecodeAck(msg []byte) (*Ack, error) {
 			msg = msg[:len(msg)-sigTrailer]
 		}
 		msg = append([]byte{'O', kindAck, ProtocolVersion, 0}, msg[4:]...)
-		return decodeAckBody(msg, flags&flagRefused != 0)
+		return decodeAckBody(msg, flags&flagRefused != 0, flags&flagSums != 0)
 	}
-	return decodeAckBody(msg, false)
+	return decodeAckBody(msg, false, false)
 }
 
-func decodeAckBody(msg []byte, refused bool) (*Ack, error) {
+func decodeAckBody(msg []byte, refused, sums bool) (*Ack, error) {
 	body, err := header(msg, kindAck)
 	if err != nil {
 		return nil, err
@@ -392,14 +455,25 @@ func decodeAckBody(msg []byte, refused bool) (*Ack, error) {
 	a := &Ack{}
 	copy(a.Batch[:], body)
 	r := bytes.NewReader(body[16:])
-	for _, dst := range []*[]outbox.ID{&a.Stored, &a.Rejected} {
+	per := uint64(16)
+	if sums {
+		per += 8
+		a.StoredSums, a.RejectedSums = []Sum{}, []Sum{}
+	}
+	for k, dst := range []*[]outbox.ID{&a.Stored, &a.Rejected} {
 		n, err := binary.ReadUvarint(r)
-		if err != nil || n > uint64(r.Len())/16 {
+		if err != nil || n > uint64(r.Len())/per {
 			return nil, fmt.Errorf("%w: ack id count", ErrMalformed)
 		}
 		ids := make([]outbox.ID, n)
 		for i := range ids {
 			r.Read(ids[i][:])
+			if sums {
+				var s Sum
+				r.Read(s[:])
+				sp := []*[]Sum{&a.StoredSums, &a.RejectedSums}[k]
+				*sp = append(*sp, s)
+			}
 		}
 		*dst = ids
 	}

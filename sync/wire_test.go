@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -111,11 +112,55 @@ func FuzzDecodeBatch(f *testing.F) {
 
 func FuzzDecodeAck(f *testing.F) {
 	f.Add(EncodeAck(&Ack{Stored: make([]outbox.ID, 3)}))
+	f.Add(EncodeAck(&Ack{Stored: make([]outbox.ID, 2), StoredSums: make([]Sum, 2), Rejected: make([]outbox.ID, 1), RejectedSums: []Sum{{1}}}))
+	f.Add(EncodeAck(&Ack{StoredSums: []Sum{}, Refused: &Refusal{Code: RefusedConflict, Reason: "x"}}))
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		if _, err := DecodeAck(msg); err != nil && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrVersion) {
-			t.Fatalf("unwrapped error: %v", err)
+		a, err := DecodeAck(msg)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrVersion) {
+				t.Fatalf("unwrapped error: %v", err)
+			}
+			return
+		}
+		// The content-bound ack: every ID carries a sum or none does, and
+		// what decodes encodes back to an ack that decodes the same.
+		if a.StoredSums != nil && (len(a.StoredSums) != len(a.Stored) || len(a.RejectedSums) != len(a.Rejected)) {
+			t.Fatalf("sums not parallel to IDs: %d/%d %d/%d", len(a.StoredSums), len(a.Stored), len(a.RejectedSums), len(a.Rejected))
+		}
+		b, err := DecodeAck(EncodeAck(a))
+		if err != nil || !reflect.DeepEqual(a, b) {
+			t.Fatalf("round trip: %+v → %+v, %v", a, b, err)
 		}
 	})
+}
+
+// TestAck_SumsNameTheBytes: an ack names each record with the sum of the
+// bytes received; a record cut short or substituted under the same ID
+// gets another sum (issue 25, hole 1).
+func TestAck_SumsNameTheBytes(t *testing.T) {
+	g := outbox.NewIDGen()
+	real := &outbox.Record{ID: g.New(), Device: "pi-1", Model: "crop", Version: "1", Task: "image_classification", Output: []byte(`{"label":"blight"}`)}
+	fake := *real
+	fake.Output = []byte(`{"label":"healthy"}`)
+	b, err := DecodeBatch(EncodeBatch(&Batch{ID: g.New(), Device: "pi-1", Records: []*outbox.Record{real}}))
+	if err != nil || len(b.Sums) != 1 {
+		t.Fatal(err)
+	}
+	if b.Sums[0] != RecordSum(real.Encode(nil)) || b.Sums[0] == RecordSum(fake.Encode(nil)) {
+		t.Fatal("the received sum is not the sum of the bytes sent")
+	}
+	a := &Ack{Batch: b.ID, Stored: []outbox.ID{real.ID}, Rejected: []outbox.ID{}, StoredSums: b.Sums, RejectedSums: []Sum{}}
+	got, err := DecodeAck(EncodeAck(a))
+	if err != nil || !reflect.DeepEqual(got, a) {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	// A record that names another device is refused alone (hole 5).
+	other := *real
+	other.ID, other.Device = g.New(), "pi-2"
+	b, err = DecodeBatch(EncodeBatch(&Batch{ID: g.New(), Device: "pi-1", Records: []*outbox.Record{real, &other}}))
+	if err != nil || len(b.Records) != 1 || len(b.Bad) != 1 || b.Bad[0].ID != other.ID {
+		t.Fatalf("a record of another device in pi-1's batch: %+v, %v", b, err)
+	}
 }
 
 func TestTopics(t *testing.T) {

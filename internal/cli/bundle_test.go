@@ -146,7 +146,15 @@ func TestBundles_Sneakernet(t *testing.T) {
 		{"another device", forge("other", func(r *osync.Receipt) { r.Device = "kiosk-z" }, true), "for device"},
 		{"unsigned", forge("unsigned", func(r *osync.Receipt) {}, false), "not signed"},
 		{"unknown bundle", forge("unknown", func(r *osync.Receipt) { r.Bundle = outbox.NewIDGen().New() }, true), "did not write"},
-		{"extra records", forge("extra", func(r *osync.Receipt) { r.Stored = append(r.Stored, outbox.NewIDGen().New()) }, true), "did not carry"},
+		{"extra records", forge("extra", func(r *osync.Receipt) {
+			r.Stored, r.StoredSums = append(r.Stored, outbox.NewIDGen().New()), append(append([]osync.Sum(nil), r.StoredSums...), osync.Sum{})
+		}, true), "did not carry"},
+		// A substituted bundle under the same ID (issue 25): the hub signs a
+		// receipt naming the bytes it read, which are not this device's.
+		{"other bytes", forge("otherbytes", func(r *osync.Receipt) {
+			r.StoredSums = make([]osync.Sum, len(r.Stored))
+		}, true), "other bytes"},
+		{"no sums", forge("nosums", func(r *osync.Receipt) { r.StoredSums = nil }, true), "bytes of each record"},
 	} {
 		before := queued()
 		if _, errOut, code := run(t, nil, "bundle", "receipt", c.path, "--config", cfg); code == ExitOK || !strings.Contains(errOut, c.want) || queued() != before {

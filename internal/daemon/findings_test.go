@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"golang.org/x/sys/unix"
 
+	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/outbox"
 )
 
@@ -33,14 +34,7 @@ func runWatch(t *testing.T, d *Daemon, inbox string) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	testutil.Eventually(t, 15*time.Second, "timed out waiting for "+what, cond)
 }
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }

@@ -24,6 +24,9 @@ type ExportedBundle struct {
 	File    string      `json:"file"`
 	Created time.Time   `json:"created"`
 	IDs     []outbox.ID `json:"ids"` // records and evidence records carried
+	// Sums, parallel to IDs: the bytes written for each record. A receipt
+	// deletes a record only when it names these bytes.
+	Sums []osync.Sum `json:"sums"`
 }
 
 // ErrNothingToExport: the outbox is empty.
@@ -78,8 +81,11 @@ func (d *Device) ExportBundle(dir string) (*osync.BundleManifest, string, error)
 		return nil, "", fmt.Errorf("bundle: write %s: %w", file, err)
 	}
 	eb := ExportedBundle{ID: id, File: file, Created: m.Created}
+	var enc []byte
 	for _, r := range recs {
 		eb.IDs = append(eb.IDs, r.ID)
+		enc = r.Encode(enc[:0])
+		eb.Sums = append(eb.Sums, osync.RecordSum(enc))
 	}
 	b, _ := json.Marshal(eb)
 	if err := os.MkdirAll(filepath.Join(d.cfg.DataDir, BundlesDir), 0o750); err != nil {
@@ -128,15 +134,29 @@ func (d *Device) ApplyReceipt(path string) (int, *osync.Receipt, error) {
 	if err := json.Unmarshal(lb, &eb); err != nil {
 		return 0, r, fmt.Errorf("bundle record %s: %w", local, err)
 	}
-	carried := map[outbox.ID]bool{}
-	for _, id := range eb.IDs {
-		carried[id] = true
+	if len(eb.Sums) != len(eb.IDs) {
+		return 0, r, fmt.Errorf("%w: bundle %s was written before record sums; export a new bundle: nothing deleted", osync.ErrBundle, r.Bundle)
 	}
-	named := append(append([]outbox.ID(nil), r.Stored...), r.Rejected...)
-	var foreign int
-	for _, id := range named {
-		if !carried[id] {
-			foreign++
+	carried := map[outbox.ID]osync.Sum{}
+	for i, id := range eb.IDs {
+		carried[id] = eb.Sums[i]
+	}
+	var foreign, mismatched int
+	var named []outbox.ID
+	for _, l := range []struct {
+		ids  []outbox.ID
+		sums []osync.Sum
+	}{{r.Stored, r.StoredSums}, {r.Rejected, r.RejectedSums}} {
+		for i, id := range l.ids {
+			sum, ok := carried[id]
+			switch {
+			case !ok:
+				foreign++
+			case sum != l.sums[i]:
+				mismatched++ // the hub read other bytes than this device wrote
+			default:
+				named = append(named, id)
+			}
 		}
 	}
 	if foreign > 0 {
@@ -145,6 +165,11 @@ func (d *Device) ApplyReceipt(path string) (int, *osync.Receipt, error) {
 	n, err := d.ob.Ack(named)
 	if err != nil {
 		return 0, r, fmt.Errorf("receipt: deleting: %w", err)
+	}
+	if mismatched > 0 {
+		// The bundle record stays: a receipt for the true bundle may follow.
+		return n, r, fmt.Errorf("%w: the receipt names %d records of bundle %s by other bytes than this device wrote (the bundle was altered on the way): those are kept, %d deleted",
+			osync.ErrBundle, mismatched, r.Bundle, n)
 	}
 	os.Remove(local)
 	d.log.Info("bundle receipt applied", "bundle", r.Bundle.String(), "deleted", n, "named", len(named))
