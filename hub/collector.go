@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	gosync "sync"
 	"sync/atomic"
 	"time"
@@ -598,6 +599,21 @@ func deviceMap(ctx context.Context, st Store) (map[string]*DeviceStatus, error) 
 	return m, err
 }
 
+// CSVCells neutralises cells a spreadsheet would run as a formula (a
+// device's label "=HYPERLINK(…)"): a cell starting with = + - @ or a tab
+// or carriage return gets a leading apostrophe, unless it is a plain
+// number. Every CSV the hub writes goes through it.
+func CSVCells(cells ...string) []string {
+	for i, c := range cells {
+		if c != "" && strings.ContainsRune("=+-@\t\r", rune(c[0])) {
+			if _, err := strconv.ParseFloat(c, 64); err != nil {
+				cells[i] = "'" + c
+			}
+		}
+	}
+	return cells
+}
+
 // ExportCSV writes stored results as CSV: the device's own time
 // (created), the hub's correction of it (created_corrected, time_trusted)
 // and when the hub received it.
@@ -613,9 +629,9 @@ func ExportCSV(ctx context.Context, st Store, w io.Writer) (int, error) {
 		r := s.Record
 		n++
 		corr, ok := devs[r.Device].CorrectedTime(r)
-		return cw.Write([]string{r.ID.String(), r.Device, r.Created.Format(time.RFC3339Nano), s.Received.Format(time.RFC3339Nano),
+		return cw.Write(CSVCells(r.ID.String(), r.Device, r.Created.Format(time.RFC3339Nano), s.Received.Format(time.RFC3339Nano),
 			strconv.FormatUint(r.Seq, 10), r.Model, r.Version, r.Task, r.Priority.String(), string(r.Output),
-			corr.Format(time.RFC3339Nano), strconv.FormatBool(ok)})
+			corr.Format(time.RFC3339Nano), strconv.FormatBool(ok)))
 	})
 	cw.Flush()
 	if err == nil {

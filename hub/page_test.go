@@ -2,6 +2,8 @@ package hub_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -95,8 +97,19 @@ func TestHubPage(t *testing.T) {
 				Protected: func(p string) bool { return strings.HasPrefix(p, "/v1/") || p == "/metrics" }}))
 			defer srv.Close()
 			ctx := testutil.Browser(t, 1100, 1300, 60*time.Second)
+			// Without a session the page sends the browser to the sign-in
+			// form; the token goes in there, never in a URL, and the cookie
+			// it sets is out of every script's reach (HttpOnly).
+			if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS(`input[name="token"]`)),
+				chromedp.SetValue(chromedp.CSS(`input[name="token"]`), "tok"), chromedp.Click(chromedp.CSS(`form button`)),
+				chromedp.WaitVisible(chromedp.CSS("body[data-loaded]"))); err != nil {
+				t.Fatalf("sign in: %v", err)
+			}
+			if c, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.cookie`)); c != "" {
+				t.Errorf("the page's scripts can read the session: %q", c)
+			}
 			for _, lang := range []string{"en", "sw"} {
-				if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?token=tok&lang="+lang),
+				if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?lang="+lang),
 					chromedp.WaitVisible(chromedp.CSS("body[data-loaded]"))); err != nil {
 					t.Fatalf("%s: %v", lang, err)
 				}
@@ -132,7 +145,7 @@ func TestHubPage(t *testing.T) {
 				}
 			}
 			// The results filter: one device, one label, a date range.
-			if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?token=tok&lang=en"), chromedp.WaitVisible(chromedp.CSS("body[data-loaded]")),
+			if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS("body[data-loaded]")),
 				chromedp.SetValue(chromedp.ID("f-device"), "pi-2"), chromedp.SetValue(chromedp.ID("f-label"), "rust"),
 				chromedp.Click(chromedp.CSS(`#filter button`))); err != nil {
 				t.Fatal(err)
@@ -146,13 +159,53 @@ func TestHubPage(t *testing.T) {
 			if rows != 12 || !only { // pi-2: 8 baseline + 4 recent rust results
 				t.Errorf("filter pi-2/rust: %d rows, all matching %v", rows, only)
 			}
-			// Without the token the page says what to do instead of failing silently.
-			if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS("body[data-loaded]"))); err != nil {
-				t.Fatal(err)
-			}
-			if msg, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#error"))); err != nil || !strings.Contains(msg, "token") {
-				t.Errorf("page without a token: %q %v", msg, err)
-			}
+			hostileDevice(t, ctx, c.Store(), srv.URL)
 		})
+	}
+}
+
+// hostile is markup a device (or anyone with its broker login) puts in
+// every string it controls.
+const hostile = `<img src=x onerror="window.__pwned=(window.__pwned||0)+1"><script>window.__pwned=1</script>`
+
+// hostileDevice stores a result whose label, top answers, model and
+// version are markup, with a photo declared text/html, then loads every
+// view of the hub page: no script may run (window.__pwned stays unset),
+// the markup shows as text, and the evidence is served as the image it is.
+func hostileDevice(t *testing.T, ctx context.Context, st hub.Store, url string) {
+	t.Helper()
+	g := outbox.NewIDGen()
+	now := time.Now().UTC()
+	out, _ := json.Marshal(map[string]any{"outcome": "diagnosis", "label": hostile, "score": 0.4, "uncertain": true,
+		"top": []map[string]any{{"label": hostile, "score": 0.4}, {"label": `"><svg onload=window.__pwned=1>`, "score": 0.3}}})
+	r := &outbox.Record{ID: g.New(), Device: "evil", Model: hostile, Version: hostile, Task: "image_classification", Output: out}
+	if _, err := st.Commit(context.Background(), []*osync.Batch{{ID: g.New(), Device: "evil", Sent: now, Records: []*outbox.Record{r}}}, now); err != nil {
+		t.Fatal(err)
+	}
+	st.UpdateDevice(context.Background(), "evil", func(d *hub.DeviceStatus) error { d.State, d.Version = "online", hostile; return nil })
+	photo, _ := os.ReadFile(filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples", "rust.jpg"))
+	ev := &osync.EvidenceChunk{ID: g.New(), Of: r.ID, Size: int64(len(photo)), SHA256: sha256.Sum256(photo), ContentType: "text/html", Data: photo}
+	if info, err := st.PutEvidence(context.Background(), "evil", ev, now); err != nil || !info.Complete {
+		t.Fatalf("evidence: %+v %v", info, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(url+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS("body[data-loaded]"))); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#review .case").length`)); n != 1 {
+		msg, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#error")))
+		t.Fatalf("the hostile device's result is not awaiting review (%d cases; page error %q)", n, msg)
+	}
+	pwned, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__pwned !== undefined`))
+	imgs, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#fleet img, #results img, #review form img, #review datalist img, #chart img").length`))
+	options, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll("#review datalist option")].map(o => o.value).join("|")`))
+	fleet, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#fleet tbody")))
+	if pwned || imgs != 0 || !strings.Contains(options, hostile) || !strings.Contains(fleet, "<img src=x") {
+		t.Errorf("hostile device strings: script ran %v, %d injected elements, datalist %q, fleet shows it as text %v",
+			pwned, imgs, options, strings.Contains(fleet, "<img src=x"))
+	}
+	// The evidence: sniffed as the JPEG it is, sandboxed, never text/html.
+	resp, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch("/v1/evidence/evil/`+r.ID.String()+`").then(r => r.headers.get("content-type") + " | " + r.headers.get("content-security-policy"))`, chromedp.EvalAwaitPromise))
+	if err != nil || !strings.HasPrefix(resp, "image/jpeg | ") || !strings.Contains(resp, "sandbox") {
+		t.Errorf("evidence declared text/html served as %q (%v)", resp, err)
 	}
 }

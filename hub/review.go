@@ -151,9 +151,7 @@ func (c *Collector) reviewRoutes(mux *http.ServeMux) {
 			apiFail(w, http.StatusNotFound, "not_found", fmt.Errorf("no evidence for %s %s", r.PathValue("device"), id))
 			return
 		}
-		w.Header().Set("Content-Type", info.ContentType)
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		w.Write(data)
+		serveEvidence(w, data, id)
 	})
 	mux.HandleFunc("GET /v1/reviews", func(w http.ResponseWriter, r *http.Request) {
 		rs, err := c.st.Reviews(r.Context(), "", false)
@@ -253,7 +251,10 @@ func ExportReviewed(ctx context.Context, st Store, dir string) (written, without
 	var buf bytes.Buffer
 	w := csv.NewWriter(&buf)
 	w.Write([]string{"file", "device", "result_id", "label", "advice", "lang", "reviewer", "reviewed", "model", "model_version", "model_label", "model_score"})
-	w.WriteAll(rows)
+	for _, r := range rows {
+		w.Write(CSVCells(r...))
+	}
+	w.Flush()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return written, without, err
 	}
@@ -263,4 +264,22 @@ func ExportReviewed(ctx context.Context, st Store, dir string) (written, without
 // safeName: a label usable as a folder name.
 func safeName(s string) bool {
 	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\\\x00") && osync.ValidDeviceID(s)
+}
+
+// evidenceTypes are the types the hub serves evidence as: what it sniffs
+// from the bytes, never what the device declared (a device that says
+// text/html must not put a page in the hub's origin).
+var evidenceTypes = map[string]bool{"image/jpeg": true, "image/png": true, "image/gif": true, "image/webp": true,
+	"image/bmp": true, "audio/wave": true, "audio/mpeg": true, "audio/ogg": true}
+
+func serveEvidence(w http.ResponseWriter, data []byte, id outbox.ID) {
+	kind := http.DetectContentType(data)
+	if !evidenceTypes[kind] {
+		kind = "application/octet-stream"
+	}
+	w.Header().Set("Content-Type", kind)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; sandbox")
+	w.Header().Set("Content-Disposition", `inline; filename="evidence-`+id.String()+`"`)
+	w.Write(data)
 }

@@ -114,7 +114,7 @@ func newLogger(std IO) *slog.Logger {
 
 // kioskURL is the address a person should open. An unspecified listen
 // address (0.0.0.0, ::) is not one; show loopback and say how to reach it
-// from elsewhere. Off loopback the page needs the token in its URL.
+// from elsewhere. With a token the page asks for it on a sign-in form.
 func kioskURL(addr string, token bool) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -122,7 +122,7 @@ func kioskURL(addr string, token bool) string {
 	}
 	q := ""
 	if token {
-		q = "?token=YOUR_TOKEN"
+		q = " (sign in with the token)"
 	}
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		return fmt.Sprintf("http://127.0.0.1:%s/%s (all interfaces: from another machine use this device's address and port %s)", port, q, port)

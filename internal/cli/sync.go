@@ -396,7 +396,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 				Token: token, Fail: hub.Fail, Protected: func(p string) bool { return strings.HasPrefix(p, "/v1/") || p == "/metrics" }})}
 			go srv.Serve(l)
 			defer srv.Close()
-			fmt.Fprintf(std.Err, "hub page and API on http://%s/ (open /?token=… in a browser; healthz, v1/…, metrics)\n", l.Addr())
+			fmt.Fprintf(std.Err, "hub page and API on http://%s/ (a browser signs in with the token at /login; healthz, v1/…, metrics)\n", l.Addr())
 		}
 		if _, embedded := st.(*hub.BoltStore); embedded {
 			// Exports and device lists reach the held store through us.

@@ -138,9 +138,9 @@ func TestKioskURL(t *testing.T) {
 		want  string
 	}{
 		{"127.0.0.1:8080", false, "http://127.0.0.1:8080/"},
-		{"[::]:8080", true, "http://127.0.0.1:8080/?token=YOUR_TOKEN (all interfaces"},
+		{"[::]:8080", true, "http://127.0.0.1:8080/ (sign in with the token) (all interfaces"},
 		{"0.0.0.0:9000", false, "http://127.0.0.1:9000/ (all interfaces"},
-		{"192.168.4.1:80", true, "http://192.168.4.1:80/?token=YOUR_TOKEN"},
+		{"192.168.4.1:80", true, "http://192.168.4.1:80/ (sign in with the token)"},
 	} {
 		if got := kioskURL(c.addr, c.token); !strings.HasPrefix(got, c.want) {
 			t.Errorf("kioskURL(%q) = %q, want prefix %q", c.addr, got, c.want)
