@@ -133,7 +133,7 @@ func (s *Shelf) For(device, region string, st *osync.Status) *osync.Offer {
 		switch {
 		case !ok || !p.targets(device, region):
 			continue
-		case o.Seq == have || (o.Seq < have && !o.Rollback):
+		case o.Seq <= have: // floors only rise: a rollback comes under a higher seq
 			continue
 		case st.Update != nil && st.Update.Offer == o.ID:
 			// Downloading, installing, installed, refused or rolled back:

@@ -139,11 +139,12 @@ func (d *Device) acceptOffer(o *osync.Offer) error {
 	if im, err := pkg.Installed(dir); err == nil {
 		cur = im.Seq
 	}
-	switch {
+	switch floor := pkg.Floor(d.cfg.ModelsDir, m.Name); {
 	case m.Seq == cur:
 		return osync.ErrAlreadyInstalled
-	case m.Seq < cur && !m.Rollback:
-		return fmt.Errorf("%w: %s seq %d, installed seq %d", pkg.ErrDowngrade, m.Name, m.Seq, cur)
+	case m.Seq <= floor:
+		// Floors only rise: a rollback is signed under a new, higher seq.
+		return fmt.Errorf("%w: %s seq %d, the model has had seq %d", pkg.ErrDowngrade, m.Name, m.Seq, floor)
 	}
 	return nil
 }

@@ -14,12 +14,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -30,7 +32,7 @@ type Meta struct {
 	Name     string `json:"name"`   // the model's manifest name
 	Version  string `json:"version"`
 	Seq      int64  `json:"seq"`                // strictly increasing per model name
-	Rollback bool   `json:"rollback,omitempty"` // allows installing a lower seq (signed, so deliberate)
+	Rollback bool   `json:"rollback,omitempty"` // older content on purpose (still under a new, higher seq: floors only rise)
 	Created  string `json:"created"`
 	Files    []File `json:"files"`
 }
@@ -114,67 +116,122 @@ func Pack(w io.Writer, dir, name, version string, seq int64, rollback bool, key 
 
 // Open reads a package, checks its signature against keys and every
 // file against its digest, and returns the metadata and the files.
+// Memory is bounded by what the signer declared (walk).
 func Open(r io.Reader, keys []ed25519.PublicKey) (*Meta, map[string][]byte, error) {
-	tr := tar.NewReader(r)
-	var meta, sig []byte
 	files := map[string][]byte{}
+	m, err := walk(r, keys, func(f File, rd io.Reader) error {
+		b, err := io.ReadAll(rd)
+		files[f.Path] = b
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, files, nil
+}
+
+// maxMeta bounds package.json (a model folder lists a handful of files).
+const maxMeta = 1 << 20
+
+// walk reads a package as a stream: package.json and package.sig come
+// first and the signature is checked before any other byte is read, so
+// an unsigned or foreign package costs at most maxMeta bytes whatever its
+// tar headers claim (an 800 MiB one OOM-killed the daemon before). Then
+// each file must be listed in the signed metadata with the size its tar
+// header gives; fn reads it through a reader that hashes it, and the
+// digest is checked when fn returns. fn must consume the whole reader.
+func walk(r io.Reader, keys []ed25519.PublicKey, fn func(File, io.Reader) error) (*Meta, error) {
+	tr := tar.NewReader(r)
+	next := func(want string, max int64) ([]byte, error) {
+		h, err := tr.Next()
+		if err != nil {
+			return nil, fmt.Errorf("%w: no %s first: %v", ErrMalformed, want, err)
+		}
+		if h.Name != want || h.Typeflag != tar.TypeReg || h.Size > max {
+			return nil, fmt.Errorf("%w: entry %q (%d bytes) where %s of at most %d bytes belongs", ErrMalformed, h.Name, h.Size, want, max)
+		}
+		return io.ReadAll(io.LimitReader(tr, h.Size))
+	}
+	meta, err := next("package.json", maxMeta)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := next("package.sig", ed25519.SignatureSize)
+	if err != nil {
+		return nil, err
+	}
+	m, err := VerifyMeta(meta, sig, keys)
+	if err != nil {
+		return nil, err
+	}
+	listed := map[string]File{}
+	for _, f := range m.Files {
+		if f.Path == "" || f.Path != path.Base(f.Path) || strings.HasPrefix(f.Path, ".") || f.Size < 0 || f.Size > maxFile {
+			return nil, fmt.Errorf("%w: listed file %q (%d bytes)", ErrMalformed, f.Path, f.Size)
+		}
+		listed[f.Path] = f
+	}
+	seen := map[string]bool{}
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
-		if h.Typeflag != tar.TypeReg || h.Size > maxFile {
-			return nil, nil, fmt.Errorf("%w: entry %q is not a regular file of at most %d MiB", ErrMalformed, h.Name, maxFile>>20)
+		p, ok := strings.CutPrefix(h.Name, "files/")
+		f, listedOK := listed[p]
+		if !ok || !listedOK || seen[p] || h.Typeflag != tar.TypeReg || h.Size != f.Size {
+			return nil, fmt.Errorf("%w: entry %q (%d bytes) is not a file the signed metadata lists with that size", ErrDigest, h.Name, h.Size)
 		}
-		b, err := io.ReadAll(io.LimitReader(tr, h.Size))
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %s: %v", ErrMalformed, h.Name, err)
+		seen[p] = true
+		hr := &hashReader{r: io.LimitReader(tr, h.Size), h: sha256.New()}
+		if err := fn(f, hr); err != nil {
+			return nil, fmt.Errorf("model package: %s: %w", p, err)
 		}
-		switch {
-		case h.Name == "package.json":
-			meta = b
-		case h.Name == "package.sig":
-			sig = b
-		case strings.HasPrefix(h.Name, "files/"):
-			p := strings.TrimPrefix(h.Name, "files/")
-			if p == "" || p != path.Base(p) || strings.HasPrefix(p, ".") {
-				return nil, nil, fmt.Errorf("%w: file name %q (one plain name per file)", ErrMalformed, p)
-			}
-			files[p] = b
-		default:
-			return nil, nil, fmt.Errorf("%w: unexpected entry %q", ErrMalformed, h.Name)
+		if hr.n != f.Size || hex.EncodeToString(hr.h.Sum(nil)) != f.SHA256 {
+			return nil, fmt.Errorf("%w: %s", ErrDigest, p)
 		}
 	}
-	if meta == nil || len(sig) != ed25519.SignatureSize {
-		return nil, nil, fmt.Errorf("%w: no package.json or package.sig", ErrMalformed)
+	if len(seen) != len(listed) {
+		return nil, fmt.Errorf("%w: %d files listed, %d present", ErrDigest, len(listed), len(seen))
 	}
-	ok := false
-	for _, k := range keys {
-		ok = ok || ed25519.Verify(k, meta, sig)
+	return m, nil
+}
+
+type hashReader struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (h *hashReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.h.Write(p[:n])
+	h.n += int64(n)
+	return n, err
+}
+
+// FloorFile (".NAME.floor" in the models folder) holds the highest
+// package sequence number ever installed for a model. It only rises: a
+// crash-loop rollback to .NAME.prev leaves it where it is, and a signed
+// rollback package carries older content under a new, higher sequence
+// number — so no package, rollback or not, ever installs twice (a replay
+// of an old signed package moved devices back and forth before).
+func floorPath(modelsDir, name string) string { return filepath.Join(modelsDir, "."+name+".floor") }
+
+// Floor is the sequence number a package for name must exceed: the
+// floor file's, or the installed package's when higher (0: none).
+func Floor(modelsDir, name string) int64 {
+	var floor int64
+	if b, err := os.ReadFile(floorPath(modelsDir, name)); err == nil && len(b) < 32 {
+		floor, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	}
-	if !ok {
-		return nil, nil, ErrSignature
+	if cur, err := Installed(filepath.Join(modelsDir, name)); err == nil && cur.Seq > floor {
+		floor = cur.Seq
 	}
-	var m Meta
-	dec := json.NewDecoder(bytes.NewReader(meta))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil || m.Format != format || m.Name == "" || m.Seq <= 0 {
-		return nil, nil, fmt.Errorf("%w: package.json (format %q, name %q, seq %d): %v", ErrMalformed, m.Format, m.Name, m.Seq, err)
-	}
-	if len(files) != len(m.Files) {
-		return nil, nil, fmt.Errorf("%w: %d files listed, %d present", ErrDigest, len(m.Files), len(files))
-	}
-	for _, f := range m.Files {
-		b, ok := files[f.Path]
-		sum := sha256.Sum256(b)
-		if !ok || int64(len(b)) != f.Size || hex.EncodeToString(sum[:]) != f.SHA256 {
-			return nil, nil, fmt.Errorf("%w: %s", ErrDigest, f.Path)
-		}
-	}
-	return &m, files, nil
+	return floor
 }
 
 // Installed is what the model folder's .package.json says was installed.
@@ -197,26 +254,42 @@ func Installed(modelDir string) (*Meta, error) {
 // previous version as .NAME.prev. On any error the installed model is
 // untouched.
 func Install(r io.Reader, modelsDir string, keys []ed25519.PublicKey, check func(dir string) error) (*Meta, error) {
-	m, files, err := Open(r, keys)
+	// Unpacked while read: into a staging folder named for no model yet.
+	stage, err := os.MkdirTemp(modelsDir, ".incoming-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	m, err := walk(r, keys, func(f File, rd io.Reader) error {
+		return writeSynced(filepath.Join(stage, f.Path), rd)
+	})
 	if err != nil {
 		return nil, err
 	}
 	var man struct {
 		Name string `json:"name"`
 	}
-	if err := json.Unmarshal(files["manifest.json"], &man); err != nil || man.Name != m.Name {
+	manifest, _ := os.ReadFile(filepath.Join(stage, "manifest.json"))
+	if err := json.Unmarshal(manifest, &man); err != nil || man.Name != m.Name {
 		return nil, fmt.Errorf("%w: manifest.json names %q, the package %q", ErrMalformed, man.Name, m.Name)
 	}
 	if m.Name != path.Base(m.Name) || strings.HasPrefix(m.Name, ".") {
 		return nil, fmt.Errorf("%w: model name %q", ErrMalformed, m.Name)
 	}
 	target := filepath.Join(modelsDir, m.Name)
-	if cur, err := Installed(target); err == nil && m.Seq <= cur.Seq && !m.Rollback {
-		return nil, fmt.Errorf("%w: %s seq %d (%s), installed seq %d (%s)", ErrDowngrade, m.Name, m.Seq, m.Version, cur.Seq, cur.Version)
+	if floor := Floor(modelsDir, m.Name); m.Seq <= floor {
+		return nil, fmt.Errorf("%w: %s seq %d (%s), the model has had seq %d (a rollback is signed under a new, higher seq)", ErrDowngrade, m.Name, m.Seq, m.Version, floor)
 	}
 	tmp := filepath.Join(modelsDir, fmt.Sprintf(".%s.new-%d", m.Name, m.Seq))
 	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	meta, _ := json.MarshalIndent(m, "", "  ")
+	if err := writeSynced(filepath.Join(stage, ".package.json"), bytes.NewReader(meta)); err != nil {
+		return nil, err
+	}
+	if err := syncDir(stage); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(stage, tmp); err != nil {
 		return nil, err
 	}
 	ok := false
@@ -225,20 +298,18 @@ func Install(r io.Reader, modelsDir string, keys []ed25519.PublicKey, check func
 			os.RemoveAll(tmp)
 		}
 	}()
-	meta, _ := json.MarshalIndent(m, "", "  ")
-	files[".package.json"] = meta
-	for name, b := range files {
-		if err := writeSynced(filepath.Join(tmp, name), b); err != nil {
-			return nil, err
-		}
-	}
-	if err := syncDir(tmp); err != nil {
-		return nil, err
-	}
 	if check != nil {
 		if err := check(tmp); err != nil {
 			return nil, fmt.Errorf("model package %s %s does not work here, nothing installed: %w", m.Name, m.Version, err)
 		}
+	}
+	// The floor rises before the swap: a crash between the two leaves a
+	// floor above the installed version, which only refuses a replay.
+	if err := writeSynced(floorPath(modelsDir, m.Name)+".tmp", strings.NewReader(strconv.FormatInt(m.Seq, 10))); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(floorPath(modelsDir, m.Name)+".tmp", floorPath(modelsDir, m.Name)); err != nil {
+		return nil, err
 	}
 	prev := filepath.Join(modelsDir, "."+m.Name+".prev")
 	if _, err := os.Stat(target); err == nil {
@@ -256,12 +327,12 @@ func Install(r io.Reader, modelsDir string, keys []ed25519.PublicKey, check func
 	return m, syncDir(modelsDir)
 }
 
-func writeSynced(p string, b []byte) error {
+func writeSynced(p string, r io.Reader) error {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
+	if _, err := io.Copy(f, r); err != nil {
 		f.Close()
 		return err
 	}
@@ -362,7 +433,7 @@ func Recover(modelsDir string) ([]string, error) {
 		}
 	}
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".new-") {
+		if strings.HasPrefix(e.Name(), ".") && (strings.Contains(e.Name(), ".new-") || strings.HasPrefix(e.Name(), ".incoming-")) {
 			os.RemoveAll(filepath.Join(modelsDir, e.Name()))
 		}
 	}
