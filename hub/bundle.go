@@ -6,14 +6,17 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/safefile"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
 )
+
+// MaxBundleBytes bounds a bundle file the hub opens.
+const MaxBundleBytes = 4 << 30
 
 // ImportBundle stores a bundle carried by hand (a USB stick) exactly as
 // the collector stores batches from MQTT — same store, same dedup by
@@ -23,7 +26,7 @@ import (
 // and writes the same receipt.
 func ImportBundle(ctx context.Context, st Store, path string, key ed25519.PrivateKey, now time.Time) (*osync.Receipt, string, Counts, error) {
 	var total Counts
-	f, err := os.Open(path)
+	f, _, err := safefile.Open(path, MaxBundleBytes)
 	if err != nil {
 		return nil, "", total, err
 	}

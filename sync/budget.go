@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	gosync "sync"
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/safefile"
 	"github.com/outpost-edge/outpost/outbox"
 )
 
@@ -134,16 +134,17 @@ func LoadBudget(daily int64, path string) (*Budget, error) {
 	if path == "" {
 		return b, nil
 	}
-	data, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
-		return b, nil
+	if err := safefile.LoadJSON(path, 1<<20, b); err != nil {
+		// A torn or garbage file must not stop syncing: start the day over.
+		b.Day, b.Used, b.History = "", 0, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("sync: budget %s: %w", path, err)
+	if b.Used < 0 {
+		b.Used = 0 // a negative spend would be an unlimited day
 	}
-	if err := json.Unmarshal(data, b); err != nil {
-		// A torn or garbage file must not stop syncing: start the day over, say so.
-		b.Day, b.Used = "", 0
+	for k, v := range b.Tiers {
+		if v < 0 {
+			b.Tiers[k] = 0
+		}
 	}
 	return b, nil
 }

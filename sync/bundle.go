@@ -34,7 +34,10 @@ const (
 	// BundleExt and ReceiptExt name bundle and receipt files.
 	BundleExt  = ".obundle"
 	ReceiptExt = ".receipt"
-	maxPart    = 256 << 20
+	// maxManifest bounds manifest.json; maxEvidencePart one photo or
+	// recording (the hub's evidence limit).
+	maxManifest     = 16 << 20
+	maxEvidencePart = 16 << 20
 )
 
 // ErrBundle wraps every reason a bundle or receipt is not taken.
@@ -120,8 +123,33 @@ func WriteBundle(w io.Writer, id outbox.ID, device string, now time.Time, recs [
 // manifest's device. Errors wrap ErrBundle and name the part.
 func ReadBundle(r io.Reader) (*Bundle, error) {
 	tr := tar.NewReader(r)
+	// manifest.json comes first (WriteBundle writes it so): every later
+	// entry is checked against its listed size before a byte of it is
+	// read, so a stick cannot make the hub hold a part it never listed.
+	h, err := tr.Next()
+	if err != nil || h.Name != "manifest.json" || h.Typeflag != tar.TypeReg || h.Size > maxManifest {
+		return nil, fmt.Errorf("%w: no manifest.json of at most %d MiB first (truncated, or not a bundle)", ErrBundle, maxManifest>>20)
+	}
+	man, err := io.ReadAll(io.LimitReader(tr, h.Size))
+	if err != nil {
+		return nil, fmt.Errorf("%w: manifest.json truncated: %v", ErrBundle, err)
+	}
+	var m BundleManifest
+	if err := json.Unmarshal(man, &m); err != nil || m.Format != bundleFormat || !ValidDeviceID(m.Device) {
+		return nil, fmt.Errorf("%w: manifest (format %q, device %q): %v", ErrBundle, m.Format, m.Device, err)
+	}
+	listed := map[string]int64{}
+	for _, p := range m.Parts {
+		limit := int64(maxDecoded) // a records part is a batch
+		if strings.HasPrefix(p.Name, "evidence/") {
+			limit = maxEvidencePart
+		}
+		if p.Size < 0 || p.Size > limit {
+			return nil, fmt.Errorf("%w: part %s of %d bytes (at most %d)", ErrBundle, p.Name, p.Size, limit)
+		}
+		listed[p.Name] = p.Size
+	}
 	parts := map[string][]byte{}
-	var man []byte
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -130,28 +158,18 @@ func ReadBundle(r io.Reader) (*Bundle, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: truncated or not a bundle: %v", ErrBundle, err)
 		}
-		if h.Typeflag != tar.TypeReg || h.Size > maxPart {
-			return nil, fmt.Errorf("%w: entry %q is not a file of at most %d MiB", ErrBundle, h.Name, maxPart>>20)
+		size, ok := listed[h.Name]
+		if !ok || h.Typeflag != tar.TypeReg || h.Size != size {
+			return nil, fmt.Errorf("%w: entry %q (%d bytes) is not a part the manifest lists with that size", ErrBundle, h.Name, h.Size)
+		}
+		if _, dup := parts[h.Name]; dup {
+			return nil, fmt.Errorf("%w: %s twice", ErrBundle, h.Name)
 		}
 		b, err := io.ReadAll(io.LimitReader(tr, h.Size))
 		if err != nil || int64(len(b)) != h.Size {
 			return nil, fmt.Errorf("%w: %s truncated: %v", ErrBundle, h.Name, err)
 		}
-		if h.Name == "manifest.json" {
-			man = b
-			continue
-		}
-		if _, dup := parts[h.Name]; dup {
-			return nil, fmt.Errorf("%w: %s twice", ErrBundle, h.Name)
-		}
 		parts[h.Name] = b
-	}
-	if man == nil {
-		return nil, fmt.Errorf("%w: no manifest.json (truncated, or not a bundle)", ErrBundle)
-	}
-	var m BundleManifest
-	if err := json.Unmarshal(man, &m); err != nil || m.Format != bundleFormat || !ValidDeviceID(m.Device) {
-		return nil, fmt.Errorf("%w: manifest (format %q, device %q): %v", ErrBundle, m.Format, m.Device, err)
 	}
 	if len(parts) != len(m.Parts) {
 		return nil, fmt.Errorf("%w: %d parts listed, %d present (truncated?)", ErrBundle, len(m.Parts), len(parts))

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/safefile"
 )
 
 // ErrAlreadyInstalled, from FetcherOptions.Accept: the offered version is
@@ -149,18 +150,18 @@ func OpenFetcher(o FetcherOptions) (*Fetcher, error) {
 		return nil, fmt.Errorf("sync: updates dir: %w", err)
 	}
 	f := &Fetcher{o: o, log: o.Logger, refused: map[string]string{}, changed: make(chan struct{}, 1)}
-	if b, err := os.ReadFile(filepath.Join(o.Dir, "state.json")); err == nil {
-		var st fetchState
-		if json.Unmarshal(b, &st) == nil {
-			f.last = st.Last
-			if st.Refused != nil {
-				f.refused = st.Refused
-			}
+	var st fetchState
+	if err := safefile.LoadJSON(filepath.Join(o.Dir, "state.json"), 1<<20, &st); err != nil {
+		f.log.Warn("updates: download state damaged; starting over", "err", err)
+	} else {
+		f.last = st.Last
+		if st.Refused != nil {
+			f.refused = st.Refused
 		}
 	}
 	offers, _ := filepath.Glob(filepath.Join(o.Dir, "*.offer"))
 	for _, p := range offers {
-		msg, err := os.ReadFile(p)
+		msg, err := safefile.ReadFile(p, 1<<20)
 		id := strings.TrimSuffix(filepath.Base(p), ".offer")
 		var off *Offer
 		if err == nil {

@@ -106,11 +106,16 @@ func TestModelPackages(t *testing.T) {
 	}
 	os.Remove(filepath.Join(src, "golden.json"))
 	os.Remove(filepath.Join(src, "golden-1.jpg"))
-	if out, code := install(pack("r1.opkg", "program.key", "1", "--rollback")); code != ExitOK {
+	// A rollback under an old seq is refused (floors only rise); signed
+	// under a new, higher seq it installs the older content.
+	if out, code := install(pack("r1.opkg", "program.key", "1", "--rollback")); code == ExitOK || !strings.Contains(out, "not newer") {
+		t.Fatalf("a rollback under seq 1 after seq 2: %d %s", code, out)
+	}
+	if out, code := install(pack("r6.opkg", "program.key", "6", "--rollback")); code != ExitOK {
 		t.Fatalf("signed rollback: %s", out)
 	}
 	prev, err := pkg.Installed(filepath.Join(models, ".crop-disease.prev"))
-	if s := seqNow(); s != 1 || err != nil || prev.Seq != 2 {
+	if s := seqNow(); s != 6 || err != nil || prev.Seq != 2 {
 		t.Fatalf("after the rollback: seq %d, previous %v %v", s, prev, err)
 	}
 }

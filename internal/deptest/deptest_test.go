@@ -35,7 +35,7 @@ var rules = []struct {
 // leaves are packages anyone may import: they import nothing from outpost
 // themselves (checked below). models/pkg (the signed package format) is
 // one: the hub relays packages it never runs.
-var leaves = []string{"internal/atomicfile", "internal/httpguard", "models/pkg"}
+var leaves = []string{"internal/atomicfile", "internal/httpguard", "internal/safefile", "models/pkg"}
 
 type pkg struct {
 	ImportPath string

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/safefile"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
 )
@@ -17,6 +18,10 @@ import (
 // BundlesDir (in the data dir) remembers each bundle written: its ID and
 // the records it carried, so a receipt can delete only those.
 const BundlesDir = "bundles"
+
+// MaxReceiptBytes bounds a receipt (and the device's own record of a
+// bundle): 100,000 records named by ID and sum fit in about 9 MiB.
+const MaxReceiptBytes = 32 << 20
 
 // ExportedBundle is what the device remembers of a bundle it wrote.
 type ExportedBundle struct {
@@ -103,7 +108,7 @@ func (d *Device) Bundles() []ExportedBundle {
 	files, _ := filepath.Glob(filepath.Join(d.cfg.DataDir, BundlesDir, "*.json"))
 	var out []ExportedBundle
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := safefile.ReadFile(f, MaxReceiptBytes)
 		var eb ExportedBundle
 		if err == nil && json.Unmarshal(b, &eb) == nil {
 			out = append(out, eb)
@@ -117,7 +122,7 @@ func (d *Device) Bundles() []ExportedBundle {
 // bundle this device wrote, naming only records that bundle carried. A
 // record already gone (synced over MQTT meanwhile) is simply not there.
 func (d *Device) ApplyReceipt(path string) (int, *osync.Receipt, error) {
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path, MaxReceiptBytes)
 	if err != nil {
 		return 0, nil, fmt.Errorf("receipt: %w", err)
 	}
@@ -126,7 +131,7 @@ func (d *Device) ApplyReceipt(path string) (int, *osync.Receipt, error) {
 		return 0, nil, err
 	}
 	local := filepath.Join(d.cfg.DataDir, BundlesDir, r.Bundle.String()+".json")
-	lb, err := os.ReadFile(local)
+	lb, err := safefile.ReadFile(local, MaxReceiptBytes)
 	if err != nil {
 		return 0, r, fmt.Errorf("%w: receipt for bundle %s, which this device did not write or has already applied", osync.ErrBundle, r.Bundle)
 	}

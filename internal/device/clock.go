@@ -2,12 +2,12 @@ package device
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	gosync "sync"
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/safefile"
 	"github.com/outpost-edge/outpost/outbox"
 )
 
@@ -57,11 +57,9 @@ type clockFile struct {
 
 func newClockWatch(dataDir string, clock func() (outbox.ID, time.Duration), now func() time.Time) *clockWatch {
 	w := &clockWatch{path: filepath.Join(dataDir, ClockFile), clock: clock, now: now}
-	if b, err := os.ReadFile(w.path); err == nil {
-		var f clockFile
-		if json.Unmarshal(b, &f) == nil {
-			w.st = ClockState(f)
-		}
+	var f clockFile
+	if safefile.LoadJSON(w.path, 64<<10, &f) == nil {
+		w.st = ClockState(f)
 	}
 	w.Check()
 	return w

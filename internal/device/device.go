@@ -146,8 +146,7 @@ func Open(cfg Config, o Options) (*Device, error) {
 				"by", j.By.Round(time.Second), "across_reboot", j.Reboot)
 		}
 		if d.reviews, err = openReviews(cfg.DataDir); err != nil {
-			d.Close()
-			return nil, err
+			d.log.Error("reviews received earlier are lost: their file was damaged (moved aside); starting with none", "err", err)
 		}
 		if cfg.Broker != "" && !o.NoUplink {
 			if err := d.setupUplink(); err != nil {

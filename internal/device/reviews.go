@@ -2,14 +2,13 @@ package device
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	gosync "sync"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/safefile"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
 )
@@ -26,17 +25,20 @@ type reviewStore struct {
 	list []osync.Review
 }
 
+// maxReviewsFile bounds reviews.json (maxReviews of at most a few KiB).
+const maxReviewsFile = 8 << 20
+
+// openReviews loads reviews.json; a damaged one is moved aside and the
+// error (wrapping safefile.ErrDamaged) is only logged by the caller: a
+// torn file stopped the daemon from starting before.
 func openReviews(dataDir string) (*reviewStore, error) {
 	s := &reviewStore{path: filepath.Join(dataDir, ReviewsFile)}
-	b, err := os.ReadFile(s.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return s, nil
+	if err := safefile.LoadJSON(s.path, maxReviewsFile, &s.list); err != nil {
+		s.list = nil
+		return s, fmt.Errorf("reviews: %w", err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("reviews: %w", err)
-	}
-	if err := json.Unmarshal(b, &s.list); err != nil {
-		return nil, fmt.Errorf("reviews %s: %w", s.path, err)
+	if len(s.list) > maxReviews {
+		s.list = s.list[len(s.list)-maxReviews:]
 	}
 	return s, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/safefile"
 	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/models/pkg"
 	osync "github.com/outpost-edge/outpost/sync"
@@ -54,7 +55,7 @@ func (d *Device) guard() {
 	if d.cfg.DataDir == "" {
 		return
 	}
-	b, err := os.ReadFile(d.activationPath())
+	b, err := safefile.ReadFile(d.activationPath(), 64<<10)
 	if err != nil {
 		return
 	}
@@ -104,7 +105,7 @@ func (d *Device) WatchActivation(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		b, err := os.ReadFile(d.activationPath())
+		b, err := safefile.ReadFile(d.activationPath(), 64<<10)
 		if err != nil {
 			continue
 		}

@@ -6,11 +6,13 @@
 package safefile
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -86,4 +88,31 @@ func Kind(m os.FileMode) string {
 		return "socket"
 	}
 	return m.Type().String()
+}
+
+// ErrDamaged: a state file that could not be read as what it should be;
+// LoadJSON has moved it aside.
+var ErrDamaged = errors.New("damaged state file moved aside")
+
+// LoadJSON reads a state file of at most max bytes into v. A missing file
+// leaves v as it is and returns nil. A file that is not a plain file, is
+// too large or does not decode is renamed to PATH.damaged-UNIXTIME (kept
+// for a person to look at) and an error wrapping ErrDamaged says so: the
+// caller logs it and starts from its defaults — a torn or hostile state
+// file never stops a daemon from starting.
+func LoadJSON(path string, max int64, v any) error {
+	b, err := ReadFile(path, max)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		if err = json.Unmarshal(b, v); err == nil {
+			return nil
+		}
+	}
+	aside := fmt.Sprintf("%s.damaged-%d", path, time.Now().Unix())
+	if rerr := os.Rename(path, aside); rerr != nil {
+		return fmt.Errorf("%w: %s: %v (and moving it aside failed: %v)", ErrDamaged, path, err, rerr)
+	}
+	return fmt.Errorf("%w: %s: %v; kept as %s", ErrDamaged, path, err, aside)
 }
