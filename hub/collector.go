@@ -502,6 +502,9 @@ func (c *Collector) recordStatus(ctx context.Context, device string, m msg, now 
 			}
 		}
 		d.State, d.Backlog, d.Version = st.State, st.Queue, st.Version
+		if st.Time.After(now.Add(time.Minute)) {
+			st.Time = now // a status dated 2099 froze the view of the device
+		}
 		d.StatusTime, d.LastSync = st.Time, st.LastSync
 		d.Evicted, d.Expired, d.Refused = st.Evicted, st.Expired, st.Refused
 		d.ClockJumps = st.ClockJumps

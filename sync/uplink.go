@@ -313,13 +313,21 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 			u.ev = nil
 		}
 	}()
+	// Reviews queue apart: a flood of them (1,500 forged ones dropped 819
+	// commands, evidence acks and offers among them) cannot crowd out
+	// what the sync needs; the hub resends reviews until confirmed.
+	reviews := make(chan []byte, 16)
 	err = conn.Subscribe(ctx, CmdTopic(u.o.Device), 1, func(m Message) {
+		q := cmds
+		if CmdKind(m.Payload) == "review" {
+			q = reviews
+		}
 		select {
-		case cmds <- append([]byte(nil), m.Payload...):
+		case q <- append([]byte(nil), m.Payload...):
 		default:
 			// We have one chunk out at a time, so this is a flood:
 			// dropped; what we need is asked for again.
-			u.log.Warn("sync: command queue full; dropping a message")
+			u.log.Warn("sync: command queue full; dropping a message", "kind", CmdKind(m.Payload))
 		}
 	})
 	if err != nil {
@@ -404,12 +412,12 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 					u.log.Warn("sync: no ack from the collector; batch will be resent", "batch", id.String(), "records", len(f.ids))
 				}
 			}
+		case m := <-reviews:
+			u.handleReview(ctx, conn, m)
 		case m := <-cmds:
 			switch k := CmdKind(m); {
 			case k == "evidence-ack":
 				u.handleEvidenceAck(m)
-			case k == "review":
-				u.handleReview(ctx, conn, m)
 			case k == "offer" && u.o.Fetcher != nil:
 				u.o.Fetcher.HandleOffer(m)
 			case k == "chunk" && u.o.Fetcher != nil:
@@ -499,11 +507,22 @@ var ErrDuplicate = errors.New("duplicate")
 
 // handleReview stores a review and confirms it to the hub.
 func (u *Uplink) handleReview(ctx context.Context, conn Conn, msg []byte) {
+	if len(u.o.HubKeys) == 0 {
+		// Without a pinned key anyone on the broker could put advice on
+		// the kiosk ("spray diesel"): reviews are shown only when signed
+		// by a hub this device pins.
+		u.reviewsRefused.Add(1)
+		u.log.Warn("sync: review ignored: this device pins no hub key (hub_keys), so it cannot tell the hub's review from anyone's")
+		return
+	}
 	r, err := DecodeReview(msg, u.o.Device, u.o.HubKeys)
 	if err != nil {
 		u.reviewsRefused.Add(1)
 		u.log.Warn("sync: review ignored", "err", err)
 		return
+	}
+	if now := u.o.Now(); r.Time.After(now.Add(time.Minute)) {
+		r.Time = now.UTC() // a review dated 9999 stayed first for good
 	}
 	if u.o.OnReview == nil {
 		return

@@ -14,11 +14,13 @@ import (
 	_ "embed" // the zstd dictionary
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	gosync "sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -284,6 +286,11 @@ func DecodeBatch(msg []byte) (*Batch, error) {
 			// device is refused alone (never stored under either).
 			err = fmt.Errorf("record names device %q, the batch is from %q", rec.Device, b.Device)
 		}
+		if err == nil {
+			// One record with invalid UTF-8 or a NUL made PostgreSQL refuse
+			// every batch committed with it: refused alone, here.
+			err = checkText(rec)
+		}
 		if err != nil {
 			if len(raw) < 17 {
 				// No ID to name; the framing still holds, so the good
@@ -305,6 +312,27 @@ func DecodeBatch(msg []byte) (*Batch, error) {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Len())
 	}
 	return b, nil
+}
+
+// checkText refuses a record whose strings a store could not keep as
+// text: invalid UTF-8 or NUL in its names, evidence type or output.
+func checkText(r *outbox.Record) error {
+	fields := [][2]string{{"model", r.Model}, {"version", r.Version}, {"task", r.Task}, {"output", string(r.Output)}}
+	if r.Evidence != nil {
+		fields = append(fields, [2]string{"evidence type", r.Evidence.ContentType}, [2]string{"evidence sha256", r.Evidence.SHA256})
+	}
+	for _, f := range fields {
+		if !utf8.ValidString(f[1]) || strings.IndexByte(f[1], 0) >= 0 {
+			return fmt.Errorf("record %s: %s is not valid UTF-8 text (or holds a NUL)", r.ID, f[0])
+		}
+	}
+	if len(r.Output) > 0 && !json.Valid(r.Output) {
+		return fmt.Errorf("record %s: output is not JSON", r.ID)
+	}
+	if bytes.Contains(r.Output, []byte(`\u0000`)) {
+		return fmt.Errorf("record %s: output holds an escaped NUL", r.ID)
+	}
+	return nil
 }
 
 // BatchID reads just the batch ID of a message DecodeBatch refused, so the

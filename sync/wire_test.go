@@ -154,6 +154,19 @@ func TestAck_SumsNameTheBytes(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, a) {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
+	// Invalid UTF-8 or a NUL in one record is refused alone (issue 25:
+	// PostgreSQL refused every batch committed with it).
+	for _, bad := range []*outbox.Record{
+		{ID: g.New(), Device: "pi-1", Model: "crop\xff", Version: "1", Task: "t", Output: []byte(`{}`)},
+		{ID: g.New(), Device: "pi-1", Model: "crop", Version: "1\x00", Task: "t", Output: []byte(`{}`)},
+		{ID: g.New(), Device: "pi-1", Model: "crop", Version: "1", Task: "t", Output: []byte(`{"label":"a\u0000b"}`)},
+		{ID: g.New(), Device: "pi-1", Model: "crop", Version: "1", Task: "t", Output: []byte(`not json`)},
+	} {
+		b, err := DecodeBatch(EncodeBatch(&Batch{ID: g.New(), Device: "pi-1", Records: []*outbox.Record{real, bad}}))
+		if err != nil || len(b.Records) != 1 || len(b.Bad) != 1 || b.Bad[0].ID != bad.ID {
+			t.Fatalf("a record with bad text beside a good one: %+v, %v", b, err)
+		}
+	}
 	// A record that names another device is refused alone (hole 5).
 	other := *real
 	other.ID, other.Device = g.New(), "pi-2"

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -105,12 +106,13 @@ type evidenceRig struct {
 	sniff  *sniffer
 	models string
 	data   string
+	hubKey string
 	p      *proc
 }
 
 func (r *evidenceRig) serve(sharing map[string]any) {
 	cfg, _ := json.Marshal(map[string]any{"device_id": "kiosk-ev", "broker": r.proxy.URL(), "data_dir": r.data,
-		"daily_budget": "20MB", "sharing": sharing})
+		"daily_budget": "20MB", "sharing": sharing, "hub_keys": []string{r.hubKey}})
 	path := filepath.Join(r.t.TempDir(), "config.json")
 	os.WriteFile(path, cfg, 0o644)
 	cmd := exec.Command(r.bin, "serve", "--listen", "127.0.0.1:0", "--models-dir", r.models, "--config", path)
@@ -171,7 +173,10 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 	r.broker = testutil.StartMosquitto(t, false)
 	r.proxy = testutil.StartProxy(t, r.broker.Addr())
 	hubDir := t.TempDir()
-	r.hub = testutil.StartCollector(t, filepath.Join(hubDir, "collector.db"), r.broker.URL())
+	// Reviews reach a kiosk only from a hub it pins: the hub signs.
+	pub, key, _ := ed25519.GenerateKey(nil)
+	r.hubKey = osync.FormatPublicKey(pub)
+	r.hub = testutil.StartCollectorWith(t, filepath.Join(hubDir, "collector.db"), r.broker.URL(), hub.CollectorOptions{Key: key})
 	r.sniff = sniff(t, r.broker.URL())
 	dir := t.TempDir()
 	r.models, r.data = filepath.Join(dir, "models"), filepath.Join(dir, "data")

@@ -49,7 +49,8 @@ func TestAcceptOffer(t *testing.T) {
 		{"unknown key", offer("crop-disease", 4, false, stranger), "not signed by a trusted key"},
 		{"unknown model", offer("maize", 4, false, program), "unknown model"},
 		{"downgrade", offer("crop-disease", 2, false, program), "not newer"},
-		{"signed rollback", offer("crop-disease", 2, true, program), ""},
+		{"signed rollback under an old seq", offer("crop-disease", 2, true, program), "not newer"},
+		{"signed rollback under a new seq", offer("crop-disease", 5, true, program), ""},
 		{"installed already", offer("crop-disease", 3, false, program), osync.ErrAlreadyInstalled.Error()},
 		{"offer disagrees with its metadata", lying, "signed metadata"},
 	} {

@@ -42,7 +42,15 @@ type Hub struct {
 // broker at url, and waits until it has subscribed.
 func StartCollector(t testing.TB, path, url string) *Hub {
 	t.Helper()
-	c, err := hub.Open(path, hub.CollectorOptions{Logger: Logger(t), MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
+	return StartCollectorWith(t, path, url, hub.CollectorOptions{})
+}
+
+// StartCollectorWith is StartCollector with options (a signing key); the
+// logger and short backoffs are filled in.
+func StartCollectorWith(t testing.TB, path, url string, o hub.CollectorOptions) *Hub {
+	t.Helper()
+	o.Logger, o.MinBackoff, o.MaxBackoff = Logger(t), 50*time.Millisecond, 500*time.Millisecond
+	c, err := hub.Open(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -303,14 +303,6 @@ func Install(r io.Reader, modelsDir string, keys []ed25519.PublicKey, check func
 			return nil, fmt.Errorf("model package %s %s does not work here, nothing installed: %w", m.Name, m.Version, err)
 		}
 	}
-	// The floor rises before the swap: a crash between the two leaves a
-	// floor above the installed version, which only refuses a replay.
-	if err := writeSynced(floorPath(modelsDir, m.Name)+".tmp", strings.NewReader(strconv.FormatInt(m.Seq, 10))); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(floorPath(modelsDir, m.Name)+".tmp", floorPath(modelsDir, m.Name)); err != nil {
-		return nil, err
-	}
 	prev := filepath.Join(modelsDir, "."+m.Name+".prev")
 	if _, err := os.Stat(target); err == nil {
 		os.RemoveAll(prev)
@@ -324,6 +316,16 @@ func Install(r io.Reader, modelsDir string, keys []ed25519.PublicKey, check func
 		return nil, err
 	}
 	ok = true
+	// The floor rises after the swap: until it is written, the installed
+	// .package.json already holds the new seq (Floor takes the higher), and
+	// a crash before the swap leaves the download installable again.
+	floor := floorPath(modelsDir, m.Name)
+	if err := writeSynced(floor+".tmp", strings.NewReader(strconv.FormatInt(m.Seq, 10))); err != nil {
+		return m, err
+	}
+	if err := os.Rename(floor+".tmp", floor); err != nil {
+		return m, err
+	}
 	return m, syncDir(modelsDir)
 }
 
