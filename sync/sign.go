@@ -3,13 +3,19 @@ package sync
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+
+	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/safefile"
 )
 
 // Signed acks (flag 0x04): a hub with a key appends
@@ -119,4 +125,42 @@ func ParsePrivateKey(pemBytes []byte) (ed25519.PrivateKey, error) {
 		return nil, errors.New("not an ed25519 key")
 	}
 	return ek, nil
+}
+
+// KeyFileMax bounds a private key file.
+const KeyFileMax = 64 << 10
+
+// LoadOrCreateKey reads the ed25519 key at path, or makes one there
+// (0600, with PATH.pub beside it) when none exists: secure by default —
+// a hub signs from its first start, and says where its key is.
+func LoadOrCreateKey(path string) (key ed25519.PrivateKey, created bool, err error) {
+	b, err := safefile.ReadFile(path, KeyFileMax)
+	if err == nil {
+		k, err := ParsePrivateKey(b)
+		if err != nil {
+			return nil, false, fmt.Errorf("key %s: %w", path, err)
+		}
+		return k, false, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, false, fmt.Errorf("key: %w", err)
+	}
+	pub, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, false, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, false, err
+	}
+	if err := atomicfile.WriteBytes(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return nil, false, fmt.Errorf("key: %w", err)
+	}
+	if err := atomicfile.WriteBytes(path+".pub", []byte(FormatPublicKey(pub)+"\n"), 0o644); err != nil {
+		return nil, false, fmt.Errorf("key: %w", err)
+	}
+	return k, true, nil
 }

@@ -80,6 +80,9 @@ func runServe(ctx context.Context, std IO, args []string) error {
 		}
 		defer emb.Close()
 		c.Broker = emb.Broker
+		if len(c.HubKeys) == 0 {
+			c.HubKeys = []string{emb.HubKey}
+		}
 		fmt.Fprintf(std.Out, "demo: embedded MQTT broker at %s, hub collector storing into %s\n", emb.Broker, filepath.Join(c.DataDir, "hub"))
 	}
 	d, err := daemon.New(c, Version, log)

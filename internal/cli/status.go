@@ -100,6 +100,7 @@ func runStatus(ctx context.Context, std IO, args []string) error {
 		Sharing struct {
 			ByLang map[string][]string `json:"text_by_lang"`
 		} `json:"sharing"`
+		Trust device.TrustStatus `json:"trust"`
 		Clock *struct {
 			Wall     time.Time `json:"wall"`
 			Jumps    int       `json:"jumps"`
@@ -148,6 +149,11 @@ func runStatus(ctx context.Context, std IO, args []string) error {
 		fmt.Fprintf(w, "sync: last acknowledged by the hub %s\n", st.Sync.LastSync.Local().Format(time.RFC3339))
 	default:
 		fmt.Fprintln(w, "sync: never acknowledged yet")
+	}
+	if st.Trust.Warning != "" {
+		fmt.Fprintf(w, "WARNING: %s\n", st.Trust.Warning)
+	} else if st.Sync.Broker {
+		fmt.Fprintf(w, "trust: %d hub key(s) pinned; only their acks delete results\n", st.Trust.HubKeys)
 	}
 	if st.Sync.Left != nil {
 		fmt.Fprintf(w, "budget: %d bytes left today; used by tier %s\n", *st.Sync.Left, tiers(st.Sync.ByTier))

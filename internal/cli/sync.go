@@ -270,7 +270,11 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		return nil
 	}
 	if fs.Arg(0) == "provision" {
-		return provision(std, provDev, hubUser, passwd, bf.url, keyFile)
+		key, err := hubKey(std, df, keyFile)
+		if err != nil {
+			return err
+		}
+		return provision(std, provDev, hubUser, passwd, bf.url, key)
 	}
 	if fs.Arg(0) == "dictionary" {
 		// For hubs in other languages (docs/PROTOCOL.md); needs no database.
@@ -311,12 +315,10 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		fmt.Fprintf(std.Err, "schema of %s at version %d (applied now: %v)\n", where, v, applied)
 		return nil
 	}
-	var key ed25519.PrivateKey
-	if keyFile != "" {
-		if key, err = loadPrivateKey(keyFile); err != nil {
-			st.Close()
-			return err
-		}
+	key, err := hubKey(std, df, keyFile)
+	if err != nil {
+		st.Close()
+		return err
 	}
 	var registry hub.Registry
 	if regFile != "" {
@@ -510,7 +512,7 @@ func collectViaSocket(ctx context.Context, std IO, sock, cmd, format string) err
 
 // provision makes broker credentials for a device (or, with --device
 // equal to --hub-user, for collectors) and prints its config snippet.
-func provision(std IO, device, hubUser, passwdFile, broker, keyFile string) error {
+func provision(std IO, device, hubUser, passwdFile, broker string, key ed25519.PrivateKey) error {
 	if device == "" {
 		return usagef("collect provision needs --device ID")
 	}
@@ -530,19 +532,34 @@ func provision(std IO, device, hubUser, passwdFile, broker, keyFile string) erro
 	if broker != "" {
 		cfg["broker"] = broker
 	}
-	if keyFile != "" {
-		k, err := loadPrivateKey(keyFile)
-		if err != nil {
-			return err
-		}
-		cfg["hub_keys"] = []string{osync.FormatPublicKey(k.Public().(ed25519.PublicKey))}
-	}
+	// The device pins the hub's key: it deletes only on the hub's acks and
+	// shows only the hub's reviews.
+	cfg["hub_keys"] = []string{osync.FormatPublicKey(key.Public().(ed25519.PublicKey))}
 	if device == hubUser {
 		delete(cfg, "device_id")
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	fmt.Fprintf(std.Out, "%s\n", b)
 	return nil
+}
+
+// hubKey is the hub's signing key: --key when given, else hub.key in the
+// data directory, made on first use (secure by default; where it is, and
+// its public key for devices' hub_keys, are said once when it is made).
+func hubKey(std IO, df dataFlags, keyFile string) (ed25519.PrivateKey, error) {
+	if keyFile != "" {
+		return loadPrivateKey(keyFile)
+	}
+	path := filepath.Join(df.path(), "hub.key")
+	k, created, err := osync.LoadOrCreateKey(path)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		fmt.Fprintf(std.Err, "made the hub's signing key at %s (keep it secret; back it up): devices pin %s in hub_keys\n",
+			path, osync.FormatPublicKey(k.Public().(ed25519.PublicKey)))
+	}
+	return k, nil
 }
 
 // openHubStore opens the PostgreSQL store for a postgres:// URL, else the

@@ -267,6 +267,7 @@ func (d *Daemon) statusBody() map[string]any {
 		s["clock"] = c
 	}
 	s["sharing"] = d.sharing()
+	s["trust"] = d.dev.Trust()
 	s["speech"] = map[string]int64{"requests": d.speech.requests.Load(), "cache_hits": d.speech.hits.Load(), "unavailable": d.speech.unavailable.Load()}
 	s["evidence_waiting_bytes"] = st.EvidenceBytes
 	return s

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/outpost-edge/outpost/hub"
+	osync "github.com/outpost-edge/outpost/sync"
 	"github.com/outpost-edge/outpost/sync/mqtt"
 )
 
@@ -22,6 +24,7 @@ import (
 // `outpost serve --demo` and a single-box install with no separate hub.
 type Embedded struct {
 	Broker string // tcp:// URL of the embedded broker
+	HubKey string // the embedded hub's public key, for the device's hub_keys
 	srv    *mochi.Server
 	col    *hub.Collector
 	cancel context.CancelFunc
@@ -52,7 +55,15 @@ func StartEmbedded(addr, dir string, w io.Writer, log *slog.Logger) (*Embedded, 
 		srv.Close()
 		return nil, err
 	}
-	if e.col, err = hub.Open(filepath.Join(dir, "collector.db"), hub.CollectorOptions{Logger: log}); err != nil {
+	// The demo runs signed, as a deployment should: the hub's key lives
+	// beside its database and the demo device pins it (HubKey).
+	key, _, err := osync.LoadOrCreateKey(filepath.Join(dir, "hub.key"))
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	e.HubKey = osync.FormatPublicKey(key.Public().(ed25519.PublicKey))
+	if e.col, err = hub.Open(filepath.Join(dir, "collector.db"), hub.CollectorOptions{Logger: log, Key: key}); err != nil {
 		srv.Close()
 		return nil, err
 	}

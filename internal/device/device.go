@@ -160,6 +160,9 @@ func Open(cfg Config, o Options) (*Device, error) {
 
 func (d *Device) setupUplink() error {
 	c := d.cfg
+	if len(c.HubKeys) == 0 {
+		d.log.Warn("sync: " + NoHubKeyWarning)
+	}
 	if err := d.setupFetcher(); err != nil {
 		return err
 	}
@@ -501,4 +504,24 @@ func Shares(p SharePolicy, output any) bool {
 		}
 	}
 	return false
+}
+
+// TrustStatus says whom this device believes: /v1/status "trust",
+// outpost status and the kiosk show it.
+type TrustStatus struct {
+	HubKeyPinned bool   `json:"hub_key_pinned"`
+	HubKeys      int    `json:"hub_keys"`
+	Warning      string `json:"warning,omitempty"`
+}
+
+// NoHubKeyWarning is said wherever a device syncs without a pinned hub key.
+const NoHubKeyWarning = "no hub key pinned (hub_keys): anyone on the broker could make this device delete results the hub never stored; reviews are not shown. Pin the key `outpost collect provision` prints."
+
+// Trust reports whether the hub's key is pinned.
+func (d *Device) Trust() TrustStatus {
+	t := TrustStatus{HubKeys: len(d.cfg.HubKeys), HubKeyPinned: len(d.cfg.HubKeys) > 0}
+	if d.cfg.Broker != "" && !t.HubKeyPinned {
+		t.Warning = NoHubKeyWarning
+	}
+	return t
 }
