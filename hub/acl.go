@@ -16,16 +16,20 @@ import (
 
 // MosquittoACL is the broker ACL for outpost: the hub's user reads and
 // writes every device's topics; a device (its username is its device ID)
-// writes only its own results and status and reads only its own ack and
-// cmd — it can neither publish as another device nor read another's acks.
+// writes only its own results, status, fetch requests and evidence (photos
+// for review, review receipts) and reads only its own ack and cmd — it
+// can neither publish as another device nor read another's acks.
 func MosquittoACL(hubUser string) string {
 	return fmt.Sprintf(`# outpost broker ACL (mosquitto acl_file). Devices log in with their device ID.
+# mosquitto.conf needs: allow_anonymous false, password_file …, acl_file …, and
+# use_username_as_clientid true (a login cannot take another device's client ID).
 user %s
 topic readwrite outpost/v1/#
 
 pattern write outpost/v1/%%u/results
 pattern write outpost/v1/%%u/status
 pattern write outpost/v1/%%u/fetch
+pattern write outpost/v1/%%u/evidence
 pattern read outpost/v1/%%u/ack
 pattern read outpost/v1/%%u/cmd
 `, hubUser)

@@ -61,7 +61,9 @@ func (c *Collector) Handler() http.Handler {
 		writeJSON(w, map[string]any{"devices": rows})
 	})
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, map[string]any{"client_id": c.ClientID(), "connected": c.connected.Load(), "stats": c.Stats()})
+		// Not the client ID: whoever knows it can kick the collector off a
+		// broker that does not bind client IDs to logins.
+		writeJSON(w, map[string]any{"connected": c.connected.Load(), "stats": c.Stats()})
 	})
 	mux.HandleFunc("GET /v1/export", func(w http.ResponseWriter, r *http.Request) {
 		var n int

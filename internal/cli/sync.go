@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/outpost-edge/outpost/internal/atomicfile"
-	"github.com/outpost-edge/outpost/internal/device"
+	devcfg "github.com/outpost-edge/outpost/internal/device"
 	"github.com/outpost-edge/outpost/internal/httpguard"
 	"io"
 	"log/slog"
@@ -108,7 +108,7 @@ func runSync(ctx context.Context, std IO, args []string) error {
 	if err := cfg.Validate(); err != nil {
 		return usagef("%v", strings.TrimPrefix(err.Error(), "config: "))
 	}
-	dev, err := device.Open(cfg, device.Options{Version: Version, Logger: logTo(std.Err, verbose), NoModels: true})
+	dev, err := devcfg.Open(cfg, devcfg.Options{Version: Version, Logger: logTo(std.Err, verbose), NoModels: true})
 	if err != nil {
 		return err
 	}
@@ -149,7 +149,7 @@ func runSync(ctx context.Context, std IO, args []string) error {
 	st, _ := ob.Stats()
 	// Only records a hub acknowledged, in a batch this run sent, count as synced.
 	fmt.Fprintf(std.Out, "synced %d records in %d batches to %s as %s in %s; %s on the wire (%.0f B/record); %d left\n",
-		s.Records, s.Batches, bf.url, device, time.Since(start).Round(time.Millisecond), humanBytes(s.WireBytes),
+		s.Records, s.Batches, devcfg.RedactURL(bf.url), device, time.Since(start).Round(time.Millisecond), humanBytes(s.WireBytes),
 		float64(s.WireBytes)/float64(max(s.Records, 1)), st.Count)
 	if s.Rejected > 0 {
 		fmt.Fprintf(std.Out, "rejected by the hub: %d records it could not decode (dropped; see the hub's log)\n", s.Rejected)
@@ -167,7 +167,7 @@ func runSync(ctx context.Context, std IO, args []string) error {
 		switch {
 		case context.Cause(ctx) == errUnreachable:
 			return fmt.Errorf("could not connect to %s for %s (%d attempts); %d records stay queued: check --broker and the network (--connect-timeout 0 keeps trying)",
-				bf.url, reach, s.ConnectFails, st.Count)
+				devcfg.RedactURL(bf.url), reach, s.ConnectFails, st.Count)
 		case parent.Err() != nil && errors.Is(parent.Err(), context.Canceled):
 			return fmt.Errorf("interrupted; %d records stay queued in %s (nothing is lost)", st.Count, cfg.DataDir)
 		case errors.Is(err, context.DeadlineExceeded):
@@ -408,7 +408,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 				}
 			}()
 		}
-		fmt.Fprintf(std.Err, "collecting from %s into %s as MQTT client %s (Ctrl-C stops)\n", bf.url, path, c.ClientID())
+		fmt.Fprintf(std.Err, "collecting from %s into %s as MQTT client %s (Ctrl-C stops)\n", devcfg.RedactURL(bf.url), path, c.ClientID())
 		err = c.Run(ctx, dial)
 		if errors.Is(err, context.Canceled) {
 			fmt.Fprintf(std.Err, "stopped: %+v\n", c.Stats())

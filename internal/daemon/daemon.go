@@ -179,7 +179,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); d.dev.WatchActivation(bg) }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	d.log.Info("outpost serving", "addr", ln.Addr().String(), "device", d.cfg.DeviceID, "models", len(d.dev.Registry().Models()), "broker", d.cfg.Broker)
+	d.log.Info("outpost serving", "addr", ln.Addr().String(), "device", d.cfg.DeviceID, "models", len(d.dev.Registry().Models()), "broker", device.RedactURL(d.cfg.Broker))
 	select {
 	case err := <-errc:
 		stopBG()

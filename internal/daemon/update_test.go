@@ -361,8 +361,8 @@ func TestModelUpdate_KillMidSwapAndCrashLoop(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	if strings.Join(names, " ") != ".crop-disease.prev crop-disease" {
-		t.Fatalf("models dir after recovery: %v (want one installed version and its previous one)", names)
+	if strings.Join(names, " ") != ".crop-disease.floor .crop-disease.prev crop-disease" {
+		t.Fatalf("models dir after recovery: %v (want one installed version, its previous one and the sequence floor)", names)
 	}
 	if v, code, err := r.infer(); err != nil || code != 201 || v != r.newVer {
 		t.Fatalf("after recovery: %s %d %v", v, code, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/outpost-edge/outpost/internal/httpguard"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -295,8 +296,19 @@ func (c Config) Masked() string {
 	if c.MQTTPassword != "" {
 		c.MQTTPassword = "********"
 	}
+	c.Broker = RedactURL(c.Broker) // tcp://u:password@host printed the password
 	b, _ := json.MarshalIndent(c, "", "  ")
 	return string(b)
+}
+
+// RedactURL masks a password in a URL (tcp://user:secret@host → tcp://user:xxxxx@host).
+func RedactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			return u.Redacted()
+		}
+	}
+	return s
 }
 
 // PinnedHubKeys are hub_keys parsed (Validate checked them).
