@@ -105,6 +105,7 @@ fuzz: deps ## a short fuzzing session on every decoder
 	$(GO) test -run '^$$' -fuzz FuzzOpen -fuzztime 60s ./models/pkg/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCmd -fuzztime 60s ./sync/
 	$(GO) test -run '^$$' -fuzz FuzzReadBundle -fuzztime 60s ./sync/
+	$(GO) test -run '^$$' -fuzz FuzzSignedBatch -fuzztime 60s ./sync/
 
 demo: build ## outpost serve --demo: embedded broker + hub, samples flow to it, kiosk URL printed (Ctrl-C stops)
 	@if (exec 3<>/dev/tcp/$(firstword $(subst :, ,$(LISTEN)))/$(lastword $(subst :, ,$(LISTEN)))) 2>/dev/null; then \

@@ -36,6 +36,12 @@ func ImportBundle(ctx context.Context, st Store, path string, key ed25519.Privat
 		return nil, "", total, fmt.Errorf("%s: %w", path, err)
 	}
 	m := b.Manifest
+	// The same rule as MQTT: a bundle is stored only under the device
+	// whose key signed it (one for a device that never wrote it was stored
+	// before).
+	if _, err := Enrol(ctx, st, m.Device, b.Key, now); err != nil {
+		return nil, "", total, fmt.Errorf("%s: %w: nothing stored", path, err)
+	}
 	r := &osync.Receipt{Bundle: m.ID, Device: m.Device, Time: now.UTC(), StoredSums: []osync.Sum{}, RejectedSums: []osync.Sum{}}
 	stored := func(id outbox.ID) {
 		r.Stored = append(r.Stored, id)

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -49,12 +50,13 @@ type CollectorStats struct {
 	Duplicates int64 `json:"duplicates"`
 	Malformed  int64 `json:"malformed"`
 	Acks       int64 `json:"acks"`
-	Rejected   int64 `json:"rejected"`  // undecodable records named in acks
-	Conflicts  int64 `json:"conflicts"` // records whose ID the hub holds with other bytes; not acked
-	Refused    int64 `json:"refused"`   // acks refusing (part of) a batch
-	Deferred   int64 `json:"deferred"`  // messages held for a later commit: their device was over its share of one
-	Offers     int64 `json:"offers"`    // model update offers sent
-	Chunks     int64 `json:"chunks"`    // package chunks sent
+	Rejected   int64 `json:"rejected"`   // undecodable records named in acks
+	Conflicts  int64 `json:"conflicts"`  // records whose ID the hub holds with other bytes; not acked
+	NotDevice  int64 `json:"not_device"` // batches not signed by their device's enrolled key; refused
+	Refused    int64 `json:"refused"`    // acks refusing (part of) a batch
+	Deferred   int64 `json:"deferred"`   // messages held for a later commit: their device was over its share of one
+	Offers     int64 `json:"offers"`     // model update offers sent
+	Chunks     int64 `json:"chunks"`     // package chunks sent
 	ChunkBytes int64 `json:"chunk_bytes"`
 	BadFetches int64 `json:"bad_fetches"` // chunk requests refused (unknown package, not for this device, malformed)
 	Evidence   int64 `json:"evidence"`    // pieces of evidence stored whole
@@ -76,7 +78,8 @@ type Collector struct {
 	batches, stored, dups, malformed, acks, rejected, refused, deferred atomic.Int64
 	offers, chunks, chunkBytes, badFetches                              atomic.Int64
 	evStored, evRefused, evBytes                                        atomic.Int64
-	conflicts                                                           atomic.Int64
+	conflicts, notDevice                                                atomic.Int64
+	keys                                                                keyCache
 	reviews, reviewsSent, badReviews                                    atomic.Int64
 	deliver                                                             chan string // devices with a new review
 	err                                                                 error       // the session's last handling error (session goroutine only)
@@ -151,7 +154,7 @@ func (c *Collector) Close() error {
 // Stats returns the counters since start.
 func (c *Collector) Stats() CollectorStats {
 	return CollectorStats{Batches: c.batches.Load(), Stored: c.stored.Load(), Duplicates: c.dups.Load(),
-		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Conflicts: c.conflicts.Load(), Refused: c.refused.Load(), Deferred: c.deferred.Load(),
+		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Conflicts: c.conflicts.Load(), NotDevice: c.notDevice.Load(), Refused: c.refused.Load(), Deferred: c.deferred.Load(),
 		Offers: c.offers.Load(), Chunks: c.chunks.Load(), ChunkBytes: c.chunkBytes.Load(), BadFetches: c.badFetches.Load(),
 		Evidence: c.evStored.Load(), EvRefused: c.evRefused.Load(), EvBytes: c.evBytes.Load(),
 		Reviews: c.reviews.Load(), Sent: c.reviewsSent.Load(), BadReviews: c.badReviews.Load()}
@@ -338,6 +341,21 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 				c.malformed.Add(1)
 				c.log.Warn("collector: batch device does not match its topic; rejected", "topic", m.topic, "device", b.Device)
 				continue
+			}
+			enrolled, err := c.keys.check(ctx, c.st, device, b.Key, now)
+			if err != nil {
+				code := osync.RefusedUnavailable
+				if errors.Is(err, ErrNotDevice) {
+					code = osync.RefusedNotDevice
+					c.notDevice.Add(1)
+					c.log.Warn("collector: batch refused: not the device's", "device", device, "batch", b.ID.String(), "err", err)
+				}
+				refusals = append(refusals, decoded{device: device, ack: &osync.Ack{Batch: b.ID, Refused: &osync.Refusal{Code: code, Reason: err.Error()}}})
+				continue
+			}
+			if enrolled {
+				c.log.Info("collector: device enrolled on first contact (compare the fingerprint with the device's `outpost status`)",
+					"device", device, "fingerprint", osync.Fingerprint(b.Key))
 			}
 			batches = append(batches, decoded{device: device, batch: b})
 		}

@@ -106,6 +106,12 @@ type DeviceStatus struct {
 	// corrected with them (CorrectedTime).
 	Boots      map[string]time.Time `json:"boots,omitempty"`
 	ClockJumps int                  `json:"clock_jumps,omitempty"`
+	// Key is the device key its batches and bundles are signed with
+	// ("ed25519:…"), enrolled on first contact or by `collect enroll`;
+	// KeyFingerprint names it for a person to compare with the device's.
+	Key            string    `json:"key,omitempty"`
+	KeyFingerprint string    `json:"key_fingerprint,omitempty"`
+	Enrolled       time.Time `json:"enrolled,omitzero"`
 }
 
 // maxBoots bounds DeviceStatus.Boots.

@@ -32,8 +32,11 @@ const (
 	receiptLabel   = "outpost receipt v1\x00"
 	bundlePerBatch = 10_000
 	// BundleExt and ReceiptExt name bundle and receipt files.
-	BundleExt  = ".obundle"
-	ReceiptExt = ".receipt"
+	BundleExt = ".obundle"
+	// manifestSig holds the device's key and signature over the manifest.
+	manifestSig     = "manifest.sig"
+	bundleSignLabel = "outpost bundle v1\x00"
+	ReceiptExt      = ".receipt"
 	// maxManifest bounds manifest.json; maxEvidencePart one photo or
 	// recording (the hub's evidence limit).
 	maxManifest     = 16 << 20
@@ -69,13 +72,18 @@ type Bundle struct {
 	Records  []*outbox.Record
 	Bad      []outbox.ID          // records framed but not decodable (rejected for good)
 	Sums     map[outbox.ID]Sum    // of every record's bytes as read, good and bad
+	Key      ed25519.PublicKey    // the device key that signed the manifest; nil if unsigned
 	Evidence map[outbox.ID][]byte // by evidence record ID
 }
 
 // WriteBundle writes records (and the evidence of evidence records) as a
 // bundle. The caller writes w to a temp file and renames it, so a stick
 // pulled mid-write leaves nothing complete-looking.
-func WriteBundle(w io.Writer, id outbox.ID, device string, now time.Time, recs []*outbox.Record, evidence map[outbox.ID][]byte) (*BundleManifest, error) {
+//
+// With key set, manifest.sig follows the manifest: the device's public key
+// and its signature over "outpost bundle v1\0" + manifest.json, which lists
+// every part's SHA-256 — so the whole bundle is the device's word.
+func WriteBundle(w io.Writer, id outbox.ID, device string, now time.Time, recs []*outbox.Record, evidence map[outbox.ID][]byte, key ed25519.PrivateKey) (*BundleManifest, error) {
 	m := &BundleManifest{Format: bundleFormat, ID: id, Device: device, Created: now.UTC(), Records: len(recs), Evidence: len(evidence)}
 	sort.Slice(recs, func(i, j int) bool { return bytes.Compare(recs[i].ID[:], recs[j].ID[:]) < 0 })
 	if len(recs) > 0 {
@@ -110,6 +118,12 @@ func WriteBundle(w io.Writer, id outbox.ID, device string, now time.Time, recs [
 	if err := put("manifest.json", man); err != nil {
 		return nil, err
 	}
+	if key != nil {
+		sig := ed25519.Sign(key, append([]byte(bundleSignLabel), man...))
+		if err := put(manifestSig, append(append([]byte(nil), key.Public().(ed25519.PublicKey)...), sig...)); err != nil {
+			return nil, err
+		}
+	}
 	for _, n := range names {
 		if err := put(n, parts[n]); err != nil {
 			return nil, err
@@ -138,7 +152,8 @@ func ReadBundle(r io.Reader) (*Bundle, error) {
 	if err := json.Unmarshal(man, &m); err != nil || m.Format != bundleFormat || !ValidDeviceID(m.Device) {
 		return nil, fmt.Errorf("%w: manifest (format %q, device %q): %v", ErrBundle, m.Format, m.Device, err)
 	}
-	listed := map[string]int64{}
+	var key ed25519.PublicKey
+	listed := map[string]int64{manifestSig: batchTrailer}
 	for _, p := range m.Parts {
 		limit := int64(maxDecoded) // a records part is a batch
 		if strings.HasPrefix(p.Name, "evidence/") {
@@ -162,19 +177,27 @@ func ReadBundle(r io.Reader) (*Bundle, error) {
 		if !ok || h.Typeflag != tar.TypeReg || h.Size != size {
 			return nil, fmt.Errorf("%w: entry %q (%d bytes) is not a part the manifest lists with that size", ErrBundle, h.Name, h.Size)
 		}
-		if _, dup := parts[h.Name]; dup {
+		if _, dup := parts[h.Name]; dup || (h.Name == manifestSig && key != nil) {
 			return nil, fmt.Errorf("%w: %s twice", ErrBundle, h.Name)
 		}
 		b, err := io.ReadAll(io.LimitReader(tr, h.Size))
 		if err != nil || int64(len(b)) != h.Size {
 			return nil, fmt.Errorf("%w: %s truncated: %v", ErrBundle, h.Name, err)
 		}
+		if h.Name == manifestSig {
+			pub := ed25519.PublicKey(b[:ed25519.PublicKeySize])
+			if !ed25519.Verify(pub, append([]byte(bundleSignLabel), man...), b[ed25519.PublicKeySize:]) {
+				return nil, fmt.Errorf("%w: manifest signature does not verify (altered on the way?)", ErrBundle)
+			}
+			key = pub
+			continue
+		}
 		parts[h.Name] = b
 	}
 	if len(parts) != len(m.Parts) {
 		return nil, fmt.Errorf("%w: %d parts listed, %d present (truncated?)", ErrBundle, len(m.Parts), len(parts))
 	}
-	b := &Bundle{Manifest: m, Evidence: map[outbox.ID][]byte{}, Sums: map[outbox.ID]Sum{}}
+	b := &Bundle{Manifest: m, Key: key, Evidence: map[outbox.ID][]byte{}, Sums: map[outbox.ID]Sum{}}
 	for _, p := range m.Parts {
 		data, ok := parts[p.Name]
 		sum := sha256.Sum256(data)

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,13 +34,22 @@ func TestBundle_RoundTrip(t *testing.T) {
 	ev := map[outbox.ID][]byte{recs[3].ID: bytes.Repeat([]byte{0xff, 0xd8, 0xff}, 1000)}
 	var buf bytes.Buffer
 	id := outbox.NewIDGen().New()
-	m, err := WriteBundle(&buf, id, "kiosk-7", time.Now(), recs, ev)
+	_, devKey, _ := ed25519.GenerateKey(nil)
+	m, err := WriteBundle(&buf, id, "kiosk-7", time.Now(), recs, ev, devKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, err := ReadBundle(bytes.NewReader(buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !b.Key.Equal(devKey.Public()) {
+		t.Fatal("the bundle does not carry the key that signed it")
+	}
+	// A manifest altered on the stick no longer verifies.
+	bad := bytes.Replace(buf.Bytes(), []byte(`"device": "kiosk-7"`), []byte(`"device": "kiosk-8"`), 1)
+	if _, err := ReadBundle(bytes.NewReader(bad)); !errors.Is(err, ErrBundle) || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("a bundle whose manifest was altered: %v", err)
 	}
 	if len(b.Records) != 25_000 || b.Manifest.ID != id || len(b.Evidence) != 1 || len(m.Parts) != 4 || b.Manifest.First != recs[0].ID {
 		t.Fatalf("round trip: %d records, %d evidence, %d parts", len(b.Records), len(b.Evidence), len(m.Parts))
@@ -77,7 +87,7 @@ func TestBundle_RoundTrip(t *testing.T) {
 // FuzzReadBundle: random and damaged bundles never panic the reader.
 func FuzzReadBundle(f *testing.F) {
 	var buf bytes.Buffer
-	WriteBundle(&buf, outbox.ID{1}, "d", time.Now(), bundleRecords(3), map[outbox.ID][]byte{{2}: []byte("x")})
+	WriteBundle(&buf, outbox.ID{1}, "d", time.Now(), bundleRecords(3), map[outbox.ID][]byte{{2}: []byte("x")}, nil)
 	f.Add(buf.Bytes())
 	f.Add(buf.Bytes()[:700])
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -38,6 +38,9 @@ type UplinkOptions struct {
 	// rotation). With any set, an ack that is unsigned or not signed by one
 	// of them deletes nothing: it is counted as forged and logged.
 	HubKeys []ed25519.PublicKey
+	// DeviceKey, if set, signs every batch (SignBatch): the hub stores a
+	// batch only under the device whose key it enrolled.
+	DeviceKey ed25519.PrivateKey
 	// Fetcher, if set, downloads model updates offered on the cmd topic,
 	// one chunk at a time whenever no results are waiting to go, within
 	// the budget's bulk share.
@@ -460,6 +463,9 @@ func (u *Uplink) sendOne(ctx context.Context, conn Conn, pending map[outbox.ID]*
 	}
 	b := &Batch{ID: outbox.NewIDGen().New(), Device: u.o.Device, Sent: now, Records: recs}
 	msg := EncodeBatch(b)
+	if u.o.DeviceKey != nil {
+		msg = SignBatch(msg, u.o.DeviceKey)
+	}
 	cost := WireCost(ResultsTopic(u.o.Device), len(msg), len(recs))
 	if !u.o.Budget.fits(now, cost, recs) {
 		u.ob.Release(ids)

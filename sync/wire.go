@@ -10,6 +10,7 @@ package sync
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	_ "embed" // the zstd dictionary
 	"encoding/binary"
@@ -92,6 +93,9 @@ type Batch struct {
 	Device  string
 	Sent    time.Time // device clock at send; the collector derives clock offset
 	Records []*outbox.Record
+	// Key is the device key that signed the batch (verified by
+	// DecodeBatch), nil for an unsigned one.
+	Key ed25519.PublicKey
 	// Sums holds, parallel to Records, the Sum of each record's bytes as
 	// received (DecodeBatch fills it; acks name records with it).
 	Sums []Sum
@@ -251,6 +255,10 @@ func header(msg []byte, kind byte) ([]byte, error) {
 // DecodeBatch parses a batch. Errors wrap ErrMalformed or ErrVersion and
 // say what was wrong; it never panics (FuzzDecodeBatch).
 func DecodeBatch(msg []byte) (*Batch, error) {
+	msg, key, err := splitSignedBatch(msg)
+	if err != nil {
+		return nil, err
+	}
 	body, err := header(msg, kindBatch)
 	if err != nil {
 		return nil, err
@@ -258,7 +266,7 @@ func DecodeBatch(msg []byte) (*Batch, error) {
 	if len(body) < 16 {
 		return nil, fmt.Errorf("%w: batch id truncated", ErrMalformed)
 	}
-	b := &Batch{}
+	b := &Batch{Key: key}
 	copy(b.ID[:], body)
 	r := bytes.NewReader(body[16:])
 	dev, err := readField(r, 64)
@@ -340,6 +348,10 @@ func checkText(r *outbox.Record) error {
 // otherwise resend it on every ack timeout). ok is false when not even the
 // ID can be read; such a message cannot be answered.
 func BatchID(msg []byte) (id outbox.ID, ok bool) {
+	if len(msg) >= 4+batchTrailer && msg[3]&flagSigned != 0 {
+		msg = append(msg[:4:4], msg[4:len(msg)-batchTrailer]...)
+		msg[3] &^= flagSigned
+	}
 	body, err := header(msg, kindBatch)
 	if err != nil || len(body) < 16 {
 		return id, false
@@ -395,6 +407,7 @@ const (
 	RefusedUnavailable RefusalCode = 2 // the hub could not store it now (storage error, overload)
 	RefusedTooLarge    RefusalCode = 3 // over the hub's message or batch limits
 	RefusedConflict    RefusalCode = 4 // the hub holds other bytes under a record's ID; the device keeps its own
+	RefusedNotDevice   RefusalCode = 5 // not signed by the key the hub enrolled for the device
 )
 
 func (c RefusalCode) String() string {
@@ -407,6 +420,8 @@ func (c RefusalCode) String() string {
 		return "too-large"
 	case RefusedConflict:
 		return "conflict"
+	case RefusedNotDevice:
+		return "not-device"
 	}
 	return fmt.Sprintf("code-%d", byte(c))
 }

@@ -2,6 +2,7 @@ package sync
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"reflect"
@@ -108,6 +109,65 @@ func FuzzDecodeBatch(f *testing.F) {
 			t.Fatalf("accepted device %q", b.Device)
 		}
 	})
+}
+
+// fuzzDevice is the device key FuzzSignedBatch's seed is signed with.
+var fuzzDevice = ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+
+// FuzzSignedBatch: a device-signed batch changed anywhere either fails to
+// decode, decodes as unsigned, or names another key: whatever decodes
+// under the device's key is exactly what the device signed.
+func FuzzSignedBatch(f *testing.F) {
+	// Fixed IDs: fuzz workers run this function again and must get the
+	// same seeds.
+	fixed := func(n int) []byte {
+		b := sampleBatch(n)
+		b.ID = outbox.ID{1}
+		for i, r := range b.Records {
+			r.ID = outbox.ID{2, byte(i)}
+		}
+		return SignBatch(EncodeBatch(b), fuzzDevice)
+	}
+	signed, one := fixed(3), fixed(1)
+	f.Add(signed)
+	f.Add(one)
+	f.Add(signed[:len(signed)-1])
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		b, err := DecodeBatch(msg)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrVersion) {
+				t.Fatalf("unwrapped error: %v", err)
+			}
+			return
+		}
+		if b.Key.Equal(fuzzDevice.Public()) && !bytes.Equal(msg, signed) && !bytes.Equal(msg, one) {
+			t.Fatalf("a batch the device never signed decoded under its key (%d bytes)", len(msg))
+		}
+	})
+}
+
+// TestSignedBatch: signed batches decode with their key; a signature over
+// other bytes or cut short is malformed, never unsigned.
+func TestSignedBatch(t *testing.T) {
+	msg := SignBatch(EncodeBatch(sampleBatch(3)), fuzzDevice)
+	b, err := DecodeBatch(msg)
+	if err != nil || !b.Key.Equal(fuzzDevice.Public()) || len(b.Records) != 3 {
+		t.Fatalf("signed batch: %+v %v", b, err)
+	}
+	if id, ok := BatchID(msg); !ok || id != b.ID {
+		t.Fatalf("BatchID of a signed batch: %v %v", id, ok)
+	}
+	bad := append([]byte(nil), msg...)
+	bad[10] ^= 1
+	if _, err := DecodeBatch(bad); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("altered signed batch: %v", err)
+	}
+	if _, err := DecodeBatch(msg[:len(msg)-10]); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("cut signed batch: %v", err)
+	}
+	if b, err := DecodeBatch(EncodeBatch(sampleBatch(1))); err != nil || b.Key != nil {
+		t.Fatalf("unsigned batch: key %v, %v", b.Key, err)
+	}
 }
 
 func FuzzDecodeAck(f *testing.F) {

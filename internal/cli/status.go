@@ -155,6 +155,9 @@ func runStatus(ctx context.Context, std IO, args []string) error {
 	} else if st.Sync.Broker {
 		fmt.Fprintf(w, "trust: %d hub key(s) pinned; only their acks delete results\n", st.Trust.HubKeys)
 	}
+	if st.Trust.Fingerprint != "" {
+		fmt.Fprintf(w, "device key: %s (fingerprint %s; the hub shows the one it enrolled)\n", st.Trust.DeviceKey, st.Trust.Fingerprint)
+	}
 	if st.Sync.Left != nil {
 		fmt.Fprintf(w, "budget: %d bytes left today; used by tier %s\n", *st.Sync.Left, tiers(st.Sync.ByTier))
 	}

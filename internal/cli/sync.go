@@ -218,6 +218,7 @@ const collectExamples = `  outpost collect --broker tcp://localhost:1883 --data-
   outpost collect models list
   outpost collect export --reviewed --out reviewed/                # photos an expert labelled, for training
   outpost collect import /media/usb --key hub.key                  # bundles from a stick; receipts written beside them
+  outpost collect enroll --device kiosk-12 --device-key ed25519:…   # a reinstalled device's new key (its outpost status shows it)
 `
 
 func runCollect(ctx context.Context, std IO, args []string) error {
@@ -238,6 +239,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		token    string
 		regFile  string
 		pkgDir   string
+		devKey   string
 		to       []string
 		chunk    int
 		reviewed bool
@@ -255,7 +257,8 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	fs.StringVar(&listen, "listen", "", "serve the hub's HTTP API here (GET /healthz, /v1/devices, /v1/stats, /v1/export, /metrics); off loopback a --token is required")
 	fs.StringVar(&regFile, "registry", "", `device registry for the hub page: JSON {"device-id": {"name": …, "region": …, "lat": …, "lon": …}}`)
 	fs.StringVar(&token, "token", os.Getenv("OUTPOST_HUB_TOKEN"), "bearer token for the HTTP API (prefer env OUTPOST_HUB_TOKEN)")
-	fs.StringVar(&provDev, "device", "", "provision: the device ID to make broker credentials for")
+	fs.StringVar(&provDev, "device", "", "provision: the device ID to make broker credentials for; enroll: the device whose key to set")
+	fs.StringVar(&devKey, "device-key", "", "enroll: the device's public key (ed25519:…, as its `outpost status` shows), replacing the one enrolled")
 	fs.StringVar(&passwd, "passwd-file", "", "provision: add the credentials to this mosquitto password file (created if missing)")
 	fs.StringVar(&hubUser, "hub-user", "hub", "acl/provision: the broker user collectors log in as")
 	fs.StringVar(&pkgDir, "packages", "", "model packages published to devices (default: packages/ in --data-dir)")
@@ -293,7 +296,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	if fs.Arg(0) == "models" {
 		return collectModels(std, pkgDir, fs.Args()[1:], to, chunk)
 	}
-	st, where, err := openHubStore(ctx, store, name, df, fs.Arg(0) != "" && fs.Arg(0) != "import")
+	st, where, err := openHubStore(ctx, store, name, df, fs.Arg(0) != "" && fs.Arg(0) != "import" && fs.Arg(0) != "enroll")
 	sock := filepath.Join(df.path(), hub.SocketFile)
 	if errors.Is(err, hub.ErrLocked) && (fs.Arg(0) == "export" && !reviewed || fs.Arg(0) == "devices") {
 		// A collector holds the embedded store: ask it over its socket.
@@ -371,6 +374,16 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 			fmt.Fprintf(std.Err, "exported %d results\n", n)
 		}
 		return err
+	case "enroll":
+		pub, err := osync.ParsePublicKey(devKey)
+		if provDev == "" || err != nil {
+			return usagef("collect enroll --device ID --device-key ed25519:… (%v)", err)
+		}
+		if err := hub.SetDeviceKey(ctx, c.Store(), provDev, pub, time.Now()); err != nil {
+			return err
+		}
+		fmt.Fprintf(std.Err, "enrolled %s with key %s: its batches and bundles signed by any other key are refused (restart running collectors)\n", provDev, osync.Fingerprint(pub))
+		return nil
 	case "devices":
 		devs, err := c.Devices()
 		if err != nil {
@@ -421,10 +434,14 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 
 func printDevices(w io.Writer, devs []hub.DeviceStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST SEEN\tBACKLOG\tSTORED\tDUPLICATES\tLOST (REFUSED/EVICTED/EXPIRED)\tCLOCK OFFSET\tMODEL UPDATE")
+	fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST SEEN\tBACKLOG\tSTORED\tDUPLICATES\tLOST (REFUSED/EVICTED/EXPIRED)\tCLOCK OFFSET\tKEY\tMODEL UPDATE")
 	for _, d := range devs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d/%d/%d\t%s\t%s\n", d.Device, d.State, d.LastSeen.Local().Format(time.RFC3339),
-			d.Backlog, d.Stored, d.Duplicates, d.Refused, d.Evicted, d.Expired, (time.Duration(d.ClockOffset) * time.Millisecond).String(), updateText(d.Update))
+		key := d.KeyFingerprint
+		if key == "" {
+			key = "unsigned"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d/%d/%d\t%s\t%s\t%s\n", d.Device, d.State, d.LastSeen.Local().Format(time.RFC3339),
+			d.Backlog, d.Stored, d.Duplicates, d.Refused, d.Evicted, d.Expired, (time.Duration(d.ClockOffset) * time.Millisecond).String(), key, updateText(d.Update))
 	}
 	return tw.Flush()
 }

@@ -79,7 +79,7 @@ func (d *Device) ExportBundle(dir string) (*osync.BundleManifest, string, error)
 	var m *osync.BundleManifest
 	_, err = atomicfile.Write(file, 0o644, func(w io.Writer) (int, error) {
 		var werr error
-		m, werr = osync.WriteBundle(w, id, d.cfg.DeviceID, time.Now(), recs, evidence)
+		m, werr = osync.WriteBundle(w, id, d.cfg.DeviceID, time.Now(), recs, evidence, d.key)
 		return 0, werr
 	})
 	if err != nil {

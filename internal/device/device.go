@@ -8,6 +8,7 @@ package device
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -69,6 +70,7 @@ type Device struct {
 
 	fetch      *osync.Fetcher
 	reviews    *reviewStore
+	key        ed25519.PrivateKey // signs batches and bundles (DeviceKeyFile)
 	clock      *clockWatch
 	rolledBack *osync.UpdateStatus // set by guard when it rolled a model back
 	installMu  gosync.Mutex
@@ -148,6 +150,17 @@ func Open(cfg Config, o Options) (*Device, error) {
 		if d.reviews, err = openReviews(cfg.DataDir); err != nil {
 			d.log.Error("reviews received earlier are lost: their file was damaged (moved aside); starting with none", "err", err)
 		}
+		// The device's own identity: made on first start, kept with its
+		// data (0600); it signs every batch and bundle.
+		var made bool
+		if d.key, made, err = osync.LoadOrCreateKey(filepath.Join(cfg.DataDir, DeviceKeyFile)); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("device key: %w", err)
+		}
+		if made {
+			d.log.Info("made this device's key; the hub enrols it on first contact", "file", filepath.Join(cfg.DataDir, DeviceKeyFile),
+				"fingerprint", osync.Fingerprint(d.key.Public().(ed25519.PublicKey)))
+		}
 		if cfg.Broker != "" && !o.NoUplink {
 			if err := d.setupUplink(); err != nil {
 				d.Close()
@@ -186,7 +199,7 @@ func (d *Device) setupUplink() error {
 	}
 	d.up, err = osync.NewUplink(d.ob, dial, osync.UplinkOptions{Device: c.DeviceID, Budget: d.budget,
 		Version: d.o.Version, Logger: d.log, Probe: probe, AckTimeout: c.AckTimeout(), BatchRecords: c.SyncBatch,
-		HubKeys: c.PinnedHubKeys(), Fetcher: d.fetch, Models: d.InstalledModels,
+		HubKeys: c.PinnedHubKeys(), DeviceKey: d.key, Fetcher: d.fetch, Models: d.InstalledModels,
 		// Checked again as each piece leaves: a policy tightened since
 		// the photo was kept still holds.
 		MayShare: func(r *outbox.Record) bool { return c.Policy(r.Model).Evidence != ShareNever },
@@ -506,11 +519,16 @@ func Shares(p SharePolicy, output any) bool {
 	return false
 }
 
+// DeviceKeyFile (in the data dir) is the device's ed25519 key.
+const DeviceKeyFile = "device.key"
+
 // TrustStatus says whom this device believes: /v1/status "trust",
 // outpost status and the kiosk show it.
 type TrustStatus struct {
 	HubKeyPinned bool   `json:"hub_key_pinned"`
 	HubKeys      int    `json:"hub_keys"`
+	DeviceKey    string `json:"device_key,omitempty"` // signs batches and bundles
+	Fingerprint  string `json:"device_key_fingerprint,omitempty"`
 	Warning      string `json:"warning,omitempty"`
 }
 
@@ -520,6 +538,10 @@ const NoHubKeyWarning = "no hub key pinned (hub_keys): anyone on the broker coul
 // Trust reports whether the hub's key is pinned.
 func (d *Device) Trust() TrustStatus {
 	t := TrustStatus{HubKeys: len(d.cfg.HubKeys), HubKeyPinned: len(d.cfg.HubKeys) > 0}
+	if d.key != nil {
+		pub := d.key.Public().(ed25519.PublicKey)
+		t.DeviceKey, t.Fingerprint = osync.FormatPublicKey(pub), osync.Fingerprint(pub)
+	}
 	if d.cfg.Broker != "" && !t.HubKeyPinned {
 		t.Warning = NoHubKeyWarning
 	}
