@@ -72,9 +72,47 @@ func decodeJPEG(b []byte, div int) (*image.RGBA, error) {
 	// LIMITSCANS: a progressive file with absurdly many scans is refused
 	// (a CPU bomb) rather than decoded for minutes.
 	flags := C.int(C.TJFLAG_STOPONWARNING | C.TJFLAG_LIMITSCANS)
+	pf := C.int(C.TJPF_RGBA)
+	if cs == C.TJCS_CMYK || cs == C.TJCS_YCCK {
+		// libjpeg-turbo will not convert CMYK to RGB (a print-shop photo
+		// was refused with "Unsupported color conversion request"): take
+		// the CMYK samples and convert them below.
+		pf = C.TJPF_CMYK
+	}
 	if C.tjDecompress2(tj, src, C.ulong(len(b)), (*C.uchar)(unsafe.Pointer(&img.Pix[0])),
-		C.int(w), C.int(img.Stride), C.int(h), C.TJPF_RGBA, flags) != 0 {
+		C.int(w), C.int(img.Stride), C.int(h), pf, flags) != 0 {
 		return nil, fmt.Errorf("%s", C.GoString(C.tjGetErrorStr2(tj)))
 	}
+	if pf == C.TJPF_CMYK {
+		cmykToRGBA(img.Pix)
+	}
 	return img, nil
+}
+
+// cmykToRGBA converts, in place, the inverted ("Adobe") CMYK samples
+// libjpeg-turbo returns to RGBA, as libjpeg-turbo's own cmyk_to_rgb does:
+// R = C·K/255 and so on.
+func cmykToRGBA(pix []byte) {
+	for i := 0; i+3 < len(pix); i += 4 {
+		c, m, y, k := uint32(pix[i]), uint32(pix[i+1]), uint32(pix[i+2]), uint32(pix[i+3])
+		pix[i], pix[i+1], pix[i+2], pix[i+3] = byte((c*k+127)/255), byte((m*k+127)/255), byte((y*k+127)/255), 255
+	}
+}
+
+// encodeCMYKJPEG writes inverted CMYK samples (4 bytes a pixel) as a CMYK
+// JPEG: tests make the print-shop files real photos arrive as with it.
+func encodeCMYKJPEG(cmyk []byte, w, h int) ([]byte, error) {
+	tj := C.tjInitCompress()
+	if tj == nil {
+		return nil, fmt.Errorf("libjpeg-turbo: init failed")
+	}
+	defer C.tjDestroy(tj)
+	var out *C.uchar
+	var size C.ulong
+	if C.tjCompress2(tj, (*C.uchar)(unsafe.Pointer(&cmyk[0])), C.int(w), C.int(4*w), C.int(h), C.TJPF_CMYK,
+		&out, &size, C.TJSAMP_444, 90, 0) != 0 {
+		return nil, fmt.Errorf("%s", C.GoString(C.tjGetErrorStr2(tj)))
+	}
+	defer C.tjFree(out)
+	return C.GoBytes(unsafe.Pointer(out), C.int(size)), nil
 }

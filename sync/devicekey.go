@@ -35,8 +35,8 @@ func SignBatch(msg []byte, key ed25519.PrivateKey) []byte {
 // message without its trailer (flag cleared) and the signer's key; an
 // unsigned message comes back as it is, with a nil key.
 func splitSignedBatch(msg []byte) ([]byte, ed25519.PublicKey, error) {
-	if len(msg) < 4 || msg[3]&flagSigned == 0 {
-		return msg, nil, nil
+	if len(msg) < 4 || msg[0] != 'O' || msg[1] != kindBatch || msg[3]&flagSigned == 0 || msg[3]&^(flagZstd|flagSigned) != 0 {
+		return msg, nil, nil // not a signed batch: header() says what it is
 	}
 	if len(msg) < 4+batchTrailer {
 		return nil, nil, fmt.Errorf("%w: signed batch shorter than its signature", ErrMalformed)

@@ -88,6 +88,10 @@ func New(cfg Config, version string, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	d.dev, d.cfg = dev, dev.Config()
+	// Every model is opened once now: one that does not load is shown as
+	// broken in /v1/models and refused with 503, not offered and failing
+	// with a 500 on first use.
+	dev.CheckModels()
 	d.speech = newSpeech(d)
 	d.metrics = newMetrics(d)
 	return d, nil

@@ -3,7 +3,9 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"hash/crc32"
 	"io"
@@ -288,5 +290,47 @@ func TestWatchFolder(t *testing.T) {
 	}
 	if n := queueCount(t, d); n != 1 {
 		t.Fatalf("queue %d, want 1 (the leaf)", n)
+	}
+}
+
+// TestModels_BrokenShownNotOffered (issue 25): a model whose .onnx is
+// random bytes (checksum updated to match) was listed in /v1/models and
+// answered 500. It is now opened at start, shown as broken with why, and
+// refused with 503; the other models work.
+func TestModels_BrokenShownNotOffered(t *testing.T) {
+	models := t.TempDir()
+	for _, m := range []string{"crop-disease", "silero-vad"} {
+		if err := os.CopyFS(filepath.Join(models, m), os.DirFS(filepath.Join(testutil.ModelsDir(t), m))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	manPath := filepath.Join(models, "crop-disease", "manifest.json")
+	var man map[string]any
+	b, _ := os.ReadFile(manPath)
+	json.Unmarshal(b, &man)
+	junk := bytes.Repeat([]byte("not a model "), 1000)
+	os.WriteFile(filepath.Join(models, "crop-disease", man["file"].(string)), junk, 0o644)
+	sum := sha256.Sum256(junk)
+	man["sha256"] = hex.EncodeToString(sum[:])
+	b, _ = json.Marshal(man)
+	os.WriteFile(manPath, b, 0o644)
+
+	_, srv := newTestDaemon(t, func(c *Config) { c.ModelsDir = models })
+	var list struct {
+		Models []struct{ Name, State, Error string } `json:"models"`
+	}
+	getJSON(t, srv.URL+"/v1/models", &list)
+	states := map[string]string{}
+	for _, m := range list.Models {
+		states[m.Name] = m.State
+		if m.State == "broken" && m.Error == "" {
+			t.Errorf("%s broken without a reason", m.Name)
+		}
+	}
+	if states["crop-disease"] != "broken" || states["silero-vad"] != "ready" {
+		t.Fatalf("model states %v, want crop-disease broken and silero-vad ready", states)
+	}
+	if code, body, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", sample(t, "crop-disease/samples/rust.jpg")); code != 503 || body["error"] != "model_broken" {
+		t.Fatalf("infer on a broken model: %d %v", code, body)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/outpost-edge/outpost/internal/device"
 	"github.com/outpost-edge/outpost/internal/httpguard"
 	"io"
 	"io/fs"
@@ -103,11 +104,17 @@ func (d *Daemon) handleModels(w http.ResponseWriter, r *http.Request) {
 		Labels    []string    `json:"labels,omitempty"`
 		Languages []string    `json:"languages,omitempty"`
 		Accepts   []string    `json:"accepts"`
+		State     string      `json:"state"`           // ready, or broken (does not load)
+		Error     string      `json:"error,omitempty"` // why it is broken
 	}
 	var out []model
 	for _, m := range d.dev.Registry().Models() {
 		spec, _ := models.Spec(m.Task)
-		out = append(out, model{m.Name, m.Version, m.Task, m.Labels, m.Languages, spec.ContentTypes})
+		state, why := "ready", d.dev.Broken(m.Name)
+		if why != "" {
+			state = "broken"
+		}
+		out = append(out, model{m.Name, m.Version, m.Task, m.Labels, m.Languages, spec.ContentTypes, state, why})
 	}
 	writeJSON(w, 200, map[string]any{"models": out})
 }
@@ -201,6 +208,8 @@ func (d *Daemon) handleInfer(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad_input", err)
 	case errors.Is(err, outbox.ErrFull), errors.Is(err, outbox.ErrDiskFull), errors.Is(err, outbox.ErrTooLarge):
 		fail(w, http.StatusInsufficientStorage, "queue_full", err)
+	case errors.Is(err, device.ErrModelBroken):
+		fail(w, http.StatusServiceUnavailable, "model_broken", err)
 	default:
 		d.log.Error("inference failed", "model", name, "err", err)
 		fail(w, http.StatusInternalServerError, "internal", err)

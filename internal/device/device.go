@@ -78,6 +78,9 @@ type Device struct {
 	mu    gosync.Mutex
 	env   *onnx.Env               // opened with the first pipeline
 	open  map[string]*opened      // model name -> sessions
+	// broken names models whose files could not be loaded, with why: shown
+	// as broken in /v1/models and refused with 503, not offered.
+	broken map[string]string
 	pipes map[[2]string]pipeEntry // (model, lang) -> pipeline
 	swaps int64
 	once  gosync.Once
@@ -345,10 +348,47 @@ func (d *Device) openModel(name string) (*opened, error) {
 	}
 	op, err := d.openLocked(m)
 	if err != nil {
-		return nil, err
+		if d.broken == nil {
+			d.broken = map[string]string{}
+		}
+		d.broken[name] = err.Error()
+		return nil, fmt.Errorf("%w: %s: %v", ErrModelBroken, name, err)
 	}
+	delete(d.broken, name)
 	d.open[name] = op
 	return op, nil
+}
+
+// ErrModelBroken: the model's files are there but do not load (a broken
+// .onnx, a missing runtime). Answered 503 and shown as broken.
+var ErrModelBroken = errors.New("model does not load")
+
+// CheckModels opens every model once (at start), so one that does not load
+// is known as broken before anyone asks it. It returns the broken ones.
+func (d *Device) CheckModels() map[string]string {
+	if d.reg == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, m := range d.reg.Models() {
+		if _, err := d.openModel(m.Name); err != nil {
+			d.log.Error("model does not load; it is shown as broken and refused until fixed", "model", m.Name, "err", err)
+		}
+	}
+	out := map[string]string{}
+	for k, v := range d.broken {
+		out[k] = v
+	}
+	return out
+}
+
+// Broken says why a model does not load ("" when it does, or has not
+// been tried).
+func (d *Device) Broken(name string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.broken[name]
 }
 
 // openFrom opens m's sessions without holding mu for the load (an update
