@@ -75,15 +75,15 @@ type Device struct {
 	rolledBack *osync.UpdateStatus // set by guard when it rolled a model back
 	installMu  gosync.Mutex
 
-	mu    gosync.Mutex
-	env   *onnx.Env               // opened with the first pipeline
-	open  map[string]*opened      // model name -> sessions
+	mu   gosync.Mutex
+	env  *onnx.Env          // opened with the first pipeline
+	open map[string]*opened // model name -> sessions
 	// broken names models whose files could not be loaded, with why: shown
 	// as broken in /v1/models and refused with 503, not offered.
 	broken map[string]string
-	pipes map[[2]string]pipeEntry // (model, lang) -> pipeline
-	swaps int64
-	once  gosync.Once
+	pipes  map[[2]string]pipeEntry // (model, lang) -> pipeline
+	swaps  int64
+	once   gosync.Once
 }
 
 type pipeEntry struct {
