@@ -36,35 +36,41 @@ type CollectorOptions struct {
 	// Shelf, if set, holds model packages published to devices: the
 	// collector offers them on devices' cmd topics when their status shows
 	// an older version, and answers their chunk requests.
-	Shelf      *Shelf
-	MinBackoff time.Duration // default 1s
-	MaxBackoff time.Duration // default 1m
-	Logger     *slog.Logger
-	Now        func() time.Time
+	Shelf *Shelf
+	// EvidenceDaily caps the evidence bytes one device may upload per
+	// day (default 256 MiB): past it, chunks are not stored and the device
+	// is told what the hub has, so it waits (one client stored 80 MiB of
+	// junk in 16 s before).
+	EvidenceDaily int64
+	MinBackoff    time.Duration // default 1s
+	MaxBackoff    time.Duration // default 1m
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 // CollectorStats count messages since start.
 type CollectorStats struct {
-	Batches    int64 `json:"batches"`
-	Stored     int64 `json:"stored"`
-	Duplicates int64 `json:"duplicates"`
-	Malformed  int64 `json:"malformed"`
-	Acks       int64 `json:"acks"`
-	Rejected   int64 `json:"rejected"`   // undecodable records named in acks
-	Conflicts  int64 `json:"conflicts"`  // records whose ID the hub holds with other bytes; not acked
-	NotDevice  int64 `json:"not_device"` // batches not signed by their device's enrolled key; refused
-	Refused    int64 `json:"refused"`    // acks refusing (part of) a batch
-	Deferred   int64 `json:"deferred"`   // messages held for a later commit: their device was over its share of one
-	Offers     int64 `json:"offers"`     // model update offers sent
-	Chunks     int64 `json:"chunks"`     // package chunks sent
-	ChunkBytes int64 `json:"chunk_bytes"`
-	BadFetches int64 `json:"bad_fetches"` // chunk requests refused (unknown package, not for this device, malformed)
-	Evidence   int64 `json:"evidence"`    // pieces of evidence stored whole
-	EvRefused  int64 `json:"evidence_refused"`
-	EvBytes    int64 `json:"evidence_bytes"`
-	Reviews    int64 `json:"reviews"`      // reviews posted
-	Sent       int64 `json:"reviews_sent"` // review messages sent to devices
-	BadReviews int64 `json:"bad_reviews"`  // refused: unknown result, duplicate, malformed
+	Batches     int64 `json:"batches"`
+	Stored      int64 `json:"stored"`
+	Duplicates  int64 `json:"duplicates"`
+	Malformed   int64 `json:"malformed"`
+	Acks        int64 `json:"acks"`
+	Rejected    int64 `json:"rejected"`   // undecodable records named in acks
+	Conflicts   int64 `json:"conflicts"`  // records whose ID the hub holds with other bytes; not acked
+	NotDevice   int64 `json:"not_device"` // batches not signed by their device's enrolled key; refused
+	Refused     int64 `json:"refused"`    // acks refusing (part of) a batch
+	Deferred    int64 `json:"deferred"`   // messages held for a later commit: their device was over its share of one
+	Offers      int64 `json:"offers"`     // model update offers sent
+	Chunks      int64 `json:"chunks"`     // package chunks sent
+	ChunkBytes  int64 `json:"chunk_bytes"`
+	BadFetches  int64 `json:"bad_fetches"` // chunk requests refused (unknown package, not for this device, malformed)
+	Evidence    int64 `json:"evidence"`    // pieces of evidence stored whole
+	EvRefused   int64 `json:"evidence_refused"`
+	EvThrottled int64 `json:"evidence_throttled"` // chunks not stored: the device was over its daily evidence quota
+	EvBytes     int64 `json:"evidence_bytes"`
+	Reviews     int64 `json:"reviews"`      // reviews posted
+	Sent        int64 `json:"reviews_sent"` // review messages sent to devices
+	BadReviews  int64 `json:"bad_reviews"`  // refused: unknown result, duplicate, malformed
 }
 
 // Collector stores devices' results on the hub, idempotently by record ID,
@@ -78,7 +84,8 @@ type Collector struct {
 	batches, stored, dups, malformed, acks, rejected, refused, deferred atomic.Int64
 	offers, chunks, chunkBytes, badFetches                              atomic.Int64
 	evStored, evRefused, evBytes                                        atomic.Int64
-	conflicts, notDevice                                                atomic.Int64
+	conflicts, notDevice, evThrottled                                   atomic.Int64
+	evQuota                                                             evidenceQuota
 	keys                                                                keyCache
 	reviews, reviewsSent, badReviews                                    atomic.Int64
 	deliver                                                             chan string // devices with a new review
@@ -156,7 +163,7 @@ func (c *Collector) Stats() CollectorStats {
 	return CollectorStats{Batches: c.batches.Load(), Stored: c.stored.Load(), Duplicates: c.dups.Load(),
 		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Conflicts: c.conflicts.Load(), NotDevice: c.notDevice.Load(), Refused: c.refused.Load(), Deferred: c.deferred.Load(),
 		Offers: c.offers.Load(), Chunks: c.chunks.Load(), ChunkBytes: c.chunkBytes.Load(), BadFetches: c.badFetches.Load(),
-		Evidence: c.evStored.Load(), EvRefused: c.evRefused.Load(), EvBytes: c.evBytes.Load(),
+		Evidence: c.evStored.Load(), EvRefused: c.evRefused.Load(), EvThrottled: c.evThrottled.Load(), EvBytes: c.evBytes.Load(),
 		Reviews: c.reviews.Load(), Sent: c.reviewsSent.Load(), BadReviews: c.badReviews.Load()}
 }
 

@@ -349,7 +349,9 @@ func TestCollector_FloodDoesNotStarveOthers(t *testing.T) {
 // and leave nothing stored; a good upload next to them is stored.
 func TestCollector_BadEvidence(t *testing.T) {
 	broker := testutil.StartMosquitto(t, false)
-	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL())
+	blight, _ := os.ReadFile(filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples", "blight.jpg"))
+	// A daily quota of two photos and a little (issue 25: one client stored 80 MiB of junk in 16 s).
+	h := testutil.StartCollectorWith(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL(), hub.CollectorOptions{EvidenceDaily: int64(2*len(blight) + 1000)})
 	conn, err := dialer(t, broker.URL(), true)(context.Background(), "pi-e", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -412,5 +414,9 @@ func TestCollector_BadEvidence(t *testing.T) {
 	}
 	if st := h.C.Stats(); st.EvRefused != 2 || st.Evidence != 1 {
 		t.Fatalf("collector stats: %+v", st)
+	}
+	// Over the device's daily quota: nothing stored, told what the hub has, not refused.
+	if a := send(whole(g.New(), photo, sum), nil); a.State != osync.EvidencePartial || a.Have != 0 || h.C.Stats().EvThrottled != 1 {
+		t.Fatalf("a photo past the daily quota: %+v, stats %+v", a, h.C.Stats())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/outpost-edge/outpost/outbox"
@@ -97,6 +98,12 @@ func (c *Collector) handleEvidence(ctx context.Context, conn osync.Conn, device 
 		}
 		return
 	}
+	if len(ch.Data) > 0 && !c.evQuota.take(device, int64(len(ch.Data)), now, c.o.EvidenceDaily) {
+		// Over the device's daily quota: store nothing, tell it what the
+		// hub has (it resumes from there another day).
+		c.evThrottled.Add(1)
+		ch.Data = nil
+	}
 	info, err := c.st.PutEvidence(ctx, device, ch, now)
 	if err != nil {
 		c.log.Error("collector: storing evidence failed (the device resends)", "device", device, "err", err)
@@ -118,4 +125,32 @@ func (c *Collector) handleEvidence(ctx context.Context, conn osync.Conn, device 
 	if err := conn.Publish(ctx, osync.CmdTopic(device), 1, false, osync.EncodeEvidenceAck(a, device, c.o.Key)); err != nil {
 		c.log.Warn("collector: evidence ack not sent", "device", device, "err", err)
 	}
+}
+
+// DefaultEvidenceDaily is CollectorOptions.EvidenceDaily's default.
+const DefaultEvidenceDaily = 256 << 20
+
+// evidenceQuota counts each device's evidence bytes per UTC day.
+type evidenceQuota struct {
+	mu   gosync.Mutex
+	day  string
+	used map[string]int64
+}
+
+// take counts n bytes for device, or reports false when they would pass
+// the daily cap.
+func (q *evidenceQuota) take(device string, n int64, now time.Time, daily int64) bool {
+	if daily <= 0 {
+		daily = DefaultEvidenceDaily
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if d := now.UTC().Format("2006-01-02"); d != q.day || q.used == nil {
+		q.day, q.used = d, map[string]int64{}
+	}
+	if q.used[device]+n > daily {
+		return false
+	}
+	q.used[device] += n
+	return true
 }

@@ -80,18 +80,41 @@ func DecodeReview(msg []byte, device string, hubKeys []ed25519.PublicKey) (*Revi
 }
 
 // EncodeReceipt confirms a review is stored on the device.
-func EncodeReceipt(of outbox.ID) []byte {
-	return append([]byte{'O', kindReceipt, ProtocolVersion, 0}, of[:]...)
+func EncodeReceipt(of outbox.ID, device string, key ed25519.PrivateKey) []byte {
+	msg := append([]byte{'O', kindReceipt, ProtocolVersion, 0}, of[:]...)
+	if key == nil {
+		return msg
+	}
+	// Signed by the device (flag 0x04, its key and signature): a stranger
+	// cannot mark a review delivered that the device never got.
+	msg[3] |= flagSigned
+	sig := ed25519.Sign(key, signedBytes(receiptSignLabel, device, msg))
+	return append(append(msg, key.Public().(ed25519.PublicKey)...), sig...)
 }
 
-// DecodeReceipt parses a receipt.
-func DecodeReceipt(msg []byte) (outbox.ID, error) {
+const receiptSignLabel = "outpost review receipt v1\x00"
+
+// DecodeReceipt parses a receipt from device and checks its signature,
+// returning the key that signed it (nil: unsigned).
+func DecodeReceipt(msg []byte, device string) (outbox.ID, ed25519.PublicKey, error) {
 	var id outbox.ID
-	if len(msg) != 20 || msg[0] != 'O' || msg[1] != kindReceipt || msg[2] != ProtocolVersion || msg[3] != 0 {
-		return id, fmt.Errorf("%w: not a review receipt", ErrMalformed)
+	if len(msg) < 20 || msg[0] != 'O' || msg[1] != kindReceipt || msg[2] != ProtocolVersion || msg[3]&^flagSigned != 0 {
+		return id, nil, fmt.Errorf("%w: not a review receipt", ErrMalformed)
 	}
-	copy(id[:], msg[4:])
-	return id, nil
+	var key ed25519.PublicKey
+	if msg[3]&flagSigned != 0 {
+		if len(msg) != 20+batchTrailer {
+			return id, nil, fmt.Errorf("%w: signed review receipt of %d bytes", ErrMalformed, len(msg))
+		}
+		key = ed25519.PublicKey(msg[20 : 20+ed25519.PublicKeySize])
+		if !ed25519.Verify(key, signedBytes(receiptSignLabel, device, msg[:20]), msg[20+ed25519.PublicKeySize:]) {
+			return id, nil, fmt.Errorf("%w: review receipt signature does not verify", ErrMalformed)
+		}
+	} else if len(msg) != 20 {
+		return id, nil, fmt.Errorf("%w: review receipt of %d bytes", ErrMalformed, len(msg))
+	}
+	copy(id[:], msg[4:20])
+	return id, key, nil
 }
 
 // IsReceipt says whether a message on the evidence topic is a receipt.

@@ -373,3 +373,53 @@ func TestAPI_CrossOriginBrowser(t *testing.T) {
 		t.Fatalf("a cross-origin page stored %d result(s)", n)
 	}
 }
+
+// TestWatch_UnmovableAcrossRestartAndHealth (issue 25): a file that cannot
+// be moved away (a read-only stick) was stored again after every restart;
+// a plain file named done stopped the watch folder while /healthz said ok.
+func TestWatch_UnmovableAcrossRestartAndHealth(t *testing.T) {
+	inbox, data := t.TempDir(), t.TempDir()
+	stuck := filepath.Join(inbox, "stuck.jpg")
+	os.WriteFile(stuck, sample(t, "crop-disease/samples/mosaic.jpg"), 0o644)
+	f, err := os.Open(stuck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0x10 /* FS_IMMUTABLE_FL */); err != nil {
+		t.Fatalf("chattr +i: %v", err)
+	}
+	t.Cleanup(func() { unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0); f.Close() })
+	for run := 1; run <= 2; run++ {
+		d, srv := newTestDaemon(t, func(c *Config) { c.Inbox, c.DataDir = inbox, data })
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { d.watch(ctx, inbox, 30*time.Millisecond); close(done) }()
+		start := time.Now()
+		waitFor(t, "the file stored and found unmovable", func() bool { return d.watchSt.snapshot()["unmovable"] == 1 })
+		waitFor(t, "ten more polls", func() bool {
+			last, _ := d.watchSt.snapshot()["last_poll"].(time.Time)
+			return last.After(start.Add(300 * time.Millisecond))
+		})
+		if n := queueCount(t, d); n != 1 {
+			t.Fatalf("run %d: queue %d, want the unmovable file stored once across restarts", run, n)
+		}
+		if run == 2 {
+			// A plain file where done/ belongs: the folder is unusable and /healthz says so.
+			os.RemoveAll(filepath.Join(inbox, "done"))
+			os.WriteFile(filepath.Join(inbox, "done"), []byte("x"), 0o644)
+			waitFor(t, "/healthz to say the watch folder is unusable", func() bool {
+				resp, err := http.Get(srv.URL + "/healthz")
+				if err != nil {
+					return false
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode == 503 && strings.Contains(string(b), "unusable")
+			})
+		}
+		cancel()
+		<-done
+		srv.Close()
+		d.Close()
+	}
+}

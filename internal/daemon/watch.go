@@ -4,9 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/safefile"
 	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/outbox"
 )
@@ -64,6 +66,11 @@ func (w *watchState) snapshot() map[string]any {
 func (w *watchState) stalled(now time.Time, every time.Duration) string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.lastErr != "" {
+		// A file named done where the folder belongs stopped the watch
+		// folder while /healthz said ok.
+		return "watch folder unusable: " + w.lastErr
+	}
 	limit := 10*every + 2*time.Minute
 	if !w.busySince.IsZero() && now.Sub(w.busySince) > limit {
 		return fmt.Sprintf("watch folder stuck on %s for %s", w.busyFile, now.Sub(w.busySince).Round(time.Second))
@@ -107,7 +114,7 @@ func (d *Daemon) watch(ctx context.Context, dir string, every time.Duration) {
 	w := d.watchSt
 	w.set(func(w *watchState) { w.dir, w.lastPoll = dir, time.Now() })
 	seen := map[string]fileSig{}    // name -> signature at the last poll
-	taken := map[string]fileSig{}   // stored but not movable: never again
+	taken := d.loadTaken()          // stored but not movable: never again, also after a restart
 	later := map[string]time.Time{} // queue full: not before
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -170,15 +177,19 @@ func (d *Daemon) poll(ctx context.Context, dir string, seen, taken map[string]fi
 			continue
 		}
 		if !info.Mode().IsRegular() {
-			d.refuseFile(dir, name, fmt.Errorf("not a regular file (%s): symlinks, folders, FIFOs and devices are never read", fileKind(info.Mode())))
+			d.refuseFile(dir, name, fmt.Errorf("not a regular file (%s): symlinks, folders, FIFOs and devices are never read", safefile.Kind(info.Mode())))
 			continue
 		}
 		d.takeFile(ctx, dir, name, sig, taken, later)
 	}
+	before := len(taken)
 	for name := range taken {
 		if !present[name] {
 			delete(taken, name)
 		}
+	}
+	if len(taken) != before {
+		d.saveTaken(taken)
 	}
 	for name := range later {
 		if !present[name] {
@@ -199,21 +210,6 @@ func (d *Daemon) poll(ctx context.Context, dir string, seen, taken map[string]fi
 	return nil
 }
 
-func fileKind(m os.FileMode) string {
-	switch {
-	case m&os.ModeSymlink != 0:
-		return "symlink"
-	case m.IsDir():
-		return "folder"
-	case m&os.ModeNamedPipe != 0:
-		return "FIFO"
-	case m&os.ModeDevice != 0:
-		return "device"
-	case m&os.ModeSocket != 0:
-		return "socket"
-	}
-	return m.Type().String()
-}
 
 // ensureDir makes dir if missing and refuses a symlink in its place (it
 // would let the watch folder move files anywhere the daemon can write).
@@ -229,7 +225,7 @@ func ensureDir(dir string) error {
 		return err
 	}
 	if !info.IsDir() {
-		return fmt.Errorf("%s is a %s, not a folder: refusing to move files into it", dir, fileKind(info.Mode()))
+		return fmt.Errorf("%s is a %s, not a folder: refusing to move files into it", dir, safefile.Kind(info.Mode()))
 	}
 	return nil
 }
@@ -243,37 +239,14 @@ func hasSuffix(name string, sufs ...string) bool {
 	return false
 }
 
-// readInboxFile opens without following a final symlink and without
-// blocking (a FIFO), checks on the open file that it is a regular file
-// with one link, and reads at most max bytes.
+// readInboxFile reads a watch-folder file under safefile's rules (no final
+// symlink, no FIFO, one link, at most max bytes: max_body_bytes).
 func readInboxFile(path string, max int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open: %w", err)
+	data, err := safefile.ReadFile(path, max)
+	if errors.Is(err, safefile.ErrTooLarge) {
+		return nil, fmt.Errorf("%w (max_body_bytes)", err)
 	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("not a regular file (%s)", fileKind(info.Mode()))
-	}
-	if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
-		// A hard link may be another file of the system's under a photo's name.
-		return nil, fmt.Errorf("has %d hard links: only plain copied files are read", st.Nlink)
-	}
-	if info.Size() > max {
-		return nil, fmt.Errorf("%d bytes is over the %d-byte limit (max_body_bytes)", info.Size(), max)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("over the %d-byte limit (max_body_bytes)", max)
-	}
-	return data, nil
+	return data, err
 }
 
 func (d *Daemon) takeFile(ctx context.Context, dir, name string, sig fileSig, taken map[string]fileSig, later map[string]time.Time) {
@@ -312,6 +285,7 @@ func (d *Daemon) takeFile(ctx context.Context, dir, name string, sig fileSig, ta
 	// means the file is inferred again (at-least-once), never lost.
 	if dst, err := moveNoReplace(path, filepath.Join(dir, "done"), name); err != nil {
 		taken[name] = sig
+		d.saveTaken(taken)
 		d.log.Error("watch: result stored but the file cannot be moved to done/; it will not be taken again", "file", name, "err", err)
 	} else if filepath.Base(dst) != name {
 		d.log.Info("watch: done/ already had this name; kept both", "file", name, "as", filepath.Base(dst))
@@ -330,6 +304,47 @@ func (d *Daemon) takePackage(ctx context.Context, dir, name string, sig fileSig,
 	d.log.Info("watch: model package installed", "file", name, "model", m.Name, "version", m.Version, "seq", m.Seq)
 	if _, err := moveNoReplace(filepath.Join(dir, name), filepath.Join(dir, "done"), name); err != nil {
 		taken[name] = sig
+		d.saveTaken(taken)
+	}
+}
+
+// TakenFile (in the data dir) remembers files the watch folder stored but
+// could not move away (a read-only stick), so a restart does not store
+// them again.
+const TakenFile = "watch-taken.json"
+
+// maxTaken bounds what is remembered (entries go when their file does).
+const maxTaken = 10_000
+
+type takenEntry struct {
+	Size  int64  `json:"size"`
+	MTime int64  `json:"mtime"`
+	Ino   uint64 `json:"ino"`
+}
+
+func (d *Daemon) loadTaken() map[string]fileSig {
+	taken := map[string]fileSig{}
+	var saved map[string]takenEntry
+	if err := safefile.LoadJSON(filepath.Join(d.cfg.DataDir, TakenFile), 4<<20, &saved); err != nil {
+		d.log.Warn("watch: the list of stored-but-unmovable files was damaged; they may be stored again", "err", err)
+	}
+	for name, e := range saved {
+		taken[name] = fileSig{size: e.Size, mtime: e.MTime, ino: e.Ino}
+	}
+	return taken
+}
+
+func (d *Daemon) saveTaken(taken map[string]fileSig) {
+	out := make(map[string]takenEntry, len(taken))
+	for name, s := range taken {
+		if len(out) >= maxTaken {
+			break
+		}
+		out[name] = takenEntry{Size: s.size, MTime: s.mtime, Ino: s.ino}
+	}
+	b, _ := json.Marshal(out)
+	if err := atomicfile.WriteBytes(filepath.Join(d.cfg.DataDir, TakenFile), b, 0o640); err != nil {
+		d.log.Error("watch: cannot remember stored-but-unmovable files; a restart may store them again", "err", err)
 	}
 }
 
