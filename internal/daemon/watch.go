@@ -210,7 +210,6 @@ func (d *Daemon) poll(ctx context.Context, dir string, seen, taken map[string]fi
 	return nil
 }
 
-
 // ensureDir makes dir if missing and refuses a symlink in its place (it
 // would let the watch folder move files anywhere the daemon can write).
 func ensureDir(dir string) error {
