@@ -8,8 +8,12 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"os"
+	osuser "os/user"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
 )
@@ -52,13 +56,44 @@ func MosquittoPasswordLine(user, password string) (string, error) {
 }
 
 // SetPassword adds or replaces user's line in a mosquitto password file
-// (created if missing), atomically.
+// (created if missing), atomically, keeping the file's owner, group and
+// mode (as mosquitto_passwd does): rewritten root-owned 0600, Debian's
+// mosquitto could not read it at start, and after a reload (it rereads it
+// as the mosquitto user) it locked out every client, the hub's own
+// included. A new file goes to the mosquitto user when there is one.
 func SetPassword(path, user, password string) error {
 	line, err := MosquittoPasswordLine(user, password)
 	if err != nil {
 		return err
 	}
+	return editPasswords(path, user, line)
+}
+
+// RevokePassword removes user's line (a lost or retired device): the
+// broker refuses its login after a reload.
+func RevokePassword(path, user string) (bool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("password file: %w", err)
+	}
+	if !bytes.Contains(append([]byte("\n"), b...), []byte("\n"+user+":")) {
+		return false, nil
+	}
+	return true, editPasswords(path, user, "")
+}
+
+func editPasswords(path, user, line string) error {
 	var out bytes.Buffer
+	uid, gid, mode := -1, -1, os.FileMode(0o600)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			uid, gid = int(st.Uid), int(st.Gid)
+		}
+	} else if u, err := osuser.Lookup("mosquitto"); err == nil && os.Geteuid() == 0 {
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
+	}
 	if b, err := os.ReadFile(path); err == nil {
 		sc := bufio.NewScanner(bytes.NewReader(b))
 		for sc.Scan() {
@@ -69,8 +104,18 @@ func SetPassword(path, user, password string) error {
 	} else if !os.IsNotExist(err) {
 		return fmt.Errorf("password file: %w", err)
 	}
-	out.WriteString(line + "\n")
-	return atomicfile.WriteBytes(path, out.Bytes(), 0o600)
+	if line != "" {
+		out.WriteString(line + "\n")
+	}
+	_, err := atomicfile.Write(path, mode, func(w io.Writer) (int, error) {
+		if f, ok := w.(*os.File); ok && uid >= 0 && os.Geteuid() == 0 {
+			if err := f.Chown(uid, gid); err != nil {
+				return 0, fmt.Errorf("password file owner: %w", err)
+			}
+		}
+		return w.Write(out.Bytes())
+	})
+	return err
 }
 
 // NewPassword is a random password for a device or the hub.

@@ -346,7 +346,10 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 			}
 			if b.Device != device {
 				c.malformed.Add(1)
-				c.log.Warn("collector: batch device does not match its topic; rejected", "topic", m.topic, "device", b.Device)
+				c.log.Warn("collector: batch device does not match its topic; refused", "topic", m.topic, "device", b.Device)
+				// Refused by batch ID on the topic's device, never silent.
+				refusals = append(refusals, decoded{device: device, ack: &osync.Ack{Batch: b.ID,
+					Refused: &osync.Refusal{Code: osync.RefusedMalformed, Reason: fmt.Sprintf("batch names device %q, its topic %q", b.Device, device)}}})
 				continue
 			}
 			enrolled, err := c.keys.check(ctx, c.st, device, b.Key, now)

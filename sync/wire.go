@@ -353,6 +353,11 @@ func BatchID(msg []byte) (id outbox.ID, ok bool) {
 		msg[3] &^= flagSigned
 	}
 	body, err := header(msg, kindBatch)
+	if err != nil && len(msg) >= 20 && msg[0] == 'O' && msg[1] == kindBatch && msg[2] == ProtocolVersion && msg[3]&flagZstd == 0 {
+		// Unknown flag bits on an uncompressed body: the ID is still
+		// readable, so the batch is refused by name.
+		body, err = msg[4:], nil
+	}
 	if err != nil || len(body) < 16 {
 		return id, false
 	}

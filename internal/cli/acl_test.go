@@ -33,7 +33,7 @@ func TestBrokerACL(t *testing.T) {
 	}
 	acl, _, _ := run(t, nil, "collect", "acl")
 	os.WriteFile(aclFile, []byte(acl), 0o644)
-	broker := testutil.StartMosquittoWith(t, false, "allow_anonymous false\npassword_file "+passwd+"\nacl_file "+aclFile+"\n")
+	broker := testutil.StartMosquittoWith(t, false, "allow_anonymous false\npassword_file "+passwd+"\nacl_file "+aclFile+"\nuse_username_as_clientid true\n")
 	ctx := context.Background()
 	connect := func(user, pass string) (osync.Conn, error) {
 		d, err := mqtt.Dialer(mqtt.Options{Broker: broker.URL(), Username: user, Password: pass, CleanSession: true, ConnectTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
@@ -73,6 +73,7 @@ func TestBrokerACL(t *testing.T) {
 		}
 	}
 	hubc.Subscribe(ctx, osync.TopicPrefix+"+/results", 1, got("hub"))
+	hubc.Subscribe(ctx, osync.TopicPrefix+"+/evidence", 1, got("hub-evidence"))
 	a.Subscribe(ctx, osync.AckTopic("pi-a"), 1, got("pi-a"))
 	a.Subscribe(ctx, osync.AckTopic("pi-b"), 1, got("pi-a")) // not allowed: must get nothing
 	b.Subscribe(ctx, osync.AckTopic("pi-b"), 1, got("pi-b"))
@@ -81,14 +82,16 @@ func TestBrokerACL(t *testing.T) {
 	a.Publish(ctx, osync.ResultsTopic("pi-b"), 1, false, []byte("spoofed"))
 	a.Publish(ctx, osync.AckTopic("pi-b"), 1, false, []byte("forged-ack"))
 	a.Publish(ctx, osync.ResultsTopic("pi-a"), 1, false, []byte("own"))
+	a.Publish(ctx, osync.EvidenceTopic("pi-a"), 1, false, []byte("photo")) // issue 26: the ACL had no rule for it
 	hubc.Publish(ctx, osync.AckTopic("pi-b"), 1, false, []byte("b-secret"))
 	hubc.Publish(ctx, osync.AckTopic("pi-a"), 1, false, []byte("a-ack"))
-	want := map[string]string{"hub": osync.ResultsTopic("pi-a") + " own", "pi-a": osync.AckTopic("pi-a") + " a-ack", "pi-b": osync.AckTopic("pi-b") + " b-secret"}
+	want := map[string]string{"hub": osync.ResultsTopic("pi-a") + " own", "pi-a": osync.AckTopic("pi-a") + " a-ack", "pi-b": osync.AckTopic("pi-b") + " b-secret",
+		"hub-evidence": osync.EvidenceTopic("pi-a") + " photo"}
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		mu.Lock()
-		n := len(seen["hub"]) + len(seen["pi-a"]) + len(seen["pi-b"])
+		n := len(seen["hub"]) + len(seen["pi-a"]) + len(seen["pi-b"]) + len(seen["hub-evidence"])
 		mu.Unlock()
-		if n >= 3 {
+		if n >= 4 {
 			break
 		}
 	}
@@ -101,4 +104,37 @@ func TestBrokerACL(t *testing.T) {
 		}
 	}
 	t.Logf("ACL enforced by mosquitto: hub got %q; pi-a got %q (not pi-b's ack); pi-b got %q (not pi-a's forged ack)", seen["hub"], seen["pi-a"], seen["pi-b"])
+	mu.Unlock()
+
+	// pi-a logging in with pi-b's client ID does not kick pi-b off
+	// (use_username_as_clientid, as docs/HUB.md says).
+	d, _ := mqtt.Dialer(mqtt.Options{Broker: broker.URL(), Username: "pi-a", Password: creds["pi-a"], CleanSession: true, ConnectTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second})
+	if c, err := d(ctx, "pi-b-client", nil); err == nil {
+		defer c.Close()
+	}
+	if err := b.Publish(ctx, osync.ResultsTopic("pi-b"), 1, false, []byte("still here")); err != nil {
+		t.Errorf("pi-b was kicked off by pi-a taking its client ID: %v", err)
+	}
+
+	// A second device provisioned while the broker runs, then pi-b revoked:
+	// after a reload nobody else is locked out and pi-b cannot log in.
+	if _, errOut, code := run(t, nil, "collect", "provision", "--device", "pi-c", "--passwd-file", passwd); code != ExitOK {
+		t.Fatalf("provision pi-c: %s", errOut)
+	}
+	if _, errOut, code := run(t, nil, "collect", "revoke", "--device", "pi-b", "--passwd-file", passwd); code != ExitOK {
+		t.Fatalf("revoke pi-b: %s", errOut)
+	}
+	if err := broker.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "pi-b could still log in after its revocation and a reload", func() bool {
+		_, err := connect("pi-b", creds["pi-b"])
+		return err != nil
+	})
+	if c, err := connect("hub", creds["hub"]); err != nil {
+		t.Fatalf("the hub was locked out by a reload after provisioning: %v", err)
+	} else {
+		c.Close()
+	}
+	mu.Lock()
 }

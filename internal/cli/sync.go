@@ -96,10 +96,9 @@ func runSync(ctx context.Context, std IO, args []string) error {
 	if cfg.Broker == "" {
 		return usagef("--broker is required (or OUTPOST_BROKER, or broker in --config)")
 	}
-	if cfg.DeviceID == "" {
-		cfg.DeviceID, _ = os.Hostname()
-	}
-	if !osync.ValidDeviceID(cfg.DeviceID) {
+	// An empty ID is the one kept in the data dir (else the host name):
+	// device.Open decides.
+	if cfg.DeviceID != "" && !osync.ValidDeviceID(cfg.DeviceID) {
 		return usagef("device id %q: use letters, digits, '.', '_' or '-' (set --device-id)", cfg.DeviceID)
 	}
 	if _, err := osync.ParseBytes(cfg.DailyBudget); err != nil {
@@ -113,7 +112,7 @@ func runSync(ctx context.Context, std IO, args []string) error {
 		return err
 	}
 	defer dev.Close()
-	ob, up, bud, device := dev.Outbox(), dev.Uplink(), dev.Budget(), cfg.DeviceID
+	ob, up, bud, device := dev.Outbox(), dev.Uplink(), dev.Budget(), dev.Config().DeviceID
 	daily, _ := osync.ParseBytes(cfg.DailyBudget)
 	bf := brokerFlags{url: cfg.Broker}
 	st0, _ := ob.Stats()
@@ -219,6 +218,7 @@ const collectExamples = `  outpost collect --broker tcp://localhost:1883 --data-
   outpost collect export --reviewed --out reviewed/                # photos an expert labelled, for training
   outpost collect import /media/usb --key hub.key                  # bundles from a stick; receipts written beside them
   outpost collect enroll --device kiosk-12 --device-key ed25519:…   # a reinstalled device's new key (its outpost status shows it)
+  outpost collect revoke --device kiosk-12 --passwd-file /etc/mosquitto/passwd  # a lost device: no more logins
 `
 
 func runCollect(ctx context.Context, std IO, args []string) error {
@@ -270,6 +270,20 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	}
 	if fs.Arg(0) == "acl" {
 		fmt.Fprint(std.Out, hub.MosquittoACL(hubUser))
+		return nil
+	}
+	if fs.Arg(0) == "revoke" {
+		if provDev == "" || passwd == "" {
+			return usagef("collect revoke --device ID --passwd-file FILE")
+		}
+		found, err := hub.RevokePassword(passwd, provDev)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("collect revoke: %s has no login in %s", provDev, passwd)
+		}
+		fmt.Fprintf(std.Err, "removed %s from %s; reload mosquitto (kill -HUP) and it can no longer log in\n", provDev, passwd)
 		return nil
 	}
 	if fs.Arg(0) == "provision" {

@@ -268,6 +268,21 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 		t.Fatalf("re-sent %d bytes through 2 cuts: more than a chunk each", hubBytes-info.Size)
 	}
 
+	// The model's answer, spoken, before any review.
+	speech := func() []byte {
+		resp, err := http.Get(r.p.url + "/v1/results/" + unsureID + "/speech?lang=en")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("speech: %d %s", resp.StatusCode, b)
+		}
+		return b
+	}
+	modelSaid := speech()
+
 	// The review at the hub, back to the device.
 	api := httptest.NewServer(r.hub.C.Handler())
 	defer api.Close()
@@ -356,6 +371,11 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 		case x.ID == sureID && (x.Review != nil || x.Shared):
 			t.Fatalf("the confident result: %+v", x)
 		}
+	}
+	// Spoken: the expert's answer, not the model's again (issue 26: a
+	// farmer who cannot read never heard the correction).
+	if expertSaid := speech(); bytes.Equal(expertSaid, modelSaid) || len(expertSaid) <= len(modelSaid)/2 {
+		t.Fatalf("the reviewed result speaks %d bytes, the model's answer was %d (the same audio: %v)", len(expertSaid), len(modelSaid), bytes.Equal(expertSaid, modelSaid))
 	}
 	// The kiosk shows it next to the answer, in the user's language, and
 	// says what the kiosk shares.

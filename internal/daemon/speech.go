@@ -9,6 +9,7 @@ import (
 
 	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/outbox"
+	osync "github.com/outpost-edge/outpost/sync"
 	"github.com/outpost-edge/outpost/tts"
 )
 
@@ -65,6 +66,46 @@ func (d *Daemon) answerText(s *stored, lang string) (string, error) {
 	return "", fmt.Errorf("no advice for %q in %q", key, lang)
 }
 
+// reviewedBy opens a spoken review, per language.
+var reviewedBy = map[string]string{
+	"en": "An agronomist checked your photo.",
+	"fr": "Un agronome a vérifié votre photo.",
+	"sw": "Mtaalamu wa kilimo amekagua picha yako.",
+	"ha": "Masanin aikin gona ya duba hotonka.",
+	"am": "የግብርና ባለሙያ ፎቶዎን መርምሯል።",
+}
+
+// reviewText is what the kiosk says for a reviewed result: who answered,
+// then the expert's advice when it is in the language asked for, else the
+// model's advice for the label the expert chose, in that language.
+func (d *Daemon) reviewText(rv *osync.Review, model, lang string) (string, error) {
+	if lang == "" {
+		lang = rv.Lang
+	}
+	if lang == "" {
+		lang = d.cfg.Lang
+	}
+	open := reviewedBy[lang]
+	if open == "" {
+		open = reviewedBy["en"]
+	}
+	if rv.Advice != "" && (rv.Lang == lang || rv.Lang == "") {
+		return open + " " + rv.Advice, nil
+	}
+	advice := models.BuiltinAdvice()
+	if m, err := d.dev.Model(model); err == nil {
+		if a, err := models.LoadAdvice(m); err == nil {
+			for k, v := range a {
+				advice[k] = v
+			}
+		}
+	}
+	if text := advice[rv.Label][lang]; text != "" {
+		return open + " " + text, nil
+	}
+	return "", fmt.Errorf("the review says %q in %q; nothing to say in %q", rv.Label, rv.Lang, lang)
+}
+
 // handleResultSpeech: GET /v1/results/{id}/speech?lang=sw — the answer
 // spoken (WAV), from the cache when it was said before.
 func (d *Daemon) handleResultSpeech(w http.ResponseWriter, r *http.Request) {
@@ -89,6 +130,12 @@ func (d *Daemon) handleResultSpeech(w http.ResponseWriter, r *http.Request) {
 	}
 	lang := r.URL.Query().Get("lang")
 	text, err := d.answerText(found, lang)
+	if rid, _ := outbox.ParseID(id); d.dev.Review(rid) != nil {
+		// The expert's answer is said instead of the model's: it corrects
+		// it, and a farmer who cannot read must hear the correction, not
+		// both answers one after the other.
+		text, err = d.reviewText(d.dev.Review(rid), found.Model, lang)
+	}
 	if err != nil {
 		fail(w, http.StatusNotFound, "nothing_to_say", err)
 		return

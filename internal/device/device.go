@@ -22,6 +22,8 @@ import (
 	gosync "sync"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/safefile"
 	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/outbox"
 	"github.com/outpost-edge/outpost/runtime"
@@ -109,6 +111,13 @@ func (op *opened) close() {
 func Open(cfg Config, o Options) (*Device, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if !o.NoOutbox {
+		id, err := deviceID(cfg.DataDir, cfg.DeviceID)
+		if err != nil {
+			return nil, err
+		}
+		cfg.DeviceID = id
 	}
 	if cfg.DeviceID == "" {
 		h, _ := os.Hostname()
@@ -557,6 +566,46 @@ func Shares(p SharePolicy, output any) bool {
 		}
 	}
 	return false
+}
+
+// DeviceIDFile (in the data dir) keeps the device ID its data was made
+// under: a command run without the daemon's config (a bundle export from
+// an operator's shell) used the host name, and the hub stored the same
+// results twice under two devices.
+const DeviceIDFile = "device-id"
+
+// deviceID is the ID for the data in dataDir: the one kept there, or
+// asked (asked, else the host name) and then kept. Asking for another
+// than the one kept is an error naming both.
+func deviceID(dataDir, asked string) (string, error) {
+	path := filepath.Join(dataDir, DeviceIDFile)
+	b, err := safefile.ReadFile(path, 256)
+	if err == nil {
+		kept := strings.TrimSpace(string(b))
+		if !osync.ValidDeviceID(kept) {
+			return "", fmt.Errorf("device id: %s holds %q, not a device ID", path, kept)
+		}
+		if asked != "" && asked != kept {
+			return "", fmt.Errorf("device id: the data in %s belongs to device %q, but %q was asked for (set device_id %q, or use another data dir)", dataDir, kept, asked, kept)
+		}
+		return kept, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("device id: %w", err)
+	}
+	if asked == "" {
+		asked, _ = os.Hostname()
+	}
+	if !osync.ValidDeviceID(asked) {
+		return "", fmt.Errorf("device id %q: use 1-64 of A-Z a-z 0-9 . _ - (set device_id)", asked)
+	}
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return "", fmt.Errorf("data dir: %w", err)
+	}
+	if err := atomicfile.WriteBytes(path, []byte(asked+"\n"), 0o640); err != nil {
+		return "", fmt.Errorf("device id: %w", err)
+	}
+	return asked, nil
 }
 
 // DeviceKeyFile (in the data dir) is the device's ed25519 key.

@@ -38,3 +38,20 @@ func TestConfig_MaskedHidesURLPasswords(t *testing.T) {
 		t.Errorf("the broker is no longer recognisable:\n%s", out)
 	}
 }
+
+// TestDeviceID_KeptWithTheData (issues 26, 27): a bundle export run
+// without the daemon's config used the host name and the hub stored the
+// same results twice. The ID is kept in the data dir on first use; a later
+// command without one gets it, one naming another is refused by name.
+func TestDeviceID_KeptWithTheData(t *testing.T) {
+	dir := t.TempDir()
+	if id, err := deviceID(dir, "kiosk-7"); err != nil || id != "kiosk-7" {
+		t.Fatalf("first use: %q %v", id, err)
+	}
+	if id, err := deviceID(dir, ""); err != nil || id != "kiosk-7" {
+		t.Fatalf("a command without an ID: %q %v, want the kept kiosk-7", id, err)
+	}
+	if _, err := deviceID(dir, "vm"); err == nil || !strings.Contains(err.Error(), `"kiosk-7"`) || !strings.Contains(err.Error(), `"vm"`) {
+		t.Fatalf("another ID for the same data: %v", err)
+	}
+}
