@@ -42,6 +42,12 @@ type FetcherOptions struct {
 	// Timeout: a chunk not received this long after its request is asked
 	// for again; default 30s.
 	Timeout time.Duration
+	// Context names what the device's accept and install decisions depend
+	// on (its configuration, its models folder). Refusals remembered under
+	// another context are forgotten at open, so an offer refused for a
+	// cause since fixed (keys, permissions) is taken again when the hub
+	// offers it — refused offers were never offered again before.
+	Context string
 	// Free reports the space left where downloads go; default statfs.
 	Free   func(dir string) (int64, bool)
 	Logger *slog.Logger
@@ -123,6 +129,7 @@ type download struct {
 type fetchState struct {
 	Last    UpdateStatus      `json:"last"`
 	Refused map[string]string `json:"refused"`
+	Context string            `json:"context,omitempty"`
 }
 
 // OpenFetcher restores the state in Dir, including a download in progress
@@ -153,6 +160,8 @@ func OpenFetcher(o FetcherOptions) (*Fetcher, error) {
 	var st fetchState
 	if err := safefile.LoadJSON(filepath.Join(o.Dir, "state.json"), 1<<20, &st); err != nil {
 		f.log.Warn("updates: download state damaged; starting over", "err", err)
+	} else if st.Context != o.Context && len(st.Refused) > 0 {
+		f.log.Info("updates: the configuration changed since offers were refused; they will be considered again", "refused", len(st.Refused))
 	} else {
 		f.last = st.Last
 		if st.Refused != nil {
@@ -428,7 +437,7 @@ func (f *Fetcher) saveState() {
 	if f.cur != nil {
 		f.last.Resent = f.cur.resent
 	}
-	b, _ := json.Marshal(fetchState{Last: f.last, Refused: f.refused})
+	b, _ := json.Marshal(fetchState{Last: f.last, Refused: f.refused, Context: f.o.Context})
 	if err := atomicfile.WriteBytes(filepath.Join(f.o.Dir, "state.json"), b, 0o640); err != nil {
 		f.log.Warn("updates: cannot save state", "err", err)
 	}

@@ -19,6 +19,7 @@ type fetchRig struct {
 	dir        string
 	hub        ed25519.PrivateKey
 	accept     error
+	context    string
 	installed  chan []byte
 	installErr error
 	max        int64
@@ -29,6 +30,7 @@ func (r *fetchRig) open() *Fetcher {
 	r.t.Helper()
 	f, err := OpenFetcher(FetcherOptions{Dir: r.dir, Device: "dev-1", HubKeys: []ed25519.PublicKey{r.hub.Public().(ed25519.PublicKey)},
 		MaxBytes: r.max, Free: func(string) (int64, bool) { return r.free, r.free > 0 }, Accept: func(*Offer) error { return r.accept },
+		Context: r.context,
 		Install: func(path string, o *Offer) error {
 			b, _ := os.ReadFile(path)
 			r.installed <- b
@@ -185,6 +187,7 @@ func TestFetcher_ResumeAndBadInput(t *testing.T) {
 	if st := f.Status(); st.Offer != bad.ID || st.State != UpdateRefused {
 		t.Fatalf("a refused offer was taken after a restart: %+v", st)
 	}
+
 	r.installErr = errors.New("health check failed: crop-disease on golden-1.jpg")
 	sickPkg := testPackage(2048)
 	sick := offerFor(sickPkg, 1024)
@@ -194,6 +197,20 @@ func TestFetcher_ResumeAndBadInput(t *testing.T) {
 	waitState(t, f, UpdateRefused)
 	if st := f.Status(); !strings.Contains(st.Reason, "health check") || f.Stats().Refused != 1 {
 		t.Fatalf("install failure: %+v, refused %d", st, f.Stats().Refused)
+	}
+	// The cause fixed (issue 26: a key pinned, a models folder made
+	// writable): a restart under a changed configuration considers a
+	// refused offer again.
+	f.Close()
+	r.context = "keys pinned"
+	f = r.open()
+	if st := f.Status(); st != nil && st.State == UpdateRefused {
+		t.Fatalf("the old refusal is still reported after the configuration changed: %+v", st)
+	}
+	r.free = 9 << 20
+	f.HandleOffer(EncodeOffer(bad, "dev-1", hubKey))
+	if st := f.Status(); st == nil || st.Offer != bad.ID || st.State == UpdateRefused {
+		t.Fatalf("the offer refused under the old configuration was not taken again: %+v", st)
 	}
 }
 

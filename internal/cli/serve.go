@@ -8,11 +8,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/outpost-edge/outpost/internal/daemon"
+	"github.com/outpost-edge/outpost/internal/device"
 )
 
 const serveExamples = `  outpost serve                                   # 127.0.0.1:8080, offline: results queue on disk
@@ -52,6 +55,20 @@ func runServe(ctx context.Context, std IO, args []string) error {
 			return err
 		}
 		c.ModelsDir = dir
+		if unix.Access(dir, unix.W_OK) != nil && c.DataDir != "" {
+			// Shipped models on a read-only system (the unit's
+			// ProtectSystem=strict): run a writable copy in the data dir
+			// so updates can be installed.
+			own := filepath.Join(c.DataDir, device.ModelsSubdir)
+			copied, err := device.SeedModels(dir, own)
+			if err != nil {
+				return err
+			}
+			if len(copied) > 0 {
+				fmt.Fprintf(std.Err, "models: %s is read-only; running a writable copy in %s (copied %s)\n", dir, own, strings.Join(copied, ", "))
+			}
+			c.ModelsDir = own
+		}
 	}
 	if print {
 		fmt.Fprintln(std.Out, c.Masked())

@@ -22,6 +22,8 @@ import (
 	gosync "sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/outpost-edge/outpost/internal/atomicfile"
 	"github.com/outpost-edge/outpost/internal/safefile"
 	"github.com/outpost-edge/outpost/models"
@@ -239,6 +241,7 @@ func (d *Device) setupFetcher() error {
 	var err error
 	d.fetch, err = osync.OpenFetcher(osync.FetcherOptions{Dir: filepath.Join(d.cfg.DataDir, UpdatesDir), Device: d.cfg.DeviceID,
 		HubKeys: d.cfg.PinnedHubKeys(), MaxBytes: d.cfg.UpdateMaxBytes, Accept: d.acceptOffer, Logger: d.log,
+		Context: d.decisionContext(),
 		Install: func(path string, o *osync.Offer) error {
 			_, err := d.InstallFile(context.Background(), path, o)
 			return err
@@ -566,6 +569,16 @@ func Shares(p SharePolicy, output any) bool {
 		}
 	}
 	return false
+}
+
+// decisionContext names what accepting and installing an update depends
+// on: the configuration and whether the models folder is writable. When it
+// changes, offers refused before are considered again.
+func (d *Device) decisionContext() string {
+	b, _ := json.Marshal(d.cfg)
+	writable := unix.Access(d.cfg.ModelsDir, unix.W_OK) == nil
+	h := sha256.Sum256(append(b, fmt.Sprint(writable)...))
+	return hex.EncodeToString(h[:8])
 }
 
 // DeviceIDFile (in the data dir) keeps the device ID its data was made
