@@ -241,6 +241,7 @@ func TestModelUpdate_OverMQTT(t *testing.T) {
 		wg       gosync.WaitGroup
 		mu       gosync.Mutex
 		versions []string
+		perW     [2][]string // each worker's answers in its own order
 		failures []string
 		lat      []time.Duration
 	)
@@ -256,8 +257,13 @@ func TestModelUpdate_OverMQTT(t *testing.T) {
 				lat = append(lat, took)
 				if err != nil || code != 201 {
 					failures = append(failures, fmt.Sprintf("%d %v", code, err))
-				} else if len(versions) == 0 || versions[len(versions)-1] != v {
-					versions = append(versions, v)
+				} else {
+					if len(versions) == 0 || versions[len(versions)-1] != v {
+						versions = append(versions, v)
+					}
+					if pw := perW[w]; len(pw) == 0 || pw[len(pw)-1] != v {
+						perW[w] = append(perW[w], v)
+					}
 				}
 				mu.Unlock()
 			}
@@ -280,7 +286,17 @@ func TestModelUpdate_OverMQTT(t *testing.T) {
 	if u.State != osync.UpdateInstalled || u.Version != r.newVer || u.Seq != 2 {
 		t.Fatalf("update: %+v\n%s", u, r.p.logs)
 	}
-	if len(failures) > 0 || len(versions) != 2 || versions[0] != r.oldVer || versions[1] != r.newVer {
+	// Each worker sees the old version, then the new one, never back: a
+	// request begun before the swap may finish after another worker's
+	// first new answer, so the order across workers is not the test.
+	reached := false
+	for _, pw := range perW {
+		if len(pw) == 0 || pw[0] != r.oldVer || len(pw) > 2 || (len(pw) == 2 && pw[1] != r.newVer) {
+			t.Fatalf("requests during the swap: a worker answered %v (want %s then %s)", pw, r.oldVer, r.newVer)
+		}
+		reached = reached || len(pw) == 2
+	}
+	if len(failures) > 0 || !reached {
 		t.Fatalf("requests during the swap: %d failed (%v); versions answered in order %v", len(failures), failures, versions)
 	}
 	if m, err := pkg.Installed(filepath.Join(r.models, "crop-disease")); err != nil || m.Seq != 2 {
