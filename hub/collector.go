@@ -42,10 +42,14 @@ type CollectorOptions struct {
 	// is told what the hub has, so it waits (one client stored 80 MiB of
 	// junk in 16 s before).
 	EvidenceDaily int64
-	MinBackoff    time.Duration // default 1s
-	MaxBackoff    time.Duration // default 1m
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// Probe cheaply checks the broker is reachable (sync/mqtt's Prober):
+	// while waiting out a reconnect backoff the collector probes every
+	// second or so and connects as soon as the broker is back.
+	Probe      func(ctx context.Context) error
+	MinBackoff time.Duration // default 1s
+	MaxBackoff time.Duration // default 1m
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // CollectorStats count messages since start.
@@ -85,6 +89,7 @@ type Collector struct {
 	offers, chunks, chunkBytes, badFetches                              atomic.Int64
 	evStored, evRefused, evBytes                                        atomic.Int64
 	conflicts, notDevice, evThrottled                                   atomic.Int64
+	probe                                                               osync.ProbeWait // Run's goroutine only
 	evQuota                                                             evidenceQuota
 	keys                                                                keyCache
 	reviews, reviewsSent, badReviews                                    atomic.Int64
@@ -171,6 +176,7 @@ func (c *Collector) Stats() CollectorStats {
 // device's results and status, and stores and acks until ctx ends.
 func (c *Collector) Run(ctx context.Context, dial osync.Dialer) error {
 	bo := osync.Backoff{Min: c.o.MinBackoff, Max: c.o.MaxBackoff}
+	c.probe = osync.ProbeWait{Probe: c.o.Probe, Every: time.Second, Log: c.log}
 	for {
 		err := c.session(ctx, dial, &bo)
 		if ctx.Err() != nil {
@@ -178,11 +184,7 @@ func (c *Collector) Run(ctx context.Context, dial osync.Dialer) error {
 		}
 		wait := bo.Next()
 		c.log.Warn("collector: disconnected; retrying", "err", err, "in", wait.Round(time.Millisecond))
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if err := c.probe.Wait(ctx, wait); err != nil {
 			return ctx.Err()
 		}
 	}
@@ -226,6 +228,7 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 		}
 	}
 	bo.Reset()
+	c.probe.Connected()
 	c.connected.Store(true)
 	defer c.connected.Store(false)
 	c.readyOnce.Do(func() { close(c.ready) })

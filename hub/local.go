@@ -25,6 +25,9 @@ import (
 // embedded store through it while the collector holds the file.
 const SocketFile = "collector.sock"
 
+// Connected reports whether the collector is connected and subscribed.
+func (c *Collector) Connected() bool { return c.connected.Load() }
+
 // Handler is the hub's HTTP API, the same on its unix socket and on
 // `collect --listen` (which puts httpguard in front of it):
 //

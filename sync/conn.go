@@ -3,6 +3,7 @@ package sync
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 )
@@ -67,6 +68,62 @@ func (b *Backoff) Next() time.Duration {
 func (b *Backoff) Reset() { b.attempt = 0 }
 
 // sleep waits d or until ctx is done.
+// ProbeWait waits out a reconnect backoff, probing the broker (a cheap
+// TCP connect) every Every, jittered, and returning early once a probe
+// that failed succeeds: after a long outage the backoff has grown, and a
+// field link may be up for a minute only. Devices and collectors share it
+// (the collector waited out up to 60 s of backoff after a 7-minute outage
+// while its devices were back in 2 s).
+type ProbeWait struct {
+	Probe   func(ctx context.Context) error // nil: plain sleep
+	Every   time.Duration                   // default 10s
+	Log     *slog.Logger
+	sawDown bool
+}
+
+// Connected records a successful connection: the next outage starts anew.
+func (p *ProbeWait) Connected() { p.sawDown = false }
+
+// Wait sleeps d, or less when the broker comes back.
+func (p *ProbeWait) Wait(ctx context.Context, d time.Duration) error {
+	if p.Probe == nil {
+		return sleep(ctx, d)
+	}
+	every := p.Every
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	end := time.Now().Add(d)
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
+		}
+		// Jittered period, so a fleet that lost the same link does not
+		// probe (and then connect) in lockstep.
+		step := every/2 + time.Duration(rand.Int64N(int64(every)+1))
+		if step >= left {
+			return sleep(ctx, left)
+		}
+		if err := sleep(ctx, step); err != nil {
+			return err
+		}
+		pctx, cancel := context.WithTimeout(ctx, min(5*time.Second, every))
+		err := p.Probe(pctx)
+		cancel()
+		if err != nil {
+			p.sawDown = true
+			continue
+		}
+		if p.sawDown {
+			if p.Log != nil {
+				p.Log.Info("broker reachable again; reconnecting now", "skipped", time.Until(end).Round(time.Second))
+			}
+			return nil
+		}
+	}
+}
+
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()

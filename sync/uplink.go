@@ -152,9 +152,11 @@ type Uplink struct {
 	// undeleted holds records a hub acknowledged that the outbox could not
 	// delete yet (a full disk): retried every tick, never resent meanwhile.
 	undeleted []outbox.ID
+	// probe waits out reconnect backoffs, cut short when the broker comes
+	// back (ProbeWait).
+	probe ProbeWait
 	// sawDown: a probe has failed since the last successful connection, so
 	// a probe that succeeds means the broker came back.
-	sawDown bool
 }
 
 // maxRecent bounds Uplink.sent: far more batches than a window holds, so a
@@ -167,7 +169,8 @@ func NewUplink(ob *outbox.Outbox, dial Dialer, o UplinkOptions) (*Uplink, error)
 		return nil, err
 	}
 	return &Uplink{ob: ob, dial: dial, o: o, log: o.Logger, wake: make(chan struct{}, 1),
-		sent: map[outbox.ID]map[outbox.ID]Sum{}, refusals: map[outbox.ID]int{}}, nil
+		probe: ProbeWait{Probe: o.Probe, Every: o.ProbeEvery, Log: o.Logger},
+		sent:  map[outbox.ID]map[outbox.ID]Sum{}, refusals: map[outbox.ID]int{}}, nil
 }
 
 // Notify wakes a waiting Run: new records were appended.
@@ -240,36 +243,7 @@ func (u *Uplink) loop(ctx context.Context, once bool) error {
 // answer). A broker that always answers TCP but refuses MQTT (bad
 // credentials) keeps the full backoff: only a change counts.
 func (u *Uplink) waitOrProbe(ctx context.Context, d time.Duration) error {
-	if u.o.Probe == nil {
-		return sleep(ctx, d)
-	}
-	end := time.Now().Add(d)
-	for {
-		left := time.Until(end)
-		if left <= 0 {
-			return nil
-		}
-		// Jittered period, so a fleet that lost the same link does not
-		// probe (and then connect) in lockstep.
-		step := u.o.ProbeEvery/2 + time.Duration(rand.Int64N(int64(u.o.ProbeEvery)+1))
-		if step >= left {
-			return sleep(ctx, left)
-		}
-		if err := sleep(ctx, step); err != nil {
-			return err
-		}
-		pctx, cancel := context.WithTimeout(ctx, min(5*time.Second, u.o.ProbeEvery))
-		err := u.o.Probe(pctx)
-		cancel()
-		if err != nil {
-			u.sawDown = true
-			continue
-		}
-		if u.sawDown {
-			u.log.Info("sync: broker reachable again; reconnecting now", "skipped", time.Until(end).Round(time.Second))
-			return nil
-		}
-	}
+	return u.probe.Wait(ctx, d)
 }
 
 type inflight struct {
@@ -337,7 +311,7 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 		return fmt.Errorf("subscribe %s: %w", CmdTopic(u.o.Device), err)
 	}
 	u.connects.Add(1)
-	u.sawDown = false
+	u.probe.Connected()
 	bo.Reset()
 	u.publishStatus(ctx, conn, "online")
 	u.log.Info("sync: connected", "device", u.o.Device)

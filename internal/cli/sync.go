@@ -351,7 +351,11 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 			return err
 		}
 	}
-	c, err := hub.New(st, hub.CollectorOptions{Logger: logTo(std.Err, verbose), ShareGroup: share, Key: key, Registry: registry, Shelf: shelf})
+	var probe func(context.Context) error
+	if bf.url != "" {
+		probe, _ = mqtt.Prober(bf.url) // a URL it cannot probe only loses the shortcut
+	}
+	c, err := hub.New(st, hub.CollectorOptions{Logger: logTo(std.Err, verbose), ShareGroup: share, Key: key, Registry: registry, Shelf: shelf, Probe: probe})
 	if err != nil {
 		st.Close()
 		return err

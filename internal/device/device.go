@@ -77,6 +77,7 @@ type Device struct {
 	key        ed25519.PrivateKey // signs batches and bundles (DeviceKeyFile)
 	clock      *clockWatch
 	rolledBack *osync.UpdateStatus // set by guard when it rolled a model back
+	guarded    bool                // this process runs under an activation (guard or install)
 	installMu  gosync.Mutex
 
 	mu   gosync.Mutex
@@ -275,6 +276,7 @@ func (d *Device) Budget() *osync.Budget { return d.budget }
 func (d *Device) Close() error {
 	var err error
 	d.once.Do(func() {
+		d.stoppedCleanly()
 		d.fetch.Close()
 		d.mu.Lock()
 		for _, o := range d.open {

@@ -29,12 +29,17 @@ const UpdatesDir = "updates"
 // activation is updates/activation.json: a model swapped in whose
 // daemon has not yet run update_crash_window without crashing.
 type activation struct {
-	Model   string      `json:"model"` // its folder in the models dir
-	Offer   string      `json:"offer,omitempty"`
-	Version string      `json:"version"`
-	Seq     int64       `json:"seq"`
-	At      time.Time   `json:"activated"`
-	Boots   []time.Time `json:"boots,omitempty"` // starts since
+	Model   string    `json:"model"` // its folder in the models dir
+	Offer   string    `json:"offer,omitempty"`
+	Version string    `json:"version"`
+	Seq     int64     `json:"seq"`
+	At      time.Time `json:"activated"`
+	// Running is true while a daemon runs with this activation; a start
+	// that finds it still true follows a crash (no clean stop cleared
+	// it). Only those count: three clean restarts rolled back a healthy,
+	// golden-checked model before (the rule counted starts).
+	Running bool        `json:"running"`
+	Crashes []time.Time `json:"crashes,omitempty"`
 }
 
 func (d *Device) activationPath() string {
@@ -70,14 +75,18 @@ func (d *Device) guard() {
 		os.Remove(d.activationPath()) // it ran long enough: confirmed
 		return
 	}
-	a.Boots = append(a.Boots, now)
-	if len(a.Boots) < d.cfg.UpdateCrashRestarts {
+	if a.Running {
+		a.Crashes = append(a.Crashes, now)
+	}
+	if len(a.Crashes) < d.cfg.UpdateCrashRestarts {
+		a.Running = true
 		if b, err := json.Marshal(a); err == nil {
 			atomicfile.WriteBytes(d.activationPath(), b, 0o640)
 		}
+		d.guarded = true
 		return
 	}
-	reason := fmt.Sprintf("crash loop: %d restarts within %s of activating %s %s; rolled back", len(a.Boots), window, a.Model, a.Version)
+	reason := fmt.Sprintf("crash loop: %d crashes within %s of activating %s %s; rolled back", len(a.Crashes), window, a.Model, a.Version)
 	prev, err := pkg.Rollback(d.cfg.ModelsDir, a.Model)
 	if err != nil {
 		d.log.Error("updates: "+reason+" failed", "err", err)
@@ -92,6 +101,26 @@ func (d *Device) guard() {
 	os.Remove(d.activationPath())
 	d.rolledBack = &osync.UpdateStatus{Offer: a.Offer, Model: a.Model, Version: a.Version, Seq: a.Seq,
 		State: osync.UpdateRolledBack, Reason: reason, Time: now.UTC()}
+}
+
+// stoppedCleanly marks the activation as not running (Close): the next
+// start is not a crash.
+func (d *Device) stoppedCleanly() {
+	if !d.guarded || d.cfg.DataDir == "" {
+		return
+	}
+	b, err := safefile.ReadFile(d.activationPath(), 64<<10)
+	if err != nil {
+		return
+	}
+	var a activation
+	if json.Unmarshal(b, &a) != nil || !a.Running {
+		return
+	}
+	a.Running = false
+	if b, err := json.Marshal(a); err == nil {
+		atomicfile.WriteBytes(d.activationPath(), b, 0o640)
+	}
 }
 
 // WatchActivation confirms a recent activation once the daemon has run
@@ -243,7 +272,8 @@ func (d *Device) InstallFile(ctx context.Context, path string, offer *osync.Offe
 		closeFresh()
 	}
 	if d.o.Guard && d.cfg.DataDir != "" {
-		a := activation{Model: meta.Name, Version: meta.Version, Seq: meta.Seq, At: time.Now()}
+		a := activation{Model: meta.Name, Version: meta.Version, Seq: meta.Seq, At: time.Now(), Running: true}
+		d.guarded = true
 		if offer != nil {
 			a.Offer = offer.ID
 		}

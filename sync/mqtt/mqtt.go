@@ -107,7 +107,7 @@ func Dialer(opts Options) (osync.Dialer, error) {
 		}
 		c.c = paho.NewClient(po)
 		tok := c.c.Connect()
-		if err := wait(ctx, tok, opts.ConnectTimeout+time.Second); err != nil {
+		if err := wait(ctx, tok, opts.ConnectTimeout+time.Second, nil); err != nil {
 			c.c.Disconnect(0)
 			return nil, fmt.Errorf("mqtt: connect %s: %w", opts.Broker, err)
 		}
@@ -133,7 +133,11 @@ func (c *conn) lost(err error) {
 	})
 }
 
-func wait(ctx context.Context, tok paho.Token, timeout time.Duration) error {
+// wait waits for tok, ctx, the timeout — or the connection's loss: a
+// publish waiting on a broker that died returned only after the whole
+// write timeout (30 s) before, keeping a collector off the broker its
+// devices were already back on.
+func wait(ctx context.Context, tok paho.Token, timeout time.Duration, lost <-chan struct{}) error {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
@@ -141,6 +145,8 @@ func wait(ctx context.Context, tok paho.Token, timeout time.Duration) error {
 		return tok.Error()
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-lost:
+		return errors.New("connection lost")
 	case <-t.C:
 		return fmt.Errorf("timed out after %s", timeout)
 	}
@@ -153,7 +159,7 @@ func (c *conn) Publish(ctx context.Context, topic string, qos byte, retained boo
 		return fmt.Errorf("mqtt: publish %s: connection lost: %w", topic, c.Err())
 	default:
 	}
-	if err := wait(ctx, tok, c.writeTimeout); err != nil {
+	if err := wait(ctx, tok, c.writeTimeout, c.done); err != nil {
 		return fmt.Errorf("mqtt: publish %s: %w", topic, err)
 	}
 	return nil
@@ -163,7 +169,7 @@ func (c *conn) Subscribe(ctx context.Context, topic string, qos byte, h func(osy
 	tok := c.c.Subscribe(topic, qos, func(_ paho.Client, m paho.Message) {
 		h(osync.Message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained()})
 	})
-	if err := wait(ctx, tok, c.writeTimeout); err != nil {
+	if err := wait(ctx, tok, c.writeTimeout, c.done); err != nil {
 		return fmt.Errorf("mqtt: subscribe %s: %w", topic, err)
 	}
 	return nil
