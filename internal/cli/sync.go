@@ -311,6 +311,21 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		return collectModels(std, pkgDir, fs.Args()[1:], to, chunk)
 	}
 	st, where, err := openHubStore(ctx, store, name, df, fs.Arg(0) != "" && fs.Arg(0) != "import" && fs.Arg(0) != "enroll")
+	if fs.Arg(0) == "" && store != "" {
+		// The collector itself waits for its database (it came up before
+		// PostgreSQL, or PostgreSQL is restarting): it exited at once and
+		// stayed down before. One-shot subcommands still fail fast.
+		bo := osync.Backoff{Min: time.Second, Max: 30 * time.Second}
+		for err != nil && !errors.Is(err, hub.ErrLocked) && ctx.Err() == nil {
+			wait := bo.Next()
+			fmt.Fprintf(std.Err, "collect: store %s not reachable (%v); retrying in %s\n", devcfg.RedactURL(store), err, wait.Round(time.Second))
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			st, where, err = openHubStore(ctx, store, name, df, false)
+		}
+	}
 	sock := filepath.Join(df.path(), hub.SocketFile)
 	if errors.Is(err, hub.ErrLocked) && (fs.Arg(0) == "export" && !reviewed || fs.Arg(0) == "devices") {
 		// A collector holds the embedded store: ask it over its socket.

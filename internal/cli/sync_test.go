@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	gosync "sync"
 	"testing"
 	"time"
 
@@ -374,4 +375,51 @@ func TestCollect_HTTPAPI(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestCollect_WaitsForPostgres (issue 27): a collector started while
+// PostgreSQL is down exited at once and stayed down. It now waits for the
+// database and starts collecting when it comes up.
+func TestCollect_WaitsForPostgres(t *testing.T) {
+	pg := testutil.StartPostgres(t)
+	url := pg.NewDatabase(t)
+	pg.Down(t)
+	broker := testutil.StartMosquitto(t, false)
+	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var errb syncBuffer
+	go func() {
+		done <- Main(ctx, []string{"collect", "--broker", broker.URL(), "--store", url, "--data-dir", t.TempDir(), "--listen", addr}, nil, &bytes.Buffer{}, &errb)
+	}()
+	testutil.Eventually(t, 20*time.Second, "the collector did not say it waits for its store", func() bool {
+		return strings.Contains(errb.String(), "not reachable")
+	})
+	select {
+	case code := <-done:
+		t.Fatalf("the collector exited (%d) while PostgreSQL was down:\n%s", code, errb.String())
+	default:
+	}
+	pg.Up(t)
+	waitHealthy(t, addr)
+	cancel()
+	<-done
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and a polling reader.
+type syncBuffer struct {
+	mu gosync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
