@@ -472,6 +472,9 @@ func ackFor(b *osync.Batch, counts Counts) *osync.Ack {
 	case b.Unnamed > 0:
 		a.Refused = &osync.Refusal{Code: osync.RefusedMalformed,
 			Reason: fmt.Sprintf("%d record(s) too short to carry an ID", b.Unnamed)}
+	case b.NewerRecords > 0:
+		a.Refused = &osync.Refusal{Code: osync.RefusedMalformed,
+			Reason: fmt.Sprintf("%d record(s) of a newer record version than this hub reads: update the hub", b.NewerRecords)}
 	}
 	return a
 }

@@ -263,22 +263,74 @@ func (r *Receipt) signed() []byte {
 	return append([]byte(receiptLabel), b...)
 }
 
+// receiptFile is the receipt file (format outpost-receipt/2): the receipt
+// as a JSON object and the hub's signature over exactly those bytes, so a
+// hub written in another language signs what it wrote and a device checks
+// what it read (receipt/1 was verified over outpost's own re-serialisation:
+// a time written ".120Z" or "+00:00" failed as unsigned).
+type receiptFile struct {
+	Format  string          `json:"format"`
+	Receipt json.RawMessage `json:"receipt"`
+	KeyHint string          `json:"key_hint,omitempty"`
+	Sig     []byte          `json:"sig,omitempty"`
+}
+
+const receiptFormat2 = "outpost-receipt/2"
+
 // EncodeReceiptFile returns the receipt file's bytes, signed when key is set.
 func EncodeReceiptFile(r *Receipt, key ed25519.PrivateKey) []byte {
 	r.Format = receiptFormat
 	r.Sig, r.KeyHint = nil, ""
+	body, _ := json.MarshalIndent(r, "  ", "  ")
+	f := receiptFile{Format: receiptFormat2, Receipt: body}
 	if key != nil {
 		h := KeyHint(key.Public().(ed25519.PublicKey))
-		r.KeyHint = hex.EncodeToString(h[:])
-		r.Sig = ed25519.Sign(key, r.signed())
+		f.KeyHint = hex.EncodeToString(h[:])
+		f.Sig = ed25519.Sign(key, append([]byte(receiptLabel), body...))
 	}
-	b, _ := json.MarshalIndent(r, "", "  ")
+	b, _ := json.MarshalIndent(f, "", "  ")
 	return b
 }
 
+// decodeReceipt2 checks a receipt/2 signature over the exact bytes of its
+// receipt member, then reads it.
+func decodeReceipt2(f *receiptFile, device string, hubKeys []ed25519.PublicKey) (*Receipt, error) {
+	if len(hubKeys) > 0 {
+		ok := false
+		for _, k := range hubKeys {
+			ok = ok || (len(f.Sig) == ed25519.SignatureSize && ed25519.Verify(k, append([]byte(receiptLabel), f.Receipt...), f.Sig))
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: receipt %w", ErrBundle, ErrForged)
+		}
+	}
+	var r Receipt
+	if err := json.Unmarshal(f.Receipt, &r); err != nil {
+		return nil, fmt.Errorf("%w: receipt: %v", ErrBundle, err)
+	}
+	r.Format = receiptFormat
+	return checkReceipt(&r, device)
+}
+
+func checkReceipt(r *Receipt, device string) (*Receipt, error) {
+	if r.Device != device {
+		return nil, fmt.Errorf("%w: receipt for device %q, this is %q", ErrBundle, r.Device, device)
+	}
+	if len(r.StoredSums) != len(r.Stored) || len(r.RejectedSums) != len(r.Rejected) {
+		return nil, fmt.Errorf("%w: receipt does not name the bytes of each record (%d/%d stored, %d/%d rejected sums): from a hub before record sums? nothing deleted",
+			ErrBundle, len(r.StoredSums), len(r.Stored), len(r.RejectedSums), len(r.Rejected))
+	}
+	return r, nil
+}
+
 // DecodeReceiptFile parses a receipt and checks it is for device and, when
-// hub keys are pinned, signed by one of them.
+// hub keys are pinned, signed by one of them. It reads receipt/2 (signed
+// over the exact bytes) and, as before, receipt/1.
 func DecodeReceiptFile(b []byte, device string, hubKeys []ed25519.PublicKey) (*Receipt, error) {
+	var f receiptFile
+	if err := json.Unmarshal(b, &f); err == nil && f.Format == receiptFormat2 {
+		return decodeReceipt2(&f, device, hubKeys)
+	}
 	var r Receipt
 	if err := json.Unmarshal(b, &r); err != nil || r.Format != receiptFormat {
 		return nil, fmt.Errorf("%w: not a receipt (format %q): %v", ErrBundle, r.Format, err)

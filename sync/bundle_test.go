@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -96,4 +97,23 @@ func FuzzReadBundle(f *testing.F) {
 		}
 		DecodeReceiptFile(b, "d", nil)
 	})
+}
+
+// TestReceipt_ExactBytes (issue 26): a receipt written by another hub, its
+// time as "+00:00" and its keys in another order, verifies: the signature
+// covers the bytes written, not outpost's re-serialisation of them.
+func TestReceipt_ExactBytes(t *testing.T) {
+	pub, key, _ := ed25519.GenerateKey(nil)
+	body := []byte(`{"time":"2026-12-06T10:00:00.120+00:00","device":"kiosk-7","format":"outpost-receipt/1","bundle":"01934b2c-0000-7000-8000-000000000001",` +
+		`"stored":["01934b2c-0000-7000-8000-000000000002"],"stored_sums":["0011223344556677"],"rejected":[],"rejected_sums":[]}`)
+	sig := ed25519.Sign(key, append([]byte(receiptLabel), body...))
+	file, _ := json.Marshal(map[string]any{"format": "outpost-receipt/2", "receipt": json.RawMessage(body), "sig": sig})
+	r, err := DecodeReceiptFile(file, "kiosk-7", []ed25519.PublicKey{pub})
+	if err != nil || len(r.Stored) != 1 || r.StoredSums[0] != (Sum{0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77}) {
+		t.Fatalf("another hub's receipt: %+v %v", r, err)
+	}
+	tampered := bytes.Replace(file, []byte(`0011223344556677`), []byte(`0011223344556678`), 1)
+	if _, err := DecodeReceiptFile(tampered, "kiosk-7", []ed25519.PublicKey{pub}); !errors.Is(err, ErrForged) {
+		t.Fatalf("a receipt changed after signing: %v", err)
+	}
 }

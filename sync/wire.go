@@ -107,7 +107,13 @@ type Batch struct {
 	// collector cannot name them, so its ack refuses the rest of the batch
 	// (Ack.Refused) and the device backs off on what the ack left out.
 	Unnamed int
+	// NewerRecords counts records of a version this build does not read:
+	// the collector refuses the batch rather than reject them for good.
+	NewerRecords int
 }
+
+// maxRecordVersion is the newest record encoding this build reads.
+const maxRecordVersion = 2
 
 // BadRecord is an undecodable record inside a well-framed batch.
 type BadRecord struct {
@@ -287,6 +293,13 @@ func DecodeBatch(msg []byte) (*Batch, error) {
 		raw, err := readField(r, 16<<20)
 		if err != nil {
 			return nil, fmt.Errorf("%w: record %d of %d: %v", ErrMalformed, i, n, err)
+		}
+		if len(raw) > 0 && raw[0] > maxRecordVersion {
+			// A newer record version: not this hub's to reject for good
+			// (the device would drop it); the batch is refused and the
+			// device keeps it until a hub that reads it.
+			b.NewerRecords++
+			continue
 		}
 		rec, err := outbox.DecodeRecord(raw)
 		if err == nil && rec.Device != b.Device {

@@ -3,6 +3,7 @@ package sync
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"reflect"
@@ -333,5 +334,29 @@ func TestParseBytes(t *testing.T) {
 		if (err == nil) != c.ok || got != c.want {
 			t.Errorf("ParseBytes(%q) = %d, %v; want %d ok=%v", c.in, got, err, c.want, c.ok)
 		}
+	}
+}
+
+// TestDecodeBatch_NewerRecordVersion (issue 26): a record of a version
+// this hub does not read is not rejected for good (the device would drop
+// it); it is counted so the collector refuses the batch and the device
+// keeps it.
+func TestDecodeBatch_NewerRecordVersion(t *testing.T) {
+	g := outbox.NewIDGen()
+	good := (&outbox.Record{ID: g.New(), Device: "pi-1", Model: "m", Version: "1", Task: "t", Output: []byte(`{}`)}).Encode(nil)
+	newer := append([]byte{3}, good[1:]...)
+	bid := g.New()
+	body := append([]byte(nil), bid[:]...)
+	body = binary.AppendUvarint(body, 4)
+	body = append(body, "pi-1"...)
+	body = binary.AppendVarint(body, 0)
+	body = binary.AppendUvarint(body, 2)
+	for _, r := range [][]byte{good, newer} {
+		body = binary.AppendUvarint(body, uint64(len(r)))
+		body = append(body, r...)
+	}
+	b, err := DecodeBatch(append([]byte{'O', 'B', 1, 0}, body...))
+	if err != nil || len(b.Records) != 1 || len(b.Bad) != 0 || b.NewerRecords != 1 {
+		t.Fatalf("a v3 record beside a v1: %+v %v", b, err)
 	}
 }

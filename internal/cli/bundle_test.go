@@ -128,8 +128,11 @@ func TestBundles_Sneakernet(t *testing.T) {
 
 	// Receipts that must delete nothing.
 	rb, _ := os.ReadFile(receipts[0])
-	var rc osync.Receipt
-	json.Unmarshal(rb, &rc)
+	parsed, err := osync.DecodeReceiptFile(rb, "kiosk-b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := *parsed
 	forge := func(name string, mutate func(*osync.Receipt), sign bool) string {
 		r := rc
 		r.Stored = append([]outbox.ID(nil), rc.Stored...)
