@@ -16,7 +16,9 @@ import (
 func TestLogin(t *testing.T) {
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "secret data") })
 	srv := httptest.NewServer(Wrap(api, Options{Token: "s3cret", Protected: func(p string) bool { return strings.HasPrefix(p, "/v1/") },
-		Fail: func(w http.ResponseWriter, code int, short string, err error) { http.Error(w, short+": "+err.Error(), code) }}))
+		Fail: func(w http.ResponseWriter, code int, short string, err error) {
+			http.Error(w, short+": "+err.Error(), code)
+		}}))
 	defer srv.Close()
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	get := func(cookie *http.Cookie) int {
