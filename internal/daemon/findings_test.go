@@ -423,3 +423,42 @@ func TestWatch_UnmovableAcrossRestartAndHealth(t *testing.T) {
 		d.Close()
 	}
 }
+
+// TestAPI_StalledUploadsFreeTheirSlots (issue 25): three uploads that
+// stall after a few bytes locked out every upload for 60 s (the slots are
+// max_concurrent + 1). Below the minimum rate after the grace, a slot is
+// freed and the stalled client is told why.
+func TestAPI_StalledUploadsFreeTheirSlots(t *testing.T) {
+	_, srv := newTestDaemon(t, func(c *Config) { c.MaxConcurrent = 2 })
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	answers := make(chan string, 3)
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "POST /v1/models/crop-disease/infer HTTP/1.1\r\nHost: %s\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\nstall", addr)
+		go func() {
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			answers <- line
+		}()
+	}
+	start := time.Now()
+	for i := 0; i < 3; i++ {
+		select {
+		case line := <-answers:
+			if !strings.Contains(line, "408") {
+				t.Fatalf("a stalled upload was answered %q", line)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("stalled uploads still held their slots after 30 s")
+		}
+	}
+	freed := time.Since(start)
+	code, body, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", sample(t, "crop-disease/samples/rust.jpg"))
+	if code != 201 {
+		t.Fatalf("after the stalled uploads were cut: %d %v", code, body)
+	}
+	t.Logf("3 stalled uploads cut after %s (was 60 s); the next upload stored", freed.Round(100*time.Millisecond))
+}

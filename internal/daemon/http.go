@@ -145,10 +145,12 @@ func (d *Daemon) handleInfer(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusTooManyRequests, "busy", fmt.Errorf("%d uploads already being received; retry shortly", cap(d.uploads)))
 		return
 	}
-	// The body must arrive within bodyTimeout, however slowly it trickles.
+	// The body must arrive within bodyTimeout, however slowly it trickles,
+	// and keep a minimum rate: three slow senders held every upload slot
+	// for the whole 60 s before.
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout))
-	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	_ = rc.SetReadDeadline(time.Now().Add(uploadGrace))
+	r.Body = &minRate{r: http.MaxBytesReader(w, r.Body, limit), rc: rc, start: time.Now(), end: time.Now().Add(bodyTimeout)}
 	data, ctype, filename, err := readUpload(r)
 	<-d.uploads
 	_ = rc.SetReadDeadline(time.Time{})
@@ -160,7 +162,7 @@ func (d *Daemon) handleInfer(w http.ResponseWriter, r *http.Request) {
 			fail(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("body larger than %d bytes", d.cfg.MaxBodyBytes))
 		case errors.As(err, &ne) && ne.Timeout():
 			w.Header().Set("Connection", "close")
-			fail(w, http.StatusRequestTimeout, "timeout", fmt.Errorf("body not received within %s", bodyTimeout))
+			fail(w, http.StatusRequestTimeout, "timeout", fmt.Errorf("body not received within %s, or slower than %d bytes/s", bodyTimeout, uploadMinRate))
 		default:
 			fail(w, http.StatusBadRequest, "bad_request", err)
 		}
@@ -215,6 +217,35 @@ func (d *Daemon) handleInfer(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusInternalServerError, "internal", err)
 	}
 }
+
+// uploadMinRate and uploadGrace: after the grace, an upload must have
+// arrived at this average rate so far or its slot is freed.
+const (
+	uploadMinRate = 4 << 10
+	uploadGrace   = 5 * time.Second
+)
+
+// minRate moves the read deadline with what has arrived: grace plus one
+// second per uploadMinRate bytes, never past end (bodyTimeout).
+type minRate struct {
+	r          io.ReadCloser
+	rc         *http.ResponseController
+	start, end time.Time
+	n          int64
+}
+
+func (m *minRate) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	m.n += int64(n)
+	d := m.start.Add(uploadGrace + time.Duration(m.n)*time.Second/uploadMinRate)
+	if d.After(m.end) {
+		d = m.end
+	}
+	_ = m.rc.SetReadDeadline(d)
+	return n, err
+}
+
+func (m *minRate) Close() error { return m.r.Close() }
 
 func readUpload(r *http.Request) (data []byte, ctype, filename string, err error) {
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
