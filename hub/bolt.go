@@ -31,7 +31,7 @@ var (
 	bDevices = []byte("devices")       // device -> DeviceStatus JSON
 	bMeta    = []byte("meta")          // client_id -> the collector's MQTT client id
 	bEvMeta  = []byte("evidence")      // resultKey(device, evidence id) -> EvidenceInfo JSON
-	bEvData  = []byte("evidence_data") // resultKey(device, evidence id) -> the bytes so far
+	bEvData  = []byte("evidence_data") // resultKey(device, evidence id) + offset [8] -> one chunk
 	bReviews = []byte("reviews")       // resultKey(device, result id) -> StoredReview JSON
 )
 
@@ -220,21 +220,63 @@ func (s *BoltStore) PutEvidence(_ context.Context, device string, c *osync.Evide
 				return err
 			}
 		}
-		data := append([]byte(nil), db.Get(k)...)
-		var keep bool
-		info, data, keep = applyChunk(info, data, c)
+		// Each chunk is its own key (k + offset): an upload costs its size
+		// once, not the whole blob rewritten per chunk (O(n²) before).
+		// The stored bytes are read only for the chunk that completes it.
+		var data []byte
+		if !info.Complete && c.Offset == info.Have && info.Have > 0 && info.Have+int64(len(c.Data)) == info.Size {
+			data = evidenceChunks(db, k)
+		}
+		before := info
+		info, _, keep := applyChunk(info, data, c)
 		out = info
-		if !keep {
+		switch {
+		case !keep:
 			mb.Delete(k)
-			return db.Delete(k)
+			return deleteChunks(db, k)
+		case info == before:
+			return nil // learned from, nothing changed
+		case info.Have == 0 || (info.Complete && c.Offset == 0 && int64(len(c.Data)) == info.Size && before.Have > 0):
+			// Started over, or a whole piece replaced a part.
+			if err := deleteChunks(db, k); err != nil {
+				return err
+			}
+		}
+		if info.Have > before.Have || (info.Complete && !before.Complete) {
+			off := info.Have - int64(len(c.Data))
+			if err := db.Put(binary.BigEndian.AppendUint64(append([]byte(nil), k...), uint64(off)), c.Data); err != nil {
+				return err
+			}
 		}
 		b, _ := json.Marshal(info)
-		if err := mb.Put(k, b); err != nil {
-			return err
-		}
-		return db.Put(k, data)
+		return mb.Put(k, b)
 	})
 	return out, err
+}
+
+// evidenceChunks is one upload's bytes: its chunks in offset order (a blob
+// stored whole under k by an older build reads as offset 0).
+func evidenceChunks(db *bolt.Bucket, k []byte) []byte {
+	var out []byte
+	c := db.Cursor()
+	for ck, v := c.Seek(k); ck != nil && bytes.HasPrefix(ck, k); ck, v = c.Next() {
+		out = append(out, v...)
+	}
+	return out
+}
+
+func deleteChunks(db *bolt.Bucket, k []byte) error {
+	var keys [][]byte
+	c := db.Cursor()
+	for ck, _ := c.Seek(k); ck != nil && bytes.HasPrefix(ck, k); ck, _ = c.Next() {
+		keys = append(keys, append([]byte(nil), ck...))
+	}
+	for _, ck := range keys {
+		if err := db.Delete(ck); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Evidence implements Store.
@@ -247,7 +289,7 @@ func (s *BoltStore) Evidence(_ context.Context, device string, of outbox.ID) (*E
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var e EvidenceInfo
 			if json.Unmarshal(v, &e) == nil && e.Of == of && e.Complete {
-				info, data = &e, append([]byte(nil), tx.Bucket(bEvData).Get(k)...)
+				info, data = &e, evidenceChunks(tx.Bucket(bEvData), k)
 				return nil
 			}
 		}

@@ -65,7 +65,10 @@ func applyChunk(info EvidenceInfo, data []byte, c *osync.EvidenceChunk) (Evidenc
 		return info, nil, false
 	}
 	data = append(data, c.Data...)
-	info.Have = int64(len(data))
+	// Have grows by the chunk: a store may pass only what it needs to
+	// check (the bbolt store passes the stored bytes only for the chunk
+	// that completes an upload).
+	info.Have += int64(len(c.Data))
 	if info.Have == info.Size {
 		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != info.SHA256 {
 			// A chunk on the way was not the device's: start over.
