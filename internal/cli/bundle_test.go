@@ -145,7 +145,12 @@ func TestBundles_Sneakernet(t *testing.T) {
 		os.WriteFile(p, osync.EncodeReceiptFile(&r, key), 0o644)
 		return p
 	}
+	// A receipt that is a symlink to /dev/zero (issue 25: the daemon and
+	// `bundle receipt` ran out of memory on it) is refused unread.
+	zero := filepath.Join(dir, "zero"+osync.ReceiptExt)
+	os.Symlink("/dev/zero", zero)
 	for _, c := range []struct{ name, path, want string }{
+		{"symlink to /dev/zero", zero, "not a plain file"},
 		{"another device", forge("other", func(r *osync.Receipt) { r.Device = "kiosk-z" }, true), "for device"},
 		{"unsigned", forge("unsigned", func(r *osync.Receipt) {}, false), "not signed"},
 		{"unknown bundle", forge("unknown", func(r *osync.Receipt) { r.Bundle = outbox.NewIDGen().New() }, true), "did not write"},
