@@ -127,16 +127,7 @@ func TestWatch_NamesAndUnmovable(t *testing.T) {
 	waitFor(t, "done/leaf (2).jpg", func() bool { return exists(filepath.Join(inbox, "done", "leaf (2).jpg")) })
 
 	// Immutable (chattr +i): even root cannot rename it, as on a read-only stick.
-	stuck := filepath.Join(inbox, "stuck.jpg")
-	os.WriteFile(stuck, leaf, 0o644)
-	f, err := os.Open(stuck)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0x10 /* FS_IMMUTABLE_FL */); err != nil {
-		t.Fatalf("chattr +i: %v", err)
-	}
-	t.Cleanup(func() { unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0); f.Close() })
+	immutable(t, filepath.Join(inbox, "stuck.jpg"), leaf)
 	waitFor(t, "the unmovable file to be stored", func() bool { return queueCount(t, d) == 3 })
 	time.Sleep(500 * time.Millisecond) // ~15 more polls
 	if n := queueCount(t, d); n != 3 {
@@ -379,16 +370,7 @@ func TestAPI_CrossOriginBrowser(t *testing.T) {
 // a plain file named done stopped the watch folder while /healthz said ok.
 func TestWatch_UnmovableAcrossRestartAndHealth(t *testing.T) {
 	inbox, data := t.TempDir(), t.TempDir()
-	stuck := filepath.Join(inbox, "stuck.jpg")
-	os.WriteFile(stuck, sample(t, "crop-disease/samples/mosaic.jpg"), 0o644)
-	f, err := os.Open(stuck)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0x10 /* FS_IMMUTABLE_FL */); err != nil {
-		t.Fatalf("chattr +i: %v", err)
-	}
-	t.Cleanup(func() { unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0); f.Close() })
+	immutable(t, filepath.Join(inbox, "stuck.jpg"), sample(t, "crop-disease/samples/mosaic.jpg"))
 	for run := 1; run <= 2; run++ {
 		d, srv := newTestDaemon(t, func(c *Config) { c.Inbox, c.DataDir = inbox, data })
 		ctx, cancel := context.WithCancel(context.Background())
@@ -461,4 +443,19 @@ func TestAPI_StalledUploadsFreeTheirSlots(t *testing.T) {
 		t.Fatalf("after the stalled uploads were cut: %d %v", code, body)
 	}
 	t.Logf("3 stalled uploads cut after %s (was 60 s); the next upload stored", freed.Round(100*time.Millisecond))
+}
+
+// immutable writes data to path and makes it immutable (chattr +i): even
+// root cannot rename it, as on a read-only stick. Undone at cleanup.
+func immutable(t *testing.T, path string, data []byte) {
+	t.Helper()
+	os.WriteFile(path, data, 0o644)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0x10 /* FS_IMMUTABLE_FL */); err != nil {
+		t.Fatalf("chattr +i: %v", err)
+	}
+	t.Cleanup(func() { unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0); f.Close() })
 }
