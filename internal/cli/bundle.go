@@ -59,7 +59,11 @@ func runBundle(ctx context.Context, std IO, args []string) error {
 		if err != nil {
 			return err
 		}
-		fi, _ := os.Stat(file)
+		fi, err := os.Stat(file)
+		if err != nil {
+			// The stick went away right after the write (it panicked here).
+			return fmt.Errorf("wrote %s, but it is gone now (%v): the stick was removed? the results stay on this device; export again", file, err)
+		}
 		fmt.Fprintf(std.Out, "wrote %s: %d results, %d photos/recordings, %d bytes; they stay on this device until its receipt comes back\n",
 			file, m.Records-m.Evidence, m.Evidence, fi.Size())
 		return nil

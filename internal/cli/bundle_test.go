@@ -68,9 +68,15 @@ func TestBundles_Sneakernet(t *testing.T) {
 		t.Fatalf("a full stick kept %v", left)
 	}
 
+	// What a stick pulled out mid-export leaves: gone at the next export (issue 27).
+	stale := filepath.Join(stick, ".outpost-kiosk-b-x"+osync.BundleExt+".tmp-123")
+	os.WriteFile(stale, []byte("half a bundle"), 0o644)
 	out, errOut, code := run(t, nil, "bundle", "export", "--out", stick, "--config", cfg)
 	if code != ExitOK || !strings.Contains(out, "3 results, 3 photos") {
 		t.Fatalf("export: %s %s", out, errOut)
+	}
+	if exists(stale) {
+		t.Fatal("an interrupted export's temp file is still on the stick")
 	}
 	bundles, _ := filepath.Glob(filepath.Join(stick, "*"+osync.BundleExt))
 	if len(bundles) != 1 || queued() != 6 {
@@ -177,3 +183,5 @@ func TestBundles_Sneakernet(t *testing.T) {
 		t.Fatalf("a receipt applied twice: %s", errOut)
 	}
 }
+
+func exists(p string) bool { _, err := os.Lstat(p); return err == nil }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,6 +64,16 @@ func TestKiosk_Browser(t *testing.T) {
 func TestKiosk_USBExport(t *testing.T) {
 	usb := t.TempDir()
 	d, srv := newTestDaemon(t, func(c *Config) { c.USBDir = usb })
+	// An empty folder on the device's own disk is not a stick (issue 27:
+	// bundles were written there and never left the device).
+	if d.usbPresent() {
+		t.Fatal("a plain folder on the data dir's filesystem was taken for a stick")
+	}
+	// A real stick: another filesystem mounted there (tests run as root).
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", usb).CombinedOutput(); err != nil {
+		t.Fatalf("mount a stick: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", usb).Run() })
 	photo := sample(t, "crop-disease/samples/rust.jpg")
 	for i := 0; i < 2; i++ {
 		if code, body, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", photo); code != 201 {

@@ -75,6 +75,8 @@ func newMetrics(d *Daemon) *metrics {
 				stat(func() int64 { return d.dev.Uplink().Stats().Refused })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_stray_acks_total", Help: "Acks naming batches or records this device did not send; ignored."},
 				stat(func() int64 { return d.dev.Uplink().Stats().StrayAcks })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_forged_acks_total", Help: "Acks not signed by a pinned hub key; nothing deleted."},
+				stat(func() int64 { return d.dev.Uplink().Stats().ForgedAcks })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_mismatched_acks_total", Help: "Records an ack named with other bytes than those sent (substituted on the way); kept."},
 				stat(func() int64 { return d.dev.Uplink().Stats().Mismatched })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_connect_failures_total", Help: "Failed broker connections."},

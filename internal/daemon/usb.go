@@ -6,18 +6,27 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/outpost-edge/outpost/internal/device"
 	osync "github.com/outpost-edge/outpost/sync"
 )
 
-// usbPresent: the configured stick folder exists and is writable-looking
-// (a mount point with something mounted, or any folder the operator set).
+// usbPresent: the configured stick folder is there and on another
+// filesystem than the device's own data: an empty mount point (no stick
+// in) sits on the device's disk, and bundles written there never left it.
 func (d *Daemon) usbPresent() bool {
 	if d.cfg.USBDir == "" {
 		return false
 	}
-	fi, err := os.Stat(d.cfg.USBDir)
-	return err == nil && fi.IsDir()
+	var stick, own unix.Stat_t
+	if unix.Stat(d.cfg.USBDir, &stick) != nil || stick.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return false
+	}
+	if unix.Stat(d.cfg.DataDir, &own) != nil {
+		return true
+	}
+	return stick.Dev != own.Dev
 }
 
 // handleUSB: GET /v1/usb — is a stick there, and what is waiting for it.
@@ -32,7 +41,7 @@ func (d *Daemon) handleUSB(w http.ResponseWriter, r *http.Request) {
 // the stick (the last trip), then write a bundle of what is still here.
 func (d *Daemon) handleUSBExport(w http.ResponseWriter, r *http.Request) {
 	if !d.usbPresent() {
-		fail(w, http.StatusConflict, "no_usb", errors.New("no USB stick at "+d.cfg.USBDir))
+		fail(w, http.StatusConflict, "no_usb", errors.New("no USB stick mounted at "+d.cfg.USBDir+" (an empty folder on the device's own disk is not a stick)"))
 		return
 	}
 	receipts, _ := filepath.Glob(filepath.Join(d.cfg.USBDir, "outpost-"+d.cfg.DeviceID+"-*"+osync.ReceiptExt))

@@ -74,6 +74,13 @@ func (d *Device) ExportBundle(dir string) (*osync.BundleManifest, string, error)
 			evidence[id] = b
 		}
 	}
+	// Temp files of an export interrupted before (a stick pulled out) go.
+	if stale, _ := filepath.Glob(filepath.Join(dir, ".outpost-"+d.cfg.DeviceID+"-*"+osync.BundleExt+".tmp-*")); len(stale) > 0 {
+		for _, f := range stale {
+			os.Remove(f)
+		}
+		d.log.Info("bundle: removed the temp files of an interrupted export", "count", len(stale))
+	}
 	id := outbox.NewIDGen().New()
 	file := filepath.Join(dir, fmt.Sprintf("outpost-%s-%s%s", d.cfg.DeviceID, id, osync.BundleExt))
 	var m *osync.BundleManifest
