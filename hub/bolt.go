@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -33,6 +34,14 @@ var (
 	bEvMeta  = []byte("evidence")      // resultKey(device, evidence id) -> EvidenceInfo JSON
 	bEvData  = []byte("evidence_data") // resultKey(device, evidence id) + offset [8] -> one chunk
 	bReviews = []byte("reviews")       // resultKey(device, result id) -> StoredReview JSON
+	bByTime  = []byte("by_received")   // received ms [8] | resultKey -> nothing: the newest first, cheaply
+	bDaily   = []byte("daily")         // day \0 device \0 model \0 label -> count [8]: the page's aggregates
+)
+
+// Keys in bMeta for the indexes: built once over an older store's results.
+var (
+	metaIndexed = []byte("index_v1")
+	metaCount   = []byte("results")
 )
 
 // OpenBolt opens (or creates) a bbolt store at path.
@@ -51,12 +60,12 @@ func OpenBolt(path string) (*BoltStore, error) {
 		d.Close()
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bResults, bDevices, bMeta, bEvMeta, bEvData, bReviews} {
+		for _, b := range [][]byte{bResults, bDevices, bMeta, bEvMeta, bEvData, bReviews, bByTime, bDaily} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		return backfillIndexes(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -86,6 +95,7 @@ func (s *BoltStore) Commit(_ context.Context, batches []*osync.Batch, received t
 				k := resultKey(b.Device, r.ID)
 				v := binary.BigEndian.AppendUint64(nil, uint64(received.UnixMilli()))
 				v = r.Encode(v)
+				ms := v[:8]
 				if old := res.Get(k); old != nil {
 					if len(old) < 8 || !bytes.Equal(old[8:], v[8:]) {
 						c.conflict(r.ID)
@@ -95,6 +105,9 @@ func (s *BoltStore) Commit(_ context.Context, batches []*osync.Batch, received t
 					continue
 				}
 				if err := res.Put(k, v); err != nil {
+					return err
+				}
+				if err := index(tx, k, ms, received, r); err != nil {
 					return err
 				}
 				c.New++
@@ -180,11 +193,124 @@ func (s *BoltStore) Each(_ context.Context, fn func(StoredResult) error) error {
 	})
 }
 
-// Count implements Store.
+// Count implements Store: a counter kept by Commit (bbolt's own count
+// walks every page).
 func (s *BoltStore) Count(context.Context) (int, error) {
 	n := 0
-	err := s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bResults).Stats().KeyN; return nil })
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bMeta).Get(metaCount); len(v) == 8 {
+			n = int(binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
 	return n, err
+}
+
+// index adds one new result to the received-time index, the daily
+// aggregates and the count (inside Commit's transaction).
+func index(tx *bolt.Tx, k, ms []byte, received time.Time, r *outbox.Record) error {
+	if err := tx.Bucket(bByTime).Put(append(append([]byte(nil), ms...), k...), nil); err != nil {
+		return err
+	}
+	m := tx.Bucket(bMeta)
+	var n uint64
+	if v := m.Get(metaCount); len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	if err := m.Put(metaCount, binary.BigEndian.AppendUint64(nil, n+1)); err != nil {
+		return err
+	}
+	lab := labelOf(r.Output)
+	if lab == "" {
+		return nil
+	}
+	dk := []byte(received.UTC().Format("2006-01-02") + "\x00" + r.Device + "\x00" + r.Model + "\x00" + lab)
+	d := tx.Bucket(bDaily)
+	var c uint64
+	if v := d.Get(dk); len(v) == 8 {
+		c = binary.BigEndian.Uint64(v)
+	}
+	return d.Put(dk, binary.BigEndian.AppendUint64(nil, c+1))
+}
+
+// backfillIndexes builds the indexes over the results of a store made
+// before them, once.
+func backfillIndexes(tx *bolt.Tx) error {
+	if tx.Bucket(bMeta).Get(metaIndexed) != nil {
+		return nil
+	}
+	err := tx.Bucket(bResults).ForEach(func(k, v []byte) error {
+		if len(v) < 8 {
+			return nil
+		}
+		r, err := outbox.DecodeRecord(v[8:])
+		if err != nil {
+			return nil // unreadable: left out of the page's views, still exported raw
+		}
+		return index(tx, k, v[:8], time.UnixMilli(int64(binary.BigEndian.Uint64(v))), r)
+	})
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bMeta).Put(metaIndexed, []byte{1})
+}
+
+// DailyCounts implements Store.
+func (s *BoltStore) DailyCounts(_ context.Context, since time.Time) ([]DeviceDayCount, error) {
+	var out []DeviceDayCount
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bDaily).Cursor()
+		for k, v := c.Seek([]byte(since.UTC().Format("2006-01-02"))); k != nil; k, v = c.Next() {
+			f := strings.SplitN(string(k), "\x00", 4)
+			if len(f) != 4 || len(v) != 8 {
+				continue
+			}
+			out = append(out, DeviceDayCount{Day: f[0], Device: f[1], Model: f[2], Label: f[3], Count: int64(binary.BigEndian.Uint64(v))})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Recent implements Store: newest first through the received-time index,
+// from f.To (or the newest) back to f.From (or the oldest) until f.Limit
+// match.
+func (s *BoltStore) Recent(_ context.Context, f ResultFilter) ([]StoredResult, error) {
+	var out []StoredResult
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c, res := tx.Bucket(bByTime).Cursor(), tx.Bucket(bResults)
+		var k []byte
+		if f.To.IsZero() {
+			k, _ = c.Last()
+		} else if k, _ = c.Seek(binary.BigEndian.AppendUint64(nil, uint64(f.To.UnixMilli()))); k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		for ; k != nil && len(out) < f.Limit; k, _ = c.Prev() {
+			if len(k) < 8 {
+				continue
+			}
+			received := time.UnixMilli(int64(binary.BigEndian.Uint64(k))).UTC()
+			if !f.From.IsZero() && received.Before(f.From) {
+				break
+			}
+			v := res.Get(k[8:])
+			if len(v) < 8 {
+				continue
+			}
+			r, err := outbox.DecodeRecord(v[8:])
+			if err != nil {
+				continue
+			}
+			sr := StoredResult{Received: received, Record: r}
+			if f.matches(sr) {
+				out = append(out, sr)
+			}
+		}
+		return nil
+	})
+	return out, err
 }
 
 // ClientID implements Store: "outpost-collector-" + 12 random hex digits,

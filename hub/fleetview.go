@@ -51,7 +51,8 @@ func labelOf(out []byte) string {
 }
 
 // FleetView computes the per-day counts (last `days` days) and the
-// outbreak list from the store at now, in one pass over the results.
+// outbreak list at now from the store's daily aggregates (35 days of
+// them at most), never from the results themselves.
 func FleetView(ctx context.Context, st Store, now time.Time, days int) ([]DayCount, []Outbreak, error) {
 	now = now.UTC()
 	type key struct{ day, model, label string }
@@ -59,29 +60,27 @@ func FleetView(ctx context.Context, st Store, now time.Time, days int) ([]DayCou
 	type dl struct{ dev, label string }
 	recent, base := map[dl]int{}, map[dl]int{}
 	recentAll, baseAll := map[string]int{}, map[string]int{}
-	since := now.AddDate(0, 0, -days)
-	err := st.Each(ctx, func(r StoredResult) error {
-		lab := labelOf(r.Record.Output)
-		if lab == "" {
-			return nil
-		}
-		age := now.Sub(r.Received)
-		if r.Received.After(since) {
-			counts[key{r.Received.Format("2006-01-02"), r.Record.Model, lab}]++
-		}
-		d := r.Record.Device
-		switch {
-		case age < 7*24*time.Hour:
-			recent[dl{d, lab}]++
-			recentAll[d]++
-		case age < 35*24*time.Hour:
-			base[dl{d, lab}]++
-			baseAll[d]++
-		}
-		return nil
-	})
+	today := now.Format("2006-01-02")
+	firstDay := now.AddDate(0, 0, -(days - 1)).Format("2006-01-02")
+	recentFrom := now.AddDate(0, 0, -6).Format("2006-01-02") // the last 7 days, today included
+	baseFrom := now.AddDate(0, 0, -34).Format("2006-01-02")  // the 4 weeks before
+	rows, err := st.DailyCounts(ctx, now.AddDate(0, 0, -max(days, 35)))
 	if err != nil {
 		return nil, nil, err
+	}
+	for _, r := range rows {
+		n := int(r.Count)
+		if r.Day >= firstDay && r.Day <= today {
+			counts[key{r.Day, r.Model, r.Label}] += n
+		}
+		switch {
+		case r.Day >= recentFrom:
+			recent[dl{r.Device, r.Label}] += n
+			recentAll[r.Device] += n
+		case r.Day >= baseFrom:
+			base[dl{r.Device, r.Label}] += n
+			baseAll[r.Device] += n
+		}
 	}
 	out := make([]DayCount, 0, len(counts))
 	for k, n := range counts {
@@ -172,34 +171,24 @@ type ResultFilter struct {
 	Limit                int       // newest first; default 50, at most 1000
 }
 
-// RecentResults returns the newest results matching f (one pass over the
-// store), newest first.
+// RecentResults returns the newest results matching f, newest first,
+// through the store's received-time index.
 func RecentResults(ctx context.Context, st Store, f ResultFilter) ([]StoredResult, error) {
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
 	f.Limit = min(f.Limit, 1000)
-	var out []StoredResult
-	err := st.Each(ctx, func(r StoredResult) error {
-		rec := r.Record
-		if f.Device != "" && rec.Device != f.Device || f.Model != "" && rec.Model != f.Model ||
-			!f.From.IsZero() && r.Received.Before(f.From) || !f.To.IsZero() && !r.Received.Before(f.To) {
-			return nil
-		}
-		if f.Label != "" && labelOf(rec.Output) != f.Label {
-			return nil
-		}
-		out = append(out, r)
-		return nil
-	})
-	if err != nil {
-		return nil, err
+	return st.Recent(ctx, f)
+}
+
+// matches is ResultFilter's rule for one result (the bbolt store's scan).
+func (f ResultFilter) matches(r StoredResult) bool {
+	rec := r.Record
+	if f.Device != "" && rec.Device != f.Device || f.Model != "" && rec.Model != f.Model ||
+		!f.From.IsZero() && r.Received.Before(f.From) || !f.To.IsZero() && !r.Received.Before(f.To) {
+		return false
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Received.After(out[j].Received) })
-	if len(out) > f.Limit {
-		out = out[:f.Limit]
-	}
-	return out, nil
+	return f.Label == "" || labelOf(rec.Output) == f.Label
 }
 
 // Registry names devices for people: device ID → name, region, location.

@@ -155,6 +155,7 @@ func (s *PGStore) Commit(ctx context.Context, batches []*osync.Batch, received t
 	created, models, versions, tasks := make([]time.Time, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 	labels, recs := make([]*string, 0, n), make([][]byte, 0, n)
 	batchOf := make(map[string]int, n) // device/id -> batch index (the first batch naming it)
+	idxOf := make(map[string]int, n)   // device/id -> index in the insert's arrays
 	for i, b := range batches {
 		for _, r := range b.Records {
 			k := b.Device + "/" + r.ID.String()
@@ -163,10 +164,11 @@ func (s *PGStore) Commit(ctx context.Context, batches []*osync.Batch, received t
 				continue
 			}
 			batchOf[k] = i
+			idxOf[k] = len(devs)
 			devs, ids, seqs = append(devs, b.Device), append(ids, r.ID.String()), append(seqs, int64(r.Seq))
 			created, models = append(created, r.Created.UTC()), append(models, r.Model)
 			versions, tasks = append(versions, r.Version), append(tasks, r.Task)
-			labels, recs = append(labels, outputLabel(r.Output)), append(recs, r.Encode(nil))
+			labels, recs = append(labels, diagnosis(r.Output)), append(recs, r.Encode(nil))
 		}
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -180,6 +182,9 @@ func (s *PGStore) Commit(ctx context.Context, batches []*osync.Batch, received t
 		if err != nil {
 			return fmt.Errorf("insert results: %w", err)
 		}
+		type dayKey struct{ device, model, label string }
+		daily := map[dayKey]int64{}
+		var inserted int64
 		for rows.Next() {
 			var d, id string
 			if err := rows.Scan(&d, &id); err != nil {
@@ -187,10 +192,21 @@ func (s *PGStore) Commit(ctx context.Context, batches []*osync.Batch, received t
 				return err
 			}
 			out[batchOf[d+"/"+id]].New++
+			inserted++
+			if i := idxOf[d+"/"+id]; labels[i] != nil {
+				daily[dayKey{d, models[i], *labels[i]}]++
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("insert results: %w", err)
+		}
+		if err := pgDaily(ctx, tx, day, inserted, func(yield func(device, model, label string, n int64)) {
+			for k, n := range daily {
+				yield(k.device, k.model, k.label, n)
+			}
+		}); err != nil {
+			return err
 		}
 		if err := pgConflicts(ctx, tx, batches, batchOf, recs, devs, ids, out); err != nil {
 			return err
@@ -271,15 +287,104 @@ func pgConflicts(ctx context.Context, tx pgx.Tx, batches []*osync.Batch, batchOf
 	return rows.Err()
 }
 
-// outputLabel is the output's "label" field, if it is a JSON object with one.
-func outputLabel(b []byte) *string {
-	var o struct {
-		Label *string `json:"label"`
+// diagnosis is the label column: the diagnosis the hub counts (labelOf,
+// the same rule as the bbolt store: retakes, not-a-leaf and uncertain
+// answers are not disease signals), or NULL.
+func diagnosis(b []byte) *string {
+	if l := labelOf(b); l != "" {
+		return &l
 	}
-	if len(b) == 0 || b[0] != '{' || json.Unmarshal(b, &o) != nil {
+	return nil
+}
+
+// pgDaily adds a commit's new diagnoses to daily_counts and its new results
+// to result_count, in the commit's transaction.
+func pgDaily(ctx context.Context, tx pgx.Tx, day string, inserted int64, each func(func(device, model, label string, n int64))) error {
+	if inserted == 0 {
 		return nil
 	}
-	return o.Label
+	var devs, mods, labs []string
+	var ns []int64
+	each(func(d, m, l string, n int64) {
+		devs, mods, labs, ns = append(devs, d), append(mods, m), append(labs, l), append(ns, n)
+	})
+	if len(devs) > 0 {
+		if _, err := tx.Exec(ctx, `INSERT INTO daily_counts (day, device, model, label, n)
+			SELECT $1::date, d, m, l, n FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[]) AS x(d, m, l, n)
+			ON CONFLICT (day, device, model, label) DO UPDATE SET n = daily_counts.n + EXCLUDED.n`, day, devs, mods, labs, ns); err != nil {
+			return fmt.Errorf("daily counts: %w", err)
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE result_count SET n = n + $1`, inserted); err != nil {
+		return fmt.Errorf("result count: %w", err)
+	}
+	return nil
+}
+
+// DailyCounts implements Store.
+func (s *PGStore) DailyCounts(ctx context.Context, since time.Time) ([]DeviceDayCount, error) {
+	rows, err := s.pool.Query(ctx, `SELECT to_char(day, 'YYYY-MM-DD'), device, model, label, n FROM daily_counts WHERE day >= $1::date`,
+		since.UTC().Format("2006-01-02"))
+	if err != nil {
+		return nil, fmt.Errorf("hub: daily counts: %w", err)
+	}
+	defer rows.Close()
+	var out []DeviceDayCount
+	for rows.Next() {
+		var c DeviceDayCount
+		if err := rows.Scan(&c.Day, &c.Device, &c.Model, &c.Label, &c.Count); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Recent implements Store: the filter in SQL, newest first, through the
+// received indexes.
+func (s *PGStore) Recent(ctx context.Context, f ResultFilter) ([]StoredResult, error) {
+	q := `SELECT received, record FROM results WHERE true`
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		q += fmt.Sprintf(" AND "+cond, len(args))
+	}
+	if f.Device != "" {
+		add("device = $%d", f.Device)
+	}
+	if f.Model != "" {
+		add("model = $%d", f.Model)
+	}
+	if f.Label != "" {
+		add("label = $%d", f.Label)
+	}
+	if !f.From.IsZero() {
+		add("received >= $%d", f.From)
+	}
+	if !f.To.IsZero() {
+		add("received < $%d", f.To)
+	}
+	args = append(args, f.Limit)
+	q += fmt.Sprintf(" ORDER BY received DESC LIMIT $%d", len(args))
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("hub: recent results: %w", err)
+	}
+	defer rows.Close()
+	var out []StoredResult
+	for rows.Next() {
+		var rcv time.Time
+		var raw []byte
+		if err := rows.Scan(&rcv, &raw); err != nil {
+			return nil, err
+		}
+		r, err := outbox.DecodeRecord(raw)
+		if err != nil {
+			continue
+		}
+		out = append(out, StoredResult{Received: rcv.UTC(), Record: r})
+	}
+	return out, rows.Err()
 }
 
 // updateDevicesPG reads, changes and writes several devices under row
@@ -419,10 +524,10 @@ func (s *PGStore) Each(ctx context.Context, fn func(StoredResult) error) error {
 	return rows.Err()
 }
 
-// Count implements Store.
+// Count implements Store (the running count, not a scan).
 func (s *PGStore) Count(ctx context.Context) (int, error) {
 	var n int
-	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM results`).Scan(&n)
+	err := s.pool.QueryRow(ctx, `SELECT n FROM result_count`).Scan(&n)
 	return n, err
 }
 

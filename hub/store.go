@@ -33,6 +33,13 @@ type Store interface {
 	Each(ctx context.Context, fn func(StoredResult) error) error
 	// Count is the number of stored results.
 	Count(ctx context.Context) (int, error)
+	// DailyCounts are the diagnoses (labelOf) received per UTC day, device,
+	// model and label since the day of since: kept as each commit stores
+	// its results, so the hub page never scans every result.
+	DailyCounts(ctx context.Context, since time.Time) ([]DeviceDayCount, error)
+	// Recent is the newest results matching f, newest first, read through
+	// a received-time index (bounded by f.Limit and the time range).
+	Recent(ctx context.Context, f ResultFilter) ([]StoredResult, error)
 	// PutEvidence adds one uploaded chunk of a device's evidence (by the
 	// evidence record's ID) following applyChunk's rule, durably, and
 	// returns the state after it.
@@ -55,6 +62,13 @@ type Store interface {
 	// ClientID is this hub's MQTT client id: made once, then kept.
 	ClientID(ctx context.Context) (string, error)
 	Close() error
+}
+
+// DeviceDayCount is one (day, device, model, label) aggregate.
+type DeviceDayCount struct {
+	Day                  string // UTC date of receipt, 2006-01-02
+	Device, Model, Label string
+	Count                int64
 }
 
 // Counts are one batch's outcome in a Commit. Conflicts names records

@@ -49,6 +49,64 @@ func storeSuite(t *testing.T, open func(t *testing.T) hub.Store) {
 			t.Fatalf("commit: %+v, %v; want the substituted record as the one conflict, the same bytes as a duplicate", c, err)
 		}
 	})
+	t.Run("PageViewsFromIndexes", func(t *testing.T) {
+		// Daily aggregates and the newest-first index are kept by Commit
+		// (issue 29: every page view scanned every result): counts by day,
+		// device, model and diagnosis (retakes and uncertain answers are
+		// not counted); Recent newest first with filters; a redelivery
+		// counts nothing twice.
+		st := open(t)
+		now := time.Now().UTC().Truncate(24 * time.Hour).Add(12 * time.Hour) // noon: no day boundary in reach
+		mk := func(dev, out string) *outbox.Record {
+			return &outbox.Record{ID: g.New(), Device: dev, Model: "crop", Version: "1", Task: "image_classification", Output: []byte(out)}
+		}
+		rust, healthy := `{"outcome":"diagnosis","label":"rust","score":0.9}`, `{"outcome":"diagnosis","label":"healthy","score":0.9}`
+		unsure, retake := `{"outcome":"diagnosis","label":"rust","uncertain":true}`, `{"outcome":"retake","label":"","reason":"dark"}`
+		day1 := []*outbox.Record{mk("pi-a", rust), mk("pi-a", rust), mk("pi-a", unsure), mk("pi-b", healthy)}
+		day2 := []*outbox.Record{mk("pi-a", retake), mk("pi-b", rust)}
+		commit := func(recs []*outbox.Record, at time.Time) {
+			if _, err := st.Commit(ctx, []*osync.Batch{{ID: g.New(), Device: recs[0].Device, Sent: at, Records: recs}}, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, r := range day1 {
+			commit([]*outbox.Record{r}, now.AddDate(0, 0, -1))
+		}
+		for i, r := range day2 {
+			commit([]*outbox.Record{r}, now.Add(time.Duration(i-2)*time.Second))
+		}
+		commit([]*outbox.Record{day1[0]}, now) // a redelivery
+		rows, err := st.DailyCounts(ctx, now.AddDate(0, 0, -7))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int64{}
+		for _, r := range rows {
+			got[r.Day[5:]+" "+r.Device+" "+r.Label] += r.Count
+		}
+		d1, d2 := now.AddDate(0, 0, -1).Format("01-02"), now.Format("01-02")
+		want := map[string]int64{d1 + " pi-a rust": 2, d1 + " pi-b healthy": 1, d2 + " pi-b rust": 1}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("daily counts %v, want %v", got, want)
+		}
+		if n, _ := st.Count(ctx); n != 6 {
+			t.Fatalf("count %d, want 6", n)
+		}
+		recent, err := st.Recent(ctx, hub.ResultFilter{Limit: 3})
+		if err != nil || len(recent) != 3 || recent[0].Record.ID != day2[1].ID || recent[1].Record.ID != day2[0].ID {
+			t.Fatalf("recent: %d results, %v", len(recent), err)
+		}
+		recent, _ = st.Recent(ctx, hub.ResultFilter{Device: "pi-a", Label: "rust", Limit: 10})
+		if len(recent) != 2 || recent[0].Record.Device != "pi-a" {
+			t.Fatalf("recent pi-a rust: %d", len(recent))
+		}
+		recent, _ = st.Recent(ctx, hub.ResultFilter{To: now.Truncate(24 * time.Hour), Limit: 10})
+		for _, r := range recent {
+			if !r.Received.Before(now.Truncate(24 * time.Hour)) {
+				t.Fatalf("recent before today returned %s", r.Received)
+			}
+		}
+	})
 	t.Run("CommitIsIdempotent", func(t *testing.T) {
 		st := open(t)
 		r1, r2 := rec("pi-1"), rec("pi-1")
@@ -327,10 +385,11 @@ func TestPostgres_MigrationFailureLeavesSchema(t *testing.T) {
 	bad := fstest.MapFS{
 		"migrations/0001_init.sql":     &fstest.MapFile{Data: []byte("SELECT 1")},
 		"migrations/0002_evidence.sql": &fstest.MapFile{Data: []byte("SELECT 1")},
-		"migrations/0003_half.sql": &fstest.MapFile{Data: []byte(
+		"migrations/0003_daily.sql":    &fstest.MapFile{Data: []byte("SELECT 1")},
+		"migrations/0004_half.sql": &fstest.MapFile{Data: []byte(
 			"CREATE TABLE half_done (x int); ALTER TABLE results ADD COLUMN extra int; SELECT no_such_function();")},
 	}
-	if _, err := st.MigrateFS(ctx, bad); err == nil || !strings.Contains(err.Error(), "0003_half.sql") {
+	if _, err := st.MigrateFS(ctx, bad); err == nil || !strings.Contains(err.Error(), "0004_half.sql") {
 		t.Fatalf("a failing migration: %v", err)
 	}
 	conn, err := pgx.Connect(ctx, url)
@@ -342,7 +401,7 @@ func TestPostgres_MigrationFailureLeavesSchema(t *testing.T) {
 	conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'`).Scan(&tables)
 	conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'results' AND column_name = 'extra'`).Scan(&cols)
 	conn.QueryRow(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v)
-	if tables != 0 || cols != 0 || v != 2 {
+	if tables != 0 || cols != 0 || v != 3 {
 		t.Fatalf("after a failed migration: half_done tables %d, extra columns %d, schema version %d", tables, cols, v)
 	}
 }
