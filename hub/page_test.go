@@ -108,6 +108,8 @@ func TestHubPage(t *testing.T) {
 			if c, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.cookie`)); c != "" {
 				t.Errorf("the page's scripts can read the session: %q", c)
 			}
+			// Labels in the reader's language (issue 29: raw "leaf_spot" in all five).
+			rustIn := map[string]string{"en": "Rust", "sw": "Kutu"}
 			for _, lang := range []string{"en", "sw"} {
 				if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?lang="+lang),
 					chromedp.WaitVisible(chromedp.CSS("body[data-loaded]"))); err != nil {
@@ -126,7 +128,7 @@ func TestHubPage(t *testing.T) {
 				fleet, outbreaks, heading := text("#fleet tbody"), text("#outbreaks tbody"), text(`[data-t="outbreaks"]`)
 				results := text("#results tbody")
 				if !strings.Contains(fleet, "Kibera kiosk (Nairobi)") || !strings.Contains(outbreaks, "Nairobi") ||
-					strings.Count(results, "91 %") != 20 || !strings.Contains(results, "rust") {
+					strings.Count(results, "91 %") != 20 || !strings.Contains(results, rustIn[lang]) {
 					t.Errorf("%s: registry names and the recent-results table: fleet\n%s\noutbreaks\n%s\nresults (%d rows)", lang, fleet, outbreaks, strings.Count(results, "91 %"))
 				}
 				png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -140,7 +142,7 @@ func TestHubPage(t *testing.T) {
 					staleRow != "stale" || bars < 10 {
 					t.Errorf("%s: loaded %q heading %q stale row %q bars %d fleet:\n%s", lang, loaded, heading, staleRow, bars, fleet)
 				}
-				if !strings.Contains(outbreaks, "rust") || !strings.Contains(outbreaks, "pi-1") || strings.Contains(outbreaks, "pi-2") {
+				if !strings.Contains(outbreaks, rustIn[lang]) || !strings.Contains(outbreaks, "pi-1") || strings.Contains(outbreaks, "pi-2") {
 					t.Errorf("%s: outbreak watch:\n%s", lang, outbreaks)
 				}
 			}
@@ -155,7 +157,7 @@ func TestHubPage(t *testing.T) {
 			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && rows != 12; time.Sleep(20 * time.Millisecond) {
 				rows, _ = chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#results tbody tr").length`))
 			}
-			only, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`[...document.querySelectorAll("#results tbody tr")].every(tr => tr.cells[1].textContent === "pi-2" && tr.cells[3].textContent === "rust")`))
+			only, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`[...document.querySelectorAll("#results tbody tr")].every(tr => tr.cells[1].textContent === "pi-2" && tr.cells[3].textContent === "Rust")`))
 			if rows != 12 || !only { // pi-2: 8 baseline + 4 recent rust results
 				t.Errorf("filter pi-2/rust: %d rows, all matching %v", rows, only)
 			}
