@@ -34,7 +34,12 @@ type Outbreak struct {
 }
 
 // OutbreakRule is shown on the page: what "well above" means.
-const OutbreakRule = "a device is listed for a label when, over the last 7 days, at least 3 of its results carry that label and the label's share of its results is at least twice its own share over the 4 weeks before (a baseline below 5 % counts as 5 %)"
+const OutbreakRule = "a device is listed for a label when, over the last 7 days, at least 3 of its results carry that label and the label's share of its results is at least twice its own share over the 4 weeks before (a baseline below 5 % counts as 5 %); a device needs at least 10 results in those 4 weeks first"
+
+// MinHistory is how many results in the 4 weeks before a device needs
+// before it can be flagged (a kiosk was flagged on its first day: 3 of 4
+// rust, no history, "×15").
+const MinHistory = 10
 
 // labelOf reads "label" from a result's output (diagnoses only: retakes
 // and not-a-leaf answers are not disease signals).
@@ -92,8 +97,8 @@ func FleetView(ctx context.Context, st Store, now time.Time, days int) ([]DayCou
 	})
 	var obs []Outbreak
 	for k, n := range recent {
-		if n < 3 || k.label == "healthy" {
-			continue
+		if n < 3 || k.label == "healthy" || baseAll[k.dev] < MinHistory {
+			continue // a kiosk on its first days has no baseline to rise above
 		}
 		share := float64(n) / float64(recentAll[k.dev])
 		b := 0.0
@@ -109,6 +114,28 @@ func FleetView(ctx context.Context, st Store, now time.Time, days int) ([]DayCou
 		return obs[i].Ratio > obs[j].Ratio || obs[i].Ratio == obs[j].Ratio && obs[i].Device < obs[j].Device
 	})
 	return out, obs, nil
+}
+
+// labelColour gives a label the same colour everywhere: healthy green,
+// diseases warm, retakes and not-a-leaf grey (healthy was red and blight
+// green before); other labels a cool colour by position.
+func labelColour(label string, k int) string {
+	switch label {
+	case "healthy":
+		return "#2e7d32"
+	case "blight":
+		return "#b71c1c"
+	case "rust":
+		return "#e65100"
+	case "leaf_spot":
+		return "#f9a825"
+	case "mosaic":
+		return "#ad1457"
+	case "retake", "not_a_leaf", "uncertain":
+		return "#9e9e9e"
+	}
+	cool := []string{"#1565c0", "#6a1b9a", "#00838f", "#5d4037"}
+	return cool[k%len(cool)]
 }
 
 // DailySVG draws the per-day counts as stacked bars, one colour per label
@@ -136,7 +163,6 @@ func DailySVG(counts []DayCount, days int, now time.Time) string {
 		}
 		top = max(top, t)
 	}
-	palette := []string{"#2e7d32", "#c62828", "#ef6c00", "#6a1b9a", "#1565c0", "#8d6e63", "#00838f"}
 	const w, h, pad = 640, 200, 24
 	bw := float64(w-2*pad) / float64(days)
 	var b strings.Builder
@@ -152,13 +178,18 @@ func DailySVG(counts []DayCount, days int, now time.Time) string {
 			bh := float64(n) / float64(top) * float64(h-pad)
 			y -= bh
 			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %d</title></rect>`,
-				float64(pad)+float64(i)*bw+1, y, bw-2, bh, palette[k%len(palette)], day, html.EscapeString(l), n)
+				float64(pad)+float64(i)*bw+1, y, bw-2, bh, labelColour(l, k), day, html.EscapeString(l), n)
+		}
+		// Dates under the bars: every week, and the last day.
+		if (days-1-i)%7 == 0 {
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="10" text-anchor="middle" class="day">%s</text>`,
+				float64(pad)+(float64(i)+0.5)*bw, h+12, day[5:])
 		}
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="14" font-size="12">%d</text>`, pad, top)
 	for k, l := range ls {
 		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d" font-size="12" class="lab" data-label="%s">%s</text>`,
-			pad+k*100, h+18, palette[k%len(palette)], pad+k*100+14, h+27, html.EscapeString(l), html.EscapeString(l))
+			pad+k*100, h+24, labelColour(l, k), pad+k*100+14, h+33, html.EscapeString(l), html.EscapeString(l))
 	}
 	b.WriteString(`</svg>`)
 	return b.String()
