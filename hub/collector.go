@@ -659,16 +659,45 @@ func ExportCSV(ctx context.Context, st Store, w io.Writer) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Reviews are few: one read, not one query per result.
+	reviews := map[string]StoredReview{}
+	if rs, err := st.Reviews(ctx, "", false); err == nil {
+		for _, rv := range rs {
+			reviews[rv.Device+"/"+rv.Of.String()] = rv
+		}
+	}
 	cw := csv.NewWriter(w)
-	cw.Write([]string{"id", "device", "created", "received", "seq", "model", "model_version", "task", "priority", "output", "created_corrected", "time_trusted"})
+	// The first twelve columns as before; then the answer and its review
+	// as flat columns a program officer can sort and count (issue 29: the
+	// diagnosis was buried in the JSON output column).
+	cw.Write([]string{"id", "device", "created", "received", "seq", "model", "model_version", "task", "priority", "output", "created_corrected", "time_trusted",
+		"outcome", "label", "score", "uncertain", "lang", "review_label", "review_advice", "review_lang", "reviewer", "reviewed_at"})
 	n := 0
 	err = st.Each(ctx, func(s StoredResult) error {
 		r := s.Record
 		n++
 		corr, ok := devs[r.Device].CorrectedTime(r)
+		var o struct {
+			Outcome   string   `json:"outcome"`
+			Label     string   `json:"label"`
+			Score     *float64 `json:"score"`
+			Uncertain bool     `json:"uncertain"`
+			Lang      string   `json:"lang"`
+		}
+		json.Unmarshal(r.Output, &o)
+		score := ""
+		if o.Score != nil {
+			score = strconv.FormatFloat(*o.Score, 'f', 3, 64)
+		}
+		rv, reviewed := reviews[r.Device+"/"+r.ID.String()]
+		at := ""
+		if reviewed {
+			at = rv.Time.UTC().Format(time.RFC3339)
+		}
 		return cw.Write(CSVCells(r.ID.String(), r.Device, r.Created.Format(time.RFC3339Nano), s.Received.Format(time.RFC3339Nano),
 			strconv.FormatUint(r.Seq, 10), r.Model, r.Version, r.Task, r.Priority.String(), string(r.Output),
-			corr.Format(time.RFC3339Nano), strconv.FormatBool(ok)))
+			corr.Format(time.RFC3339Nano), strconv.FormatBool(ok),
+			o.Outcome, o.Label, score, strconv.FormatBool(o.Uncertain), o.Lang, rv.Label, rv.Advice, rv.Lang, rv.Reviewer, at))
 	})
 	cw.Flush()
 	if err == nil {

@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"encoding/csv"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -40,5 +41,52 @@ func TestFleetView_NeedsHistoryAndMeaningfulColours(t *testing.T) {
 		if !strings.Contains(svg, want) {
 			t.Errorf("chart lacks %q", want)
 		}
+	}
+}
+
+// TestExportCSV_FlatColumns (issues 29 and 25): the answer and its review
+// as flat columns, and device text that a spreadsheet would run as a
+// formula neutralised.
+func TestExportCSV_FlatColumns(t *testing.T) {
+	st, err := hub.OpenBolt(filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	g := outbox.NewIDGen()
+	now := time.Now().UTC()
+	a := &outbox.Record{ID: g.New(), Device: "kiosk-1", Model: "crop", Version: "1", Task: "image_classification",
+		Output: []byte(`{"outcome":"diagnosis","label":"rust","score":0.87,"uncertain":false,"lang":"sw"}`)}
+	b := &outbox.Record{ID: g.New(), Device: "kiosk-1", Model: "crop", Version: "1", Task: "image_classification",
+		Output: []byte(`{"outcome":"diagnosis","label":"=HYPERLINK(\"http://x\",\"click\")","score":0.5}`)}
+	if _, err := st.Commit(ctx, []*osync.Batch{{ID: g.New(), Device: "kiosk-1", Sent: now, Records: []*outbox.Record{a, b}}}, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutReview(ctx, &osync.Review{Device: "kiosk-1", Of: a.ID, Label: "mosaic", Advice: "Pull out sick plants.", Lang: "sw", Reviewer: "A. Agronomist", Time: now}); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if _, err := hub.ExportCSV(ctx, st, &out); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(strings.NewReader(out.String())).ReadAll()
+	if err != nil || len(rows) != 3 {
+		t.Fatalf("csv: %v\n%s", err, out.String())
+	}
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		col[h] = i
+	}
+	byLabel := map[string][]string{}
+	for _, r := range rows[1:] {
+		byLabel[r[col["label"]]] = r
+	}
+	r := byLabel["rust"]
+	if r == nil || r[col["score"]] != "0.870" || r[col["lang"]] != "sw" || r[col["review_label"]] != "mosaic" || r[col["reviewer"]] != "A. Agronomist" {
+		t.Fatalf("flat columns of the reviewed result: %v", r)
+	}
+	if byLabel[`'=HYPERLINK("http://x","click")`] == nil {
+		t.Fatalf("a formula label was not neutralised: %v", rows)
 	}
 }
