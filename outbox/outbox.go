@@ -126,6 +126,7 @@ var (
 	bIndex    = []byte("index")    // id -> priority
 	bEvidence = []byte("evidence") // id -> raw bytes
 	bMeta     = []byte("meta")     // counters, see meta.go
+	bKeys     = []byte("keys")     // idempotency key -> appended unix-ms [8] | record id [16]
 )
 
 // Outbox is a durable queue. All methods are safe for concurrent use.
@@ -155,6 +156,7 @@ type Outbox struct {
 type appendReq struct {
 	rec      *Record
 	evidence []byte
+	key      string // idempotency key, kept with the record (AppendKeyed)
 	err      error
 	evicted  []ID
 	done     chan struct{}
@@ -235,7 +237,7 @@ func (o *Outbox) tryOpen() (db *bolt.DB, err error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bRecords, bIndex, bEvidence, bMeta} {
+		for _, b := range [][]byte{bRecords, bIndex, bEvidence, bMeta, bKeys} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -273,6 +275,17 @@ func (o *Outbox) Path() string { return o.path }
 // is set to now; Seq is always assigned. evidence (raw photo/audio) may be nil. It
 // returns only after fsync, sharing it with concurrent Appends.
 func (o *Outbox) Append(ctx context.Context, r *Record, evidence []byte) (ID, error) {
+	return o.AppendKeyed(ctx, r, evidence, "")
+}
+
+// AppendKeyed is Append that also keeps key → the record's ID in the same
+// transaction: a client retrying a request after a restart (an HTTP
+// Idempotency-Key) finds the record it already stored (Keyed) instead of
+// storing a second one. Keys are at most MaxKeyLen bytes.
+func (o *Outbox) AppendKeyed(ctx context.Context, r *Record, evidence []byte, key string) (ID, error) {
+	if len(key) > MaxKeyLen {
+		return r.ID, fmt.Errorf("outbox: append: idempotency key of %d bytes, at most %d", len(key), MaxKeyLen)
+	}
 	if r.ID != (ID{}) {
 		o.ids.Observe(r.ID)
 	}
@@ -288,7 +301,7 @@ func (o *Outbox) Append(ctx context.Context, r *Record, evidence []byte) (ID, er
 	if evidence != nil && r.Evidence == nil {
 		r.Evidence = &Evidence{Size: int64(len(evidence))}
 	}
-	req := &appendReq{rec: r, evidence: evidence, done: make(chan struct{})}
+	req := &appendReq{rec: r, evidence: evidence, key: key, done: make(chan struct{})}
 	// closeMu makes "closed" and "handed over" exclusive: once Close holds
 	// it, no request can slip into the channel after the committer's drain.
 	o.closeMu.RLock()
@@ -415,6 +428,12 @@ func (o *Outbox) put(tx *bolt.Tx, r *appendReq) error {
 		return err
 	}
 	recs := tx.Bucket(bRecords)
+	if r.key != "" {
+		v := binary.BigEndian.AppendUint64(nil, uint64(o.opts.Now().UnixMilli()))
+		if err := tx.Bucket(bKeys).Put([]byte(r.key), append(v, rec.ID[:]...)); err != nil {
+			return err
+		}
+	}
 	if recs.Get(key) != nil {
 		return nil // same ID appended twice (a retried Append): store once
 	}
@@ -440,6 +459,54 @@ func (o *Outbox) put(tx *bolt.Tx, r *appendReq) error {
 		}
 	}
 	return m.err
+}
+
+// MaxKeyLen bounds an idempotency key.
+const MaxKeyLen = 512
+
+// Keyed returns the ID of the record appended with key within ttl.
+func (o *Outbox) Keyed(key string, ttl time.Duration) (ID, bool) {
+	var id ID
+	ok := false
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	o.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bKeys).Get([]byte(key))
+		if len(v) == 24 && o.opts.Now().Sub(time.UnixMilli(int64(binary.BigEndian.Uint64(v)))) <= ttl {
+			copy(id[:], v[8:])
+			ok = true
+		}
+		return nil
+	})
+	return id, ok
+}
+
+// ExpireKeys forgets idempotency keys older than ttl; it returns how many.
+func (o *Outbox) ExpireKeys(ttl time.Duration) (int, error) {
+	n := 0
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	if o.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bKeys).Stats().KeyN; return nil }); n == 0 {
+		return 0, nil // nothing to expire: no write, no fsync
+	}
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bKeys)
+		var old [][]byte
+		b.ForEach(func(k, v []byte) error {
+			if len(v) != 24 || o.opts.Now().Sub(time.UnixMilli(int64(binary.BigEndian.Uint64(v)))) > ttl {
+				old = append(old, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		for _, k := range old {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(old)
+		return nil
+	})
+	return n, err
 }
 
 func recordKey(p Priority, id ID) []byte {

@@ -505,3 +505,34 @@ func TestOutbox_TTLIgnoresWallClockJumps(t *testing.T) {
 		t.Fatalf("expired %d after 8 days of this boot, want 2", n)
 	}
 }
+
+// TestOutbox_KeyedAppend: an idempotency key is kept with its record, in
+// the same commit, until it is older than the TTL.
+func TestOutbox_KeyedAppend(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	ob, err := Open(filepath.Join(t.TempDir(), "o.db"), Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	id, err := ob.AppendKeyed(context.Background(), &Record{Device: "d", Model: "m", Version: "1", Task: "t", Output: []byte(`{}`)}, nil, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := ob.Keyed("k", time.Hour); !ok || got != id {
+		t.Fatalf("keyed: %v %v, want %v", got, ok, id)
+	}
+	if _, ok := ob.Keyed("other", time.Hour); ok {
+		t.Fatal("an unknown key found")
+	}
+	now = now.Add(2 * time.Hour)
+	if _, ok := ob.Keyed("k", time.Hour); ok {
+		t.Fatal("a key past its TTL found")
+	}
+	if n, err := ob.ExpireKeys(time.Hour); err != nil || n != 1 {
+		t.Fatalf("expire: %d %v", n, err)
+	}
+	if _, err := ob.AppendKeyed(context.Background(), &Record{Device: "d"}, nil, strings.Repeat("x", MaxKeyLen+1)); err == nil {
+		t.Fatal("an overlong key accepted")
+	}
+}

@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
@@ -127,18 +128,36 @@ func (d *Daemon) InferAndStore(ctx context.Context, model, name string, data []b
 		}
 		var res *stored
 		defer func() { done(res) }()
-		res, err = d.inferAndStore(ctx, model, name, data, lang, prio)
+		// Kept in the outbox beside the record: a retry after a restart
+		// finds it (it stored a second record before: 5 records for 3 keys).
+		if id, ok := d.dev.Outbox().Keyed(model+"\x00"+key, idemTTL); ok {
+			res = d.storedFor(id)
+			return res, nil
+		}
+		res, err = d.inferAndStore(ctx, model, name, data, lang, prio, model+"\x00"+key)
 		return res, err
 	}
-	return d.inferAndStore(ctx, model, name, data, lang, prio)
+	return d.inferAndStore(ctx, model, name, data, lang, prio, "")
 }
 
-func (d *Daemon) inferAndStore(ctx context.Context, model, name string, data []byte, lang string, prio outbox.Priority) (*stored, error) {
+// storedFor answers a retried request with the result stored the first
+// time: in full while it waits on the device, else its ID (it has reached
+// the hub and left the device).
+func (d *Daemon) storedFor(id outbox.ID) *stored {
+	s := &stored{ID: id.String()}
+	if rec, err := d.dev.Outbox().Get(id); err == nil && rec != nil {
+		s.Created, s.Model, s.Version, s.Task = rec.Created.UTC(), rec.Model, rec.Version, models.Task(rec.Task)
+		s.Result = json.RawMessage(rec.Output)
+	}
+	return s
+}
+
+func (d *Daemon) inferAndStore(ctx context.Context, model, name string, data []byte, lang string, prio outbox.Priority, key string) (*stored, error) {
 	res, err := d.dev.Infer(ctx, model, models.Input{Name: name, Data: data}, lang)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := d.dev.Store(ctx, res, prio, data)
+	rec, err := d.dev.StoreKeyed(ctx, res, prio, data, key)
 	if err != nil {
 		d.metrics.stored.WithLabelValues("refused").Inc()
 		return nil, err
@@ -210,6 +229,7 @@ func (d *Daemon) expireLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			d.dev.Outbox().Expire(now)
+			d.dev.Outbox().ExpireKeys(idemTTL)
 			d.dev.Clock() // notices a wall-clock jump and remembers the time
 			if did, err := d.dev.Outbox().Trim(); err != nil {
 				d.log.Warn("outbox: compaction to stay inside the cap failed", "err", err)

@@ -459,3 +459,28 @@ func immutable(t *testing.T, path string, data []byte) {
 	}
 	t.Cleanup(func() { unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, 0); f.Close() })
 }
+
+// TestAPI_IdempotencyKeyAcrossRestart (issue 27): a retry after the daemon
+// restarted stored a second record (5 records for 3 keys). The key is kept
+// in the outbox beside the record, in the same commit.
+func TestAPI_IdempotencyKeyAcrossRestart(t *testing.T) {
+	data := t.TempDir()
+	photo := sample(t, "crop-disease/samples/rust.jpg")
+	var first map[string]any
+	for run := 1; run <= 2; run++ {
+		d, srv := newTestDaemon(t, func(c *Config) { c.DataDir = data })
+		code, body, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", photo, "Idempotency-Key", "photo-17")
+		if code != 201 {
+			t.Fatalf("run %d: %d %v", run, code, body)
+		}
+		if run == 1 {
+			first = body
+		} else if body["id"] != first["id"] || queueCount(t, d) != 1 {
+			t.Fatalf("after a restart the retry got %v (first %v); queue %d, want 1", body["id"], first["id"], queueCount(t, d))
+		} else if body["result"] == nil {
+			t.Fatalf("the retry's answer lacks the result still on the device: %v", body)
+		}
+		srv.Close()
+		d.Close()
+	}
+}

@@ -484,6 +484,12 @@ func (d *Device) Infer(ctx context.Context, model string, in models.Input, lang 
 // as evidence (a second record in the evidence tier, sent after every
 // label) only when the model's sharing policy allows it for this answer.
 func (d *Device) Store(ctx context.Context, res *models.Result, prio outbox.Priority, raw []byte) (*outbox.Record, error) {
+	return d.StoreKeyed(ctx, res, prio, raw, "")
+}
+
+// StoreKeyed is Store keeping an idempotency key with the result, in the
+// same commit (Keyed finds it after a restart).
+func (d *Device) StoreKeyed(ctx context.Context, res *models.Result, prio outbox.Priority, raw []byte, key string) (*outbox.Record, error) {
 	if d.ob == nil {
 		return nil, errors.New("device: no outbox (set a data dir)")
 	}
@@ -508,7 +514,7 @@ func (d *Device) Store(ctx context.Context, res *models.Result, prio outbox.Prio
 	if ev != nil {
 		rec.Evidence = ev.ref
 	}
-	id, err := d.ob.Append(ctx, rec, nil)
+	id, err := d.ob.AppendKeyed(ctx, rec, nil, key)
 	if err != nil {
 		return nil, fmt.Errorf("%s: result not stored: %w", res.Input, err)
 	}
