@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -310,6 +311,28 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	if fs.Arg(0) == "models" {
 		return collectModels(std, pkgDir, fs.Args()[1:], to, chunk)
 	}
+	// The collector's HTTP side listens before its store opens: while it
+	// waits for PostgreSQL, /healthz answers 503 with the reason.
+	var late *lateHandler
+	if fs.Arg(0) == "" && listen != "" {
+		host, _, err := net.SplitHostPort(listen)
+		if err != nil {
+			return usagef("--listen %q is not host:port", listen)
+		}
+		if token == "" && !httpguard.IsLoopback(host) {
+			return usagef("--listen %s is reachable from other machines: set --token (or OUTPOST_HUB_TOKEN)", listen)
+		}
+		l, err := net.Listen("tcp", listen)
+		if err != nil {
+			return fmt.Errorf("collect: listen %s: %w", listen, err)
+		}
+		late = &lateHandler{}
+		late.waiting("opening the store")
+		srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: late}
+		go srv.Serve(l)
+		defer srv.Close()
+		fmt.Fprintf(std.Err, "hub page and API on http://%s/ (a browser signs in with the token at /login; healthz, v1/…, metrics)\n", l.Addr())
+	}
 	st, where, err := openHubStore(ctx, store, name, df, fs.Arg(0) != "" && fs.Arg(0) != "import" && fs.Arg(0) != "enroll")
 	if fs.Arg(0) == "" && store != "" {
 		// The collector itself waits for its database (it came up before
@@ -319,6 +342,9 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		for err != nil && !errors.Is(err, hub.ErrLocked) && ctx.Err() == nil {
 			wait := bo.Next()
 			fmt.Fprintf(std.Err, "collect: store %s not reachable (%v); retrying in %s\n", devcfg.RedactURL(store), err, wait.Round(time.Second))
+			if late != nil {
+				late.waiting(fmt.Sprintf("store %s not reachable: %v", devcfg.RedactURL(store), err))
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(wait):
@@ -428,23 +454,9 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		if err != nil {
 			return err
 		}
-		if listen != "" {
-			host, _, err := net.SplitHostPort(listen)
-			if err != nil {
-				return usagef("--listen %q is not host:port", listen)
-			}
-			if token == "" && !httpguard.IsLoopback(host) {
-				return usagef("--listen %s is reachable from other machines: set --token (or OUTPOST_HUB_TOKEN)", listen)
-			}
-			l, err := net.Listen("tcp", listen)
-			if err != nil {
-				return fmt.Errorf("collect: listen %s: %w", listen, err)
-			}
-			srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: httpguard.Wrap(c.Handler(), httpguard.Options{
-				Token: token, Fail: hub.Fail, Protected: func(p string) bool { return strings.HasPrefix(p, "/v1/") || p == "/metrics" }})}
-			go srv.Serve(l)
-			defer srv.Close()
-			fmt.Fprintf(std.Err, "hub page and API on http://%s/ (a browser signs in with the token at /login; healthz, v1/…, metrics)\n", l.Addr())
+		if late != nil {
+			late.ready(httpguard.Wrap(c.Handler(), httpguard.Options{
+				Token: token, Fail: hub.Fail, Protected: func(p string) bool { return strings.HasPrefix(p, "/v1/") || p == "/metrics" }}))
 		}
 		if _, embedded := st.(*hub.BoltStore); embedded {
 			// Exports and device lists reach the held store through us.
@@ -591,6 +603,32 @@ func provision(std IO, device, hubUser, passwdFile, broker string, key ed25519.P
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	fmt.Fprintf(std.Out, "%s\n", b)
 	return nil
+}
+
+// lateHandler serves the collector's HTTP API once it exists; until then
+// every request (/healthz included) is 503 with what it waits for.
+type lateHandler struct {
+	h   atomic.Pointer[http.Handler]
+	why atomic.Pointer[string]
+}
+
+func (l *lateHandler) waiting(why string) { l.why.Store(&why) }
+
+func (l *lateHandler) ready(h http.Handler) { l.h.Store(&h) }
+
+func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := l.h.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	why := "starting"
+	if p := l.why.Load(); p != nil {
+		why = *p
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Retry-After", "5")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	fmt.Fprintln(w, "not ready: "+why)
 }
 
 // hubKey is the hub's signing key: --key when given, else hub.key in the

@@ -400,6 +400,16 @@ func TestCollect_WaitsForPostgres(t *testing.T) {
 		t.Fatalf("the collector exited (%d) while PostgreSQL was down:\n%s", code, errb.String())
 	default:
 	}
+	// Its /healthz says why it is not ready.
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "not reachable") {
+		t.Fatalf("/healthz while waiting for PostgreSQL: %d %s", resp.StatusCode, body)
+	}
 	pg.Up(t)
 	waitHealthy(t, addr)
 	cancel()
