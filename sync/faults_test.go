@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
@@ -157,7 +158,18 @@ func TestSync_ShortLinkWindow(t *testing.T) {
 		minB, maxB, probe = time.Second, 5*time.Minute, 10*time.Second
 	}
 	broker := testutil.StartMosquitto(t, false)
-	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL())
+	// The collector too has the field's backoff (up to a minute) and the
+	// same probe: after the 7-minute outage it reconnected 35–52 s into the
+	// 60 s window before (issue 27), so devices' results waited on it.
+	hubProbe, err := mqtt.Prober(broker.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := hub.Open(filepath.Join(t.TempDir(), "hub.db"), hub.CollectorOptions{Logger: logger(t), MinBackoff: minB, MaxBackoff: time.Minute, Probe: hubProbe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := testutil.RunCollector(t, c, broker.URL())
 	const devices, per = 6, 50
 	obs := map[string]*outbox.Outbox{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -185,7 +197,7 @@ func TestSync_ShortLinkWindow(t *testing.T) {
 	broker.Start()
 	opened := time.Now()
 	waitEmpty(t, obs, window)
-	t.Logf("outage %s: all %d devices drained %s after the broker returned (window %s)", outage, devices, time.Since(opened).Round(100*time.Millisecond), window)
+	t.Logf("outage %s: all %d devices drained %s after the broker returned, collector included (window %s)", outage, devices, time.Since(opened).Round(100*time.Millisecond), window)
 	cancel()
 	wg.Wait()
 	checkExactlyOnce(t, h, obs, per)
