@@ -30,7 +30,13 @@ const (
 	ExitOK      = 0
 	ExitFailure = 1 // the command ran but something failed (e.g. one input of several)
 	ExitUsage   = 2 // bad flags or arguments
+	// ExitNotRunning: `outpost status` found no daemon answering (it still
+	// prints what the configuration shares): a script can tell.
+	ExitNotRunning = 3
 )
+
+// errNotRunning ends a command that found no daemon (ExitNotRunning).
+var errNotRunning = errors.New("no daemon answered")
 
 // errUsage marks errors that are the caller's wording, not a failure.
 var errUsage = errors.New("usage")
@@ -112,6 +118,9 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 			return ExitOK
 		case errors.Is(err, pflag.ErrHelp):
 			return ExitOK
+		case errors.Is(err, errNotRunning):
+			fmt.Fprintf(stderr, "outpost %s: %v\n", c.name, err)
+			return ExitNotRunning
 		case errors.Is(err, errUsage):
 			fmt.Fprintf(stderr, "outpost %s: %v\nRun 'outpost %s --help'.\n", c.name, strings.TrimPrefix(err.Error(), "usage: "), c.name)
 			return ExitUsage

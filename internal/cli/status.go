@@ -52,7 +52,10 @@ func runStatus(ctx context.Context, std IO, args []string) error {
 	resp, err := hc.Do(req)
 	if err != nil {
 		fmt.Fprintf(std.Out, "daemon: not reachable at %s (%v)\n", c.Listen, err)
-		return offlineSharing(std, c, dflags, lang)
+		if err := offlineSharing(std, c, dflags, lang); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w at %s", errNotRunning, c.Listen)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))

@@ -254,7 +254,13 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	fs.BoolVarP(&verbose, "verbose", "v", true, "log connections and rejected messages")
 	fs.StringVar(&store, "store", os.Getenv("OUTPOST_HUB_STORE"), "where results are kept: postgres://… (several collectors may share it), or empty for collector.db in --data-dir (env OUTPOST_HUB_STORE)")
 	fs.StringVar(&name, "name", "", "this collector's name among those sharing a PostgreSQL store (default: the host name); its MQTT client id is kept under it")
-	fs.StringVar(&keyFile, "key", os.Getenv("OUTPOST_HUB_KEY"), "sign every ack with this ed25519 key (outpost keys generate); devices that pin its public key (hub_keys) trust nothing else (env OUTPOST_HUB_KEY)")
+	// OUTPOST_HUB_SIGNING_KEY (the hub's private key file) is one letter
+	// away from no device variable; OUTPOST_HUB_KEY is still read.
+	signing := os.Getenv("OUTPOST_HUB_SIGNING_KEY")
+	if signing == "" {
+		signing = os.Getenv("OUTPOST_HUB_KEY")
+	}
+	fs.StringVar(&keyFile, "key", signing, "the hub's private signing key file (default: hub.key in --data-dir, made on first use); devices pin its public key in hub_keys (env OUTPOST_HUB_SIGNING_KEY)")
 	fs.StringVar(&listen, "listen", "", "serve the hub's HTTP API here (GET /healthz, /v1/devices, /v1/stats, /v1/export, /metrics); off loopback a --token is required")
 	fs.StringVar(&regFile, "registry", "", `device registry for the hub page: JSON {"device-id": {"name": …, "region": …, "lat": …, "lon": …}}`)
 	fs.StringVar(&token, "token", os.Getenv("OUTPOST_HUB_TOKEN"), "bearer token for the HTTP API (prefer env OUTPOST_HUB_TOKEN)")

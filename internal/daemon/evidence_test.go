@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/jpeg"
 	"io"
@@ -458,6 +459,11 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 		t.Fatalf("outpost status --bandwidth: %v\n%s", err, b)
 	}
 	t.Logf("outpost status --bandwidth:\n%s", b)
+	// No daemon answering: said, and exit code 3 (issue 26: it exited 0).
+	noDaemon := exec.Command(r.bin, "status", "--listen", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)))
+	if b, err := noDaemon.CombinedOutput(); noDaemon.ProcessState.ExitCode() != 3 || !strings.Contains(string(b), "not reachable") {
+		t.Fatalf("outpost status with no daemon: exit %d (%v)\n%s", noDaemon.ProcessState.ExitCode(), err, b)
+	}
 
 	// Reviews become training data the training script reads.
 	r.hub.Stop()

@@ -170,9 +170,26 @@ func (c *Config) LoadEnv(getenv func(string) string) error {
 				return fmt.Errorf("config: OUTPOST_%s=%q: want true or false", strings.ToUpper(key), s)
 			}
 			f.SetBool(b)
+		default:
+			// Structured keys (sharing) as JSON: they were silently ignored.
+			if err := json.Unmarshal([]byte(s), f.Addr().Interface()); err != nil {
+				return fmt.Errorf("config: OUTPOST_%s: want JSON as in the config file (%v)", strings.ToUpper(key), err)
+			}
 		}
 	}
 	return nil
+}
+
+// EnvKeys are the OUTPOST_ variables that set config keys.
+func EnvKeys() map[string]bool {
+	out := map[string]bool{}
+	t := reflect.TypeOf(Config{})
+	for i := 0; i < t.NumField(); i++ {
+		if key := strings.Split(t.Field(i).Tag.Get("json"), ",")[0]; key != "" && key != "-" {
+			out["OUTPOST_"+strings.ToUpper(key)] = true
+		}
+	}
+	return out
 }
 
 // Validate checks every key and names the first wrong one.

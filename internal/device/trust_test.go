@@ -55,3 +55,27 @@ func TestDeviceID_KeptWithTheData(t *testing.T) {
 		t.Fatalf("another ID for the same data: %v", err)
 	}
 }
+
+// TestConfig_EnvSetsEveryKey (issue 26): OUTPOST_SHARING was silently
+// ignored; structured keys now take JSON, and a bad value is refused by
+// name. Every config key has its variable.
+func TestConfig_EnvSetsEveryKey(t *testing.T) {
+	env := map[string]string{"OUTPOST_SHARING": `{"crop-disease":{"evidence":"uncertain","form":"downscaled"}}`, "OUTPOST_HUB_KEYS": "ed25519:a,ed25519:b"}
+	c := Defaults()
+	if err := c.LoadEnv(func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if c.Sharing["crop-disease"].Evidence != "uncertain" || len(c.HubKeys) != 2 {
+		t.Fatalf("from the environment: sharing %+v, hub keys %v", c.Sharing, c.HubKeys)
+	}
+	env["OUTPOST_SHARING"] = "uncertain"
+	if err := c.LoadEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), "OUTPOST_SHARING") {
+		t.Fatalf("a bad OUTPOST_SHARING: %v", err)
+	}
+	keys := EnvKeys()
+	for _, k := range []string{"OUTPOST_SHARING", "OUTPOST_DEVICE_ID", "OUTPOST_HUB_KEYS", "OUTPOST_USB_DIR"} {
+		if !keys[k] {
+			t.Errorf("%s is not a config variable", k)
+		}
+	}
+}
