@@ -3,9 +3,11 @@
 #   /usr/local/bin/outpost                       the binary
 #   /usr/local/lib/outpost/libonnxruntime.so.1   ONNX Runtime (found next to the binary; no LD_LIBRARY_PATH)
 #   /usr/local/share/outpost/models/             bundled models
-#   /etc/outpost/outpost.env                     settings (kept if present)
+#   /etc/outpost/outpost.env                     settings as environment (kept if present)
+#   /etc/outpost/outpost.json                    the JSON config (provision's output; kept if present)
 #   /etc/systemd/system/outpost.service          the unit, with a system user 'outpost'
-# Run as root: sudo ./install.sh   (PREFIX=/usr/local by default)
+# Run as root: sudo ./install.sh   (PREFIX=/usr/local by default); sudo ./install.sh --hub adds the hub:
+#   /etc/outpost/hub.env, /etc/outpost/registry.json, /etc/systemd/system/outpost-hub.service, user outpost-hub
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 PREFIX=${PREFIX:-/usr/local}
@@ -33,9 +35,32 @@ chmod 0600 /etc/outpost/outpost.env
 if ! id outpost >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/outpost --no-create-home --shell /usr/sbin/nologin outpost
 fi
+# The JSON config the unit reads (OUTPOST_CONFIG): put what `outpost collect provision` printed here.
+# Readable by the service user, not by others (it holds the broker password).
+[ -f /etc/outpost/outpost.json ] || echo '{}' > /etc/outpost/outpost.json
+chown root:outpost /etc/outpost/outpost.json
+chmod 0640 /etc/outpost/outpost.json
+# Spoken answers on the kiosk need espeak-ng (Debian/Raspberry Pi OS: apt install espeak-ng).
+command -v espeak-ng >/dev/null 2>&1 || echo "install.sh: espeak-ng is not installed: the kiosk cannot speak answers (apt install espeak-ng)" >&2
 if [ -d /etc/systemd/system ]; then
   sed "s|/usr/local/bin/outpost|$PREFIX/bin/outpost|" "$here/outpost.service" > /etc/systemd/system/outpost.service
   systemctl daemon-reload 2>/dev/null || true
+fi
+
+# The hub (sudo ./install.sh --hub): its own user, state directory, settings and unit.
+if [ "${1:-}" = "--hub" ]; then
+  id outpost-hub >/dev/null 2>&1 || useradd --system --home-dir /var/lib/outpost-hub --no-create-home --shell /usr/sbin/nologin outpost-hub
+  [ -f /etc/outpost/hub.env ] || printf '%s\n' '# outpost hub settings (EnvironmentFile of outpost-hub.service)' \
+    'OUTPOST_BROKER=tcp://127.0.0.1:1883' 'OUTPOST_MQTT_USERNAME=hub' '#OUTPOST_MQTT_PASSWORD=… (outpost collect provision --device hub)' \
+    '#OUTPOST_HUB_TOKEN=… (the hub page sign-in; required off loopback)' '#OUTPOST_HUB_STORE=postgres://…' > /etc/outpost/hub.env
+  chmod 0600 /etc/outpost/hub.env
+  [ -f /etc/outpost/registry.json ] || echo '{}' > /etc/outpost/registry.json
+  if [ -d /etc/systemd/system ]; then
+    sed "s|/usr/local/bin/outpost|$PREFIX/bin/outpost|" "$here/outpost-hub.service" > /etc/systemd/system/outpost-hub.service
+    systemctl daemon-reload 2>/dev/null || true
+  fi
+  echo "hub installed. Provision its broker login (outpost collect provision --device hub --passwd-file /etc/mosquitto/passwd),"
+  echo "put the password in /etc/outpost/hub.env, then: systemctl enable --now outpost-hub"
 fi
 
 "$PREFIX/bin/outpost" version

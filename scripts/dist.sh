@@ -35,7 +35,7 @@ for arch in "${arches[@]}"; do
     [ -d "$d/samples" ] && cp -R "$d/samples" "$stage/models/$mname/"
     [ -f "$root/docs/models/$mname.md" ] && cp "$root/docs/models/$mname.md" "$stage/models/$mname/MODEL_CARD.md"
   done
-  cp "$root/dist/install.sh" "$root/dist/outpost.service" "$root/dist/outpost.env" \
+  cp "$root/dist/install.sh" "$root/dist/outpost.service" "$root/dist/outpost-hub.service" "$root/dist/outpost.env" \
      "$root/dist/THIRD_PARTY_NOTICES.md" "$root/LICENSE" "$root/README.md" "$stage/"
   echo "$arch" > "$stage/ARCH"
   # Reproducible archive: fixed owner, order and mtime.

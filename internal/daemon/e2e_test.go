@@ -206,10 +206,24 @@ func TestSystemdUnit_Verifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "outpost.service")
+	dir := t.TempDir()
+	p := filepath.Join(dir, "outpost.service")
 	os.WriteFile(p, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/outpost", bin)), 0o644)
 	if out, err := exec.Command(sa, "verify", p).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	// The hub's unit too (issue 26: the hub had no unit or install steps).
+	hubUnit, err := os.ReadFile(filepath.Join(testutil.Root(t), "dist", "outpost-hub.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp := filepath.Join(dir, "outpost-hub.service")
+	os.WriteFile(hp, []byte(strings.ReplaceAll(string(hubUnit), "/usr/local/bin/outpost", bin)), 0o644)
+	if out, err := exec.Command(sa, "verify", hp).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify the hub unit: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(unit), "OUTPOST_CONFIG=/etc/outpost/outpost.json") {
+		t.Error("the device unit does not read the JSON config provision prints")
 	}
 	for _, want := range []string{"ProtectSystem=strict", "StateDirectory=outpost", "Restart=on-failure", "MemoryMax=", "User=outpost", "NoNewPrivileges=true"} {
 		if !strings.Contains(string(unit), want) {
