@@ -166,12 +166,16 @@ type runtimeFlags struct {
 	threads   int
 }
 
-// register adds the flags; dirFlag names the models-directory flag
-// ("dir" for `outpost models`, "models-dir" elsewhere).
+// register adds the flags. The models directory is --models-dir in
+// every command; `outpost models` also takes its old name --dir (an alias,
+// issue 26: two names for one thing).
 func (r *runtimeFlags) register(fs *pflag.FlagSet, dirFlag string) {
-	r.dirFlag = dirFlag
+	r.dirFlag = "models-dir"
 	fs.StringVar(&r.ortLib, "ort-lib", os.Getenv("OUTPOST_ORT_LIB"), "ONNX Runtime library (env OUTPOST_ORT_LIB; default: search next to the binary, the build cache, system paths)")
-	fs.StringVar(&r.modelsDir, dirFlag, os.Getenv("OUTPOST_MODELS_DIR"), "models directory (env OUTPOST_MODELS_DIR; default: next to the binary, then ./models)")
+	fs.StringVar(&r.modelsDir, "models-dir", os.Getenv("OUTPOST_MODELS_DIR"), "models directory (env OUTPOST_MODELS_DIR; default: next to the binary, then ./models)")
+	if dirFlag != "models-dir" {
+		fs.StringVar(&r.modelsDir, dirFlag, os.Getenv("OUTPOST_MODELS_DIR"), "the same as --models-dir")
+	}
 	fs.IntVar(&r.threads, "threads", 1, "intra-op threads per model (1 suits a Pi running several models)")
 }
 
