@@ -173,6 +173,10 @@ func NewUplink(ob *outbox.Outbox, dial Dialer, o UplinkOptions) (*Uplink, error)
 		sent:  map[outbox.ID]map[outbox.ID]Sum{}, refusals: map[outbox.ID]int{}}, nil
 }
 
+// Connected reports whether a session to the broker is up now (the kiosk's
+// sync indicator; a configured broker is not a connected one).
+func (u *Uplink) Connected() bool { return u.connected.Load() }
+
 // Notify wakes a waiting Run: new records were appended.
 func (u *Uplink) Notify() {
 	select {
@@ -311,6 +315,8 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 		return fmt.Errorf("subscribe %s: %w", CmdTopic(u.o.Device), err)
 	}
 	u.connects.Add(1)
+	u.connected.Store(true)
+	defer u.connected.Store(false)
 	u.probe.Connected()
 	bo.Reset()
 	u.publishStatus(ctx, conn, "online")

@@ -264,7 +264,7 @@ func (d *Daemon) statusBody() map[string]any {
 	}
 	if up := d.dev.Uplink(); up != nil {
 		us := up.Stats()
-		sy := map[string]any{"broker": true, "records_synced": us.Records, "connects": us.Connects,
+		sy := map[string]any{"broker": true, "connected": up.Connected(), "records_synced": us.Records, "connects": us.Connects,
 			"rejected_by_hub": us.Rejected, "refused_batches": us.Refused, "stray_acks": us.StrayAcks, "mismatched_acks": us.Mismatched, "forged_acks": us.ForgedAcks, "last_sync": nil}
 		if !st.LastAck.IsZero() {
 			sy["last_sync"] = st.LastAck
