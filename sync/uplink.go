@@ -131,6 +131,7 @@ type Uplink struct {
 
 	batches, records, rejected, refused, stray, resent, connects, fails, wire, forged atomic.Int64
 	mismatched                                                                        atomic.Int64
+	connected                                                                         atomic.Bool
 
 	ev                                                           *upload // evidence being uploaded (session goroutine)
 	evUploaded, evRefused, evWithheld, evBytes, evResent, evWire atomic.Int64
