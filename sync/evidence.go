@@ -223,6 +223,13 @@ func (u *Uplink) sendEvidence(ctx context.Context, conn Conn) (bool, error) {
 			u.log.Error("sync: unreadable evidence record dropped", "id", r.ID.String(), "err", err)
 			return true, nil
 		}
+		if res, _ := u.ob.Get(ofID); res != nil {
+			// Its result is still here: the hub has not stored it (it may be
+			// refusing it), so its photo would have nothing to belong to.
+			// Held back until the result is acknowledged.
+			u.ob.Defer([]outbox.ID{r.ID}, now.Add(min(u.o.AckTimeout, 2*time.Second)))
+			return false, nil
+		}
 		sum, _ := hex.DecodeString(r.Evidence.SHA256)
 		u.ev = &upload{rec: r, blob: blob, of: ofID}
 		copy(u.ev.sum[:], sum)
