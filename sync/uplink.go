@@ -50,6 +50,8 @@ type UplinkOptions struct {
 	MayShare func(*outbox.Record) bool
 	// EvidenceChunk is the evidence upload's chunk size; default 16 KiB.
 	EvidenceChunk int
+	// EvidenceWindow is how many evidence chunks may be in flight; default 4.
+	EvidenceWindow int
 	// OnReview stores an expert's review durably (the device's store); a
 	// nil error, or ErrDuplicate, sends the hub a receipt.
 	OnReview func(*Review) error
@@ -82,6 +84,9 @@ func (o *UplinkOptions) defaults() error {
 	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 5 * time.Minute
+	}
+	if o.EvidenceWindow <= 0 {
+		o.EvidenceWindow = 4
 	}
 	if o.EvidenceChunk <= 0 {
 		o.EvidenceChunk = DefaultEvidenceChunk
@@ -350,9 +355,16 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 		if caughtUp {
 			// Results first; then evidence; then model downloads: each
 			// moves only when every result the budget lets go is on its way.
-			var err error
-			if evMoved, err = u.sendEvidence(ctx, conn); err != nil {
-				return err
+			// Fill the evidence window too (a chunk per round trip was slow).
+			for i := 0; i < u.o.EvidenceWindow; i++ {
+				moved, err := u.sendEvidence(ctx, conn)
+				if err != nil {
+					return err
+				}
+				if !moved {
+					break
+				}
+				evMoved = true
 			}
 			if !evMoved && u.ev == nil {
 				if err := u.fetchMore(ctx, conn); err != nil {
