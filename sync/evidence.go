@@ -229,7 +229,7 @@ func (u *Uplink) sendEvidence(ctx context.Context, conn Conn) (bool, error) {
 			// Its result is still here: the hub has not stored it (it may be
 			// refusing it), so its photo would have nothing to belong to.
 			// Held back until the result is acknowledged.
-			u.ob.Defer([]outbox.ID{r.ID}, now.Add(min(u.o.AckTimeout, 2*time.Second)))
+			u.ob.Release([]outbox.ID{r.ID}) // looked at again once the result's ack is in
 			return false, nil
 		}
 		sum, _ := hex.DecodeString(r.Evidence.SHA256)
