@@ -81,7 +81,7 @@ dist: deps ## release tarballs for amd64 and arm64 in dist/out, with SHA256SUMS
 bench: deps ## benchmarks with ratios against baselines measured in the same run
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./runtime/onnx/ ./models/
 	$(GO) test -run '^$$' -bench 'Append|Fdatasync' -benchtime 50000x -count 1 ./outbox/
-	$(GO) test -run '^$$' -bench Drain -benchtime 1x -count 1 ./sync/
+	$(GO) test -run '^$$' -bench 'Drain|EvidenceRTT' -benchtime 1x -count 1 ./sync/
 	$(GO) test -run '^$$' -bench 'HTTPInfer|FirstAudio' -benchtime 300x -count 1 ./internal/daemon/
 	$(GO) test -run '^$$' -bench Speak -benchtime 50x -count 1 ./tts/
 	$(GO) test -run '^$$' -bench BringYourOwn -benchtime 100x -count 1 ./internal/cli/

@@ -89,7 +89,8 @@ type Collector struct {
 	offers, chunks, chunkBytes, badFetches                              atomic.Int64
 	evStored, evRefused, evBytes                                        atomic.Int64
 	conflicts, notDevice, evThrottled                                   atomic.Int64
-	probe                                                               osync.ProbeWait // Run's goroutine only
+	probe                                                               osync.ProbeWait                           // Run's goroutine only
+	early                                                               map[string]map[int64]*osync.EvidenceChunk // putInOrder; Run's goroutine only
 	evQuota                                                             evidenceQuota
 	keys                                                                keyCache
 	reviews, reviewsSent, badReviews                                    atomic.Int64

@@ -107,7 +107,7 @@ func (c *Collector) handleEvidence(ctx context.Context, conn osync.Conn, device 
 		c.evThrottled.Add(1)
 		ch.Data = nil
 	}
-	info, err := c.st.PutEvidence(ctx, device, ch, now)
+	info, err := c.putInOrder(ctx, device, ch, now)
 	if err != nil {
 		c.log.Error("collector: storing evidence failed (the device resends)", "device", device, "err", err)
 		return
@@ -128,6 +128,52 @@ func (c *Collector) handleEvidence(ctx context.Context, conn osync.Conn, device 
 	if err := conn.Publish(ctx, osync.CmdTopic(device), 1, false, osync.EncodeEvidenceAck(a, device, c.o.Key)); err != nil {
 		c.log.Warn("collector: evidence ack not sent", "device", device, "err", err)
 	}
+}
+
+// Early chunks kept per upload, and uploads with early chunks, at most.
+const (
+	maxEarlyChunks  = 16
+	maxEarlyUploads = 256
+)
+
+// putInOrder stores a chunk; one that came before its turn (a device sends
+// several at once and paho hands them over in any order) is kept in memory
+// until the upload reaches its offset, then stored with the ones after it.
+// Only the collector's run goroutine calls it.
+func (c *Collector) putInOrder(ctx context.Context, device string, ch *osync.EvidenceChunk, now time.Time) (EvidenceInfo, error) {
+	info, err := c.st.PutEvidence(ctx, device, ch, now)
+	if err != nil {
+		return info, err
+	}
+	k := device + "/" + ch.ID.String()
+	buf := c.early[k]
+	if !info.Complete && info.Refused == "" && len(ch.Data) > 0 && ch.Offset > info.Have && ch.Size == info.Size {
+		if buf == nil && len(c.early) < maxEarlyUploads {
+			if c.early == nil {
+				c.early = map[string]map[int64]*osync.EvidenceChunk{}
+			}
+			buf = map[int64]*osync.EvidenceChunk{}
+			c.early[k] = buf
+		}
+		if buf != nil && len(buf) < maxEarlyChunks {
+			buf[ch.Offset] = ch
+		}
+		return info, nil
+	}
+	for buf != nil && !info.Complete && info.Refused == "" {
+		next, ok := buf[info.Have]
+		if !ok {
+			break
+		}
+		delete(buf, info.Have)
+		if info, err = c.st.PutEvidence(ctx, device, next, now); err != nil {
+			return info, err
+		}
+	}
+	if buf != nil && (info.Complete || info.Refused != "" || len(buf) == 0) {
+		delete(c.early, k)
+	}
+	return info, nil
 }
 
 // DefaultEvidenceDaily is CollectorOptions.EvidenceDaily's default.

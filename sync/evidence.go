@@ -263,7 +263,15 @@ func (u *Uplink) sendEvidence(ctx context.Context, conn Conn) (bool, error) {
 	if !u.o.Budget.allowsBulk(now, cost) {
 		return false, nil
 	}
-	if err := conn.Publish(ctx, EvidenceTopic(u.o.Device), 1, false, msg); err != nil {
+	// Chunks with data go at QoS 0: every chunk is answered by the hub
+	// (and sent again when it is not), and a QoS 1 publish waits a round
+	// trip for the broker's PUBACK, which kept one chunk per round trip on
+	// the wire whatever the window. The probe stays QoS 1.
+	qos := byte(1)
+	if len(c.Data) > 0 && u.o.EvidenceWindow > 1 {
+		qos = 0
+	}
+	if err := conn.Publish(ctx, EvidenceTopic(u.o.Device), qos, false, msg); err != nil {
 		return false, fmt.Errorf("publish evidence: %w", err)
 	}
 	u.o.Budget.spendOn(now, TierNameEvidence, cost)

@@ -21,7 +21,8 @@ type Proxy struct {
 	conns   map[net.Conn]bool
 	refuse  bool
 	stalled bool
-	rate    int // bytes per second per direction; 0 = unlimited
+	rate    int           // bytes per second per direction; 0 = unlimited
+	delay   time.Duration // one-way latency added to every byte (new connections)
 	wg      gosync.WaitGroup
 
 	// Up counts bytes client → server, Down server → client: the real
@@ -84,6 +85,40 @@ func (p *Proxy) pipe(dst, src net.Conn, count *atomic.Int64) {
 		delete(p.conns, src)
 		p.mu.Unlock()
 	}()
+	p.mu.Lock()
+	delay := p.delay
+	p.mu.Unlock()
+	if delay > 0 {
+		// Latency without a bandwidth cost: bytes are read at once and
+		// written delay later, so several messages can be on the way.
+		type timed struct {
+			at   time.Time
+			data []byte
+		}
+		q := make(chan timed, 1024)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for m := range q {
+				time.Sleep(time.Until(m.at.Add(delay)))
+				if _, err := dst.Write(m.data); err != nil {
+					return
+				}
+			}
+		}()
+		defer func() { close(q); <-done }()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				count.Add(int64(n))
+				q <- timed{time.Now(), append([]byte(nil), buf[:n]...)}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
 	buf := make([]byte, 4096)
 	for {
 		p.mu.Lock()
@@ -161,6 +196,14 @@ func (p *Proxy) Stall(on bool) {
 func (p *Proxy) Rate(bytesPerSec int) {
 	p.mu.Lock()
 	p.rate = bytesPerSec
+	p.mu.Unlock()
+}
+
+// Delay adds one-way latency d to connections made from now on (a 2G or
+// satellite link: 150 ms each way is a 300 ms round trip).
+func (p *Proxy) Delay(d time.Duration) {
+	p.mu.Lock()
+	p.delay = d
 	p.mu.Unlock()
 }
 
