@@ -332,7 +332,7 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 		case "fetch":
 			c.serveChunk(ctx, conn, device, m.payload)
 		case "evidence":
-			if osync.IsReceipt(m.payload) {
+			if osync.IsReviewReceipt(m.payload) {
 				c.handleReceipt(ctx, device, m.payload)
 			} else {
 				c.handleEvidence(ctx, conn, device, m.payload, now)

@@ -111,7 +111,7 @@ func (c *Collector) deliverReviews(ctx context.Context, conn osync.Conn, device 
 
 // handleReceipt marks a review delivered.
 func (c *Collector) handleReceipt(ctx context.Context, device string, payload []byte) {
-	of, key, err := osync.DecodeReceipt(payload, device)
+	of, key, err := osync.DecodeReviewReceipt(payload, device)
 	if err == nil {
 		// The device's word only: signed by its enrolled key (a stranger's
 		// receipt marked a review delivered before).

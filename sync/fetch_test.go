@@ -235,8 +235,8 @@ func FuzzDecodeCmd(f *testing.F) {
 	f.Add(EncodeEvidenceChunk(&EvidenceChunk{Size: 10, Offset: 2, ContentType: "image/jpeg", Data: []byte("abc")}))
 	f.Add(EncodeEvidenceAck(&EvidenceAck{Have: 5, State: EvidencePartial, Reason: "x"}, "d", nil))
 	f.Add(EncodeReview(&Review{Device: "d", Of: outbox.ID{1}, Label: "rust"}, nil))
-	f.Add(EncodeReceipt(outbox.ID{2}, "d", nil))
-	f.Add(EncodeReceipt(outbox.ID{2}, "d", fuzzDevice))
+	f.Add(EncodeReviewReceipt(outbox.ID{2}, "d", nil))
+	f.Add(EncodeReviewReceipt(outbox.ID{2}, "d", fuzzDevice))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		if off, err := DecodeOffer(msg, "d", nil); err == nil {
 			if off.NumChunks()*ChunkHashLen != len(off.Chunks) || off.ChunkLen(off.NumChunks()-1) <= 0 {
@@ -252,10 +252,10 @@ func FuzzDecodeCmd(f *testing.F) {
 		if r, err := DecodeReview(msg, "d", nil); err == nil && r.Device != "d" {
 			t.Fatalf("a review for %q decoded for d", r.Device)
 		}
-		if _, key, err := DecodeReceipt(msg, "d"); err == nil && key != nil && !key.Equal(fuzzDevice.Public()) && len(msg) != 20+96 {
+		if _, key, err := DecodeReviewReceipt(msg, "d"); err == nil && key != nil && !key.Equal(fuzzDevice.Public()) && len(msg) != 20+96 {
 			t.Fatalf("a signed receipt of %d bytes decoded", len(msg))
 		}
-		if _, _, err := DecodeReceipt(EncodeReceipt(outbox.ID{2}, "d", fuzzDevice), "e"); err == nil {
+		if _, _, err := DecodeReviewReceipt(EncodeReviewReceipt(outbox.ID{2}, "d", fuzzDevice), "e"); err == nil {
 			t.Fatal("a receipt signed for device d verified for e")
 		}
 	})

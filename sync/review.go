@@ -79,8 +79,8 @@ func DecodeReview(msg []byte, device string, hubKeys []ed25519.PublicKey) (*Revi
 	return &r, nil
 }
 
-// EncodeReceipt confirms a review is stored on the device.
-func EncodeReceipt(of outbox.ID, device string, key ed25519.PrivateKey) []byte {
+// EncodeReviewReceipt confirms a review is stored on the device.
+func EncodeReviewReceipt(of outbox.ID, device string, key ed25519.PrivateKey) []byte {
 	msg := append([]byte{'O', kindReceipt, ProtocolVersion, 0}, of[:]...)
 	if key == nil {
 		return msg
@@ -94,9 +94,9 @@ func EncodeReceipt(of outbox.ID, device string, key ed25519.PrivateKey) []byte {
 
 const receiptSignLabel = "outpost review receipt v1\x00"
 
-// DecodeReceipt parses a receipt from device and checks its signature,
+// DecodeReviewReceipt parses a receipt from device and checks its signature,
 // returning the key that signed it (nil: unsigned).
-func DecodeReceipt(msg []byte, device string) (outbox.ID, ed25519.PublicKey, error) {
+func DecodeReviewReceipt(msg []byte, device string) (outbox.ID, ed25519.PublicKey, error) {
 	var id outbox.ID
 	if len(msg) < 20 || msg[0] != 'O' || msg[1] != kindReceipt || msg[2] != ProtocolVersion || msg[3]&^flagSigned != 0 {
 		return id, nil, fmt.Errorf("%w: not a review receipt", ErrMalformed)
@@ -117,5 +117,5 @@ func DecodeReceipt(msg []byte, device string) (outbox.ID, ed25519.PublicKey, err
 	return id, key, nil
 }
 
-// IsReceipt says whether a message on the evidence topic is a receipt.
-func IsReceipt(msg []byte) bool { return len(msg) >= 2 && msg[0] == 'O' && msg[1] == kindReceipt }
+// IsReviewReceipt says whether a message on the evidence topic is a receipt.
+func IsReviewReceipt(msg []byte) bool { return len(msg) >= 2 && msg[0] == 'O' && msg[1] == kindReceipt }

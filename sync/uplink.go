@@ -535,7 +535,7 @@ func (u *Uplink) handleReview(ctx context.Context, conn Conn, msg []byte) {
 	default:
 		u.reviews.Add(1)
 	}
-	if err := conn.Publish(ctx, EvidenceTopic(u.o.Device), 1, false, EncodeReceipt(r.Of, u.o.Device, u.o.DeviceKey)); err != nil {
+	if err := conn.Publish(ctx, EvidenceTopic(u.o.Device), 1, false, EncodeReviewReceipt(r.Of, u.o.Device, u.o.DeviceKey)); err != nil {
 		u.log.Warn("sync: review receipt not sent", "err", err)
 	}
 }
