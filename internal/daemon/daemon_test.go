@@ -7,7 +7,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"hash/crc32"
+	"image"
+	"image/jpeg"
 	"io"
 	"log/slog"
 	"mime/multipart"
@@ -332,5 +335,37 @@ func TestModels_BrokenShownNotOffered(t *testing.T) {
 	}
 	if code, body, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", sample(t, "crop-disease/samples/rust.jpg")); code != 503 || body["error"] != "model_broken" {
 		t.Fatalf("infer on a broken model: %d %v", code, body)
+	}
+}
+
+// TestAPI_Guide (issue 32): the quality gate alone on a camera frame, in
+// the user's language, nothing stored: a dark frame is told so, a leaf
+// looks good, random bytes are a clear 400.
+func TestAPI_Guide(t *testing.T) {
+	d, srv := newTestDaemon(t, nil)
+	leaf := sample(t, "crop-disease/samples/rust.jpg")
+	img := image.NewRGBA(image.Rect(0, 0, 160, 120))
+	var dark bytes.Buffer
+	jpeg.Encode(&dark, img, nil)
+	for _, c := range []struct {
+		frame  []byte
+		lang   string
+		ok     bool
+		reason string
+		words  string
+	}{
+		{leaf, "sw", true, "", "piga picha"},
+		{dark.Bytes(), "fr", false, "too_dark", "trop sombre"},
+	} {
+		code, body, _ := post(t, srv.URL+"/v1/models/crop-disease/guide?lang="+c.lang, "image/jpeg", c.frame)
+		if code != 200 || body["ok"] != c.ok || (c.reason != "" && body["reason"] != c.reason) || !strings.Contains(fmt.Sprint(body["text"]), c.words) {
+			t.Errorf("guide %s: %d %v", c.reason, code, body)
+		}
+	}
+	if code, body, _ := post(t, srv.URL+"/v1/models/crop-disease/guide", "image/jpeg", []byte("not a photo")); code != 400 {
+		t.Errorf("random bytes: %d %v", code, body)
+	}
+	if n := queueCount(t, d); n != 0 {
+		t.Fatalf("guidance stored %d results", n)
 	}
 }

@@ -76,6 +76,7 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, d.statusBody()) })
 	mux.HandleFunc("GET /v1/models", d.handleModels)
 	mux.HandleFunc("POST /v1/models/{name}/infer", d.handleInfer)
+	mux.HandleFunc("POST /v1/models/{name}/guide", d.handleGuide)
 	mux.HandleFunc("GET /v1/models/{name}/infer", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "POST")
 		fail(w, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Errorf("%s: this route takes POST with a photo or WAV", r.Method))
@@ -117,6 +118,33 @@ func (d *Daemon) handleModels(w http.ResponseWriter, r *http.Request) {
 		out = append(out, model{m.Name, m.Version, m.Task, m.Labels, m.Languages, spec.ContentTypes, state, why})
 	}
 	writeJSON(w, 200, map[string]any{"models": out})
+}
+
+// handleGuide: POST /v1/models/{name}/guide with a small camera frame
+// (image/jpeg): the photo quality gate alone, nothing stored, and what to
+// do in the user's language (?lang=) — the kiosk asks while its camera is
+// open, a few times a second.
+func (d *Daemon) handleGuide(w http.ResponseWriter, r *http.Request) {
+	m, err := d.dev.Registry().Get(r.PathValue("name"))
+	if err != nil {
+		fail(w, http.StatusNotFound, "unknown_model", err)
+		return
+	}
+	frame, err := io.ReadAll(http.MaxBytesReader(w, r.Body, models.MaxGuideFrame))
+	if err != nil {
+		fail(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("a guidance frame is at most %d bytes: %w", models.MaxGuideFrame, err))
+		return
+	}
+	lang := r.URL.Query().Get("lang")
+	if lang == "" {
+		lang = d.cfg.Lang
+	}
+	g, err := models.Guide(m, frame, lang)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "bad_input", err)
+		return
+	}
+	writeJSON(w, 200, g)
 }
 
 // handleInfer: POST /v1/models/{name}/infer with an image/jpeg, image/png or

@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"image"
+	"image/jpeg"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,5 +121,54 @@ func TestKiosk_USBExport(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(usb, "*.receipt")); len(left) != 0 {
 		t.Fatalf("applied receipts left on the stick: %v", left)
+	}
+}
+
+// TestKiosk_CameraGuidance (issue 32): with a camera (Chromium's fake one
+// playing a file), the kiosk guides the photo live — a dark frame is told
+// "too dark" in the user's language before any photo is taken, a leaf
+// "looks good" — and the photo taken from the stream is diagnosed.
+func TestKiosk_CameraGuidance(t *testing.T) {
+	d, srv := newTestDaemon(t, nil)
+	dir := t.TempDir()
+	dark := image.NewRGBA(image.Rect(0, 0, 320, 240))
+	var darkJPEG bytes.Buffer
+	jpeg.Encode(&darkJPEG, dark, nil)
+	for _, c := range []struct {
+		name   string
+		frame  []byte
+		lang   string
+		reason string
+		words  string
+	}{
+		{"dark", darkJPEG.Bytes(), "sw", "too_dark", "nyeusi"},
+		{"leaf", sample(t, "crop-disease/samples/rust.jpg"), "en", "ok", "Looks good"},
+	} {
+		cam := filepath.Join(dir, c.name+".mjpeg") // one frame, played in a loop
+		os.WriteFile(cam, c.frame, 0o644)
+		ctx := testutil.BrowserWith(t, 390, 1000, 60*time.Second,
+			chromedp.Flag("use-fake-device-for-media-stream", true), chromedp.Flag("use-fake-ui-for-media-stream", true),
+			chromedp.Flag("use-file-for-fake-video-capture", cam))
+		err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?lang="+c.lang), chromedp.WaitVisible(chromedp.ID("camopen")),
+			chromedp.Click(chromedp.ID("camopen")), chromedp.WaitReady(chromedp.CSS(`#guide[data-reason="`+c.reason+`"]`)))
+		if err != nil {
+			text, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("guide")))
+			t.Fatalf("%s frame: %v (guide says %q)", c.name, err, text)
+		}
+		text, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("guide")))
+		if !strings.Contains(text, c.words) {
+			t.Fatalf("%s frame guided with %q, want %q", c.name, text, c.words)
+		}
+		if n := queueCount(t, d); n != 0 {
+			t.Fatalf("guidance stored %d results", n)
+		}
+		if c.name == "leaf" {
+			if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("capture")), chromedp.WaitVisible(chromedp.CSS("#result .advice"))); err != nil {
+				t.Fatalf("the photo taken from the stream: %v", err)
+			}
+			if n := queueCount(t, d); n != 1 {
+				t.Fatalf("after the capture the queue holds %d, want 1", n)
+			}
+		}
 	}
 }

@@ -150,11 +150,26 @@ func (d *Daemon) handleSpeech(w http.ResponseWriter, r *http.Request) {
 	if lang == "" {
 		lang = d.cfg.Lang
 	}
-	if r.URL.Query().Get("say") != "help" {
-		fail(w, http.StatusBadRequest, "bad_request", errors.New("say: want help"))
-		return
+	switch r.URL.Query().Get("say") {
+	case "help":
+		d.say(w, r, helpText[lang], lang)
+	case "guide":
+		// The camera guidance, spoken: only the gate's own sentences (the
+		// text is never taken from the request).
+		m, err := d.dev.Registry().Get("crop-disease")
+		if err != nil {
+			fail(w, http.StatusNotFound, "unknown_model", err)
+			return
+		}
+		text, ok := models.GuideText(m, r.URL.Query().Get("reason"), lang)
+		if !ok {
+			fail(w, http.StatusBadRequest, "bad_request", errors.New("reason: want ok or one of the photo gate's reasons"))
+			return
+		}
+		d.say(w, r, text, lang)
+	default:
+		fail(w, http.StatusBadRequest, "bad_request", errors.New("say: want help or guide"))
 	}
-	d.say(w, r, helpText[lang], lang)
 }
 
 func (d *Daemon) say(w http.ResponseWriter, r *http.Request, text, lang string) {
