@@ -1,7 +1,11 @@
 package models_test
 
 import (
+	"bytes"
 	"context"
+	"golang.org/x/image/draw"
+	"image"
+	"image/jpeg"
 	"math"
 	"os"
 	"path/filepath"
@@ -154,4 +158,45 @@ func BenchmarkKWS(b *testing.B) {
 		func() error { _, err := sess[0].Run(ctx, feeds); return err },
 		func() error { _, err := sess[1].Run(ctx, feeds); return err },
 		func() error { _, err := p.Infer(ctx, models.Input{Name: "yes.wav", Data: wav}); return err }, nil)
+}
+
+// BenchmarkGuide: one camera-guidance frame (a 320x240 JPEG the kiosk
+// sends a few times a second: decode, measure, the gate, the words)
+// against the whole diagnosis of the same frame in the same run.
+func BenchmarkGuide(b *testing.B) {
+	jpg, err := os.ReadFile(filepath.Join(testutil.ModelsDir(b), "crop-disease", "samples", "rust.jpg"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, _ := models.DecodeImage(jpg)
+	small := image.NewRGBA(image.Rect(0, 0, 320, 240))
+	draw.CatmullRom.Scale(small, small.Bounds(), img, img.Bounds(), draw.Src, nil)
+	var frame bytes.Buffer
+	jpeg.Encode(&frame, small, &jpeg.Options{Quality: 70})
+	reg, _ := models.LoadDir(testutil.ModelsDir(b))
+	m, err := reg.Get("crop-disease")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := m.Open(testutil.ORT(b).Loader(onnx.SessionOptions{}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	p, _ := models.NewPipeline(m, s, models.PipelineOptions{})
+	ctx := context.Background()
+	var guide, diag time.Duration
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := models.Guide(m, frame.Bytes(), "sw"); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := p.Infer(ctx, models.Input{Name: "frame.jpg", Data: frame.Bytes()}); err != nil {
+			b.Fatal(err)
+		}
+		guide, diag = guide+t1.Sub(t0), diag+time.Since(t1)
+	}
+	b.ReportMetric(float64(guide.Microseconds())/float64(b.N)/1000, "ms/guide-frame")
+	b.ReportMetric(float64(guide)/float64(diag), "guide/diagnosis")
 }

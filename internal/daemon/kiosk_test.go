@@ -162,6 +162,10 @@ func TestKiosk_CameraGuidance(t *testing.T) {
 		if n := queueCount(t, d); n != 0 {
 			t.Fatalf("guidance stored %d results", n)
 		}
+		// The capture button is lit only when the frame passes.
+		if disabled, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("capture").disabled`)); disabled != (c.reason != "ok") {
+			t.Fatalf("%s frame: capture disabled %v", c.name, disabled)
+		}
 		if c.name == "leaf" {
 			if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("capture")), chromedp.WaitVisible(chromedp.CSS("#result .advice"))); err != nil {
 				t.Fatalf("the photo taken from the stream: %v", err)
