@@ -37,9 +37,10 @@ type Daemon struct {
 	sem     chan struct{} // inferences running
 	uploads chan struct{} // request bodies being received
 
-	speech   *speech
-	recentMu gosync.Mutex
-	recent   []stored // newest last, bounded
+	speech       *speech
+	recentMu     gosync.Mutex
+	recent       []stored // newest last, bounded; kept in HistoryFile
+	historyDirty bool     // recent changed since it was saved (recentMu)
 
 	metrics *metrics
 	watchSt *watchState
@@ -95,6 +96,7 @@ func New(cfg Config, version string, log *slog.Logger) (*Daemon, error) {
 	dev.CheckModels()
 	d.speech = newSpeech(d)
 	d.metrics = newMetrics(d)
+	d.loadHistory()
 	return d, nil
 }
 
@@ -170,6 +172,7 @@ func (d *Daemon) inferAndStore(ctx context.Context, model, name string, data []b
 	if len(d.recent) > recentMax {
 		d.recent = d.recent[len(d.recent)-recentMax:]
 	}
+	d.historyDirty = true
 	d.recentMu.Unlock()
 	return s, nil
 }
@@ -197,7 +200,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.watch(bg, d.cfg.Inbox, watchEvery) }()
 	}
-	wg.Add(2)
+	wg.Add(3)
+	go func() { defer wg.Done(); d.historyLoop(bg) }()
 	go func() { defer wg.Done(); d.expireLoop(bg) }()
 	go func() { defer wg.Done(); d.dev.WatchActivation(bg) }()
 	errc := make(chan error, 1)

@@ -369,3 +369,40 @@ func TestAPI_Guide(t *testing.T) {
 		t.Fatalf("guidance stored %d results", n)
 	}
 }
+
+// TestKiosk_HistoryAcrossRestart (issue 32): the kiosk's past answers were
+// an in-memory list; they now survive a restart, each still reopening its
+// answer and its speech.
+func TestKiosk_HistoryAcrossRestart(t *testing.T) {
+	data := t.TempDir()
+	d, srv := newTestDaemon(t, func(c *Config) { c.DataDir = data })
+	code, body, _ := post(t, srv.URL+"/v1/models/crop-disease/infer?lang=sw", "image/jpeg", sample(t, "crop-disease/samples/rust.jpg"))
+	if code != 201 {
+		t.Fatalf("infer: %d %v", code, body)
+	}
+	id := body["id"].(string)
+	d.saveHistory() // what the history loop does within a second, and at every stop
+	srv.Close()
+	d.Close()
+
+	_, srv = newTestDaemon(t, func(c *Config) { c.DataDir = data })
+	var res struct {
+		Results []struct {
+			ID     string         `json:"id"`
+			Result map[string]any `json:"result"`
+		} `json:"results"`
+	}
+	getJSON(t, srv.URL+"/v1/results", &res)
+	if len(res.Results) != 1 || res.Results[0].ID != id || res.Results[0].Result["label"] != "rust" {
+		t.Fatalf("after a restart the kiosk lists %+v, want the rust answer %s", res.Results, id)
+	}
+	resp, err := http.Get(srv.URL + "/v1/results/" + id + "/speech?lang=en")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wav, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(wav) < 1000 {
+		t.Fatalf("the answer from before the restart, spoken: %d, %d bytes", resp.StatusCode, len(wav))
+	}
+}

@@ -36,7 +36,7 @@ func newSpeech(d *Daemon) *speech {
 // answerText is what the kiosk says for a result in lang: the advice, as
 // the pipeline would give it in that language (it names the disease).
 func (d *Daemon) answerText(s *stored, lang string) (string, error) {
-	cr, ok := s.Result.(*models.ClassResult)
+	cr, ok := classResult(s)
 	if !ok {
 		return "", errors.New("only photo answers are spoken")
 	}
