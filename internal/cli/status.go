@@ -216,9 +216,11 @@ func offlineSharing(std IO, c device.Config, dflags deviceFlags, lang string) er
 		c.ModelsDir, _ = dflags.rf.dir()
 	}
 	var names []string
+	tasks := map[string]string{}
 	if reg, err := models.LoadDir(c.ModelsDir); err == nil {
 		for _, m := range reg.Models() {
 			names = append(names, m.Name)
+			tasks[m.Name] = string(m.Task)
 		}
 	}
 	for m := range c.Sharing {
@@ -231,7 +233,7 @@ func offlineSharing(std IO, c device.Config, dflags deviceFlags, lang string) er
 		return nil
 	}
 	fmt.Fprintln(std.Out, "from the configuration:")
-	printSharing(std.Out, c.SharingText(names, lang))
+	printSharing(std.Out, c.SharingText(names, tasks, lang))
 	return nil
 }
 

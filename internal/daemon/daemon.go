@@ -307,13 +307,15 @@ func (d *Daemon) statusBody() map[string]any {
 func (d *Daemon) sharing() map[string]any {
 	var names []string
 	policies := map[string]device.SharePolicy{}
+	tasks := map[string]string{}
 	for _, m := range d.dev.Registry().Models() {
 		names = append(names, m.Name)
 		policies[m.Name] = d.cfg.Policy(m.Name)
+		tasks[m.Name] = string(m.Task)
 	}
 	text := map[string][]string{}
 	for _, l := range []string{"en", "fr", "sw", "ha", "am"} {
-		text[l] = d.cfg.SharingText(names, l)
+		text[l] = d.cfg.SharingText(names, tasks, l)
 	}
 	return map[string]any{"policies": policies, "text": text[d.cfg.Lang], "text_by_lang": text}
 }

@@ -32,29 +32,51 @@ var sharingWords = map[string]struct{ never, uncertain, always, small, full stri
 		"ትንሽ (512 ፒክሰል፣ ያለ አካባቢ መረጃ)", "ሙሉ መጠን"},
 }
 
-// SharingText says, for each model, what leaves this device, in lang
-// (English when the language has no text).
-func (c *Config) SharingText(models []string, lang string) []string {
+// kindWords names a kind of answer for people, per task (model files are
+// jargon: "kws-fp32", "silero-vad").
+var kindWords = map[string]map[string]string{
+	"image-classification": {"en": "Leaf photos", "fr": "Photos de feuilles", "sw": "Picha za majani", "ha": "Hotunan ganye", "am": "የቅጠል ፎቶዎች"},
+	"keyword-spotting":     {"en": "Spoken commands", "fr": "Commandes vocales", "sw": "Amri za sauti", "ha": "Umarnin murya", "am": "የድምፅ ትዕዛዞች"},
+	"vad":                  {"en": "Listening for speech", "fr": "Détection de la parole", "sw": "Kusikiliza sauti", "ha": "Sauraron magana", "am": "ንግግርን ማዳመጥ"},
+}
+
+// SharingText says, for each kind of answer, what leaves this device, in
+// lang (English when the language has no text). tasks maps a model to its
+// task; models of one kind with one policy make one line, and a model
+// whose task is unknown is named as it is.
+func (c *Config) SharingText(models []string, tasks map[string]string, lang string) []string {
 	w, ok := sharingWords[lang]
 	if !ok {
 		w = sharingWords["en"]
 	}
 	sort.Strings(models)
 	var out []string
+	seen := map[string]bool{}
 	for _, m := range models {
 		p := c.Policy(m)
+		who := m
+		if k := kindWords[strings.ReplaceAll(tasks[m], "_", "-")]; k != nil {
+			if who = k[lang]; who == "" {
+				who = k["en"]
+			}
+		}
 		form := w.small
 		if p.Form == FormOriginal {
 			form = w.full
 		}
 		form = strings.ReplaceAll(form, "512", strconv.Itoa(p.MaxSide))
+		var line string
 		switch p.Evidence {
 		case ShareAlways:
-			out = append(out, fmt.Sprintf(w.always, m, form))
+			line = fmt.Sprintf(w.always, who, form)
 		case ShareUncertain:
-			out = append(out, fmt.Sprintf(w.uncertain, m, form))
+			line = fmt.Sprintf(w.uncertain, who, form)
 		default:
-			out = append(out, fmt.Sprintf(w.never, m))
+			line = fmt.Sprintf(w.never, who)
+		}
+		if !seen[line] {
+			seen[line] = true
+			out = append(out, line)
 		}
 	}
 	return out
