@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/safefile"
 )
 
 // ModelsSubdir (in the data dir) holds the models a device runs when the
@@ -57,7 +58,7 @@ func SeedModels(src, dst string) ([]string, error) {
 }
 
 func sameFile(a, b string) bool {
-	x, err1 := os.ReadFile(a)
-	y, err2 := os.ReadFile(b)
+	x, err1 := safefile.ReadFile(a, 1<<20)
+	y, err2 := safefile.ReadFile(b, 1<<20)
 	return err1 == nil && err2 == nil && string(x) == string(y)
 }

@@ -23,6 +23,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -225,7 +226,10 @@ func floorPath(modelsDir, name string) string { return filepath.Join(modelsDir, 
 // floor file's, or the installed package's when higher (0: none).
 func Floor(modelsDir, name string) int64 {
 	var floor int64
-	if b, err := os.ReadFile(floorPath(modelsDir, name)); err == nil && len(b) < 32 {
+	// A few digits: read at most 32 bytes, never through a symlink or a FIFO.
+	if f, err := os.OpenFile(floorPath(modelsDir, name), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0); err == nil {
+		b, _ := io.ReadAll(io.LimitReader(f, 32))
+		f.Close()
 		floor, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	}
 	if cur, err := Installed(filepath.Join(modelsDir, name)); err == nil && cur.Seq > floor {
