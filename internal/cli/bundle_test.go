@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -21,17 +22,8 @@ import (
 // for a bundle never written, or naming records the bundle did not carry
 // delete nothing; MQTT and bundles for the same records double nothing.
 func TestBundles_Sneakernet(t *testing.T) {
-	t.Setenv("OUTPOST_ORT_LIB", testutil.LibPath(t))
-	dir := t.TempDir()
-	hubPub, _, _ := run(t, nil, "keys", "generate", "--out", filepath.Join(dir, "hub.key"))
-	hubKey, _ := loadPrivateKey(filepath.Join(dir, "hub.key"))
-	data, hubDir, stick := filepath.Join(dir, "data"), filepath.Join(dir, "hub"), filepath.Join(dir, "stick")
-	os.MkdirAll(stick, 0o755)
-	os.MkdirAll(hubDir, 0o755)
-	cfg := filepath.Join(dir, "config.json")
-	b, _ := json.Marshal(map[string]any{"device_id": "kiosk-b", "data_dir": data, "hub_keys": []string{strings.TrimSpace(hubPub)},
-		"sharing": map[string]any{"crop-disease": map[string]any{"evidence": "always"}}})
-	os.WriteFile(cfg, b, 0o644)
+	r := newStickRig(t, "kiosk-b", map[string]any{"evidence": "always"})
+	dir, hubDir, stick, cfg, hubKey := r.dir, r.hubDir, r.stick, r.cfg, r.hubKey
 	samples := filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples")
 	infer := func(files ...string) {
 		t.Helper()
@@ -185,3 +177,26 @@ func TestBundles_Sneakernet(t *testing.T) {
 }
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
+
+// stickRig is a device config, a hub key and folders for a trip by stick:
+// the shared start of the bundle tests.
+type stickRig struct {
+	dir, data, hubDir, stick, cfg, hubPub string
+	hubKey                                ed25519.PrivateKey
+}
+
+func newStickRig(t *testing.T, device string, sharing map[string]any) *stickRig {
+	t.Helper()
+	t.Setenv("OUTPOST_ORT_LIB", testutil.LibPath(t))
+	r := &stickRig{dir: t.TempDir()}
+	r.hubPub, _, _ = run(t, nil, "keys", "generate", "--out", filepath.Join(r.dir, "hub.key"))
+	r.hubKey, _ = loadPrivateKey(filepath.Join(r.dir, "hub.key"))
+	r.data, r.hubDir, r.stick = filepath.Join(r.dir, "data"), filepath.Join(r.dir, "hub"), filepath.Join(r.dir, "stick")
+	os.MkdirAll(r.stick, 0o755)
+	os.MkdirAll(r.hubDir, 0o755)
+	r.cfg = filepath.Join(r.dir, "config.json")
+	b, _ := json.Marshal(map[string]any{"device_id": device, "data_dir": r.data, "hub_keys": []string{strings.TrimSpace(r.hubPub)},
+		"sharing": map[string]any{"crop-disease": sharing}})
+	os.WriteFile(r.cfg, b, 0o644)
+	return r
+}

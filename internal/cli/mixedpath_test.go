@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,17 +21,8 @@ import (
 // link cut mid-photo, the rest on a stick: every result stored once, every
 // photo whole and byte-identical at the hub, nothing left on the device.
 func TestMixedPaths_PhotoHalfByMQTTThenBundle(t *testing.T) {
-	t.Setenv("OUTPOST_ORT_LIB", testutil.LibPath(t))
-	dir := t.TempDir()
-	hubPub, _, _ := run(t, nil, "keys", "generate", "--out", filepath.Join(dir, "hub.key"))
-	hubKey, _ := loadPrivateKey(filepath.Join(dir, "hub.key"))
-	data, hubDir, stick := filepath.Join(dir, "data"), filepath.Join(dir, "hub"), filepath.Join(dir, "stick")
-	os.MkdirAll(stick, 0o755)
-	os.MkdirAll(hubDir, 0o755)
-	cfg := filepath.Join(dir, "config.json")
-	b, _ := json.Marshal(map[string]any{"device_id": "kiosk-m", "data_dir": data, "hub_keys": []string{strings.TrimSpace(hubPub)},
-		"sharing": map[string]any{"crop-disease": map[string]any{"evidence": "always", "form": "original"}}})
-	os.WriteFile(cfg, b, 0o644)
+	r := newStickRig(t, "kiosk-m", map[string]any{"evidence": "always", "form": "original"})
+	dir, hubDir, stick, cfg, hubKey := r.dir, r.hubDir, r.stick, r.cfg, r.hubKey
 	samples := filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples")
 	var photos [][]byte
 	var paths []string
