@@ -154,9 +154,10 @@ func TestHubPage(t *testing.T) {
 			}
 			// Wait for the filtered table, not a fixed time.
 			rows := 0
-			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && rows != 12; time.Sleep(20 * time.Millisecond) {
+			testutil.Eventually(t, 10*time.Second, "the filtered table did not show pi-2's 12 rust results", func() bool {
 				rows, _ = chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#results tbody tr").length`))
-			}
+				return rows == 12
+			})
 			only, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`[...document.querySelectorAll("#results tbody tr")].every(tr => tr.cells[1].textContent === "pi-2" && tr.cells[3].textContent === "Rust")`))
 			if rows != 12 || !only { // pi-2: 8 baseline + 4 recent rust results
 				t.Errorf("filter pi-2/rust: %d rows, all matching %v", rows, only)

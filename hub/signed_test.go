@@ -87,14 +87,12 @@ func TestSignedAcks_ForgeriesDeleteNothing(t *testing.T) {
 	// "other" drains while the hub is reachable: its real acks are what
 	// the forger replays.
 	other, _ := device("other", 30)
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if st, _ := other.Stats(); st.Count == 0 {
-			break
-		}
-	}
+	testutil.Eventually(t, 20*time.Second, "the other device did not drain", func() bool { st, _ := other.Stats(); return st.Count == 0 })
 	proxy.Stall(true) // the hub stores nothing from here
 	victim, u := device("victim", 200)
-	time.Sleep(2500 * time.Millisecond)
+	// Wait for forgeries to arrive: every one of the victim's first batches
+	// is answered by the forger three ways.
+	testutil.Eventually(t, 20*time.Second, "no forged ack reached the device", func() bool { return u.Stats().ForgedAcks >= 12 })
 	st, _ := victim.Stats()
 	us := u.Stats()
 	if st.Count != 200 {
@@ -104,11 +102,7 @@ func TestSignedAcks_ForgeriesDeleteNothing(t *testing.T) {
 		t.Fatal("no forged ack reached the device: the test forged nothing")
 	}
 	proxy.Stall(false)
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if st, _ = victim.Stats(); st.Count == 0 {
-			break
-		}
-	}
+	testutil.Eventually(t, 60*time.Second, "records left after the hub came back", func() bool { st, _ = victim.Stats(); return st.Count == 0 })
 	if st.Count != 0 {
 		t.Fatalf("%d records left after the hub came back", st.Count)
 	}
