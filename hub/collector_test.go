@@ -29,8 +29,7 @@ func startCollector(t *testing.T, path, url string) *testutil.Hub {
 // counted and logged; the collector keeps running and stores good batches.
 func TestCollector_Malformed(t *testing.T) {
 	broker := testutil.StartMosquitto(t, false)
-	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL())
-	time.Sleep(200 * time.Millisecond) // let it subscribe
+	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL()) // returns once subscribed
 	conn, err := dialer(t, broker.URL(), true)(context.Background(), "vandal", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -54,10 +53,7 @@ func TestCollector_Malformed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) && h.C.Stats().Stored < 1 {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "the good batch was not stored", func() bool { return h.C.Stats().Stored >= 1 })
 	st := h.C.Stats()
 	if st.Stored != 1 || st.Malformed != 5 {
 		t.Fatalf("collector stats %+v, want 1 stored and 5 malformed", st)
@@ -69,8 +65,7 @@ func TestCollector_Malformed(t *testing.T) {
 // instead of resending the batch forever.
 func TestCollector_PoisonRecord(t *testing.T) {
 	broker := testutil.StartMosquitto(t, false)
-	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL())
-	time.Sleep(200 * time.Millisecond)
+	h := startCollector(t, filepath.Join(t.TempDir(), "hub.db"), broker.URL()) // returns once subscribed
 	conn, err := dialer(t, broker.URL(), true)(context.Background(), "pi-p", nil)
 	if err != nil {
 		t.Fatal(err)
