@@ -108,6 +108,13 @@ func TestHubPage(t *testing.T) {
 			if c, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.cookie`)); c != "" {
 				t.Errorf("the page's scripts can read the session: %q", c)
 			}
+			// Every English sentence exists in the other four languages.
+			missing, _ := chromedp.Run(ctx, chromedp.Evaluate[[]string](`(() => { const out = [];
+				const walk = (en, o, p) => { for (const k of Object.keys(en)) { if (!(k in o)) out.push(p + k); else if (typeof en[k] === "object") walk(en[k], o[k], p + k + "."); } };
+				for (const l of Object.keys(T)) if (l !== "en") walk(T.en, T[l], l + ": "); return out; })()`))
+			if len(missing) > 0 {
+				t.Errorf("the hub page falls back to English for: %v", missing)
+			}
 			// Labels in the reader's language (issue 29: raw "leaf_spot" in all five).
 			rustIn := map[string]string{"en": "Rust", "sw": "Kutu"}
 			for _, lang := range []string{"en", "sw"} {

@@ -176,3 +176,27 @@ func TestKiosk_CameraGuidance(t *testing.T) {
 		}
 	}
 }
+
+// TestKiosk_EveryWordInEveryLanguage (issue 32: the kiosk's last English):
+// every sentence the page has in English it has in French, Swahili, Hausa
+// and Amharic, labels and spoken words included.
+func TestKiosk_EveryWordInEveryLanguage(t *testing.T) {
+	_, srv := newTestDaemon(t, nil)
+	ctx := testutil.Browser(t, 390, 800, 30*time.Second)
+	var missing []string
+	err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?lang=en"), chromedp.WaitVisible(chromedp.ID("lang")))
+	if err == nil {
+		missing, err = chromedp.Run(ctx, chromedp.Evaluate[[]string](`(() => {
+			const out = [];
+			const walk = (en, other, path) => { for (const k of Object.keys(en)) {
+				if (!(k in other)) out.push(path + k); else if (typeof en[k] === "object") walk(en[k], other[k], path + k + "."); } };
+			for (const l of Object.keys(T)) if (l !== "en") walk(T.en, T[l], l + ": ");
+			return out; })()`))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) > 0 {
+		t.Fatalf("the kiosk falls back to English for: %v", missing)
+	}
+}
