@@ -66,23 +66,23 @@ func SetPassword(path, user, password string) error {
 	if err != nil {
 		return err
 	}
-	return editPasswords(path, user, line)
+	_, err = editPasswords(path, user, line)
+	return err
 }
 
 // RevokePassword removes user's line (a lost or retired device): the
 // broker refuses its login after a reload.
 func RevokePassword(path, user string) (bool, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return false, fmt.Errorf("password file: %w", err)
 	}
-	if !bytes.Contains(append([]byte("\n"), b...), []byte("\n"+user+":")) {
-		return false, nil
-	}
-	return true, editPasswords(path, user, "")
+	return editPasswords(path, user, "")
 }
 
-func editPasswords(path, user, line string) error {
+// editPasswords replaces user's line with line ("" removes it), keeping
+// the file's owner, group and mode; it reports whether user had a line.
+func editPasswords(path, user, line string) (bool, error) {
+	had := false
 	var out bytes.Buffer
 	uid, gid, mode := -1, -1, os.FileMode(0o600)
 	if fi, err := os.Stat(path); err == nil {
@@ -97,12 +97,18 @@ func editPasswords(path, user, line string) error {
 	if b, err := os.ReadFile(path); err == nil {
 		sc := bufio.NewScanner(bytes.NewReader(b))
 		for sc.Scan() {
-			if l := sc.Text(); l != "" && !strings.HasPrefix(l, user+":") {
+			l := sc.Text()
+			if strings.HasPrefix(l, user+":") {
+				had = true
+			} else if l != "" {
 				out.WriteString(l + "\n")
 			}
 		}
 	} else if !os.IsNotExist(err) {
-		return fmt.Errorf("password file: %w", err)
+		return false, fmt.Errorf("password file: %w", err)
+	}
+	if line == "" && !had {
+		return false, nil // nothing to remove: the file stays as it is
 	}
 	if line != "" {
 		out.WriteString(line + "\n")
@@ -115,7 +121,7 @@ func editPasswords(path, user, line string) error {
 		}
 		return w.Write(out.Bytes())
 	})
-	return err
+	return had, err
 }
 
 // NewPassword is a random password for a device or the hub.
