@@ -10,7 +10,7 @@ shift 2
 arches=("${@:-amd64 arm64}")
 read -r -a arches <<<"${arches[*]}"
 ortdir=$root/.cache/onnxruntime/1.24.1
-out=$root/dist/out
+out=${DIST_OUT:-$root/dist/out}  # DIST_OUT: the rehearsal builds into a throwaway folder
 mkdir -p "$out"
 for arch in "${arches[@]}"; do
   name=outpost_${version}_linux_${arch}

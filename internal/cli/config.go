@@ -19,6 +19,10 @@ type deviceFlags struct {
 	f    device.Config
 	mqtt brokerFlags
 	fs   *pflag.FlagSet
+	// modelsDefault: no flag, env or config named the models directory;
+	// config() filled in the default (next to the binary). serve then
+	// runs a writable copy when that folder is read-only.
+	modelsDefault bool
 }
 
 // register adds --config, runtime and data-dir flags, and the named keys.
@@ -113,7 +117,7 @@ func (d *deviceFlags) config() (c device.Config, explicitData bool, err error) {
 		// Resolved later by commands that need models: a config error
 		// should be reported before a missing models directory.
 		if dir, err := d.rf.dir(); err == nil {
-			c.ModelsDir = dir
+			c.ModelsDir, d.modelsDefault = dir, true
 		}
 	}
 	return c, explicitData, nil

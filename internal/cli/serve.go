@@ -49,7 +49,7 @@ func runServe(ctx context.Context, std IO, args []string) error {
 		}
 		return usagef("%v", err)
 	}
-	if c.ModelsDir == "" {
+	if c.ModelsDir == "" || dflags.modelsDefault {
 		dir, err := dflags.rf.dir()
 		if err != nil {
 			return err
