@@ -15,7 +15,7 @@ STATICCHECK := $(CURDIR)/.cache/bin/staticcheck-$(STATICCHECK_VERSION)
 PORT       ?= 8080
 LISTEN     ?= 127.0.0.1:$(PORT)
 
-.PHONY: all deps sysdeps check-fresh staticcheck imports build test test-arm64 fmt-check vet lint bench chaos fuzz demo demo-cli cross dist clean help
+.PHONY: all deps sysdeps check-fresh staticcheck imports build test test-arm64 rehearsal fmt-check vet lint bench chaos fuzz demo demo-cli cross dist clean help
 
 all: build
 
@@ -62,6 +62,11 @@ test: deps lint ## deps, lint (gofmt, vet, staticcheck, import rules), every tes
 	@echo "test: go test -race ./... (a cold build cache compiles for a few minutes first)"
 	$(GO) test -race -count=1 -timeout 15m ./...
 	@$(MAKE) --no-print-directory test-arm64
+
+rehearsal: deps ## the field rehearsal alone (part of make test; root): release tarball → install.sh → units in bubblewrap → every flow
+	@bash scripts/sysdeps.sh test
+	@bash scripts/deps.sh
+	$(GO) test -count=1 -v -timeout 10m -run TestRehearsal ./internal/rehearsal/
 
 test-arm64: deps ## pure-Go packages built for arm64 and run under qemu (incl. SIGKILL rounds)
 	GOARCH=arm64 CGO_ENABLED=0 OUTBOX_CRASH_EXEC="$(QEMU)" OUTPOST_CRASH_ROUNDS=20 \
