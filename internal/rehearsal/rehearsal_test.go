@@ -49,6 +49,7 @@ func TestRehearsal(t *testing.T) {
 	ids := r.photosAndSpeech()
 	r.review(ids.photo)
 	r.modelUpdates()
+	r.conformance()
 	r.usbTrip()
 	r.secondDevice()
 	r.leftOnDisk()
@@ -69,6 +70,8 @@ type rehearsal struct {
 	devURL, hubURL   string
 	brokerPort       int
 	hubPassword      string
+	snifferPassword  string
+	capture          *capture
 	programPub       string
 	modelsSum        string // R/usr/local/share/outpost/models after install
 	cgroup           string // device memory cgroup ("" when this machine has none to make)
@@ -183,8 +186,15 @@ func (r *rehearsal) adminRun(args ...string) string {
 func (r *rehearsal) broker() {
 	t := r.t
 	r.step("broker: collect acl, collect provision --device hub, mosquitto as user mosquitto")
-	acl := r.adminRun("collect", "acl")
+	// A monitoring login that reads everything (its own user: with
+	// use_username_as_clientid a second "hub" login would push the hub off).
+	acl := r.adminRun("collect", "acl") + "\nuser sniffer\ntopic read outpost/v1/#\n"
 	os.WriteFile(r.path("etc/mosquitto/outpost.acl"), []byte(acl), 0o644)
+	var sn struct {
+		Password string `json:"mqtt_password"`
+	}
+	json.Unmarshal([]byte(r.adminRun("collect", "provision", "--device", "sniffer", "--passwd-file", "/etc/mosquitto/passwd")), &sn)
+	r.snifferPassword = sn.Password
 	var cfg struct {
 		Password string `json:"mqtt_password"`
 	}
@@ -196,6 +206,7 @@ func (r *rehearsal) broker() {
 	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous false\npassword_file /etc/mosquitto/passwd\nacl_file /etc/mosquitto/outpost.acl\nuse_username_as_clientid true\npersistence false\nlog_dest stderr\n", r.brokerPort)
 	os.WriteFile(r.path("etc/mosquitto/mosquitto.conf"), []byte(conf), 0o644)
 	r.startBroker()
+	r.capture = newCapture(t, fmt.Sprintf("tcp://127.0.0.1:%d", r.brokerPort), r.snifferPassword)
 }
 
 func (r *rehearsal) startBroker() {
