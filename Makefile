@@ -2,6 +2,8 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 
 SHELL      := /bin/bash
+# A soak piped through grep must still fail the target when its test fails.
+.SHELLFLAGS := -o pipefail -c
 GO         ?= go
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT     ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -93,13 +95,15 @@ bench: deps ## benchmarks with ratios against baselines measured in the same run
 	OUTPOST_FLEET_DEVICES=10000 $(GO) test -run '^$$' -bench Fleet -benchtime 1x -count 1 -timeout 30m ./hub/
 	OUTPOST_PAGE_RESULTS=1000000 $(GO) test -run '^$$' -bench HubPage -benchtime 20x -count 1 -timeout 30m ./hub/
 
-chaos: ## soaks: 1000 SIGKILL rounds during appends; 1000 power cuts (FUSE); 100 broker kill/restarts during a drain; 6 devices after a 7-min outage in a 60 s window
+chaos: ## soaks: 1000 SIGKILL rounds during appends; 1000 power cuts (FUSE); 100 broker kill/restarts during a drain; 6 devices and the collector after a 7-min outage in a 60 s window; every pair of paths ×10 with kills; restarts after an activation
 	OUTPOST_CRASH_ROUNDS=1000 $(GO) test -count=1 -timeout 30m -run 'TestCrash' -v ./outbox/ | grep -E 'crash rounds|^(ok|FAIL|---)'
 	OUTPOST_SYNC_RESTARTS=100 $(GO) test -count=1 -timeout 30m -run 'TestSync_BrokerRestarts' -v ./sync/ | grep -E 'broker restarts|^(ok|FAIL|---)'
 	OUTPOST_POWERCUT_ROUNDS=1000 $(GO) test -count=1 -timeout 60m -run 'TestPowerCut_(Outbox|HubStore)' -v ./internal/powercut/ | grep -E 'power cuts|^(ok|FAIL|---)'
 	OUTPOST_POWERCUT_ROUNDS=1000 $(GO) test -count=1 -timeout 30m -run 'TestPowerCut_Budget$$' -v ./sync/ | grep -E 'power cuts|^(ok|FAIL|---)'
 	OUTPOST_POWERCUT_ROUNDS=1000 $(GO) test -count=1 -timeout 30m -run 'TestPowerCut_AtomicWrite$$' -v ./internal/atomicfile/ | grep -E 'power cuts|^(ok|FAIL|---)'
 	OUTPOST_OUTAGE=7m OUTPOST_WINDOW=60s $(GO) test -count=1 -timeout 15m -run 'TestSync_ShortLinkWindow' -v ./sync/ | grep -E 'outage|^(ok|FAIL|---)'
+	OUTPOST_MIXED_ROUNDS=10 $(GO) test -count=1 -timeout 30m -run 'TestMixedPaths' -v ./internal/cli/ | grep -E 'mixed paths|MQTT cut|^(ok|FAIL|---)'
+	OUTPOST_GUARD_ROUNDS=20 $(GO) test -count=1 -timeout 15m -run 'TestModelUpdate_(CleanRestartsAfterActivation|KillMidSwapAndCrashLoop)' -v ./internal/daemon/ | grep -E 'clean restarts|rolled|^(ok|FAIL|---)'
 
 fuzz: deps ## a short fuzzing session on every decoder
 	$(GO) test -run '^$$' -fuzz FuzzDecodeWAV -fuzztime 60s ./models/
