@@ -22,6 +22,7 @@ import (
 	"os"
 	"slices"
 	gosync "sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +45,8 @@ type FS struct {
 	srv   *fuse.Server
 	// Stats since Mount.
 	syncs, dirSyncs int
+	// A pulled stick: operations past pullAt fail with EIO (-1: never).
+	ops, pullAt atomic.Int64
 }
 
 type fileData struct {
@@ -63,11 +66,34 @@ type dirData struct {
 // It needs root and /dev/fuse.
 func Mount(dir string) (*FS, error) {
 	f := &FS{dir: dir}
+	f.pullAt.Store(-1)
 	f.root = f.newDir()
 	if err := f.mount(); err != nil {
 		return nil, err
 	}
 	return f, nil
+}
+
+// Pull makes the filesystem a USB stick pulled out after n more
+// operations: every later operation fails with EIO, as the kernel answers
+// for a device that is gone. Pull(-1) plugs it back in (what was not made
+// durable is still there until Cut).
+func (f *FS) Pull(n int64) {
+	if n < 0 {
+		f.pullAt.Store(-1)
+		return
+	}
+	f.pullAt.Store(f.ops.Load() + n)
+}
+
+// Ops counts the filesystem operations since Mount (what Pull counts).
+func (f *FS) Ops() int64 { return f.ops.Load() }
+
+// gone counts one operation and says whether the stick is out.
+func (f *FS) gone() bool {
+	n := f.ops.Add(1)
+	at := f.pullAt.Load()
+	return at >= 0 && n > at
 }
 
 // Dir is the mount point.
@@ -266,11 +292,17 @@ func attr(v any, out *fuse.Attr) {
 }
 
 func (n *dirNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if n.fs.gone() {
+		return syscall.EIO
+	}
 	attr(n.d, &out.Attr)
 	return 0
 }
 
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fs.gone() {
+		return nil, syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	v, ok := n.d.entries[name]
@@ -282,6 +314,9 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 }
 
 func (n *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	if n.fs.gone() {
+		return nil, syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	var ents []fuse.DirEntry
@@ -299,6 +334,9 @@ func (n *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 }
 
 func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if n.fs.gone() {
+		return nil, nil, 0, syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	if _, ok := n.d.entries[name]; ok {
@@ -311,6 +349,9 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 }
 
 func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fs.gone() {
+		return nil, syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	if _, ok := n.d.entries[name]; ok {
@@ -323,6 +364,9 @@ func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 }
 
 func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	if n.fs.gone() {
+		return syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	v, ok := n.d.entries[name]
@@ -337,6 +381,9 @@ func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if n.fs.gone() {
+		return syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	v, ok := n.d.entries[name]
@@ -355,6 +402,9 @@ func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if n.fs.gone() {
+		return syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	to, ok := newParent.(*dirNode)
@@ -383,6 +433,9 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 
 // Fsync on a directory makes its entries durable.
 func (n *dirNode) Fsync(ctx context.Context, _ fs.FileHandle, flags uint32) syscall.Errno {
+	if n.fs.gone() {
+		return syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	n.d.durable = cloneEntries(n.d.entries)
@@ -391,6 +444,9 @@ func (n *dirNode) Fsync(ctx context.Context, _ fs.FileHandle, flags uint32) sysc
 }
 
 func (n *fileNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if n.fs.gone() {
+		return syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	attr(n.f, &out.Attr)
@@ -398,6 +454,9 @@ func (n *fileNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrO
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if n.fs.gone() {
+		return nil, 0, syscall.EIO
+	}
 	if flags&syscall.O_TRUNC != 0 {
 		n.fs.mu.Lock()
 		n.resize(0)
@@ -422,6 +481,9 @@ func (n *fileNode) resize(size int64) {
 }
 
 func (n *fileNode) Setattr(ctx context.Context, _ fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.fs.gone() {
+		return syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	if sz, ok := in.GetSize(); ok {
@@ -432,6 +494,9 @@ func (n *fileNode) Setattr(ctx context.Context, _ fs.FileHandle, in *fuse.SetAtt
 }
 
 func (n *fileNode) Allocate(ctx context.Context, _ fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	if n.fs.gone() {
+		return syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	if end := int64(off + size); mode == 0 && end > int64(len(n.f.data)) {
@@ -441,6 +506,9 @@ func (n *fileNode) Allocate(ctx context.Context, _ fs.FileHandle, off uint64, si
 }
 
 func (n *fileNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if n.fs.gone() {
+		return nil, syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	if off >= int64(len(n.f.data)) {
@@ -451,6 +519,9 @@ func (n *fileNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off i
 }
 
 func (n *fileNode) Write(ctx context.Context, _ fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if n.fs.gone() {
+		return 0, syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	end := off + int64(len(data))
@@ -467,6 +538,9 @@ func (n *fileNode) Write(ctx context.Context, _ fs.FileHandle, data []byte, off 
 // Fsync (and fdatasync) makes the file's data and size durable — not its
 // name: that takes an fsync of the directory.
 func (n *fileNode) Fsync(ctx context.Context, _ fs.FileHandle, flags uint32) syscall.Errno {
+	if n.fs.gone() {
+		return syscall.EIO
+	}
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	n.f.durable = slices.Clone(n.f.data)
