@@ -17,6 +17,7 @@ import (
 	neturl "net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"text/tabwriter"
@@ -222,6 +223,55 @@ const collectExamples = `  outpost collect --broker tcp://localhost:1883 --data-
   outpost collect revoke --device kiosk-12 --passwd-file /etc/mosquitto/passwd  # a lost device: no more logins
 `
 
+// collectFlags: the flags each collect subcommand reads; any other flag
+// given is refused by name (`collect acl --chunk-size 5` exited 0).
+var collectFlags = func() map[string][]string {
+	store := []string{"data-dir", "store", "name", "key", "verbose"}
+	broker := []string{"broker", "username", "password", "ca-file", "cert-file", "key-file"}
+	join := func(sets ...[]string) []string {
+		var all []string
+		for _, s := range sets {
+			all = append(all, s...)
+		}
+		return all
+	}
+	return map[string][]string{
+		"":           join(store, broker, []string{"listen", "token", "registry", "packages", "share-group"}),
+		"export":     join(store, []string{"format", "out", "reviewed"}),
+		"devices":    store,
+		"migrate":    store,
+		"import":     store,
+		"enroll":     join(store, []string{"device", "device-key"}),
+		"acl":        {"hub-user"},
+		"provision":  join(broker, []string{"device", "passwd-file", "hub-user", "key", "data-dir"}),
+		"revoke":     {"device", "passwd-file"},
+		"dictionary": {"out", "verbose"},
+		"models":     join(store, []string{"to", "chunk-size", "packages", "registry"}),
+	}
+}()
+
+// collectFlagsFit refuses a flag the subcommand does not read.
+func collectFlagsFit(fs *pflag.FlagSet) error {
+	allowed, ok := collectFlags[fs.Arg(0)]
+	if !ok {
+		return nil // an unknown subcommand is reported where it is dispatched
+	}
+	var bad []string
+	fs.Visit(func(f *pflag.Flag) {
+		if !slices.Contains(allowed, f.Name) {
+			bad = append(bad, "--"+f.Name)
+		}
+	})
+	if len(bad) == 0 {
+		return nil
+	}
+	sub := fs.Arg(0)
+	if sub == "" {
+		sub = "(running the collector)"
+	}
+	return usagef("collect %s does not take %s (its flags: --%s)", sub, strings.Join(bad, ", "), strings.Join(allowed, ", --"))
+}
+
 func runCollect(ctx context.Context, std IO, args []string) error {
 	var (
 		df       dataFlags
@@ -273,6 +323,9 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	fs.IntVar(&chunk, "chunk-size", osync.DefaultChunk, "models publish: bytes per chunk devices fetch (1 KiB–1 MiB)")
 	fs.StringVar(&share, "share-group", "", "subscribe to results as MQTT shared subscription $share/GROUP/…: collectors in one group split the load")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := collectFlagsFit(fs); err != nil {
 		return err
 	}
 	if fs.Arg(0) == "acl" {

@@ -433,3 +433,26 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestCollect_FlagsBelongToSubcommand (issue 29): `collect acl --chunk-size
+// 5 --reviewed` exited 0. A flag the subcommand does not read is refused
+// by name, with the flags it does read.
+func TestCollect_FlagsBelongToSubcommand(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		bad  string
+	}{
+		{[]string{"collect", "acl", "--chunk-size", "5", "--reviewed"}, "--chunk-size, --reviewed"},
+		{[]string{"collect", "export", "--to", "all"}, "--to"},
+		{[]string{"collect", "revoke", "--device", "x", "--passwd-file", "p", "--listen", ":1"}, "--listen"},
+		{[]string{"collect", "--format", "csv", "--broker", "tcp://127.0.0.1:1"}, "--format"},
+	} {
+		_, errOut, code := run(t, nil, c.args...)
+		if code != ExitUsage || !strings.Contains(errOut, "does not take "+c.bad) || !strings.Contains(errOut, "its flags: --") {
+			t.Errorf("%v: exit %d, %q", c.args, code, errOut)
+		}
+	}
+	if out, errOut, code := run(t, nil, "collect", "acl", "--hub-user", "hub-a"); code != ExitOK || !strings.Contains(out, "user hub-a") {
+		t.Errorf("collect acl --hub-user: %d %s", code, errOut)
+	}
+}
