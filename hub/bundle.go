@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -25,22 +26,40 @@ const MaxBundleBytes = 4 << 30
 // rejected for good. Importing the same bundle again stores nothing new
 // and writes the same receipt.
 func ImportBundle(ctx context.Context, st Store, path string, key ed25519.PrivateKey, now time.Time) (*osync.Receipt, string, Counts, error) {
-	var total Counts
 	f, _, err := safefile.Open(path, MaxBundleBytes)
+	if err != nil {
+		return nil, "", Counts{}, err
+	}
+	defer f.Close()
+	r, file, total, err := ImportBundleFrom(ctx, st, path, f, key, now)
 	if err != nil {
 		return nil, "", total, err
 	}
-	defer f.Close()
-	b, err := osync.ReadBundle(f)
+	out := strings.TrimSuffix(path, osync.BundleExt) + osync.ReceiptExt
+	if err := atomicfile.WriteBytes(out, file, 0o644); err != nil {
+		return nil, "", total, fmt.Errorf("receipt: %w (the bundle is stored; import it again to write the receipt)", err)
+	}
+	return r, out, total, nil
+}
+
+// ImportBundleFrom stores a bundle read from r (named name in errors) and
+// returns its receipt and the receipt file's bytes, signed by key; the
+// caller puts them beside the bundle. A running collector imports through
+// it for `collect import` (the CLI streams the stick's file over the
+// collector's socket: the hub's sandbox need not see the stick).
+func ImportBundleFrom(ctx context.Context, st Store, name string, rd io.Reader, key ed25519.PrivateKey, now time.Time) (*osync.Receipt, []byte, Counts, error) {
+	var total Counts
+	path := name
+	b, err := osync.ReadBundle(rd)
 	if err != nil {
-		return nil, "", total, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, total, fmt.Errorf("%s: %w", path, err)
 	}
 	m := b.Manifest
 	// The same rule as MQTT: a bundle is stored only under the device
 	// whose key signed it (one for a device that never wrote it was stored
 	// before).
 	if _, err := Enrol(ctx, st, m.Device, b.Key, now); err != nil {
-		return nil, "", total, fmt.Errorf("%s: %w: nothing stored", path, err)
+		return nil, nil, total, fmt.Errorf("%s: %w: nothing stored", path, err)
 	}
 	r := &osync.Receipt{Bundle: m.ID, Device: m.Device, Time: now.UTC(), StoredSums: []osync.Sum{}, RejectedSums: []osync.Sum{}}
 	stored := func(id outbox.ID) {
@@ -62,7 +81,7 @@ func ImportBundle(ctx context.Context, st Store, path string, key ed25519.Privat
 		part := labels[i:min(len(labels), i+5000)]
 		c, err := st.Commit(ctx, []*osync.Batch{{ID: m.ID, Device: m.Device, Sent: m.Created, Records: part}}, now)
 		if err != nil {
-			return nil, "", total, fmt.Errorf("%s: storing: %w", path, err)
+			return nil, nil, total, fmt.Errorf("%s: storing: %w", path, err)
 		}
 		total.New += c[0].New
 		total.Duplicate += c[0].Duplicate
@@ -94,16 +113,12 @@ func ImportBundle(ctx context.Context, st Store, path string, key ed25519.Privat
 		copy(c.SHA256[:], sum)
 		info, err := st.PutEvidence(ctx, m.Device, c, now)
 		if err != nil {
-			return nil, "", total, fmt.Errorf("%s: evidence: %w", path, err)
+			return nil, nil, total, fmt.Errorf("%s: evidence: %w", path, err)
 		}
 		if info.Complete {
 			stored(rec.ID)
 		}
 		// Not complete: not named, so the device keeps the photo.
 	}
-	out := strings.TrimSuffix(path, osync.BundleExt) + osync.ReceiptExt
-	if err := atomicfile.WriteBytes(out, osync.EncodeReceiptFile(r, key), 0o644); err != nil {
-		return nil, "", total, fmt.Errorf("receipt: %w (the bundle is stored; import it again to write the receipt)", err)
-	}
-	return r, out, total, nil
+	return r, osync.EncodeReceiptFile(r, key), total, nil
 }

@@ -15,9 +15,15 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/atomicfile"
+	osync "github.com/outpost-edge/outpost/sync"
 )
 
 // SocketFile is the unix socket a running collector answers on, in its
@@ -197,7 +203,21 @@ func ServeLocal(ctx context.Context, c *Collector, path string) error {
 		return fmt.Errorf("hub: local socket: %w", err)
 	}
 	os.Chmod(path, 0o600)
-	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/", c.Handler())
+	// Only on the socket (owner-only): `collect import` streams a bundle
+	// from the stick; the collector stores it as a stopped hub would and
+	// answers the signed receipt, which the CLI writes beside the bundle.
+	mux.HandleFunc("POST /v1/import", func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Query().Get("name")
+		rc, file, n, err := ImportBundleFrom(r.Context(), c.st, name, io.LimitReader(r.Body, MaxBundleBytes+1), c.o.Key, time.Now())
+		if err != nil {
+			apiFail(w, http.StatusUnprocessableEntity, "bundle_refused", err)
+			return
+		}
+		writeJSON(w, LocalImport{Device: rc.Device, New: n.New, Duplicate: n.Duplicate, Rejected: len(rc.Rejected), Receipt: file})
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
@@ -207,6 +227,57 @@ func ServeLocal(ctx context.Context, c *Collector, path string) error {
 		return err
 	}
 	return nil
+}
+
+// LocalImport is the running collector's answer to a bundle streamed to
+// its socket: the counts and the receipt file's bytes.
+type LocalImport struct {
+	Device    string `json:"device"`
+	New       int64  `json:"new"`
+	Duplicate int64  `json:"duplicate"`
+	Rejected  int    `json:"rejected"`
+	Receipt   []byte `json:"receipt"`
+}
+
+// LocalImportFile streams a bundle file to the running collector's socket
+// and writes the receipt it answers beside the bundle.
+func LocalImportFile(ctx context.Context, sock, path string) (*LocalImport, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.Size() > MaxBundleBytes {
+		return nil, "", fmt.Errorf("%s: not a regular file of at most %d bytes", path, MaxBundleBytes)
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://collector/v1/import?name="+url.QueryEscape(filepath.Base(path)), f)
+	if err != nil {
+		return nil, "", err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, "", fmt.Errorf("hub: the running collector's socket %s: %w", sock, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if resp.StatusCode != http.StatusOK {
+		var e APIError
+		json.Unmarshal(body, &e)
+		return nil, "", fmt.Errorf("%s: refused by the running collector: %s", path, e.Detail)
+	}
+	var li LocalImport
+	if err := json.Unmarshal(body, &li); err != nil {
+		return nil, "", fmt.Errorf("hub: the running collector's answer: %w", err)
+	}
+	out := strings.TrimSuffix(path, osync.BundleExt) + osync.ReceiptExt
+	if err := atomicfile.WriteBytes(out, li.Receipt, 0o644); err != nil {
+		return nil, "", fmt.Errorf("receipt: %w (the bundle is stored; import it again to write the receipt)", err)
+	}
+	return &li, out, nil
 }
 
 // APIError is the body of an error answer.

@@ -100,8 +100,8 @@ func applyReceipts(std IO, dev *device.Device, path string) error {
 	return nil
 }
 
-// collectImport is `collect import PATH...`: bundles from sticks.
-func collectImport(ctx context.Context, std IO, st hub.Store, key []byte, paths []string) error {
+// bundleFiles: the bundle files named, or found in the folders named.
+func bundleFiles(paths []string) ([]string, error) {
 	var files []string
 	for _, p := range paths {
 		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
@@ -112,7 +112,16 @@ func collectImport(ctx context.Context, std IO, st hub.Store, key []byte, paths 
 		}
 	}
 	if len(files) == 0 {
-		return usagef("collect import: no %s files in %s", osync.BundleExt, strings.Join(paths, ", "))
+		return nil, usagef("collect import: no %s files in %s", osync.BundleExt, strings.Join(paths, ", "))
+	}
+	return files, nil
+}
+
+// collectImport is `collect import PATH...`: bundles from sticks.
+func collectImport(ctx context.Context, std IO, st hub.Store, key []byte, paths []string) error {
+	files, err := bundleFiles(paths)
+	if err != nil {
+		return err
 	}
 	var failed int
 	for _, f := range files {

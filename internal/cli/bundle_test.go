@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"os"
@@ -8,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outpost-edge/outpost/hub"
 	"github.com/outpost-edge/outpost/internal/testutil"
@@ -199,4 +202,55 @@ func newStickRig(t *testing.T, device string, sharing map[string]any) *stickRig 
 		"sharing": map[string]any{"crop-disease": sharing}})
 	os.WriteFile(r.cfg, b, 0o644)
 	return r
+}
+
+// TestCollectImport_ThroughRunningCollector (issue 29; found by the
+// rehearsal): `collect import` refused to run while a collector held the
+// bbolt store ("stop it first"). Now it streams each bundle to the running
+// collector's socket, which stores it and answers the signed receipt; the
+// CLI writes it beside the bundle, and the device deletes on it.
+func TestCollectImport_ThroughRunningCollector(t *testing.T) {
+	r := newStickRig(t, "kiosk-sock", map[string]any{"evidence": "always", "form": "original"})
+	samples := filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples")
+	if _, errOut, code := run(t, nil, "infer", "--config", r.cfg, "--models-dir", testutil.ModelsDir(t), "-m", "crop-disease",
+		filepath.Join(samples, "rust.jpg"), filepath.Join(samples, "mosaic.jpg")); code != ExitOK {
+		t.Fatalf("infer: %s", errOut)
+	}
+	if _, errOut, code := run(t, nil, "bundle", "export", "--out", r.stick, "--config", r.cfg); code != ExitOK {
+		t.Fatalf("export: %s", errOut)
+	}
+	broker := testutil.StartMosquitto(t, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var colErr bytes.Buffer
+	go func() {
+		done <- Main(ctx, []string{"collect", "--data-dir", r.hubDir, "--broker", broker.URL(), "--key", filepath.Join(r.dir, "hub.key")}, nil, &bytes.Buffer{}, &colErr)
+	}()
+	defer func() { cancel(); <-done }()
+	testutil.Eventually(t, 20*time.Second, "the collector's socket", func() bool {
+		_, err := os.Stat(filepath.Join(r.hubDir, hub.SocketFile))
+		return err == nil
+	})
+	out, errOut, code := run(t, nil, "collect", "import", r.stick, "--data-dir", r.hubDir)
+	if code != ExitOK || !strings.Contains(out, "2 new") || !strings.Contains(out, "through the running collector") {
+		t.Fatalf("import while the collector runs: %d %s%s", code, out, errOut)
+	}
+	if _, errOut, code := run(t, nil, "bundle", "receipt", r.stick, "--config", r.cfg); code != ExitOK {
+		t.Fatalf("receipt: %s", errOut)
+	}
+	qs, _, _ := run(t, nil, "queue", "stats", "--json", "--config", r.cfg)
+	var st outbox.Stats
+	json.Unmarshal([]byte(qs), &st)
+	if st.Count != 0 {
+		t.Fatalf("after the receipt from the running collector, %d records stay on the device", st.Count)
+	}
+	// A damaged bundle is refused by name, the collector keeps running.
+	bad := filepath.Join(r.stick, "outpost-kiosk-sock-x"+osync.BundleExt)
+	os.WriteFile(bad, []byte("not a bundle"), 0o644)
+	if _, errOut, code := run(t, nil, "collect", "import", bad, "--data-dir", r.hubDir); code == ExitOK || !strings.Contains(errOut, "refused by the running collector") {
+		t.Fatalf("a damaged bundle: %d %s", code, errOut)
+	}
+	if out, _, code := run(t, nil, "collect", "devices", "--data-dir", r.hubDir); code != ExitOK || !strings.Contains(out, "kiosk-sock") {
+		t.Fatalf("the collector after a damaged bundle: %d %s", code, out)
+	}
 }

@@ -416,6 +416,11 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		// A collector holds the embedded store: ask it over its socket.
 		return collectViaSocket(ctx, std, sock, fs.Arg(0), format)
 	}
+	if errors.Is(err, hub.ErrLocked) && fs.Arg(0) == "import" {
+		// The running collector imports: the CLI streams each bundle to
+		// its socket and writes the receipt beside it (no need to stop it).
+		return importViaSocket(ctx, std, sock, fs.Args()[1:])
+	}
 	if err != nil {
 		return err
 	}
@@ -603,6 +608,28 @@ func collectModels(std IO, dir string, args, to []string, chunk int) error {
 		return tw.Flush()
 	}
 	return usagef("collect models publish --to TARGETS FILE.opkg | collect models list")
+}
+
+// importViaSocket is `collect import` while a collector holds the store.
+func importViaSocket(ctx context.Context, std IO, sock string, paths []string) error {
+	files, err := bundleFiles(paths)
+	if err != nil {
+		return err
+	}
+	var failed int
+	for _, f := range files {
+		li, out, err := hub.LocalImportFile(ctx, sock, f)
+		if err != nil {
+			failed++
+			fmt.Fprintf(std.Err, "%v\n", err)
+			continue
+		}
+		fmt.Fprintf(std.Out, "%s: %s, %d new, %d already here, %d rejected; receipt %s (through the running collector)\n", filepath.Base(f), li.Device, li.New, li.Duplicate, li.Rejected, out)
+	}
+	if failed > 0 {
+		return fmt.Errorf("collect import: %d of %d bundles refused", failed, len(files))
+	}
+	return nil
 }
 
 // collectViaSocket serves `collect export|devices` through a running

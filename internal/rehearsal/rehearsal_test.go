@@ -543,12 +543,12 @@ func (r *rehearsal) waitUpdate(state, version string) update {
 }
 
 // usbTrip: the link is down; the kiosk writes a bundle to the stick; at
-// the district office the hub is stopped, the stick imported as the hub's
-// user, the hub started again (still without a broker); back at the
-// kiosk the receipt deletes exactly what the hub has.
+// the district office the stick is imported as the hub's user through the
+// running hub, the hub restarted (still without a broker: it must wait);
+// back at the kiosk the receipt deletes exactly what the hub has.
 func (r *rehearsal) usbTrip() {
 	t := r.t
-	r.step("USB trip: broker down, 2 photos, kiosk 'Save to USB', collect import, receipt back")
+	r.step("USB trip: broker down, 2 photos, kiosk 'Save to USB', collect import through the running hub, receipt back")
 	r.mosq.stop(t)
 	samples := r.path("usr/local/share/outpost/models/crop-disease/samples")
 	ids := []string{r.infer("crop-disease", "image/jpeg", readFile(t, filepath.Join(samples, "healthy.jpg"))).ID,
@@ -567,15 +567,18 @@ func (r *rehearsal) usbTrip() {
 	}
 	carried := *ex.Bundle
 	t.Logf("bundle on the stick: %+v", carried)
-	r.hubSvc.stop(t) // systemctl stop outpost-hub: the bbolt store is the collector's while it runs
+	// sudo -u outpost-hub outpost collect import …: the running hub imports
+	// (the CLI streams the bundle to its socket; the hub's sandbox does
+	// not see /media).
 	cmd, err := r.root.Command(r.hubUnit, Options{Argv: []string{"/usr/local/bin/outpost", "collect", "import", "/media/stick",
 		"--data-dir", "/var/lib/outpost-hub"}, RW: []string{"/media"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out := mustRun(t, cmd); !strings.Contains(out, "2 new") {
+	if out := mustRun(t, cmd); !strings.Contains(out, "through the running collector") || !strings.Contains(out, " new,") {
 		t.Fatalf("collect import: %s", out)
 	}
+	r.hubSvc.stop(t)
 	r.startHubWaiting("/") // the broker is still down: the hub must wait for it, not exit
 	ex.Bundle, ex.Deleted = nil, 0
 	r.postJSON(r.devURL+"/v1/usb/export", devToken, &ex)
