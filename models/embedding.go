@@ -75,7 +75,6 @@ func (s *SpeechEmbedding) Close() error {
 	return errors.Join(s.mel.Close(), s.emb.Close())
 }
 
-
 // Mel returns the transformed mel frames of 16 kHz samples in [-1, 1]:
 // frames × 32 values, row-major.
 func (s *SpeechEmbedding) Mel(ctx context.Context, pcm []float32) ([]float32, int, error) {
