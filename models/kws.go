@@ -58,23 +58,47 @@ type KWS struct {
 	vad    *VAD // nil: the whole input is one segment
 	in     string
 	window int
+	emb    *SpeechEmbedding // features "speech-embedding"; nil: log-mel
+	frames int              // embeddings per window the head reads
 }
 
-// NewKWS checks the model; vad may be nil.
-func NewKWS(m *Model, sess runtime.Session, vad *VAD) (*KWS, error) {
+// FeaturesEmbedding is Preprocessing.Features for heads on SpeechEmbedding.
+const FeaturesEmbedding = "speech-embedding"
+
+// NewKWS checks the model; vad may be nil; emb is required by (and only
+// used for) a model whose features are the speech embedding.
+func NewKWS(m *Model, sess runtime.Session, vad *VAD, emb *SpeechEmbedding) (*KWS, error) {
 	if m.Preprocessing.SampleRate != melRate {
 		return nil, fmt.Errorf("%w: %s: keyword models run at %d Hz (log-mel frontend), manifest says %d", ErrModelMismatch, m.Name, melRate, m.Preprocessing.SampleRate)
 	}
 	if len(sess.Inputs()) != 1 {
 		return nil, fmt.Errorf("%w: %s: one input expected", ErrModelMismatch, m.Name)
 	}
-	return &KWS{m: m, sess: sess, vad: vad, in: sess.Inputs()[0].Name, window: m.Preprocessing.WindowSamples}, nil
+	k := &KWS{m: m, sess: sess, vad: vad, in: sess.Inputs()[0].Name, window: m.Preprocessing.WindowSamples}
+	switch m.Preprocessing.Features {
+	case "":
+	case FeaturesEmbedding:
+		if emb == nil {
+			return nil, fmt.Errorf("%w: %s reads the speech embedding, which is not open (make deps fetches models/%s)", ErrModelMismatch, m.Name, EmbeddingDir)
+		}
+		shape := sess.Inputs()[0].Shape
+		if len(shape) != 3 || shape[1] <= 0 || shape[2] != EmbeddingDim {
+			return nil, fmt.Errorf("%w: %s: input %v, want [batch, frames, %d]", ErrModelMismatch, m.Name, shape, EmbeddingDim)
+		}
+		k.emb, k.frames = emb, int(shape[1])
+	default:
+		return nil, fmt.Errorf("%w: %s: unknown features %q", ErrModelMismatch, m.Name, m.Preprocessing.Features)
+	}
+	return k, nil
 }
 
 // Classify scores one window of samples (zero-padded or cut to the window).
 func (k *KWS) Classify(ctx context.Context, win []float32) ([]float32, error) {
 	buf := make([]float32, k.window)
 	copy(buf, win)
+	if k.emb != nil {
+		return k.classifyEmbedded(ctx, buf)
+	}
 	feats, frames := LogMel(buf)
 	mean, std := float32(0), float32(1)
 	if len(k.m.Preprocessing.Mean) > 0 {
@@ -94,6 +118,45 @@ func (k *KWS) Classify(ctx context.Context, win []float32) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
+	return k.scores(out)
+}
+
+// classifyEmbedded: the window's last k.frames embeddings through the head.
+func (k *KWS) classifyEmbedded(ctx context.Context, buf []float32) ([]float32, error) {
+	// Past the input's ends the window is digital zeros, which no
+	// microphone gives and the head never heard: a fixed dither at the
+	// level of a quiet room's noise floor (deterministic: same input,
+	// same answer).
+	var x uint32 = 2463534242
+	for i := range buf {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		buf[i] += (float32(x)/float32(^uint32(0)) - 0.5) * 2e-3
+	}
+	embs, err := k.emb.Embed(ctx, buf)
+	if err != nil {
+		return nil, err
+	}
+	if len(embs) < k.frames {
+		return nil, fmt.Errorf("%w: %s: a window of %d samples gives %d embeddings, the head reads %d", ErrModelMismatch, k.m.Name, len(buf), len(embs), k.frames)
+	}
+	flat := make([]float32, 0, k.frames*EmbeddingDim)
+	for _, e := range embs[len(embs)-k.frames:] {
+		flat = append(flat, e...)
+	}
+	t, err := runtime.NewFloat32(runtime.Shape{1, int64(k.frames), EmbeddingDim}, flat)
+	if err != nil {
+		return nil, err
+	}
+	out, err := k.sess.Run(ctx, map[string]*runtime.Tensor{k.in: t})
+	if err != nil {
+		return nil, err
+	}
+	return k.scores(out)
+}
+
+func (k *KWS) scores(out map[string]*runtime.Tensor) ([]float32, error) {
 	o := out[k.sess.Outputs()[0].Name].Float32()
 	if len(o) != len(k.m.Labels) {
 		return nil, fmt.Errorf("%w: %s: %d outputs for %d labels", ErrModelMismatch, k.m.Name, len(o), len(k.m.Labels))
@@ -119,10 +182,26 @@ func (k *KWS) Spot(ctx context.Context, samples []float32) (*KWSResult, error) {
 	} else {
 		spans = []span{{0, len(samples)}}
 	}
-	thr := k.m.Postprocessing.UncertainBelow
+	pp := k.m.Postprocessing
+	thr := pp.UncertainBelow
 	if thr == 0 {
 		thr = 0.5
 	}
+	window := pp.CommandWindow
+	if window == 0 {
+		window = 4
+	}
+	// Candidates from the lower of the two thresholds; which count is
+	// decided below, in order.
+	wakeThr, cmdThr := thr, thr
+	if pp.WakeWord != "" && pp.WakeBelow > 0 {
+		wakeThr = pp.WakeBelow
+	}
+	if pp.WakeWord != "" && pp.CommandBelow > 0 {
+		cmdThr = pp.CommandBelow
+	}
+	candThr := min(thr, wakeThr, cmdThr)
+	var cands []Detection
 	res := &KWSResult{Keywords: []Detection{}, Segments: len(spans), Duration: round3(float64(len(samples)) / melRate)}
 	for _, sp := range spans {
 		// Windows centred on the segment; a long segment gets several,
@@ -141,7 +220,7 @@ func (k *KWS) Spot(ctx context.Context, samples []float32) (*KWSResult, error) {
 				return nil, err
 			}
 			for i, s := range p {
-				if l := k.m.Labels[i]; !strings.HasPrefix(l, "_") && s >= thr && s > best.Score {
+				if l := k.m.Labels[i]; !strings.HasPrefix(l, "_") && s >= candThr && s > best.Score {
 					best = Detection{Keyword: l, Score: round4(s)}
 				}
 			}
@@ -151,13 +230,23 @@ func (k *KWS) Spot(ctx context.Context, samples []float32) (*KWSResult, error) {
 		}
 		if best.Keyword != "" {
 			best.Start, best.End = round3(float64(sp.start)/melRate), round3(float64(sp.end)/melRate)
-			res.Keywords = append(res.Keywords, best)
+			cands = append(cands, best)
 		}
 	}
-	pp := k.m.Postprocessing
-	window := pp.CommandWindow
-	if window == 0 {
-		window = 4
+	for _, c := range cands {
+		afterWake := false
+		if n := len(res.Keywords); n > 0 {
+			last := res.Keywords[n-1]
+			afterWake = last.Keyword == pp.WakeWord && c.Keyword != pp.WakeWord && c.Start-last.End <= window
+		}
+		switch {
+		case c.Keyword == pp.WakeWord && pp.WakeWord != "":
+			if c.Score >= wakeThr {
+				res.Keywords = append(res.Keywords, c)
+			}
+		case afterWake && c.Score >= cmdThr, c.Score >= thr:
+			res.Keywords = append(res.Keywords, c)
+		}
 	}
 	res.command(pp.WakeWord, window)
 	return res, nil

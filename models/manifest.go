@@ -72,6 +72,10 @@ type Preprocessing struct {
 	ChunkSamples   int `json:"chunk_samples,omitempty"`   // samples per Run (streaming models)
 	ContextSamples int `json:"context_samples,omitempty"` // tail of the previous chunk prepended
 	WindowSamples  int `json:"window_samples,omitempty"`  // keyword spotting: samples per window (1 s)
+	// Features: what the keyword model reads — "" (40 log-mel bins, LogMel)
+	// or "speech-embedding" (SpeechEmbedding's 96-dim embeddings, from the
+	// models directory's speech-embedding folder).
+	Features string `json:"features,omitempty"`
 	// Image models.
 	Width  int       `json:"width,omitempty"`
 	Height int       `json:"height,omitempty"`
@@ -105,6 +109,14 @@ type Postprocessing struct {
 	// was heard first, at most CommandWindow seconds (default 4) before it.
 	WakeWord      string  `json:"wake_word,omitempty"`
 	CommandWindow float64 `json:"command_window,omitempty"`
+	// CommandBelow (keyword spotting with a wake word): a keyword right
+	// after the wake word counts from this score instead of
+	// UncertainBelow. The kiosk expects a command then; a false command
+	// needs a false wake word first. 0 = UncertainBelow.
+	CommandBelow float32 `json:"command_below,omitempty"`
+	// WakeBelow: the wake word's own threshold (calibrated on its own
+	// false alarms: it is the one that arms commands). 0 = UncertainBelow.
+	WakeBelow float32 `json:"wake_below,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -186,6 +198,9 @@ func (m *Manifest) Validate() error {
 	}
 	if pp := m.Postprocessing; pp.AbstainLabel != "" && !slices.Contains(m.Labels, pp.AbstainLabel) {
 		return bad("postprocessing.abstain_label %q is not one of the labels", pp.AbstainLabel)
+	}
+	if pp := m.Postprocessing; pp.CommandBelow < 0 || pp.CommandBelow > 1 || pp.WakeBelow < 0 || pp.WakeBelow > 1 {
+		return bad("postprocessing: command_below %v and wake_below %v must be in [0, 1]", pp.CommandBelow, pp.WakeBelow)
 	}
 	if pp := m.Postprocessing; pp.WakeWord != "" && !slices.Contains(m.Labels, pp.WakeWord) || pp.CommandWindow < 0 {
 		return bad("postprocessing: wake_word %q must be one of the labels, command_window not negative", pp.WakeWord)

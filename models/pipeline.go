@@ -46,6 +46,9 @@ type PipelineOptions struct {
 	// Segmenter finds speech for keyword spotting (a Silero VAD); nil
 	// treats the whole input as one segment.
 	Segmenter *VAD
+	// Embedding: the speech embedding a keyword model with features
+	// "speech-embedding" reads (opened by the caller, who closes it).
+	Embedding *SpeechEmbedding
 	// Decode bounds the memory image decoding holds at once, shared by
 	// every pipeline that is given it; nil: unbounded (one-shot CLI use).
 	Decode *DecodeBudget

@@ -87,7 +87,7 @@ var taskTable = []TaskSpec{
 		Extensions:     []string{".wav"},
 		NeedsSegmenter: true,
 		New: func(m *Model, sess runtime.Session, o PipelineOptions) (Pipeline, error) {
-			k, err := NewKWS(m, sess, o.Segmenter)
+			k, err := NewKWS(m, sess, o.Segmenter, o.Embedding)
 			if err != nil {
 				return nil, err
 			}

@@ -35,6 +35,11 @@ for arch in "${arches[@]}"; do
     [ -d "$d/samples" ] && cp -R "$d/samples" "$stage/models/$mname/"
     [ -f "$root/docs/models/$mname.md" ] && cp "$root/docs/models/$mname.md" "$stage/models/$mname/MODEL_CARD.md"
   done
+  # The speech embedding keyword heads read (fetched by make deps; Apache-2.0).
+  if [ -d "$root/models/speech-embedding" ]; then
+    mkdir -p "$stage/models/speech-embedding"
+    cp "$root"/models/speech-embedding/*.onnx "$stage/models/speech-embedding/"
+  fi
   cp "$root/dist/install.sh" "$root/dist/outpost.service" "$root/dist/outpost-hub.service" "$root/dist/outpost.env" \
      "$root/dist/THIRD_PARTY_NOTICES.md" "$root/LICENSE" "$root/README.md" "$stage/"
   echo "$arch" > "$stage/ARCH"

@@ -100,12 +100,16 @@ type opened struct {
 	m    *models.Model
 	sess []runtime.Session // the model's, then its VAD's for keyword spotting
 	seg  *models.VAD
-	refs gosync.WaitGroup // requests running on these sessions
+	emb  *models.SpeechEmbedding // a keyword head's feature models
+	refs gosync.WaitGroup        // requests running on these sessions
 }
 
 func (op *opened) close() {
 	for _, s := range op.sess {
 		s.Close()
+	}
+	if op.emb != nil {
+		op.emb.Close()
 	}
 }
 
@@ -338,7 +342,7 @@ func (d *Device) pipeline(model, lang string, hold bool) (pipeEntry, error) {
 		if err != nil {
 			return e, err
 		}
-		p, err := models.NewPipeline(op.m, op.sess[0], models.PipelineOptions{VAD: d.o.VAD, Lang: lang, Segmenter: op.seg, Decode: d.decode})
+		p, err := models.NewPipeline(op.m, op.sess[0], models.PipelineOptions{VAD: d.o.VAD, Lang: lang, Segmenter: op.seg, Embedding: op.emb, Decode: d.decode})
 		if err != nil {
 			return e, err
 		}
@@ -442,6 +446,13 @@ func (d *Device) openLocked(m *models.Model) (*opened, error) {
 		return nil, err
 	}
 	op := &opened{m: m, sess: []runtime.Session{sess}}
+	if m.Preprocessing.Features == models.FeaturesEmbedding {
+		// Beside the model folders (the shipped set, or the writable copy).
+		if op.emb, err = models.OpenSpeechEmbedding(filepath.Join(filepath.Dir(m.Dir), models.EmbeddingDir), load); err != nil {
+			sess.Close()
+			return nil, fmt.Errorf("%s: %w", m.Name, err)
+		}
+	}
 	if spec, _ := models.Spec(m.Task); spec.NeedsSegmenter && d.cfg.VADModel != "" {
 		vm, err := d.Model(d.cfg.VADModel)
 		if err != nil {

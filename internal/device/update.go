@@ -239,7 +239,7 @@ func (d *Device) InstallFile(ctx context.Context, path string, offer *osync.Offe
 		}
 		for _, op := range fresh {
 			n, err := g.Check(ctx, tmp, op.m.Name, func(lang string) (models.Pipeline, error) {
-				return models.NewPipeline(op.m, op.sess[0], models.PipelineOptions{VAD: d.o.VAD, Lang: lang, Segmenter: op.seg, Decode: d.decode})
+				return models.NewPipeline(op.m, op.sess[0], models.PipelineOptions{VAD: d.o.VAD, Lang: lang, Segmenter: op.seg, Embedding: op.emb, Decode: d.decode})
 			})
 			checked += n
 			if err != nil {
