@@ -14,6 +14,11 @@ const (
 	OutcomeNotALeaf = "not_a_leaf"
 )
 
+// Languages are the languages outpost answers in — advice, the kiosk, the
+// hub page, spoken prompts — declared once (issue 30: the list was a
+// literal in three places).
+var Languages = []string{"en", "fr", "sw", "ha", "am"}
+
 // builtinAdvice is what outpost says for a retake or an abstention when a
 // model's advice file does not: every image model gets these, in the five
 // languages the kiosk speaks. A model's advice.json overrides any of them

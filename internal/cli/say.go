@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/tts"
 )
 
@@ -32,7 +33,7 @@ func runSay(ctx context.Context, std IO, args []string) error {
 	}
 	e := &tts.Espeak{}
 	if list {
-		for _, l := range []string{"en", "fr", "sw", "ha", "am"} {
+		for _, l := range models.Languages {
 			v, err := e.Voice(l)
 			if err != nil {
 				fmt.Fprintf(std.Out, "%s: none (%v)\n", l, err)

@@ -314,7 +314,7 @@ func (d *Daemon) sharing() map[string]any {
 		tasks[m.Name] = string(m.Task)
 	}
 	text := map[string][]string{}
-	for _, l := range []string{"en", "fr", "sw", "ha", "am"} {
+	for _, l := range models.Languages {
 		text[l] = d.cfg.SharingText(names, tasks, l)
 	}
 	return map[string]any{"policies": policies, "text": text[d.cfg.Lang], "text_by_lang": text}

@@ -5,16 +5,18 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"github.com/outpost-edge/outpost/internal/httpguard"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/httpguard"
+	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
 )
@@ -266,10 +268,8 @@ func (c *Config) Validate() error {
 	if c.Broker != "" && !strings.Contains(c.Broker, "://") {
 		return bad("broker", "%q: want a URL like tcp://host:1883, ssl://host:8883, ws://host/mqtt", c.Broker)
 	}
-	switch c.Lang {
-	case "en", "fr", "sw", "ha", "am":
-	default:
-		return bad("lang", "%q: want en, fr, sw, ha or am", c.Lang)
+	if !slices.Contains(models.Languages, c.Lang) {
+		return bad("lang", "%q: want one of %s", c.Lang, strings.Join(models.Languages, ", "))
 	}
 	if c.Inbox != "" && c.DataDir != "" {
 		// The watcher moves whatever it finds in the inbox: the outbox, the
