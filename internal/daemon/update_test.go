@@ -174,15 +174,12 @@ func (r *updateRig) status() deviceStatus {
 // waitUpdate polls the device until cond holds.
 func (r *updateRig) waitUpdate(what string, cond func(*osync.UpdateStatus) bool) *osync.UpdateStatus {
 	r.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		if u := r.status().Update.Latest; u != nil && cond(u) {
-			return u
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	r.t.Fatalf("device never reached %s: %+v\n%s", what, r.status().Update.Latest, r.p.logs)
-	return nil
+	var got *osync.UpdateStatus
+	testutil.Eventually(r.t, 90*time.Second, "the device's update to reach "+what, func() bool {
+		got = r.status().Update.Latest
+		return got != nil && cond(got)
+	})
+	return got
 }
 
 func (r *updateRig) infer() (version string, code int, err error) {
@@ -225,8 +222,8 @@ func TestModelUpdate_OverMQTT(t *testing.T) {
 	chunks := u.Chunks
 	r.proxy.Reset() // 1: the link drops mid-chunk
 	r.waitUpdate("half", func(u *osync.UpdateStatus) bool { return half(u, 0.5) })
-	r.stopHub() // 2: the hub restarts
-	time.Sleep(time.Second)
+	r.stopHub()             // 2: the hub restarts
+	time.Sleep(time.Second) // the hub is down a second: the scenario, not a wait
 	r.startHub()
 	r.waitUpdate("three quarters", func(u *osync.UpdateStatus) bool { return half(u, 0.75) })
 	r.kill() // 3: power cut on the device
@@ -274,14 +271,11 @@ func TestModelUpdate_OverMQTT(t *testing.T) {
 		return u.State == osync.UpdateInstalled || u.State == osync.UpdateRefused
 	})
 	// Keep the load on until answers come from the new version.
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	testutil.Eventually(t, 20*time.Second, "answers from the new version", func() bool {
 		mu.Lock()
-		done := len(versions) > 0 && versions[len(versions)-1] == r.newVer
-		mu.Unlock()
-		if done {
-			break
-		}
-	}
+		defer mu.Unlock()
+		return len(versions) > 0 && versions[len(versions)-1] == r.newVer
+	})
 	stop.Store(true)
 	wg.Wait()
 	if u.State != osync.UpdateInstalled || u.Version != r.newVer || u.Seq != 2 {
@@ -313,17 +307,10 @@ func TestModelUpdate_OverMQTT(t *testing.T) {
 		t.Fatalf("hub served %d chunks for a %d-chunk package through 3 interruptions", served, chunks)
 	}
 	// The hub's fleet view has the outcome.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.Eventually(t, 20*time.Second, "the hub's device view to show the update installed", func() bool {
 		devs, _ := r.hub.C.Devices()
-		if len(devs) == 1 && devs[0].Update != nil && devs[0].Update.State == osync.UpdateInstalled && devs[0].Models["crop-disease"] == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hub device view: %+v", devs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(devs) == 1 && devs[0].Update != nil && devs[0].Update.State == osync.UpdateInstalled && devs[0].Models["crop-disease"] == 2
+	})
 	resp, err := http.Get(r.p.url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -405,17 +392,10 @@ func TestModelUpdate_KillMidSwapAndCrashLoop(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(r.models, "crop-disease", ".package.json")); !os.IsNotExist(err) {
 		t.Fatalf("the rolled-back folder still says it came from the package: %v", err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.Eventually(t, 20*time.Second, "the hub to be told of the rollback", func() bool {
 		devs, _ := r.hub.C.Devices()
-		if len(devs) == 1 && devs[0].Update != nil && devs[0].Update.State == osync.UpdateRolledBack {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the hub was not told of the rollback: %+v", devs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(devs) == 1 && devs[0].Update != nil && devs[0].Update.State == osync.UpdateRolledBack
+	})
 	devs, _ := r.hub.C.Devices()
 	seen := devs[0].StatusTime
 	r.kill() // one more start: the hub must not offer the rolled-back package
@@ -427,16 +407,11 @@ func TestModelUpdate_KillMidSwapAndCrashLoop(t *testing.T) {
 	if _, code, err := r.infer(); err != nil || code != 201 {
 		t.Fatalf("infer after restart: %d %v", code, err)
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	testutil.Eventually(t, 20*time.Second, "the restarted device to report in", func() bool {
 		devs, _ := r.hub.C.Devices()
 		n, _ := r.hub.C.Count()
-		if n > stored && len(devs) == 1 && devs[0].StatusTime.After(seen) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the restarted device never reported in: %+v", devs)
-		}
-	}
+		return n > stored && len(devs) == 1 && devs[0].StatusTime.After(seen)
+	})
 	if got := r.hub.C.Stats().Offers; got != offers {
 		t.Fatalf("the hub offered the rolled-back package again (%d offers, was %d)", got, offers)
 	}
@@ -465,32 +440,23 @@ func TestModelUpdate_WatchFolder(t *testing.T) {
 	bad := append([]byte(nil), pkgBytes...)
 	bad[len(bad)/2] ^= 0xff // inside the model file
 	os.WriteFile(filepath.Join(inbox, "tampered.opkg"), bad, 0o644)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if reason, err := os.ReadFile(filepath.Join(inbox, "failed", "tampered.opkg.reason.txt")); err == nil {
-			if !strings.Contains(string(reason), "model package") {
-				t.Fatalf("reason: %s", reason)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the tampered package was not refused\n%s", r.p.logs)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var reason []byte
+	testutil.Eventually(t, 30*time.Second, "the tampered package to be refused", func() bool {
+		var err error
+		reason, err = os.ReadFile(filepath.Join(inbox, "failed", "tampered.opkg.reason.txt"))
+		return err == nil
+	})
+	if !strings.Contains(string(reason), "model package") {
+		t.Fatalf("reason: %s", reason)
 	}
 	if v, _, _ := r.infer(); v != r.oldVer {
 		t.Fatalf("a refused package changed the model: %s", v)
 	}
 	os.WriteFile(filepath.Join(inbox, "crop-disease-2.opkg"), pkgBytes, 0o644)
-	for {
-		if _, err := os.Stat(filepath.Join(inbox, "done", "crop-disease-2.opkg")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the package was not installed\n%s", r.p.logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, "the package to be installed from the inbox", func() bool {
+		_, err := os.Stat(filepath.Join(inbox, "done", "crop-disease-2.opkg"))
+		return err == nil
+	})
 	if v, code, err := r.infer(); v != r.newVer || code != 201 {
 		t.Fatalf("after the USB install: %s %d %v", v, code, err)
 	}
