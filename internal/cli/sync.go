@@ -7,9 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/outpost-edge/outpost/internal/atomicfile"
-	devcfg "github.com/outpost-edge/outpost/internal/device"
-	"github.com/outpost-edge/outpost/internal/httpguard"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"text/tabwriter"
@@ -27,6 +26,10 @@ import (
 	"golang.org/x/term"
 
 	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/internal/atomicfile"
+	devcfg "github.com/outpost-edge/outpost/internal/device"
+	"github.com/outpost-edge/outpost/internal/httpguard"
+	"github.com/outpost-edge/outpost/internal/safefile"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
 	"github.com/outpost-edge/outpost/sync/mqtt"
@@ -250,6 +253,70 @@ var collectFlags = func() map[string][]string {
 	}
 }()
 
+// hubEnv: the environment variables that set collect flags; a config
+// file's value yields to them, as on the device (file < environment < flags).
+var hubEnv = map[string][]string{
+	"data-dir": {"OUTPOST_DATA_DIR"}, "broker": {"OUTPOST_BROKER"}, "username": {"OUTPOST_MQTT_USERNAME"},
+	"password": {"OUTPOST_MQTT_PASSWORD"}, "ca-file": {"OUTPOST_MQTT_CA"}, "cert-file": {"OUTPOST_MQTT_CERT"},
+	"key-file": {"OUTPOST_MQTT_KEY"}, "store": {"OUTPOST_HUB_STORE"}, "key": {"OUTPOST_HUB_SIGNING_KEY", "OUTPOST_HUB_KEY"},
+	"token": {"OUTPOST_HUB_TOKEN"},
+}
+
+// applyHubConfig sets, from a JSON file of flag names, every flag neither
+// given on the command line nor set by the environment. An unknown key is
+// refused by name.
+func applyHubConfig(fs *pflag.FlagSet, path string) error {
+	if path == "" {
+		return nil
+	}
+	b, err := safefile.ReadFile(path, 1<<20)
+	if err != nil {
+		return fmt.Errorf("collect --config: %w", err)
+	}
+	var conf map[string]any
+	if err := json.Unmarshal(b, &conf); err != nil {
+		return usagef("collect --config %s: %v", path, err)
+	}
+	keys := make([]string, 0, len(conf))
+	for k := range conf {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" {
+			return usagef("collect --config %s: unknown key %q (keys are the flags of outpost collect --help)", path, k)
+		}
+		// One file serves every subcommand: a key this one does not read
+		// is left alone.
+		if fs.Changed(k) || !slices.Contains(collectFlags[fs.Arg(0)], k) ||
+			slices.ContainsFunc(hubEnv[k], func(e string) bool { return os.Getenv(e) != "" }) {
+			continue
+		}
+		var val string
+		switch v := conf[k].(type) {
+		case string:
+			val = v
+		case bool:
+			val = strconv.FormatBool(v)
+		case float64:
+			val = strconv.FormatFloat(v, 'f', -1, 64)
+		case []any:
+			var parts []string
+			for _, x := range v {
+				parts = append(parts, fmt.Sprint(x))
+			}
+			val = strings.Join(parts, ",")
+		default:
+			return usagef("collect --config %s: %q: want a string, number, boolean or list", path, k)
+		}
+		if err := fs.Set(k, val); err != nil {
+			return usagef("collect --config %s: %q: %v", path, k, err)
+		}
+	}
+	return nil
+}
+
 // collectFlagsFit refuses a flag the subcommand does not read.
 func collectFlagsFit(fs *pflag.FlagSet) error {
 	allowed, ok := collectFlags[fs.Arg(0)]
@@ -258,7 +325,7 @@ func collectFlagsFit(fs *pflag.FlagSet) error {
 	}
 	var bad []string
 	fs.Visit(func(f *pflag.Flag) {
-		if !slices.Contains(allowed, f.Name) {
+		if f.Name != "config" && !slices.Contains(allowed, f.Name) {
 			bad = append(bad, "--"+f.Name)
 		}
 	})
@@ -322,10 +389,15 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	fs.StringSliceVar(&to, "to", nil, "models publish: device IDs, registry regions, or all (comma-separated)")
 	fs.IntVar(&chunk, "chunk-size", osync.DefaultChunk, "models publish: bytes per chunk devices fetch (1 KiB–1 MiB)")
 	fs.StringVar(&share, "share-group", "", "subscribe to results as MQTT shared subscription $share/GROUP/…: collectors in one group split the load")
+	var confFile string
+	fs.StringVar(&confFile, "config", os.Getenv("OUTPOST_HUB_CONFIG"), `JSON config, keys named as these flags ({"data-dir": …, "broker": …, "listen": …}); environment and flags override it (env OUTPOST_HUB_CONFIG)`)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := collectFlagsFit(fs); err != nil {
+		return err
+	}
+	if err := applyHubConfig(fs, confFile); err != nil {
 		return err
 	}
 	if fs.Arg(0) == "acl" {

@@ -456,3 +456,36 @@ func TestCollect_FlagsBelongToSubcommand(t *testing.T) {
 		t.Errorf("collect acl --hub-user: %d %s", code, errOut)
 	}
 }
+
+// TestCollect_ConfigFile (issue 29: the hub had no config file): keys are
+// the flag names; a flag and the environment override the file; a key the
+// subcommand does not read is left alone (one file serves all); an unknown
+// key is refused by name.
+func TestCollect_ConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "hub.json")
+	os.WriteFile(conf, []byte(`{"hub-user": "hub-from-file", "listen": "127.0.0.1:1", "data-dir": "`+filepath.Join(dir, "hub")+`"}`), 0o644)
+	if out, errOut, code := run(t, nil, "collect", "acl", "--config", conf); code != ExitOK || !strings.Contains(out, "user hub-from-file") {
+		t.Fatalf("acl from the file: %d %s%s", code, out, errOut)
+	}
+	if out, _, code := run(t, nil, "collect", "acl", "--config", conf, "--hub-user", "hub-flag"); code != ExitOK || !strings.Contains(out, "user hub-flag") {
+		t.Fatalf("a flag must override the file: %s", out)
+	}
+	t.Setenv("OUTPOST_HUB_CONFIG", conf)
+	if out, _, code := run(t, nil, "collect", "acl"); code != ExitOK || !strings.Contains(out, "user hub-from-file") {
+		t.Fatalf("OUTPOST_HUB_CONFIG: %s", out)
+	}
+	// export reads data-dir from the file (and ignores listen): it looks
+	// for the store there.
+	if _, errOut, _ := run(t, nil, "collect", "export"); !strings.Contains(errOut, filepath.Join(dir, "hub", "collector.db")) {
+		t.Fatalf("export did not use the file's data dir: %s", errOut)
+	}
+	t.Setenv("OUTPOST_DATA_DIR", filepath.Join(dir, "env"))
+	if _, errOut, _ := run(t, nil, "collect", "devices"); !strings.Contains(errOut, filepath.Join(dir, "env", "collector.db")) {
+		t.Fatalf("the environment must override the file: %s", errOut)
+	}
+	os.WriteFile(conf, []byte(`{"brokr": "tcp://x:1"}`), 0o644)
+	if _, errOut, code := run(t, nil, "collect", "acl"); code != ExitUsage || !strings.Contains(errOut, `unknown key "brokr"`) {
+		t.Fatalf("an unknown key: %d %s", code, errOut)
+	}
+}
