@@ -79,10 +79,11 @@ type ProbeWait struct {
 	Every   time.Duration                   // default 10s
 	Log     *slog.Logger
 	sawDown bool
+	wasUp   bool
 }
 
 // Connected records a successful connection: the next outage starts anew.
-func (p *ProbeWait) Connected() { p.sawDown = false }
+func (p *ProbeWait) Connected() { p.sawDown, p.wasUp = false, true }
 
 // Wait sleeps d, or less when the broker comes back.
 func (p *ProbeWait) Wait(ctx context.Context, d time.Duration) error {
@@ -92,6 +93,13 @@ func (p *ProbeWait) Wait(ctx context.Context, d time.Duration) error {
 	every := p.Every
 	if every <= 0 {
 		every = 10 * time.Second
+	}
+	if p.wasUp {
+		// The connection we had is gone: that is the outage. A probe that
+		// first runs after the broker is back must still cut the wait
+		// short (the collector noticed a kill late, probed once the broker
+		// had returned, and waited out its 30 s backoff).
+		p.sawDown, p.wasUp = true, false
 	}
 	end := time.Now().Add(d)
 	for {
