@@ -774,29 +774,32 @@ func (r *rehearsal) waitHTTP(s *service, url, token string) {
 			r.t.Fatalf("%s exited:\n%s", s.name, s.tail())
 		default:
 		}
-		req, _ := http.NewRequest("GET", url, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
+		code, _, err := call("GET", url, token)
+		return err == nil && code == 200
 	})
+}
+
+// call makes one request with the bearer token and reads the answer.
+func call(method, url, token string) (int, []byte, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
 }
 
 func (r *rehearsal) get(url, token string) []byte {
 	r.t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		r.t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	code, b, err := call("GET", url, token)
+	if err != nil || code != 200 {
+		r.t.Fatalf("GET %s: %d %v %s", url, code, err, b)
 	}
 	return b
 }
@@ -809,28 +812,15 @@ func (r *rehearsal) getJSON(url, token string, v any) {
 }
 
 func (r *rehearsal) tryJSON(url, token string, v any) bool {
-	req, _ := http.NewRequest("GET", url, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(v) == nil
+	code, b, err := call("GET", url, token)
+	return err == nil && code == 200 && json.Unmarshal(b, v) == nil
 }
 
 func (r *rehearsal) postJSON(url, token string, v any) {
 	r.t.Helper()
-	req, _ := http.NewRequest("POST", url, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || json.Unmarshal(b, v) != nil {
-		r.t.Fatalf("POST %s: %d %s", url, resp.StatusCode, b)
+	code, b, err := call("POST", url, token)
+	if err != nil || code != 200 || json.Unmarshal(b, v) != nil {
+		r.t.Fatalf("POST %s: %d %v %s", url, code, err, b)
 	}
 }
 
