@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/safefile"
 	osync "github.com/outpost-edge/outpost/sync"
 )
 
@@ -242,14 +243,13 @@ type LocalImport struct {
 // LocalImportFile streams a bundle file to the running collector's socket
 // and writes the receipt it answers beside the bundle.
 func LocalImportFile(ctx context.Context, sock, path string) (*LocalImport, string, error) {
-	f, err := os.Open(path)
+	// The stick's file, read the way ImportBundle reads it: no final
+	// symlink, a regular file, at most MaxBundleBytes.
+	f, _, err := safefile.Open(path, MaxBundleBytes)
 	if err != nil {
 		return nil, "", err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || fi.Size() > MaxBundleBytes {
-		return nil, "", fmt.Errorf("%s: not a regular file of at most %d bytes", path, MaxBundleBytes)
-	}
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)

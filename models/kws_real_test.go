@@ -1,14 +1,10 @@
 package models_test
 
 import (
-	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"testing"
-
-	"github.com/outpost-edge/outpost/models"
 )
 
 // realPrompts decodes Debian's Spanish and French telephone prompts
@@ -52,15 +48,7 @@ func TestKWS_RealSpeech(t *testing.T) {
 		heard := map[string]int{}
 		wakes, commands := 0, 0
 		for _, w := range wavs {
-			b, err := os.ReadFile(w)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := p.Infer(context.Background(), models.Input{Name: w, Data: b})
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := res.Output.(*models.KWSResult)
+			_, _, out := firstKeyword(t, p, w)
 			seconds += out.Duration
 			for _, k := range out.Keywords {
 				heard[k.Keyword]++

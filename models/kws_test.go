@@ -56,6 +56,25 @@ func kwsPipeline(t testing.TB, name string) models.Pipeline {
 	return p
 }
 
+// firstKeyword runs p on a WAV file and returns the first keyword it
+// heard ("unknown" for none), with its score, and the whole answer.
+func firstKeyword(t testing.TB, p models.Pipeline, path string) (string, float32, *models.KWSResult) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Infer(context.Background(), models.Input{Name: path, Data: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := res.Output.(*models.KWSResult)
+	if len(out.Keywords) == 0 {
+		return "unknown", 0, out
+	}
+	return out.Keywords[0].Keyword, out.Keywords[0].Score, out
+}
+
 type kwsMetrics struct {
 	EvalClips  int                `json:"eval_clips"`
 	Accuracy   map[string]float64 `json:"accuracy"`
@@ -85,17 +104,7 @@ func TestKWS_HeldOutVoices(t *testing.T) {
 		langOK, langN := map[string]int{}, map[string]int{}
 		falseAlarm, unknowns := 0, 0
 		for i, f := range files {
-			b, _ := os.ReadFile(f)
-			res, err := p.Infer(context.Background(), models.Input{Name: f, Data: b})
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := res.Output.(*models.KWSResult)
-			word := "unknown"
-			var score float32
-			if len(out.Keywords) > 0 {
-				word, score = out.Keywords[0].Keyword, out.Keywords[0].Score
-			}
+			word, score, _ := firstKeyword(t, p, f)
 			heard[name] = append(heard[name], word)
 			lang, want := clipTruth(f)
 			langN[lang]++
