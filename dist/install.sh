@@ -52,7 +52,8 @@ if [ "${1:-}" = "--hub" ]; then
   id outpost-hub >/dev/null 2>&1 || useradd --system --home-dir /var/lib/outpost-hub --no-create-home --shell /usr/sbin/nologin outpost-hub
   [ -f /etc/outpost/hub.env ] || printf '%s\n' '# outpost hub settings (EnvironmentFile of outpost-hub.service)' \
     'OUTPOST_BROKER=tcp://127.0.0.1:1883' 'OUTPOST_MQTT_USERNAME=hub' '#OUTPOST_MQTT_PASSWORD=… (outpost collect provision --device hub)' \
-    '#OUTPOST_HUB_TOKEN=… (the hub page sign-in; required off loopback)' '#OUTPOST_HUB_STORE=postgres://…' > /etc/outpost/hub.env
+    '#OUTPOST_HUB_TOKEN=… (the hub page sign-in; required off loopback)' '#OUTPOST_HUB_STORE=postgres://…' \
+    "OUTPOST_HUB_ADVICE=$PREFIX/share/outpost/models/crop-disease/advice.json" > /etc/outpost/hub.env
   chmod 0600 /etc/outpost/hub.env
   [ -f /etc/outpost/registry.json ] || echo '{}' > /etc/outpost/registry.json
   if [ -d /etc/systemd/system ]; then

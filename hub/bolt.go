@@ -36,6 +36,7 @@ var (
 	bReviews = []byte("reviews")       // resultKey(device, result id) -> StoredReview JSON
 	bByTime  = []byte("by_received")   // received ms [8] | resultKey -> nothing: the newest first, cheaply
 	bDaily   = []byte("daily")         // day \0 device \0 model \0 label -> count [8]: the page's aggregates
+	bWarn    = []byte("warnings")      // warning id [16] -> StoredWarning JSON (deliveries inside: few devices per region)
 )
 
 // Keys in bMeta for the indexes: built once over an older store's results.
@@ -60,7 +61,7 @@ func OpenBolt(path string) (*BoltStore, error) {
 		d.Close()
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bResults, bDevices, bMeta, bEvMeta, bEvData, bReviews, bByTime, bDaily} {
+		for _, b := range [][]byte{bResults, bDevices, bMeta, bEvMeta, bEvData, bReviews, bByTime, bDaily, bWarn} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -519,5 +520,67 @@ func (s *BoltStore) MarkDelivered(_ context.Context, device string, of outbox.ID
 		r.Delivered = true
 		nv, _ := json.Marshal(r)
 		return b.Put(k, nv)
+	})
+}
+
+// PutWarning implements Store.
+func (s *BoltStore) PutWarning(_ context.Context, w *osync.Warning) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bWarn)
+		sw := StoredWarning{Warning: *w, Delivered: map[string]time.Time{}}
+		if v := b.Get(w.ID[:]); v != nil {
+			var old StoredWarning
+			if err := json.Unmarshal(v, &old); err != nil {
+				return err
+			}
+			if old.Delivered != nil {
+				sw.Delivered = old.Delivered
+			}
+		}
+		v, _ := json.Marshal(sw)
+		return b.Put(w.ID[:], v)
+	})
+}
+
+// Warnings implements Store.
+func (s *BoltStore) Warnings(_ context.Context, at time.Time) ([]StoredWarning, error) {
+	var out []StoredWarning
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bWarn).ForEach(func(_, v []byte) error {
+			var w StoredWarning
+			if err := json.Unmarshal(v, &w); err != nil {
+				return err
+			}
+			if at.IsZero() || w.Until.After(at) {
+				out = append(out, w)
+			}
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Issued.After(out[j].Issued) })
+	return out, err
+}
+
+// MarkWarningDelivered implements Store.
+func (s *BoltStore) MarkWarningDelivered(_ context.Context, id outbox.ID, device string, at time.Time) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bWarn)
+		v := b.Get(id[:])
+		if v == nil {
+			return fmt.Errorf("no warning %s", id)
+		}
+		var w StoredWarning
+		if err := json.Unmarshal(v, &w); err != nil {
+			return err
+		}
+		if w.Delivered == nil {
+			w.Delivered = map[string]time.Time{}
+		}
+		if _, ok := w.Delivered[device]; ok {
+			return nil
+		}
+		w.Delivered[device] = at.UTC()
+		nv, _ := json.Marshal(w)
+		return b.Put(id[:], nv)
 	})
 }

@@ -24,14 +24,15 @@ const MaxBundleBytes = 4 << 30
 // record ID, evidence by the same rule — and writes a receipt beside it
 // (signed with key when set) naming what the hub now has and what it
 // rejected for good. Importing the same bundle again stores nothing new
-// and writes the same receipt.
-func ImportBundle(ctx context.Context, st Store, path string, key ed25519.PrivateKey, now time.Time) (*osync.Receipt, string, Counts, error) {
+// and writes the same receipt. The receipt also carries the regional
+// warnings (reg places the device) the device has not confirmed.
+func ImportBundle(ctx context.Context, st Store, path string, key ed25519.PrivateKey, reg Registry, now time.Time) (*osync.Receipt, string, Counts, error) {
 	f, _, err := safefile.Open(path, MaxBundleBytes)
 	if err != nil {
 		return nil, "", Counts{}, err
 	}
 	defer f.Close()
-	r, file, total, err := ImportBundleFrom(ctx, st, path, f, key, now)
+	r, file, total, err := ImportBundleFrom(ctx, st, path, f, key, reg, now)
 	if err != nil {
 		return nil, "", total, err
 	}
@@ -47,7 +48,7 @@ func ImportBundle(ctx context.Context, st Store, path string, key ed25519.Privat
 // caller puts them beside the bundle. A running collector imports through
 // it for `collect import` (the CLI streams the stick's file over the
 // collector's socket: the hub's sandbox need not see the stick).
-func ImportBundleFrom(ctx context.Context, st Store, name string, rd io.Reader, key ed25519.PrivateKey, now time.Time) (*osync.Receipt, []byte, Counts, error) {
+func ImportBundleFrom(ctx context.Context, st Store, name string, rd io.Reader, key ed25519.PrivateKey, reg Registry, now time.Time) (*osync.Receipt, []byte, Counts, error) {
 	var total Counts
 	path := name
 	b, err := osync.ReadBundle(rd)
@@ -119,6 +120,15 @@ func ImportBundleFrom(ctx context.Context, st Store, name string, rd io.Reader, 
 			stored(rec.ID)
 		}
 		// Not complete: not named, so the device keeps the photo.
+	}
+	// The stick carries the region's warnings back, each signed for this
+	// device as over MQTT (a device that never comes online still hears).
+	ws, err := pendingWarnings(ctx, st, reg, m.Device, now)
+	if err != nil {
+		return nil, nil, total, fmt.Errorf("%s: warnings: %w", path, err)
+	}
+	for i := range ws {
+		r.Warnings = append(r.Warnings, osync.EncodeWarning(&ws[i], m.Device, key))
 	}
 	return r, osync.EncodeReceiptFile(r, key), total, nil
 }

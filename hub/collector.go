@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/csv"
@@ -42,6 +43,12 @@ type CollectorOptions struct {
 	// is told what the hub has, so it waits (one client stored 80 MiB of
 	// junk in 16 s before).
 	EvidenceDaily int64
+	// WarningAdvice is the model's advice (label -> language -> text, the
+	// format of a model's advice.json) that regional warnings quote.
+	WarningAdvice map[string]map[string]string
+	// WarnEvery is how often the outbreak warning rule runs; default 10
+	// minutes, negative: never (warnings only by hand).
+	WarnEvery time.Duration
 	// Probe cheaply checks the broker is reachable (sync/mqtt's Prober):
 	// while waiting out a reconnect backoff the collector probes every
 	// second or so and connects as soon as the broker is back.
@@ -75,6 +82,9 @@ type CollectorStats struct {
 	Reviews     int64 `json:"reviews"`      // reviews posted
 	Sent        int64 `json:"reviews_sent"` // review messages sent to devices
 	BadReviews  int64 `json:"bad_reviews"`  // refused: unknown result, duplicate, malformed
+	Warnings    int64 `json:"warnings"`     // regional warnings issued
+	WarnSent    int64 `json:"warnings_sent"`
+	WarnRecpts  int64 `json:"warning_receipts"` // devices' confirmations
 }
 
 // Collector stores devices' results on the hub, idempotently by record ID,
@@ -94,6 +104,7 @@ type Collector struct {
 	evQuota                                                             evidenceQuota
 	keys                                                                keyCache
 	reviews, reviewsSent, badReviews                                    atomic.Int64
+	warningsIssued, warningsSent, warningReceipts                       atomic.Int64
 	deliver                                                             chan string // devices with a new review
 	err                                                                 error       // the session's last handling error (session goroutine only)
 	connected                                                           atomic.Bool // subscribed and the session up (healthz)
@@ -170,7 +181,8 @@ func (c *Collector) Stats() CollectorStats {
 		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Conflicts: c.conflicts.Load(), NotDevice: c.notDevice.Load(), Refused: c.refused.Load(), Deferred: c.deferred.Load(),
 		Offers: c.offers.Load(), Chunks: c.chunks.Load(), ChunkBytes: c.chunkBytes.Load(), BadFetches: c.badFetches.Load(),
 		Evidence: c.evStored.Load(), EvRefused: c.evRefused.Load(), EvThrottled: c.evThrottled.Load(), EvBytes: c.evBytes.Load(),
-		Reviews: c.reviews.Load(), Sent: c.reviewsSent.Load(), BadReviews: c.badReviews.Load()}
+		Reviews: c.reviews.Load(), Sent: c.reviewsSent.Load(), BadReviews: c.badReviews.Load(),
+		Warnings: c.warningsIssued.Load(), WarnSent: c.warningsSent.Load(), WarnRecpts: c.warningReceipts.Load()}
 }
 
 // Run connects (retrying with jittered backoff), subscribes to every
@@ -178,6 +190,9 @@ func (c *Collector) Stats() CollectorStats {
 func (c *Collector) Run(ctx context.Context, dial osync.Dialer) error {
 	bo := osync.Backoff{Min: c.o.MinBackoff, Max: c.o.MaxBackoff}
 	c.probe = osync.ProbeWait{Probe: c.o.Probe, Every: time.Second, Log: c.log}
+	if c.o.WarnEvery >= 0 {
+		go c.warnLoop(ctx, cmp.Or(c.o.WarnEvery, 10*time.Minute))
+	}
 	for {
 		err := c.session(ctx, dial, &bo)
 		if ctx.Err() != nil {
@@ -244,6 +259,7 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 			return fmt.Errorf("connection lost: %w", conn.Err())
 		case dev := <-c.deliver:
 			c.deliverReviews(ctx, conn, dev)
+			c.deliverWarnings(ctx, conn, dev)
 		case m := <-c.in:
 			held = c.next(ctx, conn, append(held, m))
 			// Held messages need no new arrival to be handled.
@@ -328,12 +344,15 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 			if st := c.recordStatus(ctx, device, m, now); st != nil && !m.retained && st.State == "online" {
 				c.offer(ctx, conn, device, st)
 				c.deliverReviews(ctx, conn, device)
+				c.deliverWarnings(ctx, conn, device)
 			}
 		case "fetch":
 			c.serveChunk(ctx, conn, device, m.payload)
 		case "evidence":
 			if osync.IsReviewReceipt(m.payload) {
 				c.handleReceipt(ctx, device, m.payload)
+			} else if osync.IsWarningReceipt(m.payload) {
+				c.handleWarningReceipt(ctx, device, m.payload)
 			} else {
 				c.handleEvidence(ctx, conn, device, m.payload, now)
 			}

@@ -83,7 +83,7 @@ func TestDeviceKeys_Enrolment(t *testing.T) {
 		key  ed25519.PrivateKey
 		ok   bool
 	}{{"unsigned", nil, false}, {"stranger", strangerKey, false}, {"device", devKey, true}} {
-		_, _, _, err := hub.ImportBundle(ctx, h.C.Store(), write(c.name, c.key), nil, time.Now())
+		_, _, _, err := hub.ImportBundle(ctx, h.C.Store(), write(c.name, c.key), nil, nil, time.Now())
 		if c.ok != (err == nil) || (err != nil && !errors.Is(err, hub.ErrNotDevice)) {
 			t.Errorf("%s bundle: %v", c.name, err)
 		}

@@ -157,6 +157,7 @@ func (c *Collector) Handler() http.Handler {
 		writeJSON(w, map[string]any{"rule": OutbreakRule, "outbreaks": obs})
 	})
 	c.reviewRoutes(mux)
+	c.warningRoutes(mux)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, http.StatusNotFound, "not_found", fmt.Errorf("no hub API route %s %s", r.Method, r.URL.Path))
 	})
@@ -211,7 +212,7 @@ func ServeLocal(ctx context.Context, c *Collector, path string) error {
 	// answers the signed receipt, which the CLI writes beside the bundle.
 	mux.HandleFunc("POST /v1/import", func(w http.ResponseWriter, r *http.Request) {
 		name := r.URL.Query().Get("name")
-		rc, file, n, err := ImportBundleFrom(r.Context(), c.st, name, io.LimitReader(r.Body, MaxBundleBytes+1), c.o.Key, time.Now())
+		rc, file, n, err := ImportBundleFrom(r.Context(), c.st, name, io.LimitReader(r.Body, MaxBundleBytes+1), c.o.Key, c.o.Registry, time.Now())
 		if err != nil {
 			apiFail(w, http.StatusUnprocessableEntity, "bundle_refused", err)
 			return
@@ -309,6 +310,7 @@ func (c *Collector) metrics() *prometheus.Registry {
 	for name, f := range map[string]func() int64{
 		"batches": c.batches.Load, "stored": c.stored.Load, "duplicates": c.dups.Load, "malformed": c.malformed.Load,
 		"acks": c.acks.Load, "rejected": c.rejected.Load, "refused": c.refused.Load, "deferred": c.deferred.Load,
+		"warnings_issued": c.warningsIssued.Load, "warnings_sent": c.warningsSent.Load, "warning_receipts": c.warningReceipts.Load,
 	} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_hub_" + name + "_total",
 			Help: "collector " + name + " since start"}, func() float64 { return float64(f()) }))

@@ -695,3 +695,64 @@ func (s *PGStore) MarkDelivered(ctx context.Context, device string, of outbox.ID
 	}
 	return err
 }
+
+// PutWarning implements Store.
+func (s *PGStore) PutWarning(ctx context.Context, w *osync.Warning) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO warnings (id, region, until, issued, warning) VALUES ($1::uuid, $2, $3, $4, $5)
+		ON CONFLICT (id) DO UPDATE SET region = $2, until = $3, issued = $4, warning = $5`,
+		w.ID.String(), w.Region, w.Until, w.Issued, w)
+	if err != nil {
+		return fmt.Errorf("hub: warning: %w", err)
+	}
+	return nil
+}
+
+// Warnings implements Store.
+func (s *PGStore) Warnings(ctx context.Context, at time.Time) ([]StoredWarning, error) {
+	rows, err := s.pool.Query(ctx, `SELECT w.warning, d.device, d.at FROM warnings w
+		LEFT JOIN warning_deliveries d ON d.id = w.id
+		WHERE $1::timestamptz IS NULL OR w.until > $1 ORDER BY w.issued DESC, w.id`, nullTime(at))
+	if err != nil {
+		return nil, fmt.Errorf("hub: warnings: %w", err)
+	}
+	defer rows.Close()
+	var out []StoredWarning
+	for rows.Next() {
+		var w osync.Warning
+		var dev *string
+		var when *time.Time
+		if err := rows.Scan(&w, &dev, &when); err != nil {
+			return nil, err
+		}
+		if len(out) == 0 || out[len(out)-1].ID != w.ID {
+			out = append(out, StoredWarning{Warning: w, Delivered: map[string]time.Time{}})
+		}
+		if dev != nil && when != nil {
+			out[len(out)-1].Delivered[*dev] = when.UTC()
+		}
+	}
+	return out, rows.Err()
+}
+
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// MarkWarningDelivered implements Store.
+func (s *PGStore) MarkWarningDelivered(ctx context.Context, id outbox.ID, device string, at time.Time) error {
+	tag, err := s.pool.Exec(ctx, `INSERT INTO warning_deliveries (id, device, at)
+		SELECT id, $2, $3 FROM warnings WHERE id = $1::uuid ON CONFLICT DO NOTHING`, id.String(), device, at.UTC())
+	if err != nil {
+		return fmt.Errorf("hub: warning delivery: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		var n int
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM warnings WHERE id = $1::uuid`, id.String()).Scan(&n); err == nil && n == 0 {
+			return fmt.Errorf("no warning %s", id)
+		}
+	}
+	return nil
+}

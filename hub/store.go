@@ -59,6 +59,15 @@ type Store interface {
 	Reviews(ctx context.Context, device string, undelivered bool) ([]StoredReview, error)
 	// MarkDelivered records the device's receipt of a review.
 	MarkDelivered(ctx context.Context, device string, of outbox.ID) error
+	// PutWarning stores a regional warning; the same ID replaces it (an
+	// edit), keeping who confirmed it.
+	PutWarning(ctx context.Context, w *osync.Warning) error
+	// Warnings lists the warnings still in force at `at` (Until after
+	// it; the zero time: all), newest first, each with the devices that
+	// confirmed it.
+	Warnings(ctx context.Context, at time.Time) ([]StoredWarning, error)
+	// MarkWarningDelivered records device's receipt of warning id.
+	MarkWarningDelivered(ctx context.Context, id outbox.ID, device string, at time.Time) error
 	// ClientID is this hub's MQTT client id: made once, then kept.
 	ClientID(ctx context.Context) (string, error)
 	Close() error
@@ -141,6 +150,12 @@ func (d *DeviceStatus) CorrectedTime(r *outbox.Record) (time.Time, bool) {
 		}
 	}
 	return r.Created, false
+}
+
+// StoredWarning is a warning as the hub keeps it.
+type StoredWarning struct {
+	osync.Warning
+	Delivered map[string]time.Time `json:"delivered"` // device -> when it confirmed
 }
 
 // StoredResult is one record as the hub keeps it.

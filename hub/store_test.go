@@ -259,6 +259,40 @@ func storeSuite(t *testing.T, open func(t *testing.T) hub.Store) {
 			t.Fatalf("all reviews: %+v", l)
 		}
 	})
+	t.Run("Warnings", func(t *testing.T) {
+		st := open(t)
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		w := &osync.Warning{ID: g.New(), Region: "Kisumu", Disease: "rust", Advice: map[string]string{"en": "Rust nearby.", "sw": "Kutu karibu."},
+			From: now, Until: now.Add(14 * 24 * time.Hour), Issued: now, Source: "outbreak"}
+		old := &osync.Warning{ID: g.New(), Region: "Kisumu", Disease: "blight", Advice: map[string]string{"en": "Blight."},
+			From: now.Add(-30 * 24 * time.Hour), Until: now.Add(-time.Hour), Issued: now.Add(-30 * 24 * time.Hour)}
+		for _, x := range []*osync.Warning{w, old} {
+			if err := st.PutWarning(ctx, x); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.MarkWarningDelivered(ctx, w.ID, "pi-4", now); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.MarkWarningDelivered(ctx, w.ID, "pi-4", now.Add(time.Minute)); err != nil {
+			t.Fatalf("a second receipt: %v", err)
+		}
+		if err := st.MarkWarningDelivered(ctx, g.New(), "pi-4", now); err == nil {
+			t.Fatal("a receipt for no warning accepted")
+		}
+		// An edit keeps who confirmed it.
+		w.Advice["fr"] = "Rouille à proximité."
+		if err := st.PutWarning(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		l, err := st.Warnings(ctx, now)
+		if err != nil || len(l) != 1 || l[0].ID != w.ID || l[0].Advice["fr"] == "" || !l[0].Delivered["pi-4"].Equal(now) || len(l[0].Delivered) != 1 {
+			t.Fatalf("in force: %+v %v", l, err)
+		}
+		if all, _ := st.Warnings(ctx, time.Time{}); len(all) != 2 || all[0].ID != w.ID {
+			t.Fatalf("all, newest first: %+v", all)
+		}
+	})
 	t.Run("ClientIDKept", func(t *testing.T) {
 		st := open(t)
 		a, err1 := st.ClientID(ctx)
@@ -386,10 +420,11 @@ func TestPostgres_MigrationFailureLeavesSchema(t *testing.T) {
 		"migrations/0001_init.sql":     &fstest.MapFile{Data: []byte("SELECT 1")},
 		"migrations/0002_evidence.sql": &fstest.MapFile{Data: []byte("SELECT 1")},
 		"migrations/0003_daily.sql":    &fstest.MapFile{Data: []byte("SELECT 1")},
-		"migrations/0004_half.sql": &fstest.MapFile{Data: []byte(
+		"migrations/0004_warnings.sql": &fstest.MapFile{Data: []byte("SELECT 1")},
+		"migrations/0005_half.sql": &fstest.MapFile{Data: []byte(
 			"CREATE TABLE half_done (x int); ALTER TABLE results ADD COLUMN extra int; SELECT no_such_function();")},
 	}
-	if _, err := st.MigrateFS(ctx, bad); err == nil || !strings.Contains(err.Error(), "0004_half.sql") {
+	if _, err := st.MigrateFS(ctx, bad); err == nil || !strings.Contains(err.Error(), "0005_half.sql") {
 		t.Fatalf("a failing migration: %v", err)
 	}
 	conn, err := pgx.Connect(ctx, url)
@@ -401,7 +436,7 @@ func TestPostgres_MigrationFailureLeavesSchema(t *testing.T) {
 	conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'`).Scan(&tables)
 	conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'results' AND column_name = 'extra'`).Scan(&cols)
 	conn.QueryRow(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v)
-	if tables != 0 || cols != 0 || v != 3 {
+	if tables != 0 || cols != 0 || v != 4 {
 		t.Fatalf("after a failed migration: half_done tables %d, extra columns %d, schema version %d", tables, cols, v)
 	}
 }

@@ -252,8 +252,12 @@ type Receipt struct {
 	StoredSums   []Sum     `json:"stored_sums"`
 	RejectedSums []Sum     `json:"rejected_sums"`
 	Time         time.Time `json:"time"`
-	KeyHint      string    `json:"key_hint,omitempty"`
-	Sig          []byte    `json:"sig,omitempty"`
+	// Warnings: regional warnings for the device, each a cmd-topic
+	// message signed for it (EncodeWarning), so the stick carries them
+	// as MQTT would.
+	Warnings [][]byte `json:"warnings,omitempty"`
+	KeyHint  string   `json:"key_hint,omitempty"`
+	Sig      []byte   `json:"sig,omitempty"`
 }
 
 func (r *Receipt) signed() []byte {

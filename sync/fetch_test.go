@@ -237,6 +237,10 @@ func FuzzDecodeCmd(f *testing.F) {
 	f.Add(EncodeReview(&Review{Device: "d", Of: outbox.ID{1}, Label: "rust"}, nil))
 	f.Add(EncodeReviewReceipt(outbox.ID{2}, "d", nil))
 	f.Add(EncodeReviewReceipt(outbox.ID{2}, "d", fuzzDevice))
+	now := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	f.Add(EncodeWarning(&Warning{ID: outbox.ID{3}, Region: "Kisumu", Disease: "rust", Advice: map[string]string{"en": "x"},
+		From: now, Until: now.Add(time.Hour), Issued: now}, "d", nil))
+	f.Add(EncodeWarningReceipt(outbox.ID{3}, "d", fuzzDevice))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		if off, err := DecodeOffer(msg, "d", nil); err == nil {
 			if off.NumChunks()*ChunkHashLen != len(off.Chunks) || off.ChunkLen(off.NumChunks()-1) <= 0 {
@@ -255,6 +259,10 @@ func FuzzDecodeCmd(f *testing.F) {
 		if _, key, err := DecodeReviewReceipt(msg, "d"); err == nil && key != nil && !key.Equal(fuzzDevice.Public()) && len(msg) != 20+96 {
 			t.Fatalf("a signed receipt of %d bytes decoded", len(msg))
 		}
+		if w, err := DecodeWarning(msg, "d", nil); err == nil && (w.Validate() != nil || !w.Until.After(w.From)) {
+			t.Fatalf("an invalid warning decoded: %+v", w)
+		}
+		DecodeWarningReceipt(msg, "d")
 		if _, _, err := DecodeReviewReceipt(EncodeReviewReceipt(outbox.ID{2}, "d", fuzzDevice), "e"); err == nil {
 			t.Fatal("a receipt signed for device d verified for e")
 		}

@@ -81,15 +81,7 @@ func DecodeReview(msg []byte, device string, hubKeys []ed25519.PublicKey) (*Revi
 
 // EncodeReviewReceipt confirms a review is stored on the device.
 func EncodeReviewReceipt(of outbox.ID, device string, key ed25519.PrivateKey) []byte {
-	msg := append([]byte{'O', kindReceipt, ProtocolVersion, 0}, of[:]...)
-	if key == nil {
-		return msg
-	}
-	// Signed by the device (flag 0x04, its key and signature): a stranger
-	// cannot mark a review delivered that the device never got.
-	msg[3] |= flagSigned
-	sig := ed25519.Sign(key, signedBytes(receiptSignLabel, device, msg))
-	return append(append(msg, key.Public().(ed25519.PublicKey)...), sig...)
+	return encodeReceipt(kindReceipt, receiptSignLabel, of, device, key)
 }
 
 const receiptSignLabel = "outpost review receipt v1\x00"
@@ -97,21 +89,38 @@ const receiptSignLabel = "outpost review receipt v1\x00"
 // DecodeReviewReceipt parses a receipt from device and checks its signature,
 // returning the key that signed it (nil: unsigned).
 func DecodeReviewReceipt(msg []byte, device string) (outbox.ID, ed25519.PublicKey, error) {
+	return decodeReceipt(kindReceipt, receiptSignLabel, "review receipt", msg, device)
+}
+
+// encodeReceipt: 'O' kind version flags | id [16], then, when key is set,
+// the device's public key and signature (flag 0x04): a stranger cannot mark
+// delivered what the device never got.
+func encodeReceipt(kind byte, label string, id outbox.ID, device string, key ed25519.PrivateKey) []byte {
+	msg := append([]byte{'O', kind, ProtocolVersion, 0}, id[:]...)
+	if key == nil {
+		return msg
+	}
+	msg[3] |= flagSigned
+	sig := ed25519.Sign(key, signedBytes(label, device, msg))
+	return append(append(msg, key.Public().(ed25519.PublicKey)...), sig...)
+}
+
+func decodeReceipt(kind byte, label, what string, msg []byte, device string) (outbox.ID, ed25519.PublicKey, error) {
 	var id outbox.ID
-	if len(msg) < 20 || msg[0] != 'O' || msg[1] != kindReceipt || msg[2] != ProtocolVersion || msg[3]&^flagSigned != 0 {
-		return id, nil, fmt.Errorf("%w: not a review receipt", ErrMalformed)
+	if len(msg) < 20 || msg[0] != 'O' || msg[1] != kind || msg[2] != ProtocolVersion || msg[3]&^flagSigned != 0 {
+		return id, nil, fmt.Errorf("%w: not a %s", ErrMalformed, what)
 	}
 	var key ed25519.PublicKey
 	if msg[3]&flagSigned != 0 {
 		if len(msg) != 20+batchTrailer {
-			return id, nil, fmt.Errorf("%w: signed review receipt of %d bytes", ErrMalformed, len(msg))
+			return id, nil, fmt.Errorf("%w: signed %s of %d bytes", ErrMalformed, what, len(msg))
 		}
 		key = ed25519.PublicKey(msg[20 : 20+ed25519.PublicKeySize])
-		if !ed25519.Verify(key, signedBytes(receiptSignLabel, device, msg[:20]), msg[20+ed25519.PublicKeySize:]) {
-			return id, nil, fmt.Errorf("%w: review receipt signature does not verify", ErrMalformed)
+		if !ed25519.Verify(key, signedBytes(label, device, msg[:20]), msg[20+ed25519.PublicKeySize:]) {
+			return id, nil, fmt.Errorf("%w: %s signature does not verify", ErrMalformed, what)
 		}
 	} else if len(msg) != 20 {
-		return id, nil, fmt.Errorf("%w: review receipt of %d bytes", ErrMalformed, len(msg))
+		return id, nil, fmt.Errorf("%w: %s of %d bytes", ErrMalformed, what, len(msg))
 	}
 	copy(id[:], msg[4:20])
 	return id, key, nil

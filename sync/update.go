@@ -225,7 +225,8 @@ func decodeRef(msg []byte, kind byte) (string, int, int, error) {
 	return hex.EncodeToString(msg[4:20]), int(i), 20 + n, nil
 }
 
-// CmdKind names what a cmd-topic message is: "offer", "chunk" or "".
+// CmdKind names what a cmd-topic message is: "offer", "chunk",
+// "evidence-ack", "review", "warning" or "".
 func CmdKind(msg []byte) string {
 	if len(msg) < 2 || msg[0] != 'O' {
 		return ""
@@ -239,6 +240,8 @@ func CmdKind(msg []byte) string {
 		return "evidence-ack"
 	case kindReview:
 		return "review"
+	case kindWarning:
+		return "warning"
 	}
 	return ""
 }

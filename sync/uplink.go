@@ -55,6 +55,10 @@ type UplinkOptions struct {
 	// OnReview stores an expert's review durably (the device's store); a
 	// nil error, or ErrDuplicate, sends the hub a receipt.
 	OnReview func(*Review) error
+	// OnWarning stores a regional warning durably; a nil error or
+	// ErrDuplicate sends the hub a receipt, any other error (another
+	// region, expired) refuses it without one.
+	OnWarning func(*Warning) error
 	// ClockJumps reports the wall-clock jumps the device noticed.
 	ClockJumps func() int
 	// Models reports the installed models for the status message.
@@ -141,6 +145,7 @@ type Uplink struct {
 	ev                                                           *upload // evidence being uploaded (session goroutine)
 	evUploaded, evRefused, evWithheld, evBytes, evResent, evWire atomic.Int64
 	reviews, reviewsDup, reviewsRefused                          atomic.Int64
+	warnings, warningsRefused                                    atomic.Int64
 
 	// sent remembers the records of the last maxRecent batches this device
 	// published (the session goroutine alone touches it). An ack is applied
@@ -306,7 +311,7 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 	reviews := make(chan []byte, 16)
 	err = conn.Subscribe(ctx, CmdTopic(u.o.Device), 1, func(m Message) {
 		q := cmds
-		if CmdKind(m.Payload) == "review" {
+		if k := CmdKind(m.Payload); k == "review" || k == "warning" {
 			q = reviews
 		}
 		select {
@@ -409,7 +414,11 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 				}
 			}
 		case m := <-reviews:
-			u.handleReview(ctx, conn, m)
+			if IsWarning(m) {
+				u.handleWarning(ctx, conn, m)
+			} else {
+				u.handleReview(ctx, conn, m)
+			}
 		case m := <-cmds:
 			switch k := CmdKind(m); {
 			case k == "evidence-ack":
@@ -538,6 +547,38 @@ func (u *Uplink) handleReview(ctx context.Context, conn Conn, msg []byte) {
 	if err := conn.Publish(ctx, EvidenceTopic(u.o.Device), 1, false, EncodeReviewReceipt(r.Of, u.o.Device, u.o.DeviceKey)); err != nil {
 		u.log.Warn("sync: review receipt not sent", "err", err)
 	}
+}
+
+// handleWarning stores a regional warning and confirms it to the hub.
+func (u *Uplink) handleWarning(ctx context.Context, conn Conn, msg []byte) {
+	if len(u.o.HubKeys) == 0 {
+		// As with reviews: unsigned words on the kiosk's front page are
+		// anyone's words.
+		u.warningsRefused.Add(1)
+		u.log.Warn("sync: warning ignored: this device pins no hub key (hub_keys)")
+		return
+	}
+	w, err := DecodeWarning(msg, u.o.Device, u.o.HubKeys)
+	if err == nil && u.o.OnWarning != nil {
+		err = u.o.OnWarning(w)
+	}
+	switch {
+	case errors.Is(err, ErrDuplicate):
+	case err != nil:
+		u.warningsRefused.Add(1)
+		u.log.Warn("sync: warning refused", "err", err)
+		return
+	default:
+		u.warnings.Add(1)
+	}
+	if err := conn.Publish(ctx, EvidenceTopic(u.o.Device), 1, false, EncodeWarningReceipt(w.ID, u.o.Device, u.o.DeviceKey)); err != nil {
+		u.log.Warn("sync: warning receipt not sent", "err", err)
+	}
+}
+
+// WarningStats: warnings stored and refused in this process.
+func (u *Uplink) WarningStats() (stored, refused int64) {
+	return u.warnings.Load(), u.warningsRefused.Load()
 }
 
 // ReviewStats: reviews stored, duplicates and refused in this process.

@@ -118,14 +118,14 @@ func bundleFiles(paths []string) ([]string, error) {
 }
 
 // collectImport is `collect import PATH...`: bundles from sticks.
-func collectImport(ctx context.Context, std IO, st hub.Store, key []byte, paths []string) error {
+func collectImport(ctx context.Context, std IO, st hub.Store, key []byte, reg hub.Registry, paths []string) error {
 	files, err := bundleFiles(paths)
 	if err != nil {
 		return err
 	}
 	var failed int
 	for _, f := range files {
-		r, out, c, err := hub.ImportBundle(ctx, st, f, key, time.Now())
+		r, out, c, err := hub.ImportBundle(ctx, st, f, key, reg, time.Now())
 		if err != nil {
 			failed++
 			fmt.Fprintf(std.Err, "%v\n", err)

@@ -239,11 +239,11 @@ var collectFlags = func() map[string][]string {
 		return all
 	}
 	return map[string][]string{
-		"":           join(store, broker, []string{"listen", "token", "registry", "packages", "share-group"}),
+		"":           join(store, broker, []string{"listen", "token", "registry", "packages", "share-group", "advice"}),
 		"export":     join(store, []string{"format", "out", "reviewed"}),
 		"devices":    store,
 		"migrate":    store,
-		"import":     store,
+		"import":     join(store, []string{"registry"}),
 		"enroll":     join(store, []string{"device", "device-key"}),
 		"acl":        {"hub-user"},
 		"provision":  join(broker, []string{"device", "passwd-file", "hub-user", "key", "data-dir"}),
@@ -259,7 +259,7 @@ var hubEnv = map[string][]string{
 	"data-dir": {"OUTPOST_DATA_DIR"}, "broker": {"OUTPOST_BROKER"}, "username": {"OUTPOST_MQTT_USERNAME"},
 	"password": {"OUTPOST_MQTT_PASSWORD"}, "ca-file": {"OUTPOST_MQTT_CA"}, "cert-file": {"OUTPOST_MQTT_CERT"},
 	"key-file": {"OUTPOST_MQTT_KEY"}, "store": {"OUTPOST_HUB_STORE"}, "key": {"OUTPOST_HUB_SIGNING_KEY", "OUTPOST_HUB_KEY"},
-	"token": {"OUTPOST_HUB_TOKEN"},
+	"token": {"OUTPOST_HUB_TOKEN"}, "advice": {"OUTPOST_HUB_ADVICE"},
 }
 
 // applyHubConfig sets, from a JSON file of flag names, every flag neither
@@ -356,6 +356,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		listen   string
 		token    string
 		regFile  string
+		advFile  string
 		pkgDir   string
 		devKey   string
 		to       []string
@@ -380,6 +381,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	fs.StringVar(&keyFile, "key", signing, "the hub's private signing key file (default: hub.key in --data-dir, made on first use); devices pin its public key in hub_keys (env OUTPOST_HUB_SIGNING_KEY)")
 	fs.StringVar(&listen, "listen", "", "serve the hub's HTTP API here (GET /healthz, /v1/devices, /v1/stats, /v1/export, /metrics); off loopback a --token is required")
 	fs.StringVar(&regFile, "registry", "", `device registry for the hub page: JSON {"device-id": {"name": …, "region": …, "lat": …, "lon": …}}`)
+	fs.StringVar(&advFile, "advice", os.Getenv("OUTPOST_HUB_ADVICE"), "the model's advice file (advice.json: label -> language -> text) that regional outbreak warnings quote (env OUTPOST_HUB_ADVICE; default: the disease's name only)")
 	fs.StringVar(&token, "token", os.Getenv("OUTPOST_HUB_TOKEN"), "bearer token for the HTTP API (prefer env OUTPOST_HUB_TOKEN)")
 	fs.StringVar(&provDev, "device", "", "provision: the device ID to make broker credentials for; enroll: the device whose key to set")
 	fs.StringVar(&devKey, "device-key", "", "enroll: the device's public key (ed25519:…, as its `outpost status` shows), replacing the one enrolled")
@@ -521,6 +523,13 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 			return err
 		}
 	}
+	var advice map[string]map[string]string
+	if advFile != "" {
+		if err := safefile.LoadJSON(advFile, 1<<20, &advice); err != nil {
+			st.Close()
+			return fmt.Errorf("collect --advice: %w", err)
+		}
+	}
 	var shelf *hub.Shelf
 	if fs.Arg(0) == "" {
 		if shelf, err = hub.OpenShelf(pkgDir); err != nil {
@@ -532,7 +541,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 	if bf.url != "" {
 		probe, _ = mqtt.Prober(bf.url) // a URL it cannot probe only loses the shortcut
 	}
-	c, err := hub.New(st, hub.CollectorOptions{Logger: logTo(std.Err, verbose), ShareGroup: share, Key: key, Registry: registry, Shelf: shelf, Probe: probe})
+	c, err := hub.New(st, hub.CollectorOptions{Logger: logTo(std.Err, verbose), ShareGroup: share, Key: key, Registry: registry, Shelf: shelf, Probe: probe, WarningAdvice: advice})
 	if err != nil {
 		st.Close()
 		return err
@@ -544,7 +553,7 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		if fs.NArg() < 2 {
 			return usagef("collect import PATH... (bundle files or folders holding them)")
 		}
-		return collectImport(ctx, std, c.Store(), key, fs.Args()[1:])
+		return collectImport(ctx, std, c.Store(), key, registry, fs.Args()[1:])
 	case "export":
 		if reviewed {
 			if dictOut == "" {

@@ -68,6 +68,7 @@ func (d *Daemon) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/results/{id}/speech", d.handleResultSpeech)
 	mux.HandleFunc("GET /v1/speech", d.handleSpeech)
+	mux.HandleFunc("GET /v1/warnings", d.handleWarnings)
 	mux.HandleFunc("GET /v1/usb", d.handleUSB)
 	mux.HandleFunc("POST /v1/usb/export", d.handleUSBExport)
 	mux.HandleFunc("GET /v1/reviews", func(w http.ResponseWriter, r *http.Request) {

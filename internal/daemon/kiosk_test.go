@@ -44,7 +44,7 @@ func TestKiosk_Browser(t *testing.T) {
 		}
 		label, err1 := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#result .label")))
 		advice, err2 := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#result .advice")))
-		h2, err3 := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("section h2")))
+		h2, err3 := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main > section:not([hidden]) h2")))
 		png, err4 := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		for _, err := range []error{err1, err2, err3, err4} {
 			if err != nil {
@@ -112,7 +112,7 @@ func TestKiosk_USBExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if _, _, c, err := hub.ImportBundle(context.Background(), st, bundles[0], nil, time.Now()); err != nil || c.New != 2 {
+	if _, _, c, err := hub.ImportBundle(context.Background(), st, bundles[0], nil, nil, time.Now()); err != nil || c.New != 2 {
 		t.Fatalf("import: %+v %v", c, err)
 	}
 	click("Confirmed by the hub and removed here: 2.")

@@ -26,6 +26,7 @@ type speech struct {
 	cache          *tts.Cache
 	requests, hits atomic.Int64
 	unavailable    atomic.Int64
+	announced      atomic.Bool // the regional warnings were said once since start
 }
 
 func newSpeech(d *Daemon) *speech {
@@ -152,7 +153,22 @@ func (d *Daemon) handleSpeech(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.URL.Query().Get("say") {
 	case "help":
-		d.say(w, r, helpText[lang], lang)
+		// Help also says what the region is warned of: "outpost … help"
+		// is how a farmer who cannot read asks what the screen shows.
+		text := helpText[lang]
+		if wt, err := d.warningsText(lang); err == nil {
+			text = wt + " " + text
+			d.speech.announced.Store(true)
+		}
+		d.say(w, r, text, lang)
+	case "warnings":
+		text, err := d.warningsText(lang)
+		if err != nil {
+			fail(w, http.StatusNotFound, "nothing_to_say", err)
+			return
+		}
+		d.speech.announced.Store(true)
+		d.say(w, r, text, lang)
 	case "guide":
 		// The camera guidance, spoken: only the gate's own sentences (the
 		// text is never taken from the request).
@@ -168,7 +184,7 @@ func (d *Daemon) handleSpeech(w http.ResponseWriter, r *http.Request) {
 		}
 		d.say(w, r, text, lang)
 	default:
-		fail(w, http.StatusBadRequest, "bad_request", errors.New("say: want help or guide"))
+		fail(w, http.StatusBadRequest, "bad_request", errors.New("say: want help, warnings or guide"))
 	}
 }
 

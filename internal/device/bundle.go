@@ -137,6 +137,7 @@ func (d *Device) ApplyReceipt(path string) (int, *osync.Receipt, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	d.receiptWarnings(r)
 	local := filepath.Join(d.cfg.DataDir, BundlesDir, r.Bundle.String()+".json")
 	lb, err := safefile.ReadFile(local, MaxReceiptBytes)
 	if err != nil {

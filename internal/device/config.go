@@ -34,6 +34,10 @@ type Config struct {
 	Token     string `json:"token"`      // bearer token; required when Listen is not loopback
 	DeviceID  string `json:"device_id"`  // default: hostname
 	Lang      string `json:"lang"`       // default advice language; default en
+	// Region is where the device stands, as the hub's registry names it:
+	// regional warnings for other regions are refused. Empty: any the hub
+	// signs for this device.
+	Region string `json:"region"`
 
 	Broker       string `json:"broker"`        // MQTT URL; "" stays offline and queues
 	MQTTUsername string `json:"mqtt_username"` //

@@ -74,6 +74,7 @@ type Device struct {
 
 	fetch      *osync.Fetcher
 	reviews    *reviewStore
+	warnings   *warningStore
 	key        ed25519.PrivateKey // signs batches and bundles (DeviceKeyFile)
 	clock      *clockWatch
 	rolledBack *osync.UpdateStatus // set by guard when it rolled a model back
@@ -169,6 +170,9 @@ func Open(cfg Config, o Options) (*Device, error) {
 		if d.reviews, err = openReviews(cfg.DataDir); err != nil {
 			d.log.Error("reviews received earlier are lost: their file was damaged (moved aside); starting with none", "err", err)
 		}
+		if d.warnings, err = openWarnings(cfg.DataDir); err != nil {
+			d.log.Error("regional warnings received earlier are lost: their file was damaged (moved aside); the hub sends those in force again", "err", err)
+		}
 		// The device's own identity: made on first start, kept with its
 		// data (0600); it signs every batch and bundle.
 		var made bool
@@ -234,7 +238,8 @@ func (d *Device) setupUplink() error {
 				d.log.Info("review received", "of", r.Of.String(), "label", r.Label, "reviewer", r.Reviewer)
 			}
 			return err
-		}})
+		},
+		OnWarning: d.storeWarning})
 	return err
 }
 

@@ -115,7 +115,7 @@ func TestStickPulled_AtEveryStep(t *testing.T) {
 			priv, _ := osync.ParsePrivateKey(key)
 			var stored int64
 			for _, f := range bundles {
-				if _, _, c, err := hub.ImportBundle(context.Background(), st, filepath.Join(stick.Dir(), f), priv, time.Now()); err == nil {
+				if _, _, c, err := hub.ImportBundle(context.Background(), st, filepath.Join(stick.Dir(), f), priv, nil, time.Now()); err == nil {
 					stored += c.New
 				}
 			}

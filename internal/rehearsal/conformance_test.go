@@ -95,9 +95,11 @@ func (r *rehearsal) conformance() {
 		{"cmd", "OK", "chunk", func(_ string, b []byte) error { _, _, _, err := osync.DecodeChunk(b); return err }},
 		{"cmd", "OV", "evidence ack", func(dev string, b []byte) error { _, err := osync.DecodeEvidenceAck(b, dev, keys); return err }},
 		{"cmd", "OR", "review", func(dev string, b []byte) error { _, err := osync.DecodeReview(b, dev, keys); return err }},
+		{"cmd", "ON", "warning", func(dev string, b []byte) error { _, err := osync.DecodeWarning(b, dev, keys); return err }},
 		{"fetch", "OF", "fetch", func(_ string, b []byte) error { _, _, err := osync.DecodeFetch(b); return err }},
 		{"evidence", "OE", "evidence chunk", func(_ string, b []byte) error { _, err := osync.DecodeEvidenceChunk(b); return err }},
 		{"evidence", "OW", "review receipt", func(dev string, b []byte) error { _, _, err := osync.DecodeReviewReceipt(b, dev); return err }},
+		{"evidence", "OY", "warning receipt", func(dev string, b []byte) error { _, _, err := osync.DecodeWarningReceipt(b, dev); return err }},
 	}
 	r.capture.mu.Lock()
 	msgs := append([]osync.Message(nil), r.capture.msgs...)

@@ -48,6 +48,7 @@ func TestRehearsal(t *testing.T) {
 	r.device()
 	ids := r.photosAndSpeech()
 	r.review(ids.photo)
+	r.warning()
 	r.modelUpdates()
 	r.conformance()
 	r.usbTrip()
@@ -221,7 +222,8 @@ func (r *rehearsal) startBroker() {
 func (r *rehearsal) hub() {
 	r.step("hub: hub.env, registry.json, outpost-hub.service")
 	env := fmt.Sprintf("OUTPOST_BROKER=tcp://127.0.0.1:%d\nOUTPOST_MQTT_USERNAME=hub\nOUTPOST_MQTT_PASSWORD=%s\nOUTPOST_HUB_TOKEN=%s\n", r.brokerPort, r.hubPassword, hubToken)
-	writeKeep(r.t, r.path("etc/outpost/hub.env"), env)
+	// Kept as installed (OUTPOST_HUB_ADVICE), the admin's lines after it.
+	writeKeep(r.t, r.path("etc/outpost/hub.env"), string(readFile(r.t, r.path("etc/outpost/hub.env")))+env)
 	writeKeep(r.t, r.path("etc/outpost/registry.json"), `{"kiosk-1": {"name": "Kiosk one", "region": "Kisumu"}, "kiosk-2": {"name": "Kiosk two", "region": "Kisumu"}}`)
 	r.startHub()
 	if fi, err := os.Stat(r.path("var/lib/outpost-hub/hub.key")); err != nil || fi.Mode().Perm() != 0o600 || owner(fi) != r.uid("outpost-hub") {
@@ -464,6 +466,50 @@ func (r *rehearsal) review(photos []string) {
 	if want := readFile(t, filepath.Join(r.admin, "review-sw.wav")); len(before) < 1000 || bytes.Equal(before, after) || !bytes.Equal(after, want) {
 		t.Fatalf("the expert's answer is not spoken: %d bytes before the review, %d after, %d for the expert's words", len(before), len(after), len(want))
 	}
+}
+
+// warning: a program officer warns Kisumu from the hub's API; the kiosk of
+// Kisumu shows it in Swahili and says it, and the hub counts it confirmed.
+func (r *rehearsal) warning() {
+	t := r.t
+	r.step("regional warning: hub API → the region's kiosk shows and says it; the hub sees it confirmed")
+	req, _ := http.NewRequest("POST", r.hubURL+"/v1/warnings", strings.NewReader(`{"region":"Kisumu","disease":"rust","days":7}`))
+	req.Header.Set("Authorization", "Bearer "+hubToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /v1/warnings: %d", resp.StatusCode)
+	}
+	var ws struct {
+		Warnings []struct {
+			Text string `json:"text"`
+			Lang string `json:"lang"`
+		} `json:"warnings"`
+	}
+	testutil.Eventually(t, 60*time.Second, "the warning to reach the kiosk", func() bool {
+		return r.tryJSON(r.devURL+"/v1/warnings?lang=sw", devToken, &ws) && len(ws.Warnings) == 1
+	})
+	// The installed hub quotes the shipped model's advice (hub.env's
+	// OUTPOST_HUB_ADVICE), in the kiosk's language.
+	if w := ws.Warnings[0]; w.Lang != "sw" || !strings.Contains(w.Text, "Kisumu") || !strings.Contains(w.Text, "Kutu") {
+		t.Fatalf("the kiosk's warning: %+v", w)
+	}
+	if wav := r.get(r.devURL+"/v1/speech?say=warnings&lang=sw", devToken); len(wav) < 1000 {
+		t.Fatalf("the warning spoken: %d bytes", len(wav))
+	}
+	testutil.Eventually(t, 60*time.Second, "the hub to see the warning confirmed by kiosk-1", func() bool {
+		var hv struct {
+			Warnings []struct {
+				Confirmed int `json:"confirmed"`
+				Devices   int `json:"devices"`
+			} `json:"warnings"`
+		}
+		return r.tryJSON(r.hubURL+"/v1/warnings", hubToken, &hv) && len(hv.Warnings) == 1 && hv.Warnings[0].Confirmed == 1 && hv.Warnings[0].Devices == 2
+	})
 }
 
 // modelUpdates: a signed model over MQTT, installed under the unit's
