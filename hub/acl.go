@@ -29,6 +29,10 @@ func MosquittoACL(hubUser string) string {
 # use_username_as_clientid true (a login cannot take another device's client ID).
 user %s
 topic readwrite outpost/v1/#
+topic readwrite outpost/alerts/#
+# A program that acts on alerts (docs/HUB.md, "Alerts") gets its own user:
+#   user sms-gateway
+#   topic read outpost/alerts/#
 
 pattern write outpost/v1/%%u/results
 pattern write outpost/v1/%%u/status

@@ -46,6 +46,11 @@ type CollectorOptions struct {
 	// WarningAdvice is the model's advice (label -> language -> text, the
 	// format of a model's advice.json) that regional warnings quote.
 	WarningAdvice map[string]map[string]string
+	// SilentAfter makes a device not heard from this long an alert
+	// (default 3 days); AlertEvery is how often the collector republishes
+	// the alerts that changed on their retained topics (default 1 minute).
+	SilentAfter time.Duration
+	AlertEvery  time.Duration
 	// WarnEvery is how often the outbreak warning rule runs; default 10
 	// minutes, negative: never (warnings only by hand).
 	WarnEvery time.Duration
@@ -249,6 +254,12 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 	defer c.connected.Store(false)
 	c.readyOnce.Do(func() { close(c.ready) })
 	c.log.Info("collector: connected", "client_id", c.o.ClientID)
+	// Alerts: republished whole on every connection (a broker restarted
+	// without persistence lost the retained ones), then as they change.
+	alerts := &alertPublisher{}
+	c.publishAlerts(ctx, conn, alerts)
+	alertTick := time.NewTicker(cmp.Or(c.o.AlertEvery, time.Minute))
+	defer alertTick.Stop()
 	var held []msg
 	c.err = nil
 	for {
@@ -257,6 +268,8 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 			return ctx.Err()
 		case <-conn.Done():
 			return fmt.Errorf("connection lost: %w", conn.Err())
+		case <-alertTick.C:
+			c.publishAlerts(ctx, conn, alerts)
 		case dev := <-c.deliver:
 			c.deliverReviews(ctx, conn, dev)
 			c.deliverWarnings(ctx, conn, dev)

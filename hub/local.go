@@ -158,6 +158,7 @@ func (c *Collector) Handler() http.Handler {
 	})
 	c.reviewRoutes(mux)
 	c.warningRoutes(mux)
+	c.alertRoutes(mux)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, http.StatusNotFound, "not_found", fmt.Errorf("no hub API route %s %s", r.Method, r.URL.Path))
 	})
@@ -315,7 +316,7 @@ func (c *Collector) metrics() *prometheus.Registry {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_hub_" + name + "_total",
 			Help: "collector " + name + " since start"}, func() float64 { return float64(f()) }))
 	}
-	reg.MustRegister(deviceLag{c})
+	reg.MustRegister(deviceLag{c}, alertCount{c})
 	return reg
 }
 
