@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"path/filepath"
@@ -109,4 +110,39 @@ func TestAlerts_SilentAndOutbreak(t *testing.T) {
 		n, seen := got[hub.AlertTopic("Nakuru")]
 		return seen && len(n) == 0
 	})
+}
+
+// TestMapSVG: devices placed by lat/lon (east to the right, north up),
+// coloured by state, regions warm when warned, every name escaped.
+func TestMapSVG(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	reg := hub.Registry{
+		"west": {Name: `<script>alert(1)</script>`, Region: "Kisumu", Lat: f(-0.10), Lon: f(34.75)},
+		"east": {Name: "Njoro", Region: "Nakuru", Lat: f(-0.33), Lon: f(35.94)},
+		"gone": {Name: "no place"},
+	}
+	svg := hub.MapSVG(reg, []hub.Alert{{Kind: "outbreak", Device: "west", Region: "Kisumu"}, {Kind: "silent", Device: "east", Region: "Nakuru"}}, nil)
+	if strings.Contains(svg, "<script>") || !strings.Contains(svg, "&lt;script&gt;") {
+		t.Fatalf("a name is not escaped:\n%s", svg)
+	}
+	x := func(dev string) float64 {
+		i := strings.Index(svg, `data-device="`+dev+`" cx="`)
+		if i < 0 {
+			t.Fatalf("no %s on the map", dev)
+		}
+		var v float64
+		fmt.Sscanf(svg[i+len(`data-device="`+dev+`" cx="`):], "%g", &v)
+		return v
+	}
+	if x("west") >= x("east") {
+		t.Errorf("west at x=%.0f, east at x=%.0f", x("west"), x("east"))
+	}
+	for _, want := range []string{`data-device="west" cx=`, `fill="#b71c1c" stroke`, `fill="#9e9e9e" stroke`, `class="region hot"`} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("map lacks %s", want)
+		}
+	}
+	if strings.Contains(svg, `data-device="gone"`) {
+		t.Error("a device without lat/lon is drawn")
+	}
 }

@@ -159,6 +159,7 @@ func (c *Collector) Handler() http.Handler {
 	c.reviewRoutes(mux)
 	c.warningRoutes(mux)
 	c.alertRoutes(mux)
+	c.mapRoute(mux)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apiFail(w, http.StatusNotFound, "not_found", fmt.Errorf("no hub API route %s %s", r.Method, r.URL.Path))
 	})

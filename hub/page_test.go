@@ -87,7 +87,8 @@ func TestHubPage(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			st := open(t)
 			seedFleet(t, st)
-			reg := hub.Registry{"pi-1": {Name: "Kibera kiosk", Region: "Nairobi"}}
+			lat, lon, lat3, lon3 := -1.31, 36.79, -0.10, 34.75
+			reg := hub.Registry{"pi-1": {Name: "Kibera kiosk", Region: "Nairobi", Lat: &lat, Lon: &lon}, "pi-3": {Name: "Ahero", Region: "Kisumu", Lat: &lat3, Lon: &lon3}}
 			c, err := hub.New(st, hub.CollectorOptions{ClientID: "page-test", Registry: reg})
 			if err != nil {
 				t.Fatal(err)
@@ -132,6 +133,12 @@ func TestHubPage(t *testing.T) {
 				loaded, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.dataset.loaded`))
 				staleRow, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#fleet tr[data-device="pi-3"]').className`))
 				bars, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#chart rect").length`))
+				// The map: the registry's two placed devices, the outbreak
+				// one red, the stale one grey (silent).
+				dots, _ := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#map circle.device")].map((c) => c.dataset.device + " " + c.getAttribute("fill"))`))
+				if strings.Join(dots, ",") != "pi-1 #b71c1c,pi-3 #9e9e9e" {
+					t.Errorf("%s: devices on the map: %v", lang, dots)
+				}
 				fleet, outbreaks, heading := text("#fleet tbody"), text("#outbreaks tbody"), text(`[data-t="outbreaks"]`)
 				results := text("#results tbody")
 				if !strings.Contains(fleet, "Kibera kiosk (Nairobi)") || !strings.Contains(outbreaks, "Nairobi") ||
