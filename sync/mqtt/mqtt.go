@@ -27,7 +27,8 @@ import (
 type Options struct {
 	// Broker: tcp://host:1883, ssl://host:8883, ws://host:80/mqtt, wss://...;
 	// several, comma-separated, for a clustered broker: each connect tries
-	// them in order, so a device whose node died reaches another one.
+	// them in turn, starting after the one that failed last, so a device
+	// whose node died reaches another one.
 	Broker   string
 	Username string
 	Password string
@@ -81,38 +82,76 @@ func Dialer(opts Options) (osync.Dialer, error) {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 30 * time.Second
 	}
+	var servers []string
+	for _, b := range strings.Split(opts.Broker, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			servers = append(servers, b)
+		}
+	}
+	// next is the server the next connect starts with. Each connect tries
+	// the servers one by one itself: paho, given the list, moves on only
+	// when a TCP connect fails — a node that accepts the connection and
+	// then closes it (shutting down; a proxy in front of a dead node; a
+	// cluster member refusing a session) ended every attempt with EOF at
+	// the first server, and a device never reached the live ones (the
+	// NATS failover test's device that stopped draining).
+	var mu gosync.Mutex
+	next := 0
 	return func(ctx context.Context, clientID string, will *osync.Will) (osync.Conn, error) {
-		c := &conn{done: make(chan struct{}), writeTimeout: opts.WriteTimeout}
-		po := paho.NewClientOptions()
-		for _, b := range strings.Split(opts.Broker, ",") {
-			if b = strings.TrimSpace(b); b != "" {
-				po.AddBroker(b)
+		mu.Lock()
+		start := next
+		mu.Unlock()
+		var errs []error
+		for k := range servers {
+			i := (start + k) % len(servers)
+			c, err := dialOne(ctx, servers[i], clientID, will, opts, tlsCfg)
+			if err == nil {
+				mu.Lock()
+				next = i
+				mu.Unlock()
+				return c, nil
+			}
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
 			}
 		}
-		po.SetClientID(clientID).
-			SetUsername(opts.Username).
-			SetPassword(opts.Password).
-			SetCleanSession(opts.CleanSession).
-			SetKeepAlive(opts.KeepAlive).
-			SetConnectTimeout(opts.ConnectTimeout).
-			SetAutoReconnect(false).
-			SetConnectRetry(false).
-			SetOrderMatters(false).
-			SetConnectionLostHandler(func(_ paho.Client, err error) { c.lost(err) })
-		if tlsCfg != nil {
-			po.SetTLSConfig(tlsCfg)
-		}
-		if will != nil {
-			po.SetBinaryWill(will.Topic, will.Payload, 1, will.Retained)
-		}
-		c.c = paho.NewClient(po)
-		tok := c.c.Connect()
-		if err := wait(ctx, tok, opts.ConnectTimeout+time.Second, nil); err != nil {
-			c.c.Disconnect(0)
-			return nil, fmt.Errorf("mqtt: connect %s: %w", opts.Broker, err)
-		}
-		return c, nil
+		mu.Lock()
+		next = (start + 1) % len(servers)
+		mu.Unlock()
+		return nil, errors.Join(errs...)
 	}, nil
+}
+
+// dialOne connects to one server.
+func dialOne(ctx context.Context, server, clientID string, will *osync.Will, opts Options, tlsCfg *tls.Config) (*conn, error) {
+	c := &conn{done: make(chan struct{}), writeTimeout: opts.WriteTimeout}
+	po := paho.NewClientOptions()
+	po.AddBroker(server)
+	po.SetProtocolVersion(4) // MQTT 3.1.1 only: paho's fallback to 3.1 dialled a failing server twice
+	po.SetClientID(clientID).
+		SetUsername(opts.Username).
+		SetPassword(opts.Password).
+		SetCleanSession(opts.CleanSession).
+		SetKeepAlive(opts.KeepAlive).
+		SetConnectTimeout(opts.ConnectTimeout).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetOrderMatters(false).
+		SetConnectionLostHandler(func(_ paho.Client, err error) { c.lost(err) })
+	if tlsCfg != nil {
+		po.SetTLSConfig(tlsCfg)
+	}
+	if will != nil {
+		po.SetBinaryWill(will.Topic, will.Payload, 1, will.Retained)
+	}
+	c.c = paho.NewClient(po)
+	tok := c.c.Connect()
+	if err := wait(ctx, tok, opts.ConnectTimeout+time.Second, nil); err != nil {
+		c.c.Disconnect(0)
+		return nil, fmt.Errorf("mqtt: connect %s: %w", server, err)
+	}
+	return c, nil
 }
 
 type conn struct {
@@ -193,24 +232,39 @@ func (c *conn) Close() {
 // Prober returns a cheap reachability check for broker: a TCP connect to
 // its host and port, closed at once (no TLS, no MQTT: a few hundred bytes).
 func Prober(broker string) (func(ctx context.Context) error, error) {
-	u, err := url.Parse(broker)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("mqtt: broker URL %q: want scheme://host:port", broker)
-	}
-	host := u.Host
-	if u.Port() == "" {
-		port := map[string]string{"tcp": "1883", "mqtt": "1883", "ssl": "8883", "tls": "8883", "mqtts": "8883", "ws": "80", "wss": "443"}[u.Scheme]
-		if port == "" {
-			port = "1883"
+	var hosts []string
+	for _, b := range strings.Split(broker, ",") {
+		if b = strings.TrimSpace(b); b == "" {
+			continue
 		}
-		host = net.JoinHostPort(u.Hostname(), port)
+		u, err := url.Parse(b)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("mqtt: broker URL %q: want scheme://host:port", b)
+		}
+		host := u.Host
+		if u.Port() == "" {
+			port := map[string]string{"tcp": "1883", "mqtt": "1883", "ssl": "8883", "tls": "8883", "mqtts": "8883", "ws": "80", "wss": "443"}[u.Scheme]
+			if port == "" {
+				port = "1883"
+			}
+			host = net.JoinHostPort(u.Hostname(), port)
+		}
+		hosts = append(hosts, host)
 	}
+	if len(hosts) == 0 {
+		return nil, errors.New("mqtt: no broker URL")
+	}
+	// Any server of a cluster that answers ends the wait.
 	return func(ctx context.Context) error {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", host)
-		if err != nil {
-			return err
+		var errs []error
+		for _, h := range hosts {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", h)
+			if err == nil {
+				return c.Close()
+			}
+			errs = append(errs, err)
 		}
-		return c.Close()
+		return errors.Join(errs...)
 	}, nil
 }
