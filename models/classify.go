@@ -154,10 +154,12 @@ func Softmax(logits []float32, temperature float32) []float32 {
 
 // Answer turns the model's output (raw: logits when the manifest says
 // softmax) and probabilities into the result people see: an abstention
-// when the abstain label wins or the best other logit is under the
-// manifest's floor (min_logit), "uncertain" when the top probability is
-// under uncertain_below, else the diagnosis.
-func (c *Classifier) Answer(raw, probs []float32, lang string) *ClassResult {
+// when the abstain label wins or the other logits are under the manifest's
+// floor (min_logit on the best, min_logsumexp on all of them) — unless q (what the gate measured; nil
+// when it did not run) shows a green, plant-like frame (abstain_max_green),
+// which makes it "uncertain" instead — "uncertain" when the top
+// probability is under uncertain_below, else the diagnosis.
+func (c *Classifier) Answer(raw, probs []float32, q *Quality, lang string) *ClassResult {
 	pp := c.m.Postprocessing
 	k := pp.TopK
 	if k <= 0 {
@@ -183,9 +185,24 @@ func (c *Classifier) Answer(raw, probs []float32, lang string) *ClassResult {
 			best = max(best, v)
 		}
 	}
+	var sum float64 // their log-sum-exp, around the best
+	for i, v := range raw {
+		if i != c.abstain {
+			sum += math.Exp(float64(v - best))
+		}
+	}
+	lse := float32(float64(best) + math.Log(sum))
 	key := ""
+	abstain := idx[0] == c.abstain && probs[c.abstain] >= pp.AbstainMinScore ||
+		pp.MinLogit != nil && best < *pp.MinLogit || pp.MinLogSumExp != nil && lse < *pp.MinLogSumExp
+	plantLike := pp.AbstainMaxGreen != nil && q != nil && q.Green >= *pp.AbstainMaxGreen
 	switch {
-	case idx[0] == c.abstain || pp.MinLogit != nil && best < *pp.MinLogit:
+	case abstain && plantLike:
+		// The model cannot place it, but it is green: a plant it has
+		// not seen, not proof that there is no leaf.
+		r.Uncertain, r.Label = true, UncertainLabel
+		key = UncertainLabel
+	case abstain:
 		r.Outcome, r.Label, r.Uncertain = OutcomeNotALeaf, OutcomeNotALeaf, true
 		key = OutcomeNotALeaf
 	case r.Score < thr:
@@ -249,10 +266,12 @@ func (p *classPipeline) Infer(ctx context.Context, in Input) (*Result, error) {
 		return nil, fmt.Errorf("%s: %w", in.Name, err)
 	}
 	t3 := time.Now()
-	out := p.c.Answer(raw, probs, p.lang)
+	var qp *Quality
 	if !p.c.gate.Off {
-		out.Quality = &q
+		qp = &q
 	}
+	out := p.c.Answer(raw, probs, qp, p.lang)
+	out.Quality = qp
 	t4 := time.Now()
 	res.Output = out
 	res.Timings = Timings{Decode: ms(t1.Sub(t0)), Preprocess: ms(t2.Sub(t1)), Inference: ms(t3.Sub(t2)),

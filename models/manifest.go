@@ -105,6 +105,23 @@ type Postprocessing struct {
 	// out-of-distribution test; set from held-out data) and the answer is
 	// not_a_leaf.
 	MinLogit *float32 `json:"min_logit,omitempty"`
+	// MinLogSumExp is the same floor on the log-sum-exp of the real
+	// classes' raw outputs: the evidence for "one of them" rather than for
+	// the best one, so an input whose evidence is spread over several
+	// classes (a dried leaf, trained as "a leaf of unknown condition") is
+	// not taken for one unlike anything seen.
+	MinLogSumExp *float32 `json:"min_logsumexp,omitempty"`
+	// AbstainMinScore: the abstain label refuses only with at least this
+	// calibrated probability (0.5: more likely none of the above than any
+	// of them together); a narrower win is "uncertain". 0: any win.
+	AbstainMinScore float32 `json:"abstain_min_score,omitempty"`
+	// AbstainMaxGreen: a refusal needs a robust cue as well as the model.
+	// When the abstain label wins (or MinLogit fires) but at least this
+	// share of the frame is green (Quality.Green), the photo looks like a
+	// plant the model cannot place: the answer is "uncertain", not
+	// not_a_leaf. Unset: the model alone decides. Set from validation
+	// leaves (see the crop-disease model card).
+	AbstainMaxGreen *float32 `json:"abstain_max_green,omitempty"`
 	// WakeWord (keyword spotting): a command counts only when this keyword
 	// was heard first, at most CommandWindow seconds (default 4) before it.
 	WakeWord      string  `json:"wake_word,omitempty"`
@@ -198,6 +215,12 @@ func (m *Manifest) Validate() error {
 	}
 	if pp := m.Postprocessing; pp.AbstainLabel != "" && !slices.Contains(m.Labels, pp.AbstainLabel) {
 		return bad("postprocessing.abstain_label %q is not one of the labels", pp.AbstainLabel)
+	}
+	if s := m.Postprocessing.AbstainMinScore; s < 0 || s > 1 {
+		return bad("postprocessing.abstain_min_score %v: want a probability from 0 to 1", s)
+	}
+	if g := m.Postprocessing.AbstainMaxGreen; g != nil && (*g < 0 || *g > 1) {
+		return bad("postprocessing.abstain_max_green %v: want a share from 0 to 1", *g)
 	}
 	if pp := m.Postprocessing; pp.CommandBelow < 0 || pp.CommandBelow > 1 || pp.WakeBelow < 0 || pp.WakeBelow > 1 {
 		return bad("postprocessing: command_below %v and wake_below %v must be in [0, 1]", pp.CommandBelow, pp.WakeBelow)

@@ -31,7 +31,8 @@ type Quality struct {
 	Clipped    float32 `json:"clipped"`    // share of pixels blown out to white (every channel ≥ 245)
 	Contrast   float32 `json:"contrast"`   // luma standard deviation, 0 – 0.5
 	Sharpness  float32 `json:"sharpness"`  // 1 − Crete's blur effect: ~0.5–0.7 crisp, towards 0 defocused
-	Plant      float32 `json:"plant"`      // share of plant-coloured (green to yellow-green) pixels
+	Plant      float32 `json:"plant"`      // share of leaf-coloured pixels: green, yellow or brown tissue
+	Green      float32 `json:"green"`      // share of green pixels (yellow-green to green-cyan): the cue a refusal needs
 }
 
 // QualitySpec is the manifest's "quality" section. Every field is
@@ -46,8 +47,9 @@ type QualitySpec struct {
 	MaxClipped    *float32 `json:"max_clipped,omitempty"`
 	MinContrast   *float32 `json:"min_contrast,omitempty"`
 	MinSharpness  *float32 `json:"min_sharpness,omitempty"`
-	// MinPlant: share of the frame that must look like plant tissue; set
-	// 0 for models of things that are not plants.
+	// MinPlant: share of the frame that must look like plant tissue
+	// (green, yellow or brown: a diseased or dried leaf counts); set 0 for
+	// models of things that are not plants.
 	MinPlant *float32 `json:"min_plant,omitempty"`
 }
 
@@ -188,7 +190,7 @@ func measureRGBA(m *image.RGBA) Quality {
 	w, h := m.Bounds().Dx(), m.Bounds().Dy()
 	luma := make([]float32, w*h)
 	var sum, sum2 float64
-	var clipped, plant int
+	var clipped, plant, green int
 	for y := 0; y < h; y++ {
 		row := m.Pix[y*m.Stride:]
 		for x := 0; x < w; x++ {
@@ -200,7 +202,11 @@ func measureRGBA(m *image.RGBA) Quality {
 			if min(r, g, bl) >= 245 {
 				clipped++
 			}
-			if plantColour(r, g, bl) {
+			switch leafColour(r, g, bl) {
+			case colourGreen:
+				green++
+				plant++
+			case colourLeaf:
 				plant++
 			}
 		}
@@ -215,7 +221,7 @@ func measureRGBA(m *image.RGBA) Quality {
 	// worst direction: ~0.5–0.7 crisp, towards 0 as the defocus grows.
 	sharp := 1 - max(blurEffect(luma, w, h, 1, w), blurEffect(luma, w, h, w, h))
 	return Quality{Brightness: float32(mean), Clipped: float32(float64(clipped) / px), Contrast: float32(std),
-		Sharpness: float32(sharp), Plant: float32(float64(plant) / px)}
+		Sharpness: float32(sharp), Plant: float32(float64(plant) / px), Green: float32(float64(green) / px)}
 }
 
 // blurEffect is Crete's blur along one direction: step is the index
@@ -257,16 +263,24 @@ func blurEffect(l []float32, w, h, step, n int) float64 {
 	return (sumF - sumV) / sumF
 }
 
-// plantColour: hue from yellow-green to green-cyan (about 50°–170°), some
-// saturation, not black. Lesions (brown, orange) do not count; mosaic
-// yellow-green does.
-func plantColour(r, g, b float32) bool {
+// Pixel colours as the gate counts them.
+const (
+	colourOther = iota
+	colourLeaf  // brown, tan or yellow: dried or diseased leaf tissue (also soil, wood, skin)
+	colourGreen // yellow-green to green-cyan: living leaf tissue
+)
+
+// leafColour sorts a pixel by hue. Green is hue 50°–170° with some
+// saturation and not black (mosaic's yellow-green counts, lesions do not);
+// leaf-coloured widens that down to 15° (orange-brown), so a leaf browned or
+// yellowed by disease or drying still counts as plant for the gate. Greys,
+// blues, purples and reds count as neither.
+func leafColour(r, g, b float32) int {
 	mx := max(r, g, b)
 	mn := min(r, g, b)
-	if mx < 25 || mx-mn < 0.15*mx || g != mx && !(r == mx && g >= 0.85*r) {
-		return false
+	if mx < 25 || mx-mn < 0.15*mx {
+		return colourOther
 	}
-	// Hue in degrees.
 	d := mx - mn
 	var hue float32
 	switch mx {
@@ -280,5 +294,11 @@ func plantColour(r, g, b float32) bool {
 	if hue < 0 {
 		hue += 360
 	}
-	return hue >= 50 && hue <= 170
+	switch {
+	case hue >= 50 && hue <= 170 && (g == mx || r == mx && g >= 0.85*r):
+		return colourGreen
+	case hue >= 15 && hue <= 170:
+		return colourLeaf
+	}
+	return colourOther
 }

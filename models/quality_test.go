@@ -94,13 +94,14 @@ func blur(img image.Image, sigma float64) *image.RGBA {
 	return pass(pass(src, 1, 0), 0, 1)
 }
 
-func medianLuma(img image.Image) float64 {
+// medianMin is the median over pixels of the darkest channel.
+func medianMin(img image.Image) float64 {
 	b := img.Bounds()
 	var l []float64
 	for y := b.Min.Y; y < b.Max.Y; y += 2 {
 		for x := b.Min.X; x < b.Max.X; x += 2 {
 			r, g, bl, _ := img.At(x, y).RGBA()
-			l = append(l, (0.299*float64(r)+0.587*float64(g)+0.114*float64(bl))/257)
+			l = append(l, float64(min(r, g, bl))/257)
 		}
 	}
 	sort.Float64s(l)
@@ -158,8 +159,10 @@ func badFrames(leaves map[string]image.Image) []badFrame {
 		case 0: // night, or a hand over the lens
 			out = append(out, badFrame{"dark " + n, []string{models.ReasonTooDark}, mapPixels(img, func(v float64) float64 { return v * 0.12 })})
 		case 1: // sun straight into the lens
-			// exposure so long that the median pixel is blown out 1.5 times over
-			k := 1.5 * 255 / math.Max(medianLuma(img), 1)
+			// exposure so long that the median pixel turns white 1.5 times
+			// over: its darkest channel blown (by luma alone, a saturated
+			// green leaf that keeps red and blue detail counted as blown)
+			k := 1.5 * 255 / math.Max(medianMin(img), 1)
 			out = append(out, badFrame{"overexposed " + n, []string{models.ReasonTooBright}, mapPixels(img, func(v float64) float64 { return v * k })})
 		case 2: // out of focus
 			out = append(out, badFrame{"blur " + n, []string{models.ReasonBlurry}, blur(img, 7)})
@@ -275,5 +278,59 @@ func TestQualityGate_JPEGRoundTrip(t *testing.T) {
 	t.Logf("JPEG q80 round trip over %d leaves: brightness moves ≤ %.3f, plant share ≤ %.3f", len(names), worstB, worstP)
 	if worstB > 0.02 || worstP > 0.08 {
 		t.Errorf("the gate's measures move too much through JPEG: brightness %.3f, plant %.3f", worstB, worstP)
+	}
+}
+
+// TestQualityGate_BrownAndYellowFoliage: a leaf browned or yellowed by
+// disease or by drying is still a plant for the gate. Every gate leaf
+// recoloured brown (hue ≈ 30°) and yellow (≈ 55°), keeping its light and
+// texture, must pass; the same frames turned blue-grey must not.
+func TestQualityGate_BrownAndYellowFoliage(t *testing.T) {
+	gate := (*models.QualitySpec)(nil).Gate()
+	recolour := func(img image.Image, k [3]float64) *image.RGBA {
+		b := img.Bounds()
+		dst := image.NewRGBA(image.Rect(0, 0, b.Dx(), b.Dy()))
+		for y := 0; y < b.Dy(); y++ {
+			for x := 0; x < b.Dx(); x++ {
+				r, g, bl, _ := img.At(b.Min.X+x, b.Min.Y+y).RGBA()
+				v := float64(max(r, g, bl) >> 8) // the pixel's value, in a new hue
+				dst.SetRGBA(x, y, color.RGBA{uint8(v * k[0]), uint8(v * k[1]), uint8(v * k[2]), 255})
+			}
+		}
+		return dst
+	}
+	leaves := gateLeaves(t)
+	names := make([]string, 0, len(leaves))
+	for n := range leaves {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, tc := range []struct {
+		name string
+		k    [3]float64
+		pass bool
+	}{
+		{"brown", [3]float64{0.85, 0.6, 0.35}, true},
+		{"yellow", [3]float64{0.95, 0.88, 0.3}, true},
+		{"blue-grey", [3]float64{0.55, 0.6, 0.75}, false},
+	} {
+		passed := 0
+		var plant, green []float32
+		for _, n := range names {
+			q := models.MeasureQuality(recolour(leaves[n], tc.k), 96, 96)
+			plant, green = append(plant, q.Plant), append(green, q.Green)
+			if r := gate.Check(q); r == "" {
+				passed++
+			} else if tc.pass {
+				t.Logf("%s %s refused as %s: %+v", tc.name, n, r, q)
+			}
+		}
+		t.Logf("%s leaves: %d of %d pass; plant %s; green %s", tc.name, passed, len(names), percentiles(plant), percentiles(green))
+		switch {
+		case tc.pass && passed < len(names)-len(names)/50:
+			t.Errorf("%s leaves: only %d of %d pass the gate", tc.name, passed, len(names))
+		case !tc.pass && passed > 0:
+			t.Errorf("%s frames: %d of %d pass the gate, want none (no plant colour)", tc.name, passed, len(names))
+		}
 	}
 }
