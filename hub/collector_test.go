@@ -144,10 +144,7 @@ func TestCollector_RefusesByName(t *testing.T) {
 	if id, _ := osync.BatchID(truncated); a.Batch != id || len(a.Stored) != 0 || a.Refused == nil {
 		t.Fatalf("ack for a truncated batch: %+v", a)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for h.C.Stats().Refused < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 2*time.Second, "two refusals counted", func() bool { return h.C.Stats().Refused >= 2 })
 	if st := h.C.Stats(); st.Stored != 1 || st.Refused != 2 {
 		t.Fatalf("collector stats %+v", st)
 	}
@@ -172,16 +169,9 @@ func TestCollector_StatusReplay(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "hub.db")
 	device := func(h *testutil.Hub) hub.DeviceStatus {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			devs, _ := h.C.Devices()
-			if len(devs) == 1 {
-				return devs[0]
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Fatal("collector never recorded pi-r")
-		return hub.DeviceStatus{}
+		var devs []hub.DeviceStatus
+		testutil.Eventually(t, 5*time.Second, "the collector to record pi-r", func() bool { devs, _ = h.C.Devices(); return len(devs) == 1 })
+		return devs[0]
 	}
 	h := startCollector(t, path, broker.URL())
 	d := device(h)
@@ -190,7 +180,7 @@ func TestCollector_StatusReplay(t *testing.T) {
 	}
 	h.Stop()
 	h = startCollector(t, path, broker.URL())
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // the broker replays the retained status to the new collector meanwhile: nothing may change
 	if d2 := device(h); !d2.LastSeen.Equal(sent) {
 		t.Fatalf("restart moved last seen from %s to %s", sent, d2.LastSeen)
 	}
@@ -198,10 +188,7 @@ func TestCollector_StatusReplay(t *testing.T) {
 	if err := conn.Publish(context.Background(), osync.StatusTopic("pi-r"), 1, false, []byte(big)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for h.C.Stats().Malformed == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 3*time.Second, "the oversized status refused", func() bool { return h.C.Stats().Malformed > 0 })
 	if d3 := device(h); h.C.Stats().Malformed != 1 || d3.State != "offline" {
 		t.Fatalf("oversized status: malformed %d, device %+v", h.C.Stats().Malformed, d3)
 	}
@@ -310,16 +297,7 @@ func TestCollector_FloodDoesNotStarveOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.Stall(false)
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		k := len(order)
-		mu.Unlock()
-		if k == n+1 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 60*time.Second, "every ack", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == n+1 })
 	mu.Lock()
 	defer mu.Unlock()
 	pos := -1

@@ -74,11 +74,7 @@ func (f *testDevices) left(names ...string) int64 {
 // uplinks' context and waits for them to stop.
 func (f *testDevices) drainWithin(t *testing.T, d time.Duration, cancel context.CancelFunc) {
 	t.Helper()
-	for deadline := time.Now().Add(d); f.left() > 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-	}
-	if n := f.left(); n != 0 {
-		t.Fatalf("%d records still in device outboxes after %s", n, d)
-	}
+	testutil.Eventually(t, d, "the device outboxes to drain", func() bool { return f.left() == 0 })
 	cancel()
 	for range f.obs {
 		<-f.done

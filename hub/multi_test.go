@@ -116,14 +116,14 @@ func TestCollectors_ThreeSharingOnePostgres(t *testing.T) {
 	f := startDevices(t, ctx, devices, per, 10, func(int) string { return broker.URL() })
 	// Kill one collector once about a third has drained, restart it.
 	for deadline := time.Now().Add(60 * time.Second); f.left() > devices*per*2/3 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // the fault's trigger: polled tighter than Eventually's 10 ms
 	}
 	atKill := f.left()
 	if atKill == 0 {
 		t.Fatal("the devices drained before a collector could be killed: the test proves nothing")
 	}
 	cs[1].kill()
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // the scenario: the collector stays dead a moment
 	cs[1] = startChild(t, "hub-1", store, broker.URL())
 	f.drainWithin(t, 120*time.Second, cancel)
 	st, err := hub.OpenPostgres(context.Background(), store, hub.PGOptions{Name: "check"})
@@ -180,18 +180,13 @@ func TestCollector_PostgresDown(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- u.Run(ctx) }()
 	count := func() int64 { s, _ := ob.Stats(); return s.Count }
-	for count() > per*9/10 {
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Eventually(t, 60*time.Second, "the first tenth to drain", func() bool { return count() <= per*9/10 })
 	pg.Down(t)
 	atDown := count()
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond) // the scenario: the database is down this long
 	during := count()
 	pg.Up(t)
-	deadline := time.Now().Add(60 * time.Second)
-	for count() > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 60*time.Second, "the device to drain after the database came back", func() bool { return count() == 0 })
 	if n := count(); n != 0 {
 		t.Fatalf("%d records still on the device 60 s after the database came back", n)
 	}

@@ -33,3 +33,18 @@ func Downscale(photo []byte, maxSide int) ([]byte, error) {
 	}
 	return out.Bytes(), nil
 }
+
+// ContentType names what an input is by its first bytes — the kinds the
+// pipelines take (JPEG, PNG, WAV), else application/octet-stream — with
+// the names net/http's sniffer gives them, without the device importing it.
+func ContentType(b []byte) string {
+	switch {
+	case len(b) >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff:
+		return "image/jpeg"
+	case len(b) >= 8 && string(b[:8]) == "\x89PNG\r\n\x1a\n":
+		return "image/png"
+	case len(b) >= 12 && string(b[:4]) == "RIFF" && string(b[8:12]) == "WAVE":
+		return "audio/wave"
+	}
+	return "application/octet-stream"
+}

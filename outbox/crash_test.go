@@ -137,7 +137,7 @@ func TestCrash_KillDuringAppend(t *testing.T) {
 			cmd.Process.Kill()
 			t.Fatalf("round %d: child not ready", round)
 		}
-		time.Sleep(time.Duration(1+rng.Intn(40)) * time.Millisecond)
+		time.Sleep(time.Duration(1+rng.Intn(40)) * time.Millisecond) // the scenario: kill -9 at a random moment of the writes
 		cmd.Process.Signal(syscall.SIGKILL)
 		if err := <-readDone; err != nil {
 			t.Fatalf("round %d: %v", round, err)

@@ -53,17 +53,10 @@ func TestClock_HubCorrectsRecordTimes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, 10*time.Second, "the hub to anchor the boot", func() bool {
 		devs, _ := h.C.Devices()
-		if len(devs) == 1 && len(devs[0].Boots) == 1 && devs[0].ClockJumps == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the hub did not anchor the boot: %+v", devs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(devs) == 1 && len(devs[0].Boots) == 1 && devs[0].ClockJumps == 1
+	})
 	if _, err := hub.ExportCSV(ctx, h.C.Store(), &out); err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,8 @@ func waitEmpty(t *testing.T, obs map[string]*outbox.Outbox, d time.Duration) {
 		if left == 0 {
 			return
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // polled by hand: on timeout each outbox's leftovers are listed below
+
 	}
 	for name, ob := range obs {
 		st, _ := ob.Stats()
@@ -65,7 +66,7 @@ func TestSync_Faults(t *testing.T) {
 				go func(u *osync.Uplink) { done <- u.Run(ctx) }(u)
 			}
 			step := func(name string, d time.Duration, f func()) {
-				time.Sleep(d)
+				time.Sleep(d) // the scenario: faults on a schedule
 				t.Logf("fault: %s", name)
 				f()
 			}
@@ -130,10 +131,10 @@ func TestSync_BrokerRestarts(t *testing.T) {
 			if st, _ := ob.Stats(); st.Count <= target {
 				break
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // the fault's trigger: polled tighter than Eventually's 10 ms
 		}
 		broker.Kill()
-		time.Sleep(time.Duration(20+i%5*20) * time.Millisecond)
+		time.Sleep(time.Duration(20+i%5*20) * time.Millisecond) // the scenario: the broker stays down 20-100 ms
 		broker.Start()
 	}
 	waitEmpty(t, map[string]*outbox.Outbox{"pi-chaos": ob}, 120*time.Second)
@@ -193,7 +194,7 @@ func TestSync_ShortLinkWindow(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); u.Run(ctx) }()
 	}
-	time.Sleep(outage)
+	time.Sleep(outage) // the scenario: the outage
 	broker.Start()
 	opened := time.Now()
 	waitEmpty(t, obs, window)

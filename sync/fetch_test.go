@@ -220,7 +220,7 @@ func waitState(t *testing.T, f *Fetcher, state string) {
 		if st := f.Status(); st != nil && st.State == state {
 			return
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // package sync's own tests cannot import testutil (it imports sync)
 	}
 	t.Fatalf("state %+v, want %s", f.Status(), state)
 }

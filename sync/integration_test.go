@@ -136,7 +136,7 @@ func waitGoroutines(t *testing.T, before int) {
 		if goruntime.NumGoroutine() <= before+2 {
 			return
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // polled by hand: on timeout the goroutines left are dumped below
 	}
 	buf := make([]byte, 1<<16)
 	n := goruntime.Stack(buf, true)
@@ -170,7 +170,7 @@ func TestUplink_StrayAck(t *testing.T) {
 		for ctx.Err() == nil {
 			forged := osync.EncodeAck(&osync.Ack{Batch: g.New(), Stored: ids})
 			_ = vandal.Publish(ctx, osync.AckTopic("pi-stray"), 1, false, forged)
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // the attack's pace: ten forged acks a second
 		}
 	}()
 	if err := up.Drain(ctx); err == nil {

@@ -61,15 +61,11 @@ func TestSameAnswerEverywhere(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(c.Inbox, "leaf.jpg"), photo, 0o644)
 	os.WriteFile(filepath.Join(c.Inbox, "said.wav"), wav, 0o644)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	testutil.Eventually(t, 20*time.Second, "both inbox files done", func() bool {
 		_, e1 := os.Stat(filepath.Join(c.Inbox, "done", "leaf.jpg"))
 		_, e2 := os.Stat(filepath.Join(c.Inbox, "done", "said.wav"))
-		if e1 == nil && e2 == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return e1 == nil && e2 == nil
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -236,15 +236,14 @@ func TestCollect_PostgresStore(t *testing.T) {
 // /healthz with 200: it is subscribed at the broker.
 func waitHealthy(t *testing.T, addr string) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+	testutil.Eventually(t, 20*time.Second, "the collector at "+addr+" to answer /healthz with 200", func() bool {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
 		}
-	}
-	t.Fatalf("the collector at %s did not become healthy within 20 s", addr)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
 
 // enqueue appends n results to the outbox in dataDir as a device would.

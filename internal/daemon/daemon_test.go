@@ -271,15 +271,11 @@ func TestWatchFolder(t *testing.T) {
 	// A file still being written (growing) and a .part file must be left alone.
 	partial := filepath.Join(inbox, "big.jpg.part")
 	os.WriteFile(partial, []byte("xx"), 0o644)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(filepath.Join(inbox, "failed", "broken.png")); err == nil {
-			if _, err := os.Stat(filepath.Join(inbox, "done", "leaf.jpg")); err == nil {
-				break
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "the broken file failed and the leaf done", func() bool {
+		_, e1 := os.Stat(filepath.Join(inbox, "failed", "broken.png"))
+		_, e2 := os.Stat(filepath.Join(inbox, "done", "leaf.jpg"))
+		return e1 == nil && e2 == nil
+	})
 	cancel()
 	<-done
 	for _, p := range []string{"done/leaf.jpg", "failed/notes.txt", "failed/notes.txt.reason.txt", "failed/broken.png", "failed/broken.png.reason.txt", "big.jpg.part"} {

@@ -125,8 +125,7 @@ func TestServe_EndToEnd(t *testing.T) {
 	if resp.StatusCode != 400 {
 		t.Fatalf("bad photo: %d", resp.StatusCode)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	synced := func() bool {
 		n, _ := col.Count()
 		var st struct{ Queue struct{ Count int } }
 		r, err := http.Get(p.url + "/v1/status")
@@ -134,10 +133,10 @@ func TestServe_EndToEnd(t *testing.T) {
 			json.NewDecoder(r.Body).Decode(&st)
 			r.Body.Close()
 		}
-		if n == 3 && st.Queue.Count == 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
+		return n == 3 && st.Queue.Count == 0
+	}
+	for deadline := time.Now().Add(20 * time.Second); !synced() && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond) // polled by hand: the failure below prints the daemon's logs
 	}
 	if n, _ := col.Count(); n != 3 {
 		t.Fatalf("collector has %d results, want 3\n%s", n, p.logs)

@@ -237,7 +237,7 @@ func TestAPI_SlowUploadsDoNotHoldSlots(t *testing.T) {
 		defer c.Close()
 		fmt.Fprintf(c, "POST /v1/models/crop-disease/infer HTTP/1.1\r\nHost: %s\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\nslow", addr)
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // the scenario: the slow uploads are under way (the daemon shows no sign of them to wait on)
 	code, body, _ := post(t, srv.URL+"/v1/models/crop-disease/infer", "image/jpeg", sample(t, "crop-disease/samples/rust.jpg"))
 	if code != 201 {
 		t.Fatalf("with two slow uploads pending: %d %v", code, body)
@@ -359,7 +359,7 @@ func TestAPI_CrossOriginBrowser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(evilURL+"/"), chromedp.WaitVisible(chromedp.ID("done"))); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // a request the page made would land meanwhile: "nothing stored" has no event to wait on
 	if n := queueCount(t, d); n != 0 {
 		t.Fatalf("a cross-origin page stored %d result(s)", n)
 	}

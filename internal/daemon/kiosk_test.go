@@ -91,16 +91,12 @@ func TestKiosk_USBExport(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for k := 0; k < 100; k++ {
-			msg, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("usbmsg")))
-			if err == nil && strings.Contains(msg, want) {
-				return msg
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		msg, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("usbmsg")))
-		t.Fatalf("USB message %q, want %q", msg, want)
-		return ""
+		var msg string
+		testutil.Eventually(t, 5*time.Second, "the USB message "+want, func() bool {
+			msg, _ = chromedp.Run(ctx, chromedp.Text(chromedp.ID("usbmsg")))
+			return strings.Contains(msg, want)
+		})
+		return msg
 	}
 	click("Saved to the stick: 2 results.")
 	bundles, _ := filepath.Glob(filepath.Join(usb, "*.obundle"))

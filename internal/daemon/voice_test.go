@@ -109,15 +109,15 @@ func TestKiosk_VoiceRepeat(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("mic").dispatchEvent(new PointerEvent("pointerdown"))`)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(4 * time.Second)
+	time.Sleep(4 * time.Second) // the scenario: the button is held while the fake microphone speaks
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("mic").dispatchEvent(new PointerEvent("pointerup"))`)); err != nil {
 		t.Fatal(err)
 	}
 	var heard string
-	for k := 0; k < 100 && !strings.Contains(heard, ":"); k++ {
-		time.Sleep(100 * time.Millisecond)
+	testutil.Eventually(t, 10*time.Second, "the kiosk to say what it heard", func() bool {
 		heard, _ = chromedp.Run(ctx, chromedp.Text(chromedp.ID("heard")))
-	}
+		return strings.Contains(heard, ":")
+	})
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	err = chromedp.Do(wctx, chromedp.WaitReady(chromedp.CSS(`body[data-spoken="2"]`)))

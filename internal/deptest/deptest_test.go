@@ -5,7 +5,11 @@ package deptest
 
 import (
 	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -37,13 +41,23 @@ var rules = []struct {
 // one: the hub relays packages it never runs.
 var leaves = []string{"internal/atomicfile", "internal/httpguard", "internal/safefile", "models/pkg"}
 
+// direct: standard packages a package must not import itself.
+var direct = []struct {
+	pkg       string
+	forbidden []string
+	why       string
+}{
+	{"internal/device", []string{"net/http"}, "the device is hosted by the daemon's HTTP API, it serves none itself (a second host, a CLI command, must not need it)"},
+}
+
 type pkg struct {
 	ImportPath string
+	Imports    []string
 	Deps       []string
 }
 
 func TestImportRules(t *testing.T) {
-	cmd := exec.Command("go", "list", "-deps=false", "-json=ImportPath,Deps", "./...")
+	cmd := exec.Command("go", "list", "-deps=false", "-json=ImportPath,Imports,Deps", "./...")
 	cmd.Dir = testutil.Root(t)
 	out, err := cmd.Output()
 	if err != nil {
@@ -61,6 +75,17 @@ func TestImportRules(t *testing.T) {
 			for _, d := range p.Deps {
 				if strings.HasPrefix(d, mod) {
 					t.Errorf("%s is a leaf anyone may import, but it imports %s", rel, d)
+				}
+			}
+		}
+		for _, r := range direct {
+			if rel != r.pkg {
+				continue
+			}
+			checked++
+			for _, f := range r.forbidden {
+				if slices.Contains(p.Imports, f) {
+					t.Errorf("%s imports %s: %s", rel, f, r.why)
 				}
 			}
 		}
@@ -88,4 +113,49 @@ func TestImportRules(t *testing.T) {
 	if checked < 5 {
 		t.Fatalf("checked only %d packages: is the rule table stale?", checked)
 	}
+}
+
+// TestNoBareSleeps: a test waits on a condition (testutil.Eventually),
+// never on the clock. A time.Sleep stays only where it is the scenario
+// itself — a fault scheduled, a load paced, an outage held — and says so
+// in a comment on its line or the line above.
+func TestNoBareSleeps(t *testing.T) {
+	root := testutil.Root(t)
+	var bare []string
+	total := 0
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == ".cache" || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, "_test.go") || strings.HasSuffix(path, "deptest_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		lines := strings.Split(string(b), "\n")
+		for i, l := range lines {
+			if !strings.Contains(l, "time.Sleep(") {
+				continue
+			}
+			total++
+			if strings.Contains(l, "//") || i > 0 && strings.HasPrefix(strings.TrimSpace(lines[i-1]), "//") {
+				continue
+			}
+			rel, _ := filepath.Rel(root, path)
+			bare = append(bare, fmt.Sprintf("%s:%d: %s", rel, i+1, strings.TrimSpace(l)))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bare {
+		t.Errorf("a bare time.Sleep (wait with testutil.Eventually, or say why the pause is the scenario): %s", b)
+	}
+	t.Logf("%d time.Sleep calls in tests, each with its reason", total)
 }

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -576,7 +575,7 @@ func (d *Device) evidence(res *models.Result, raw []byte) (*keptEvidence, error)
 	if len(raw) == 0 || !Shares(p, res.Output) {
 		return nil, nil
 	}
-	data, ctype := raw, http.DetectContentType(raw)
+	data, ctype := raw, models.ContentType(raw)
 	if strings.HasPrefix(ctype, "image/") && p.Form == FormDownscaled {
 		var err error
 		if data, err = models.Downscale(raw, p.MaxSide); err != nil {

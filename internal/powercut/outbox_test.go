@@ -75,7 +75,7 @@ func outboxChild(path string) {
 	}
 	compact := os.Getenv("POWERCUT_COMPACT") == "1"
 	for {
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // the child's pace: it acks a little at a time while the parent cuts power
 		recs, err := ob.Lease(20, 0)
 		if err != nil || len(recs) == 0 {
 			continue
