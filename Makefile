@@ -53,8 +53,8 @@ $(STATICCHECK):
 staticcheck: $(STATICCHECK) ## staticcheck (pinned version)
 	@$(STATICCHECK) ./... && echo "staticcheck: ok"
 
-imports: ## the package import rules (docs/ARCHITECTURE.md)
-	@$(GO) test -count=1 -run TestImportRules ./internal/deptest/ >/dev/null && echo "imports: ok"
+imports: ## the package import rules (docs/ARCHITECTURE.md) and no bare time.Sleep in tests
+	@$(GO) test -count=1 -run 'TestImportRules|TestNoBareSleeps' ./internal/deptest/ >/dev/null && echo "imports: ok (and every time.Sleep in a test says why)"
 
 lint: fmt-check vet staticcheck imports ## gofmt, vet, staticcheck, import rules
 
