@@ -28,7 +28,7 @@ func MapSVG(reg Registry, alerts []Alert, warned map[string]bool) string {
 	sort.Slice(pts, func(i, j int) bool { return pts[i].dev < pts[j].dev })
 	const w, h, pad = 640, 400, 30
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" aria-label="devices and regions">`, w, h+30)
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" aria-label="devices and regions">`, w, h)
 	if len(pts) == 0 {
 		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="14">no device in the registry has "lat" and "lon"</text></svg>`, pad, h/2)
 		return b.String()
@@ -108,10 +108,8 @@ func MapSVG(reg Registry, alerts []Alert, warned map[string]bool) string {
 		fmt.Fprintf(&b, `<circle class="device" data-device="%s" cx="%.1f" cy="%.1f" r="6" fill="%s" stroke="#fff"><title>%s</title></circle>`,
 			html.EscapeString(p.dev), x, y, colour, html.EscapeString(label))
 	}
-	fmt.Fprintf(&b, `<g font-size="12"><circle cx="%d" cy="%d" r="5" fill="#2e7d32"/><text x="%d" y="%d">ok</text>`, pad, h+15, pad+10, h+19)
-	fmt.Fprintf(&b, `<circle cx="%d" cy="%d" r="5" fill="#b71c1c"/><text x="%d" y="%d">outbreak</text>`, pad+60, h+15, pad+70, h+19)
-	fmt.Fprintf(&b, `<circle cx="%d" cy="%d" r="5" fill="#9e9e9e"/><text x="%d" y="%d">silent</text>`, pad+160, h+15, pad+170, h+19)
-	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="14" height="10" fill="#ffccbc"/><text x="%d" y="%d">region warned</text></g></svg>`, pad+240, h+10, pad+260, h+19)
+	// The legend is the page's, in the reader's language.
+	b.WriteString("</svg>")
 	return b.String()
 }
 

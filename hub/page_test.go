@@ -160,6 +160,24 @@ func TestHubPage(t *testing.T) {
 					t.Errorf("%s: outbreak watch:\n%s", lang, outbreaks)
 				}
 			}
+			// A phone (390 px): nothing wider than the screen, in English and
+			// in Swahili (longer words); wide tables scroll inside their box.
+			for _, lang := range []string{"en", "sw"} {
+				if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844), chromedp.Navigate(srv.URL+"/?lang="+lang),
+					chromedp.WaitVisible(chromedp.CSS("body[data-loaded]"))); err != nil {
+					t.Fatalf("phone, %s: %v", lang, err)
+				}
+				over, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth - window.innerWidth`))
+				if over > 0 {
+					t.Errorf("phone, %s: the page is %d px wider than the screen", lang, over)
+				}
+				if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+					os.WriteFile(filepath.Join(art, "hub-"+name+"-phone-"+lang+".png"), png, 0o644)
+				}
+			}
+			if err := chromedp.Do(ctx, chromedp.EmulateViewport(1100, 1300)); err != nil {
+				t.Fatal(err)
+			}
 			// The results filter: one device, one label, a date range.
 			if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/?lang=en"), chromedp.WaitVisible(chromedp.CSS("body[data-loaded]")),
 				chromedp.SetValue(chromedp.ID("f-device"), "pi-2"), chromedp.SetValue(chromedp.ID("f-label"), "rust"),

@@ -214,7 +214,7 @@ func TestWarnings_OutbreakReachesItsRegion(t *testing.T) {
 		if a1.speech.requests.Load() == before {
 			t.Errorf("%s: no speech requested", c.lang)
 		}
-		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
 		if err == nil {
 			os.WriteFile(filepath.Join(art, "kiosk-warning-"+c.lang+".png"), png, 0o644)
 		}
