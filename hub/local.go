@@ -221,6 +221,14 @@ func ServeLocal(ctx context.Context, c *Collector, path string) error {
 		}
 		writeJSON(w, LocalImport{Device: rc.Device, New: n.New, Duplicate: n.Duplicate, Rejected: len(rc.Rejected), Receipt: file})
 	})
+	// Also only here: the reviewed photos as training data, as a tar the
+	// CLI writes out (the hub's sandbox need not see the admin's folder).
+	mux.HandleFunc("GET /v1/export/reviewed", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-tar")
+		if err := ExportReviewedTar(r.Context(), c.st, w); err != nil {
+			c.log.Warn("collector: reviewed export over the socket failed", "err", err)
+		}
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

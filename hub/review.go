@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/csv"
@@ -205,6 +206,43 @@ func (c *Collector) reviewRoutes(mux *http.ServeMux) {
 // own answer beside it. It returns how many files it wrote and how many
 // reviews had no evidence to write.
 func ExportReviewed(ctx context.Context, st Store, dir string) (written, without int, err error) {
+	return exportReviewed(ctx, st, func(name string, data []byte) error {
+		path := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		return atomicfile.WriteBytes(path, data, 0o644)
+	})
+}
+
+// ReviewedManifest is the last entry of ExportReviewedTar's stream.
+const ReviewedManifest = ".export.json"
+
+// ExportReviewedTar is ExportReviewed as a tar stream (the same names),
+// ending with ReviewedManifest: {"written", "without"}. A running collector
+// answers `collect export --reviewed` with it over its socket, and the CLI
+// writes the files.
+func ExportReviewedTar(ctx context.Context, st Store, w io.Writer) error {
+	tw := tar.NewWriter(w)
+	put := func(name string, data []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg, ModTime: time.Now()}); err != nil {
+			return err
+		}
+		_, err := tw.Write(data)
+		return err
+	}
+	written, without, err := exportReviewed(ctx, st, put)
+	if err != nil {
+		return err
+	}
+	m, _ := json.Marshal(map[string]int{"written": written, "without": without})
+	if err := put(ReviewedManifest, m); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+func exportReviewed(ctx context.Context, st Store, put func(name string, data []byte) error) (written, without int, err error) {
 	rs, err := st.Reviews(ctx, "", false)
 	if err != nil {
 		return 0, 0, err
@@ -228,11 +266,8 @@ func ExportReviewed(ctx context.Context, st Store, dir string) (written, without
 		case "audio/wave", "audio/wav", "audio/x-wav":
 			ext = ".wav"
 		}
-		name := filepath.Join(r.Label, r.Device+"_"+r.Of.String()+ext)
-		if err := os.MkdirAll(filepath.Join(dir, r.Label), 0o755); err != nil {
-			return written, without, err
-		}
-		if err := atomicfile.WriteBytes(filepath.Join(dir, name), data, 0o644); err != nil {
+		name := r.Label + "/" + r.Device + "_" + r.Of.String() + ext
+		if err := put(name, data); err != nil {
 			return written, without, err
 		}
 		model, version, said, score := "", "", "", ""
@@ -249,7 +284,7 @@ func ExportReviewed(ctx context.Context, st Store, dir string) (written, without
 				}
 			}
 		}
-		rows = append(rows, []string{filepath.ToSlash(name), r.Device, r.Of.String(), r.Label, r.Advice, r.Lang, r.Reviewer,
+		rows = append(rows, []string{name, r.Device, r.Of.String(), r.Label, r.Advice, r.Lang, r.Reviewer,
 			r.Time.UTC().Format(time.RFC3339), model, version, said, score})
 		written++
 	}
@@ -260,10 +295,7 @@ func ExportReviewed(ctx context.Context, st Store, dir string) (written, without
 		w.Write(CSVCells(r...))
 	}
 	w.Flush()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return written, without, err
-	}
-	return written, without, atomicfile.WriteBytes(filepath.Join(dir, "reviews.csv"), buf.Bytes(), 0o644)
+	return written, without, put("reviews.csv", buf.Bytes())
 }
 
 // safeName: a label usable as a folder name.

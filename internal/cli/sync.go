@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -490,6 +491,12 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 		// A collector holds the embedded store: ask it over its socket.
 		return collectViaSocket(ctx, std, sock, fs.Arg(0), format)
 	}
+	if errors.Is(err, hub.ErrLocked) && fs.Arg(0) == "export" && reviewed {
+		if dictOut == "" {
+			return usagef("collect export --reviewed needs --out DIR")
+		}
+		return exportReviewedViaSocket(ctx, std, sock, dictOut)
+	}
 	if errors.Is(err, hub.ErrLocked) && fs.Arg(0) == "import" {
 		// The running collector imports: the CLI streams each bundle to
 		// its socket and writes the receipt beside it (no need to stop it).
@@ -849,4 +856,61 @@ func redactURL(s string) string {
 		return u.Redacted()
 	}
 	return "postgres://…"
+}
+
+// exportReviewedViaSocket is `collect export --reviewed --out DIR` while a
+// collector holds the store: it streams the export as a tar and this
+// process writes the files. Every name is checked (a label folder and a
+// file, or reviews.csv) and every file bounded before anything is written.
+func exportReviewedViaSocket(ctx context.Context, std IO, sock, dir string) error {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(hub.LocalGet(ctx, sock, "/v1/export/reviewed", pw)) }()
+	defer pr.Close()
+	tr := tar.NewReader(pr)
+	var counts struct{ Written, Without int }
+	done := false
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("collect export --reviewed: the running collector's export: %w", err)
+		}
+		name := h.Name
+		parts := strings.Split(name, "/")
+		ok := h.Typeflag == tar.TypeReg && h.Size >= 0 && h.Size <= osync.MaxEvidenceBytes+1<<20 &&
+			(name == "reviews.csv" || name == hub.ReviewedManifest || len(parts) == 2 && safePart(parts[0]) && safePart(parts[1]))
+		if !ok {
+			return fmt.Errorf("collect export --reviewed: the running collector sent %q (%d bytes): refused", name, h.Size)
+		}
+		data, err := io.ReadAll(io.LimitReader(tr, h.Size))
+		if err != nil {
+			return fmt.Errorf("collect export --reviewed: %s: %w", name, err)
+		}
+		if name == hub.ReviewedManifest {
+			if err := json.Unmarshal(data, &counts); err != nil {
+				return fmt.Errorf("collect export --reviewed: the export's manifest: %w", err)
+			}
+			done = true
+			continue
+		}
+		path := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := atomicfile.WriteBytes(path, data, 0o644); err != nil {
+			return err
+		}
+	}
+	if !done {
+		return errors.New("collect export --reviewed: the running collector's export ended early (no manifest): run it again")
+	}
+	fmt.Fprintf(std.Err, "exported %d reviewed photos/recordings to %s (by label, with reviews.csv) through the running collector; %d reviews had no evidence\n", counts.Written, dir, counts.Without)
+	return nil
+}
+
+// safePart: one path element the hub may name (no "..", no separators).
+func safePart(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\\\x00") && len(s) <= 200
 }

@@ -468,7 +468,19 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 		t.Fatalf("outpost status with no daemon: exit %d (%v)\n%s", noDaemon.ProcessState.ExitCode(), err, b)
 	}
 
-	// Reviews become training data the training script reads.
+	// Reviews become training data the training script reads — exported
+	// through the running hub (its socket; it holds the store), then again
+	// from the stopped hub: the same files.
+	sctx, stopSock := context.WithCancel(context.Background())
+	sockDone := make(chan error, 1)
+	go func() { sockDone <- hub.ServeLocal(sctx, r.hub.C, filepath.Join(hubDir, hub.SocketFile)) }()
+	running := filepath.Join(t.TempDir(), "reviewed-running")
+	testutil.Eventually(t, 10*time.Second, "collect export --reviewed through the running hub", func() bool {
+		b, err := exec.Command(r.bin, "collect", "export", "--reviewed", "--out", running, "--data-dir", hubDir).CombinedOutput()
+		return err == nil && strings.Contains(string(b), "exported 1 reviewed") && strings.Contains(string(b), "through the running collector")
+	})
+	stopSock()
+	<-sockDone
 	r.hub.Stop()
 	out := filepath.Join(t.TempDir(), "reviewed")
 	cmd := exec.Command(r.bin, "collect", "export", "--reviewed", "--out", out, "--data-dir", hubDir)
@@ -480,6 +492,13 @@ func TestEvidence_PolicyAndUpload(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(out, "reviews.csv")); !bytes.Contains(b, []byte("mosaic/kiosk-ev_"+unsureID+".jpg,kiosk-ev,"+unsureID+",mosaic,")) || !bytes.Contains(b, []byte(",uncertain,")) {
 		t.Fatalf("reviews.csv:\n%s", b)
+	}
+	for _, f := range []string{"reviews.csv", filepath.Join("mosaic", "kiosk-ev_"+unsureID+".jpg")} {
+		a, _ := os.ReadFile(filepath.Join(running, f))
+		b, _ := os.ReadFile(filepath.Join(out, f))
+		if len(a) == 0 || !bytes.Equal(a, b) {
+			t.Fatalf("%s through the running hub (%d bytes) differs from the stopped hub's (%d bytes)", f, len(a), len(b))
+		}
 	}
 	py := exec.Command("/usr/bin/python3", filepath.Join(testutil.ModelsDir(t), "crop-disease", "train.py"), "--reviewed", out, "--list")
 	if b, err := py.CombinedOutput(); err != nil || !strings.Contains(string(b), `reviewed: 1 photos {"mosaic": 1}`) {
