@@ -49,7 +49,7 @@ var (
 func OpenBolt(path string) (*BoltStore, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("%w: %s is held by a running 'outpost collect' (stop it first to export or list devices; a PostgreSQL store lifts this)", ErrLocked, path)
+		return nil, fmt.Errorf("%w: %s is held by a running 'outpost collect' (export, devices and import go through its socket; stop it for anything else, or use a PostgreSQL store)", ErrLocked, path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("hub: open %s: %w", path, err)
