@@ -120,16 +120,15 @@ func TestDecodeImage_ScaledAndLimits(t *testing.T) {
 		// 1/8 would leave 375 rows, under twice the model's 224: 1/4 it is.
 		t.Fatalf("12 MP for a 224 model decoded at %v, want 1000x750 (1/4 scale)", got)
 	}
-	// A progressive JPEG header over 16 MP, and a PNG over 5 MP, are
-	// refused from their headers.
-	sof2 := []byte{0xFF, 0xD8, 0xFF, 0xC2, 0x00, 0x11, 0x08, 0x0F, 0xA0, 0x13, 0x88, 0x03,
-		0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01, // 5000x4000
+	// A progressive JPEG header over 50 MP is refused from its header.
+	sof2 := []byte{0xFF, 0xD8, 0xFF, 0xC2, 0x00, 0x11, 0x08, 0x17, 0x70, 0x27, 0x10, 0x03,
+		0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01, // 10000x6000
 		0xFF, 0xDA, 0x00, 0x0C, 0x03, 0x01, 0x00, 0x02, 0x11, 0x03, 0x11, 0x00, 0x00, 0x00, 0xFF, 0xD9}
 	if !jpegProgressive(sof2) {
 		t.Fatal("SOF2 not seen as progressive")
 	}
-	if _, err := DecodeImageScaled(sof2, 224, 224); !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), "16000000") {
-		t.Fatalf("progressive 20 MP: %v", err)
+	if _, err := DecodeImageScaled(sof2, 224, 224); !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), "50000000") {
+		t.Fatalf("progressive 60 MP: %v", err)
 	}
 	if jpegProgressive(photo) {
 		t.Fatal("baseline JPEG seen as progressive")

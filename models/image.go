@@ -15,11 +15,14 @@ import (
 
 // Image limits, checked from the header before any pixel is allocated.
 // JPEGs are decoded at reduced scale in the DCT domain (libjpeg-turbo), so
-// a 48–50 MP phone photo costs the memory of a small image; PNGs and
-// progressive JPEGs are decoded at full size, so they are capped lower.
+// a 48–50 MP phone photo costs the memory of a small image. A progressive
+// JPEG is scaled too, but libjpeg keeps every DCT coefficient of the whole
+// image until the last scan (about 3 bytes a pixel at 4:2:0): its cost says
+// so, and a decode budget refuses what it cannot hold. PNGs are decoded at
+// full size, so they are capped lower.
 const (
 	MaxImagePixels       = 64_000_000 // JPEG, baseline: today's 48–50 MP phone photos fit
-	MaxProgressivePixels = 16_000_000 // progressive JPEG: libjpeg keeps every coefficient
+	MaxProgressivePixels = 50_000_000 // progressive JPEG: ~150 MB of coefficients at the cap
 	MaxPNGPixels         = 12_000_000 // PNG: decoded at full size by image/png
 )
 

@@ -116,3 +116,22 @@ func encodeCMYKJPEG(cmyk []byte, w, h int) ([]byte, error) {
 	defer C.tjFree(out)
 	return C.GoBytes(unsafe.Pointer(out), C.int(size)), nil
 }
+
+// encodeProgressiveJPEG writes RGBA pixels as a progressive JPEG (4:2:0):
+// tests make the camera files real phones write.
+func encodeProgressiveJPEG(img *image.RGBA) ([]byte, error) {
+	tj := C.tjInitCompress()
+	if tj == nil {
+		return nil, fmt.Errorf("libjpeg-turbo: init failed")
+	}
+	defer C.tjDestroy(tj)
+	var out *C.uchar
+	var size C.ulong
+	b := img.Bounds()
+	if C.tjCompress2(tj, (*C.uchar)(unsafe.Pointer(&img.Pix[0])), C.int(b.Dx()), C.int(img.Stride), C.int(b.Dy()), C.TJPF_RGBA,
+		&out, &size, C.TJSAMP_420, 85, C.TJFLAG_PROGRESSIVE) != 0 {
+		return nil, fmt.Errorf("%s", C.GoString(C.tjGetErrorStr2(tj)))
+	}
+	defer C.tjFree(out)
+	return C.GoBytes(unsafe.Pointer(out), C.int(size)), nil
+}
