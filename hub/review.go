@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -112,19 +113,27 @@ func (c *Collector) deliverReviews(ctx context.Context, conn osync.Conn, device 
 
 // handleReceipt marks a review delivered.
 func (c *Collector) handleReceipt(ctx context.Context, device string, payload []byte) {
-	of, key, err := osync.DecodeReviewReceipt(payload, device)
+	c.receipt(ctx, device, "review", payload, osync.DecodeReviewReceipt, func(of outbox.ID) error { return c.st.MarkDelivered(ctx, device, of) })
+}
+
+// receipt takes a device's receipt for what (a review, a warning): the
+// device's word only — signed by its enrolled key (a stranger's receipt
+// marked a review delivered before) — then mark records it.
+func (c *Collector) receipt(ctx context.Context, device, what string, payload []byte,
+	decode func([]byte, string) (outbox.ID, ed25519.PublicKey, error), mark func(outbox.ID) error) bool {
+	id, key, err := decode(payload, device)
 	if err == nil {
-		// The device's word only: signed by its enrolled key (a stranger's
-		// receipt marked a review delivered before).
 		_, err = c.keys.check(ctx, c.st, device, key, c.o.Now())
 	}
 	if err == nil {
-		err = c.st.MarkDelivered(ctx, device, of)
+		err = mark(id)
 	}
 	if err != nil {
 		c.malformed.Add(1)
-		c.log.Warn("collector: review receipt rejected", "device", device, "err", err)
+		c.log.Warn("collector: "+what+" receipt rejected", "device", device, "err", err)
+		return false
 	}
+	return true
 }
 
 // reviewRoutes adds the review API to the hub's handler:

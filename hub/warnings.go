@@ -222,19 +222,10 @@ func (c *Collector) deliverWarnings(ctx context.Context, conn osync.Conn, device
 
 // handleWarningReceipt records that a device stored a warning.
 func (c *Collector) handleWarningReceipt(ctx context.Context, device string, payload []byte) {
-	id, key, err := osync.DecodeWarningReceipt(payload, device)
-	if err == nil {
-		_, err = c.keys.check(ctx, c.st, device, key, c.o.Now())
+	if c.receipt(ctx, device, "warning", payload, osync.DecodeWarningReceipt,
+		func(id outbox.ID) error { return c.st.MarkWarningDelivered(ctx, id, device, c.o.Now()) }) {
+		c.warningReceipts.Add(1)
 	}
-	if err == nil {
-		err = c.st.MarkWarningDelivered(ctx, id, device, c.o.Now())
-	}
-	if err != nil {
-		c.malformed.Add(1)
-		c.log.Warn("collector: warning receipt rejected", "device", device, "err", err)
-		return
-	}
-	c.warningReceipts.Add(1)
 }
 
 // WarningView is a warning on the hub page and API: who has it.

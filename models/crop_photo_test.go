@@ -157,21 +157,9 @@ func TestCropDisease_PhotographicSet(t *testing.T) {
 		t.Errorf("healthy leaves: %s; want at most 10%% confidently diseased", o)
 	}
 
-	path := filepath.Join(testutil.ModelsDir(t), "crop-disease", "photo-metrics.json")
-	if *update {
-		b, _ := json.MarshalIndent(got, "", "  ")
-		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run: go test ./models -run CropDisease_Photographic -update)", err)
-	}
 	var card photoMetrics
-	if err := json.Unmarshal(b, &card); err != nil {
-		t.Fatal(err)
+	if !modelCard(t, "photo-metrics.json", "CropDisease_Photographic", got, &card) {
+		return
 	}
 	// The model card's figures hold within one image per outcome (ONNX
 	// Runtime may round differently on another CPU).
@@ -194,4 +182,27 @@ func absDiff(a, b int) int {
 		return a - b
 	}
 	return b - a
+}
+
+// modelCard reads the crop model card's figures (models/crop-disease/name)
+// into card and reports true; with -update it writes got there instead and
+// reports false (nothing to compare). run names the test for the hint.
+func modelCard(t *testing.T, name, run string, got, card any) bool {
+	t.Helper()
+	path := filepath.Join(testutil.ModelsDir(t), "crop-disease", name)
+	if *update {
+		b, _ := json.MarshalIndent(got, "", "  ")
+		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run: go test ./models -run %s -update)", err, run)
+	}
+	if err := json.Unmarshal(b, card); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return true
 }

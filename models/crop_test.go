@@ -3,7 +3,6 @@ package models_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"image"
 	"image/color"
@@ -187,21 +186,9 @@ func TestCropDisease_AccuracyAndAgreement(t *testing.T) {
 	t.Logf("accuracy on leaves %v; abstained %v; retakes %v; ECE %.3f; INT8/FP32 agreement %.3f; per class %v",
 		got.Accuracy, got.Abstained, got.Retakes, got.ECE, got.Agreement, got.PerClass)
 
-	path := filepath.Join(testutil.ModelsDir(t), "crop-disease", "metrics.json")
-	if *update {
-		b, _ := json.MarshalIndent(got, "", "  ")
-		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run: go test ./models -run CropDisease -update)", err)
-	}
 	var card cropMetrics
-	if err := json.Unmarshal(b, &card); err != nil {
-		t.Fatal(err)
+	if !modelCard(t, "metrics.json", "CropDisease", got, &card) {
+		return
 	}
 	checkCard(t, got.Accuracy, card.Accuracy, got.Golden, card.Golden)
 	for name, sets := range card.Abstained {

@@ -438,17 +438,7 @@ func (r *rehearsal) review(photos []string) {
 	}
 	advice := "Ugonjwa wa batobato: ng'oa mimea iliyougua na uichome."
 	body := `{"device":"kiosk-1","of":"` + of + `","label":"mosaic","advice":"` + advice + `","lang":"sw","reviewer":"Bi. Mtaalamu"}`
-	req, _ := http.NewRequest("POST", r.hubURL+"/v1/reviews", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+hubToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("POST /v1/reviews: %d", resp.StatusCode)
-	}
+	r.postCreated(r.hubURL+"/v1/reviews", hubToken, body)
 	testutil.Eventually(t, 60*time.Second, "the review to reach the kiosk", func() bool {
 		var rs struct {
 			Reviews []struct {
@@ -473,17 +463,7 @@ func (r *rehearsal) review(photos []string) {
 func (r *rehearsal) warning() {
 	t := r.t
 	r.step("regional warning: hub API → the region's kiosk shows and says it; the hub sees it confirmed")
-	req, _ := http.NewRequest("POST", r.hubURL+"/v1/warnings", strings.NewReader(`{"region":"Kisumu","disease":"rust","days":7}`))
-	req.Header.Set("Authorization", "Bearer "+hubToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("POST /v1/warnings: %d", resp.StatusCode)
-	}
+	r.postCreated(r.hubURL+"/v1/warnings", hubToken, `{"region":"Kisumu","disease":"rust","days":7}`)
 	var ws struct {
 		Warnings []struct {
 			Text string `json:"text"`
@@ -826,10 +806,20 @@ func (r *rehearsal) waitHTTP(s *service, url, token string) {
 }
 
 // call makes one request with the bearer token and reads the answer.
-func call(method, url, token string) (int, []byte, error) {
-	req, err := http.NewRequest(method, url, nil)
+func call(method, url, token string) (int, []byte, error) { return callBody(method, url, token, "") }
+
+// callBody is call with a JSON body ("" for none).
+func callBody(method, url, token, body string) (int, []byte, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
 		return 0, nil, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
@@ -839,6 +829,15 @@ func call(method, url, token string) (int, []byte, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
+}
+
+// postCreated POSTs a JSON body and wants 201 Created.
+func (r *rehearsal) postCreated(url, token, body string) {
+	r.t.Helper()
+	code, b, err := callBody("POST", url, token, body)
+	if err != nil || code != http.StatusCreated {
+		r.t.Fatalf("POST %s: %d %v %s", url, code, err, b)
+	}
 }
 
 func (r *rehearsal) get(url, token string) []byte {
