@@ -94,6 +94,7 @@ bench: deps ## benchmarks with ratios against baselines measured in the same run
 	$(GO) test -run '^$$' -bench BringYourOwn -benchtime 100x -count 1 ./internal/cli/
 	OUTPOST_FLEET_DEVICES=10000 $(GO) test -run '^$$' -bench Fleet -benchtime 1x -count 1 -timeout 30m ./hub/
 	OUTPOST_PAGE_RESULTS=1000000 $(GO) test -run '^$$' -bench HubPage -benchtime 20x -count 1 -timeout 30m ./hub/
+	OUTPOST_PAGE_RESULTS=10000000 $(GO) test -run '^$$' -bench HubPagePostgres -benchtime 10x -count 1 -timeout 60m ./hub/
 
 chaos: ## soaks: 1000 SIGKILL rounds during appends; 1000 power cuts (FUSE); 100 broker kill/restarts during a drain; 6 devices and the collector after a 7-min outage in a 60 s window; every pair of paths ×10 with kills; restarts after an activation
 	OUTPOST_CRASH_ROUNDS=1000 $(GO) test -count=1 -timeout 30m -run 'TestCrash' -v ./outbox/ | grep -E 'crash rounds|^(ok|FAIL|---)'
