@@ -371,3 +371,19 @@ func LocalGet(ctx context.Context, path, url string, w io.Writer) error {
 	_, err = io.Copy(w, resp.Body)
 	return err
 }
+
+// Serve runs the collector as a hub does: its MQTT session until ctx ends
+// and, when socket is set (an embedded store, which one process holds),
+// the local socket through which `collect export`, `devices`, `import`
+// and `export --reviewed` reach it meanwhile. `collect` and `serve --demo`
+// both run their hub through it.
+func (c *Collector) Serve(ctx context.Context, dial osync.Dialer, socket string) error {
+	if socket != "" {
+		go func() {
+			if err := ServeLocal(ctx, c, socket); err != nil {
+				c.log.Warn("collector: no local socket: collect export, devices and import wait for this collector to stop", "socket", socket, "err", err)
+			}
+		}()
+	}
+	return c.Run(ctx, dial)
+}

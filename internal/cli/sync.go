@@ -610,16 +610,12 @@ func runCollect(ctx context.Context, std IO, args []string) error {
 			late.ready(httpguard.Wrap(c.Handler(), httpguard.Options{
 				Token: token, Fail: hub.Fail, Protected: func(p string) bool { return strings.HasPrefix(p, "/v1/") || p == "/metrics" }}))
 		}
+		socket := ""
 		if _, embedded := st.(*hub.BoltStore); embedded {
-			// Exports and device lists reach the held store through us.
-			go func() {
-				if err := hub.ServeLocal(ctx, c, sock); err != nil {
-					fmt.Fprintf(std.Err, "collect: no local socket (collect export will wait for this collector to stop): %v\n", err)
-				}
-			}()
+			socket = sock // reads, imports and exports reach the held store through us
 		}
 		fmt.Fprintf(std.Err, "collecting from %s into %s as MQTT client %s (Ctrl-C stops)\n", devcfg.RedactURL(bf.url), path, c.ClientID())
-		err = c.Run(ctx, dial)
+		err = c.Serve(ctx, dial, socket)
 		if errors.Is(err, context.Canceled) {
 			fmt.Fprintf(std.Err, "stopped: %+v\n", c.Stats())
 			return nil

@@ -72,15 +72,10 @@ func StartEmbedded(addr, dir string, w io.Writer, log *slog.Logger) (*Embedded, 
 	e.cancel = cancel
 	go func() {
 		defer close(e.done)
-		go e.col.Run(ctx, dial)
-		// `collect export|devices --data-dir DIR/hub` reach the demo's hub
-		// the way they reach a running collector (they failed with "no such
-		// file" on the socket while the demo ran).
-		go func() {
-			if err := hub.ServeLocal(ctx, e.col, filepath.Join(dir, hub.SocketFile)); err != nil {
-				log.Warn("demo: no local socket for collect export/devices", "err", err)
-			}
-		}()
+		// Run as `collect` runs a hub: `collect export|devices|import
+		// --data-dir DIR/hub` reach the demo's hub through its socket
+		// (they failed with "no such file" while the demo ran).
+		go e.col.Serve(ctx, dial, filepath.Join(dir, hub.SocketFile))
 		var last int64
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
