@@ -318,5 +318,10 @@ func TestServe_Demo(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), st.Trust.Fingerprint) {
 		t.Fatalf("collect devices against the running demo: %v\n%s", err, out)
 	}
+	// Export through the demo's running hub too: every synced result.
+	out, err = exec.Command(bin, "collect", "export", "--data-dir", filepath.Join(dir, "hub")).Output()
+	if err != nil || int64(strings.Count(string(out), `"received":`)) < st.Sync.Synced {
+		t.Fatalf("collect export against the running demo: %v, %d results for %d synced", err, strings.Count(string(out), `"received":`), st.Sync.Synced)
+	}
 	t.Logf("demo: %d results synced on signed acks; the hub enrolled the device's key %s", st.Sync.Synced, st.Trust.Fingerprint)
 }
