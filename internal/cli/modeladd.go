@@ -12,12 +12,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
 	"github.com/outpost-edge/outpost/models"
-	"github.com/outpost-edge/outpost/runtime"
 	"github.com/outpost-edge/outpost/runtime/onnx"
 )
 
@@ -99,58 +97,19 @@ func runModelsAdd(ctx context.Context, std IO, args []string) error {
 	sess.Close()
 
 	// What the file says, checked against what an image classifier needs.
-	if len(ins) != 1 {
-		return fmt.Errorf("models add: %s has %d inputs (%s); an image classifier has one", src, len(ins), infoList(ins))
+	shape, err := models.InspectImageClassifier(ins, outs, o.layout, len(labels))
+	if err != nil {
+		return fmt.Errorf("models add: %s: %w", src, err)
 	}
-	in := ins[0]
-	if in.DType != runtime.Float32 || len(in.Shape) != 4 {
-		return fmt.Errorf("models add: %s: input %s; want float32 with 4 dimensions (batch, channels, height, width or batch, height, width, channels)", src, in)
-	}
-	layout := strings.ToUpper(o.layout)
-	if layout == "AUTO" {
-		switch {
-		case in.Shape[1] == 3 && in.Shape[3] != 3:
-			layout = "NCHW"
-		case in.Shape[3] == 3 && in.Shape[1] != 3:
-			layout = "NHWC"
-		default:
-			return fmt.Errorf("models add: %s: input %s: cannot tell NCHW from NHWC; pass --layout", src, in)
-		}
-	}
-	var h, w int64
-	switch layout {
-	case "NCHW":
-		h, w = in.Shape[2], in.Shape[3]
-	case "NHWC":
-		h, w = in.Shape[1], in.Shape[2]
-	default:
-		return usagef("--layout %q: want NCHW, NHWC or auto", o.layout)
-	}
-	if h <= 0 || w <= 0 {
-		return fmt.Errorf("models add: %s: input %s has no fixed height and width; export it with a fixed size (e.g. 224x224)", src, in)
-	}
-	if len(outs) < 1 {
-		return fmt.Errorf("models add: %s has no outputs", src)
-	}
-	out := outs[0]
-	if n := out.Shape[len(out.Shape)-1]; len(out.Shape) == 0 || n > 0 && int(n) != len(labels) {
-		return fmt.Errorf("models add: %s: output %s has %d classes, %s lists %d labels", src, out, n, o.labels, len(labels))
-	}
-	if o.abstain != "" && !slices.Contains(labels, o.abstain) {
-		return fmt.Errorf("models add: --abstain-label %q is not in %s", o.abstain, o.labels)
-	}
-
 	sum := sha256.Sum256(data)
 	file := o.name + ".onnx"
-	m := models.Manifest{
-		Name: o.name, Version: o.version, Task: models.TaskImageClassification,
-		Description: fmt.Sprintf("added by outpost models add from %s", filepath.Base(src)),
-		File:        file, SHA256: hex.EncodeToString(sum[:]),
-		Inputs: ins, Outputs: outs[:1],
-		Preprocessing:  models.Preprocessing{Width: int(w), Height: int(h), Layout: layout, Mean: o.mean, Std: o.std},
-		Postprocessing: models.Postprocessing{Softmax: true, Temperature: o.temperature, TopK: min(3, len(labels)), UncertainBelow: o.uncertain, AbstainLabel: o.abstain},
-		Labels:         labels, License: o.license, Source: o.source,
+	m, err := models.ImageClassifierManifest(o.name, o.version, file, hex.EncodeToString(sum[:]), shape, labels,
+		o.mean, o.std, o.temperature, o.uncertain, o.abstain)
+	if err != nil {
+		return fmt.Errorf("models add: %s: %w", src, err)
 	}
+	m.Description = fmt.Sprintf("added by outpost models add from %s", filepath.Base(src))
+	m.License, m.Source = o.license, o.source
 	if o.advice != "" {
 		m.Advice = "advice.json"
 	}
@@ -205,7 +164,7 @@ func runModelsAdd(ctx context.Context, std IO, args []string) error {
 	}
 	s2.Close()
 	fmt.Fprintf(std.Out, "added %s %s to %s\n  input  %s → %s %dx%d, mean %v std %v\n  output %s → %d labels%s\n  quality gate: defaults (set \"quality\" in the manifest; docs/MODELS.md)\n",
-		o.name, o.version, target, in, layout, w, h, o.mean, o.std, out, len(labels),
+		o.name, o.version, target, shape.Input, shape.Layout, shape.Width, shape.Height, o.mean, o.std, shape.Output, len(labels),
 		map[bool]string{true: ", abstains on " + o.abstain, false: ""}[o.abstain != ""])
 	return nil
 }
@@ -237,12 +196,4 @@ func readLabels(path string) ([]string, error) {
 		seen[l] = true
 	}
 	return out, nil
-}
-
-func infoList(infos []runtime.TensorInfo) string {
-	s := make([]string, len(infos))
-	for i, t := range infos {
-		s[i] = t.String()
-	}
-	return strings.Join(s, ", ")
 }
