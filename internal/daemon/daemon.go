@@ -192,18 +192,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var wg gosync.WaitGroup
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
-	if up := d.dev.Uplink(); up != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); up.Run(bg) }()
-	}
 	if d.cfg.Inbox != "" {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.watch(bg, d.cfg.Inbox, watchEvery) }()
 	}
 	wg.Add(3)
+	go func() { defer wg.Done(); d.dev.Run(bg) }() // the device's own work: sync, updates, housekeeping
 	go func() { defer wg.Done(); d.historyLoop(bg) }()
-	go func() { defer wg.Done(); d.expireLoop(bg) }()
-	go func() { defer wg.Done(); d.dev.WatchActivation(bg) }()
+	go func() { defer wg.Done(); d.expireKeys(bg) }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	d.log.Info("outpost serving", "addr", ln.Addr().String(), "device", d.cfg.DeviceID, "models", len(d.dev.Registry().Models()), "broker", device.RedactURL(d.cfg.Broker))
@@ -224,22 +220,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return err
 }
 
-func (d *Daemon) expireLoop(ctx context.Context) {
+// expireKeys forgets the HTTP API's idempotency keys after idemTTL: they
+// are the daemon's, so their housekeeping is too (the device's own runs in
+// device.Run).
+func (d *Daemon) expireKeys(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			d.dev.Outbox().Expire(now)
+		case <-t.C:
 			d.dev.Outbox().ExpireKeys(idemTTL)
-			d.dev.Clock() // notices a wall-clock jump and remembers the time
-			if did, err := d.dev.Outbox().Trim(); err != nil {
-				d.log.Warn("outbox: compaction to stay inside the cap failed", "err", err)
-			} else if did {
-				d.log.Info("outbox: compacted to stay inside its cap")
-			}
 		}
 	}
 }

@@ -82,7 +82,7 @@ func TestWarnings_OutbreakReachesItsRegion(t *testing.T) {
 		uctx, stop := context.WithCancel(ctx)
 		var wg gosync.WaitGroup
 		wg.Add(1)
-		go func() { defer wg.Done(); d.Device().Uplink().Run(uctx) }()
+		go func() { defer wg.Done(); d.Device().Run(uctx) }() // as the daemon hosts it
 		t.Cleanup(func() { stop(); wg.Wait() })
 		testutil.Eventually(t, 20*time.Second, id+" did not connect", func() bool { return d.Device().Uplink().Stats().Connects > 0 })
 		return d, srv.URL

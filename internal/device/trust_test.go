@@ -1,8 +1,10 @@
 package device
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDevice_Trust: a device that syncs without a pinned hub key says so
@@ -77,5 +79,26 @@ func TestConfig_EnvSetsEveryKey(t *testing.T) {
 		if !keys[k] {
 			t.Errorf("%s is not a config variable", k)
 		}
+	}
+}
+
+// TestDevice_RunStopsEveryJob: Run returns once ctx ends, every job
+// stopped (a host waits for it before closing the outbox).
+func TestDevice_RunStopsEveryJob(t *testing.T) {
+	c := Defaults()
+	c.DataDir, c.ModelsDir, c.DeviceID = t.TempDir(), t.TempDir(), "run-test"
+	d, err := Open(c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
 	}
 }
