@@ -313,6 +313,13 @@ func writeJSON(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// writeCreated answers 201 Created with v as JSON.
+func writeCreated(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(v)
+}
+
 // metrics: the collector's counters and each device's seconds since last
 // seen (the hub's view of its fleet's lag).
 func (c *Collector) metrics() *prometheus.Registry {

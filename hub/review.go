@@ -201,9 +201,7 @@ func (c *Collector) reviewRoutes(mux *http.ServeMux) {
 		case err != nil:
 			apiFail(w, http.StatusServiceUnavailable, "store", err)
 		default:
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusCreated)
-			json.NewEncoder(w).Encode(rv)
+			writeCreated(w, rv)
 		}
 	})
 }

@@ -302,9 +302,7 @@ func (c *Collector) warningRoutes(mux *http.ServeMux) {
 		case err != nil:
 			apiFail(w, http.StatusServiceUnavailable, "store", err)
 		default:
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusCreated)
-			json.NewEncoder(w).Encode(wr)
+			writeCreated(w, wr)
 		}
 	})
 }
