@@ -684,10 +684,25 @@ func CSVCells(cells ...string) []string {
 	return cells
 }
 
-// ExportCSV writes stored results as CSV: the device's own time
-// (created), the hub's correction of it (created_corrected, time_trusted)
-// and when the hub received it.
-func ExportCSV(ctx context.Context, st Store, w io.Writer) (int, error) {
+// CSVTime is how the CSV export writes times: UTC, to the second, ISO 8601
+// without a zone designator, because that is the form LibreOffice and
+// Excel read as a date (with a "Z", an offset or a fraction they keep
+// text, and a program officer cannot sort or chart it). The JSONL export
+// keeps full RFC 3339.
+const CSVTime = "2006-01-02T15:04:05"
+
+// CSVColumns are the CSV export's columns: who (device, its registry name
+// and region), when (the device's own time, the hub's correction of it,
+// and when the hub received it; UTC), the answer as flat columns (issue
+// 29: the diagnosis was buried in JSON) and its expert review; the raw
+// output JSON last.
+var CSVColumns = []string{"id", "device", "name", "region", "created_utc", "created_corrected_utc", "time_trusted", "received_utc",
+	"model", "model_version", "task", "priority", "outcome", "label", "score", "uncertain", "lang",
+	"review_label", "review_advice", "review_lang", "reviewer", "reviewed_at_utc", "seq", "output"}
+
+// ExportCSV writes stored results as CSV (CSVColumns), naming devices
+// from reg.
+func ExportCSV(ctx context.Context, st Store, reg Registry, w io.Writer) (int, error) {
 	devs, err := deviceMap(ctx, st)
 	if err != nil {
 		return 0, err
@@ -700,11 +715,13 @@ func ExportCSV(ctx context.Context, st Store, w io.Writer) (int, error) {
 		}
 	}
 	cw := csv.NewWriter(w)
-	// The first twelve columns as before; then the answer and its review
-	// as flat columns a program officer can sort and count (issue 29: the
-	// diagnosis was buried in the JSON output column).
-	cw.Write([]string{"id", "device", "created", "received", "seq", "model", "model_version", "task", "priority", "output", "created_corrected", "time_trusted",
-		"outcome", "label", "score", "uncertain", "lang", "review_label", "review_advice", "review_lang", "reviewer", "reviewed_at"})
+	cw.Write(CSVColumns)
+	at := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format(CSVTime)
+	}
 	n := 0
 	err = st.Each(ctx, func(s StoredResult) error {
 		r := s.Record
@@ -722,15 +739,11 @@ func ExportCSV(ctx context.Context, st Store, w io.Writer) (int, error) {
 		if o.Score != nil {
 			score = strconv.FormatFloat(*o.Score, 'f', 3, 64)
 		}
-		rv, reviewed := reviews[r.Device+"/"+r.ID.String()]
-		at := ""
-		if reviewed {
-			at = rv.Time.UTC().Format(time.RFC3339)
-		}
-		return cw.Write(CSVCells(r.ID.String(), r.Device, r.Created.Format(time.RFC3339Nano), s.Received.Format(time.RFC3339Nano),
-			strconv.FormatUint(r.Seq, 10), r.Model, r.Version, r.Task, r.Priority.String(), string(r.Output),
-			corr.Format(time.RFC3339Nano), strconv.FormatBool(ok),
-			o.Outcome, o.Label, score, strconv.FormatBool(o.Uncertain), o.Lang, rv.Label, rv.Advice, rv.Lang, rv.Reviewer, at))
+		rv := reviews[r.Device+"/"+r.ID.String()]
+		who := reg[r.Device]
+		return cw.Write(CSVCells(r.ID.String(), r.Device, who.Name, who.Region, at(r.Created), at(corr), strconv.FormatBool(ok), at(s.Received),
+			r.Model, r.Version, r.Task, r.Priority.String(), o.Outcome, o.Label, score, strconv.FormatBool(o.Uncertain), o.Lang,
+			rv.Label, rv.Advice, rv.Lang, rv.Reviewer, at(rv.Time), strconv.FormatUint(r.Seq, 10), string(r.Output)))
 	})
 	cw.Flush()
 	if err == nil {

@@ -84,7 +84,7 @@ func (c *Collector) Handler() http.Handler {
 			n, err = ExportJSONL(r.Context(), c.st, w)
 		case "csv":
 			w.Header().Set("Content-Type", "text/csv")
-			n, err = ExportCSV(r.Context(), c.st, w)
+			n, err = ExportCSV(r.Context(), c.st, c.o.Registry, w)
 		default:
 			apiFail(w, http.StatusBadRequest, "bad_format", errors.New("format: want jsonl or csv"))
 			return

@@ -67,7 +67,7 @@ func TestExportCSV_FlatColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	if _, err := hub.ExportCSV(ctx, st, &out); err != nil {
+	if _, err := hub.ExportCSV(ctx, st, nil, &out); err != nil {
 		t.Fatal(err)
 	}
 	rows, err := csv.NewReader(strings.NewReader(out.String())).ReadAll()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/outpost-edge/outpost/hub"
-	"github.com/outpost-edge/outpost/internal/httpguard"
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
@@ -65,38 +63,45 @@ func seedFleet(t *testing.T, st hub.Store) {
 // artifacts/.
 func TestHubPage(t *testing.T) {
 	pg := testutil.StartPostgres(t)
-	stores := map[string]func(t *testing.T) hub.Store{
-		"bolt": func(t *testing.T) hub.Store {
-			st, err := hub.OpenBolt(filepath.Join(t.TempDir(), "hub.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
-		},
-		"postgres": func(t *testing.T) hub.Store {
-			st, err := hub.OpenPostgres(context.Background(), pg.NewDatabase(t), hub.PGOptions{Name: "page"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
+	// Built as `outpost collect --listen --token --registry` builds the
+	// hub (hub.OpenServer), on each store.
+	stores := map[string]func(t *testing.T) hub.Config{
+		"bolt": func(t *testing.T) hub.Config { return hub.Config{DataDir: t.TempDir()} },
+		"postgres": func(t *testing.T) hub.Config {
+			return hub.Config{DataDir: t.TempDir(), Store: pg.NewDatabase(t), Name: "page"}
 		},
 	}
 	art := filepath.Join(testutil.Root(t), "artifacts")
 	os.MkdirAll(art, 0o755)
-	for name, open := range stores {
+	for name, config := range stores {
 		t.Run(name, func(t *testing.T) {
-			st := open(t)
-			seedFleet(t, st)
+			cfg := config(t)
 			lat, lon, lat3, lon3 := -1.31, 36.79, -0.10, 34.75
 			reg := hub.Registry{"pi-1": {Name: "Kibera kiosk", Region: "Nairobi", Lat: &lat, Lon: &lon}, "pi-3": {Name: "Ahero", Region: "Kisumu", Lat: &lat3, Lon: &lon3}}
-			c, err := hub.New(st, hub.CollectorOptions{ClientID: "page-test", Registry: reg})
+			regJSON, _ := json.Marshal(reg)
+			cfg.Registry = filepath.Join(cfg.DataDir, "registry.json")
+			if err := os.WriteFile(cfg.Registry, regJSON, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Listen, cfg.Token, cfg.Collector.ClientID = "127.0.0.1:0", "tok", "page-test"
+			hs, err := hub.OpenServer(context.Background(), cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.Close()
-			srv := httptest.NewServer(httpguard.Wrap(c.Handler(), httpguard.Options{Token: "tok", Fail: hub.Fail,
-				Protected: func(p string) bool { return strings.HasPrefix(p, "/v1/") || p == "/metrics" }}))
-			defer srv.Close()
+			defer hs.Close()
+			c := hs.Collector()
+			seedFleet(t, c.Store())
+			// One result reviewed: the page lists past reviews (issue 29).
+			var reviewed bool
+			c.Store().Each(context.Background(), func(r hub.StoredResult) error {
+				if !reviewed && r.Record.Device == "pi-1" {
+					reviewed = true
+					return c.Store().PutReview(context.Background(), &osync.Review{Device: "pi-1", Of: r.Record.ID, Label: "leaf_spot",
+						Lang: "sw", Reviewer: "Dr. Wanjiru", Time: time.Now()})
+				}
+				return nil
+			})
+			srv := struct{ URL string }{"http://" + hs.Addr()}
 			ctx := testutil.Browser(t, 1100, 1300, 60*time.Second)
 			// Without a session the page sends the browser to the sign-in
 			// form; the token goes in there, never in a URL, and the cookie
@@ -155,6 +160,15 @@ func TestHubPage(t *testing.T) {
 				if loaded != "1" || heading != wantHeading || !strings.Contains(fleet, "pi-1") || !strings.Contains(fleet, online) ||
 					staleRow != "stale" || bars < 10 {
 					t.Errorf("%s: loaded %q heading %q stale row %q bars %d fleet:\n%s", lang, loaded, heading, staleRow, bars, fleet)
+				}
+				legend, _ := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#chart text.lab")].map((x) => x.textContent)`))
+				if want := map[string]string{"en": "Healthy,Leaf spot,Rust", "sw": "Zima,Madoa ya majani,Kutu"}[lang]; strings.Join(legend, ",") != want {
+					t.Errorf("%s: chart legend %v, want %s", lang, legend, want)
+				}
+				past := text("#pastreviews tbody")
+				if want := map[string][]string{"en": {"Leaf spot", "not yet"}, "sw": {"Madoa ya majani", "bado"}}[lang]; !strings.Contains(past, want[0]) ||
+					!strings.Contains(past, want[1]) || !strings.Contains(past, "Dr. Wanjiru") || !strings.Contains(past, "pi-1") {
+					t.Errorf("%s: past reviews:\n%s", lang, past)
 				}
 				if !strings.Contains(outbreaks, rustIn[lang]) || !strings.Contains(outbreaks, "pi-1") || strings.Contains(outbreaks, "pi-2") {
 					t.Errorf("%s: outbreak watch:\n%s", lang, outbreaks)

@@ -35,6 +35,7 @@ declare -A test_pkgs=(
   [runuser]=util-linux                             # ... as the postgres user
   [/usr/share/asterisk/sounds/es/vm-toreply.gsm]=asterisk-prompt-es-co      # real Spanish speech: keyword false alarms (held out)
   [/usr/share/asterisk/sounds/fr/vm-toreply.gsm]=asterisk-prompt-fr-armelle  # real French speech (held out)
+  [soffice]=libreoffice-calc-nogui  # the hub's CSV export opened by a real spreadsheet (dates read as dates)
   [bwrap]=bubblewrap               # make rehearsal: the units' read-only system, state dirs and user
   # bring-your-own test: export a torchvision MobileNetV3 to ONNX (FP32 and INT8)
   [/usr/lib/python3/dist-packages/torch/__init__.py]=python3-torch

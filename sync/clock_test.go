@@ -57,18 +57,22 @@ func TestClock_HubCorrectsRecordTimes(t *testing.T) {
 		devs, _ := h.C.Devices()
 		return len(devs) == 1 && len(devs[0].Boots) == 1 && devs[0].ClockJumps == 1
 	})
-	if _, err := hub.ExportCSV(ctx, h.C.Store(), &out); err != nil {
+	if _, err := hub.ExportCSV(ctx, h.C.Store(), nil, &out); err != nil {
 		t.Fatal(err)
 	}
 	rows, _ := csv.NewReader(strings.NewReader(out.String())).ReadAll()
-	if len(rows) != 5 || rows[0][10] != "created_corrected" {
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		col[h] = i
+	}
+	if len(rows) != 5 || rows[0][col["created_corrected_utc"]] != "created_corrected_utc" {
 		t.Fatalf("export:\n%s", out.String())
 	}
 	trusted := 0
 	for _, r := range rows[1:] {
-		created, _ := time.Parse(time.RFC3339Nano, r[2])
-		corr, _ := time.Parse(time.RFC3339Nano, r[10])
-		switch r[11] {
+		created, _ := time.Parse(hub.CSVTime, r[col["created_utc"]])
+		corr, _ := time.Parse(hub.CSVTime, r[col["created_corrected_utc"]])
+		switch r[col["time_trusted"]] {
 		case "true":
 			trusted++
 			if d := created.Sub(made); d < skew-time.Minute || d > skew+time.Minute {

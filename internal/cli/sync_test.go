@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -61,7 +62,7 @@ func TestSyncOnceAndCollect(t *testing.T) {
 	}
 	out, _, code = run(t, nil, "collect", "export", "--data-dir", hub, "--format", "csv")
 	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
-	if code != ExitOK || err != nil || len(rows) != 4 || rows[1][1] != "kiosk-9" || !strings.Contains(rows[1][9], "segments") {
+	if code != ExitOK || err != nil || len(rows) != 4 || rows[1][1] != "kiosk-9" || !strings.Contains(rows[1][len(rows[1])-1], "segments") {
 		t.Fatalf("csv export (code %d, %v):\n%s", code, err, out)
 	}
 	out, _, _ = run(t, nil, "collect", "export", "--data-dir", hub)
@@ -483,8 +484,52 @@ func TestCollect_ConfigFile(t *testing.T) {
 	if _, errOut, _ := run(t, nil, "collect", "devices"); !strings.Contains(errOut, filepath.Join(dir, "env", "collector.db")) {
 		t.Fatalf("the environment must override the file: %s", errOut)
 	}
+	// --print-config: what is in effect, from all three, secrets masked.
+	os.WriteFile(conf, []byte(`{"broker": "tcp://10.0.0.2:1883", "password": "file-secret", "store": "postgres://hub:dbpass@db/outpost", "listen": "127.0.0.1:1"}`), 0o644)
+	t.Setenv("OUTPOST_HUB_TOKEN", "env-token")
+	out, errOut, code := run(t, nil, "collect", "--print-config", "--listen", "127.0.0.1:9")
+	if code != ExitOK {
+		t.Fatalf("--print-config: %d %s", code, errOut)
+	}
+	var shown map[string]string
+	if err := json.Unmarshal([]byte(out), &shown); err != nil {
+		t.Fatalf("--print-config printed %q: %v", out, err)
+	}
+	for k, want := range map[string]string{"broker": "tcp://10.0.0.2:1883", "listen": "127.0.0.1:9", "password": "********", "token": "********",
+		"store": "postgres://hub:xxxxx@db/outpost", "data-dir": filepath.Join(dir, "env")} {
+		if shown[k] != want {
+			t.Errorf("--print-config %s = %q, want %q", k, shown[k], want)
+		}
+	}
+	if strings.Contains(out, "secret") || strings.Contains(out, "dbpass") || strings.Contains(out, "env-token") {
+		t.Errorf("--print-config shows a secret: %s", out)
+	}
+	// Each subcommand's --help lists its own flags only.
+	flagsOf := func(help string) string { f, _, _ := strings.Cut(help, "Examples:"); return f }
+	if out, _, _ := run(t, nil, "collect", "acl", "--help"); !strings.Contains(flagsOf(out), "--hub-user") || strings.Contains(flagsOf(out), "--chunk-size") || strings.Contains(flagsOf(out), "--broker") {
+		t.Errorf("collect acl --help:\n%s", out)
+	}
+	if out, _, _ := run(t, nil, "collect", "--help"); !strings.Contains(flagsOf(out), "--broker") || strings.Contains(flagsOf(out), "--device-key") || strings.Contains(flagsOf(out), "dbpass") {
+		t.Errorf("collect --help:\n%s", out)
+	}
 	os.WriteFile(conf, []byte(`{"brokr": "tcp://x:1"}`), 0o644)
 	if _, errOut, code := run(t, nil, "collect", "acl"); code != ExitUsage || !strings.Contains(errOut, `unknown key "brokr"`) {
 		t.Fatalf("an unknown key: %d %s", code, errOut)
+	}
+}
+
+// TestWarnUnknownTargets: a publish target the registry knows neither as a
+// device nor as a region is said (a misspelt region reaches no device).
+func TestWarnUnknownTargets(t *testing.T) {
+	reg := hub.Registry{"kiosk-1": {Region: "Kisumu"}, "kiosk-2": {}}
+	var b strings.Builder
+	warnUnknownTargets(&b, reg, []string{"Kisumu", "kiosk-2", "all", "Kisumo"})
+	if got := b.String(); strings.Count(got, "note:") != 1 || !strings.Contains(got, `"Kisumo"`) {
+		t.Fatalf("warnings: %q", got)
+	}
+	b.Reset()
+	warnUnknownTargets(&b, nil, []string{"Kisumo"}) // no registry: nothing to check against
+	if b.Len() != 0 {
+		t.Fatalf("without a registry: %q", b.String())
 	}
 }

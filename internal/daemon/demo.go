@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/ed25519"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/outpost-edge/outpost/hub"
 	osync "github.com/outpost-edge/outpost/sync"
-	"github.com/outpost-edge/outpost/sync/mqtt"
 )
 
 // Embedded is an in-process MQTT broker (mochi-mqtt) and hub collector, for
@@ -26,6 +24,7 @@ type Embedded struct {
 	Broker string // tcp:// URL of the embedded broker
 	HubKey string // the embedded hub's public key, for the device's hub_keys
 	srv    *mochi.Server
+	hub    *hub.Server
 	col    *hub.Collector
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -55,27 +54,22 @@ func StartEmbedded(addr, dir string, w io.Writer, log *slog.Logger) (*Embedded, 
 		srv.Close()
 		return nil, err
 	}
-	// The demo runs signed, as a deployment should: the hub's key lives
-	// beside its database and the demo device pins it (HubKey).
-	key, _, err := osync.LoadOrCreateKey(filepath.Join(dir, "hub.key"))
-	if err != nil {
-		srv.Close()
-		return nil, err
-	}
-	e.HubKey = osync.FormatPublicKey(key.Public().(ed25519.PublicKey))
-	if e.col, err = hub.Open(filepath.Join(dir, "collector.db"), hub.CollectorOptions{Logger: log, Key: key}); err != nil {
-		srv.Close()
-		return nil, err
-	}
-	dial, _ := mqtt.Dialer(mqtt.Options{Broker: e.Broker})
+	// The demo's hub is assembled as `outpost collect` assembles one
+	// (hub.OpenServer): signed, its key beside its database (the demo
+	// device pins it), and `collect export|devices|import --data-dir
+	// DIR/hub` reach it through its socket while the demo runs.
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
+	if e.hub, err = hub.OpenServer(ctx, hub.Config{DataDir: dir, Broker: e.Broker, Logger: log}); err != nil {
+		cancel()
+		srv.Close()
+		return nil, err
+	}
+	e.HubKey = osync.FormatPublicKey(e.hub.PublicKey())
+	e.col = e.hub.Collector()
 	go func() {
 		defer close(e.done)
-		// Run as `collect` runs a hub: `collect export|devices|import
-		// --data-dir DIR/hub` reach the demo's hub through its socket
-		// (they failed with "no such file" while the demo ran).
-		go e.col.Serve(ctx, dial, filepath.Join(dir, hub.SocketFile))
+		go e.hub.Run(ctx)
 		var last int64
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
@@ -98,7 +92,7 @@ func StartEmbedded(addr, dir string, w io.Writer, log *slog.Logger) (*Embedded, 
 func (e *Embedded) Close() {
 	e.cancel()
 	<-e.done
-	e.col.Close()
+	e.hub.Close()
 	e.srv.Close()
 }
 
