@@ -221,7 +221,7 @@ func index(tx *bolt.Tx, k, ms []byte, received time.Time, r *outbox.Record) erro
 	if err := m.Put(metaCount, binary.BigEndian.AppendUint64(nil, n+1)); err != nil {
 		return err
 	}
-	lab := labelOf(r.Output)
+	lab := CountedLabel(r)
 	if lab == "" {
 		return nil
 	}

@@ -735,6 +735,9 @@ func ExportCSV(ctx context.Context, st Store, reg Registry, w io.Writer) (int, e
 			Lang      string   `json:"lang"`
 		}
 		json.Unmarshal(r.Output, &o)
+		if r.Outcome != "" {
+			o.Outcome = r.Outcome // what the device's task table said it means
+		}
 		score := ""
 		if o.Score != nil {
 			score = strconv.FormatFloat(*o.Score, 'f', 3, 64)

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/outpost-edge/outpost/outbox"
 )
 
 // DayCount is how many results of one model and label a day brought.
@@ -41,15 +43,22 @@ const OutbreakRule = "a device is listed for a label when, over the last 7 days,
 // rust, no history, "×15").
 const MinHistory = 10
 
-// labelOf reads "label" from a result's output (diagnoses only: retakes
-// and not-a-leaf answers are not disease signals).
-func labelOf(out []byte) string {
+// CountedLabel is the label the hub counts for a record: the one its
+// device's task table gave it (Record.Label, with Outcome set), or, for a
+// record from a device before the meaning travelled, the same rule
+// applied to its output once, at commit (a confident diagnosis; retakes,
+// not-a-leaf and uncertain answers are not disease signals). Both stores
+// and every view use this one function.
+func CountedLabel(r *outbox.Record) string {
+	if r.Outcome != "" {
+		return r.Label
+	}
 	var o struct {
 		Label     string `json:"label"`
 		Outcome   string `json:"outcome"`
 		Uncertain bool   `json:"uncertain"`
 	}
-	if json.Unmarshal(out, &o) != nil || o.Label == "" || o.Uncertain || o.Outcome != "" && o.Outcome != "diagnosis" {
+	if json.Unmarshal(r.Output, &o) != nil || o.Label == "" || o.Uncertain || o.Outcome != "" && o.Outcome != "diagnosis" {
 		return ""
 	}
 	return o.Label
@@ -219,7 +228,7 @@ func (f ResultFilter) matches(r StoredResult) bool {
 		!f.From.IsZero() && r.Received.Before(f.From) || !f.To.IsZero() && !r.Received.Before(f.To) {
 		return false
 	}
-	return f.Label == "" || labelOf(rec.Output) == f.Label
+	return f.Label == "" || CountedLabel(rec) == f.Label
 }
 
 // Registry names devices for people: device ID → name, region, location.

@@ -168,7 +168,7 @@ func (s *PGStore) Commit(ctx context.Context, batches []*osync.Batch, received t
 			devs, ids, seqs = append(devs, b.Device), append(ids, r.ID.String()), append(seqs, int64(r.Seq))
 			created, models = append(created, r.Created.UTC()), append(models, r.Model)
 			versions, tasks = append(versions, r.Version), append(tasks, r.Task)
-			labels, recs = append(labels, diagnosis(r.Output)), append(recs, r.Encode(nil))
+			labels, recs = append(labels, diagnosis(r)), append(recs, r.Encode(nil))
 		}
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -287,11 +287,10 @@ func pgConflicts(ctx context.Context, tx pgx.Tx, batches []*osync.Batch, batchOf
 	return rows.Err()
 }
 
-// diagnosis is the label column: the diagnosis the hub counts (labelOf,
-// the same rule as the bbolt store: retakes, not-a-leaf and uncertain
-// answers are not disease signals), or NULL.
-func diagnosis(b []byte) *string {
-	if l := labelOf(b); l != "" {
+// diagnosis is the label column: the label the hub counts (CountedLabel,
+// as in the bbolt store), or NULL.
+func diagnosis(r *outbox.Record) *string {
+	if l := CountedLabel(r); l != "" {
 		return &l
 	}
 	return nil

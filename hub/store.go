@@ -33,7 +33,7 @@ type Store interface {
 	Each(ctx context.Context, fn func(StoredResult) error) error
 	// Count is the number of stored results.
 	Count(ctx context.Context) (int, error)
-	// DailyCounts are the diagnoses (labelOf) received per UTC day, device,
+	// DailyCounts are the diagnoses (CountedLabel) received per UTC day, device,
 	// model and label since the day of since: kept as each commit stores
 	// its results, so the hub page never scans every result.
 	DailyCounts(ctx context.Context, since time.Time) ([]DeviceDayCount, error)

@@ -62,7 +62,12 @@ func storeSuite(t *testing.T, open func(t *testing.T) hub.Store) {
 		}
 		rust, healthy := `{"outcome":"diagnosis","label":"rust","score":0.9}`, `{"outcome":"diagnosis","label":"healthy","score":0.9}`
 		unsure, retake := `{"outcome":"diagnosis","label":"rust","uncertain":true}`, `{"outcome":"retake","label":"","reason":"dark"}`
-		day1 := []*outbox.Record{mk("pi-a", rust), mk("pi-a", rust), mk("pi-a", unsure), mk("pi-b", healthy)}
+		// Records that carry their meaning (v3, issue 30) are counted by it,
+		// whatever their output's field names say.
+		carried, carriedRetake := mk("pi-c", `{"class":"mosaic"}`), mk("pi-c", rust)
+		carried.Outcome, carried.Label = "diagnosis", "mosaic"
+		carriedRetake.Outcome = "retake"
+		day1 := []*outbox.Record{mk("pi-a", rust), mk("pi-a", rust), mk("pi-a", unsure), mk("pi-b", healthy), carried, carriedRetake}
 		day2 := []*outbox.Record{mk("pi-a", retake), mk("pi-b", rust)}
 		commit := func(recs []*outbox.Record, at time.Time) {
 			if _, err := st.Commit(ctx, []*osync.Batch{{ID: g.New(), Device: recs[0].Device, Sent: at, Records: recs}}, at); err != nil {
@@ -85,12 +90,12 @@ func storeSuite(t *testing.T, open func(t *testing.T) hub.Store) {
 			got[r.Day[5:]+" "+r.Device+" "+r.Label] += r.Count
 		}
 		d1, d2 := now.AddDate(0, 0, -1).Format("01-02"), now.Format("01-02")
-		want := map[string]int64{d1 + " pi-a rust": 2, d1 + " pi-b healthy": 1, d2 + " pi-b rust": 1}
+		want := map[string]int64{d1 + " pi-a rust": 2, d1 + " pi-b healthy": 1, d1 + " pi-c mosaic": 1, d2 + " pi-b rust": 1}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("daily counts %v, want %v", got, want)
 		}
-		if n, _ := st.Count(ctx); n != 6 {
-			t.Fatalf("count %d, want 6", n)
+		if n, _ := st.Count(ctx); n != 8 {
+			t.Fatalf("count %d, want 8", n)
 		}
 		recent, err := st.Recent(ctx, hub.ResultFilter{Limit: 3})
 		if err != nil || len(recent) != 3 || recent[0].Record.ID != day2[1].ID || recent[1].Record.ID != day2[0].ID {

@@ -125,7 +125,7 @@ func (c *Classifier) Retake(q Quality, reason, lang string) *ClassResult {
 		lang = "en"
 	}
 	r := &ClassResult{Outcome: OutcomeRetake, Label: OutcomeRetake, Uncertain: true, Reason: reason, Top: []Scored{}, Quality: &q}
-	r.Advice, r.Lang = c.text("retake_"+reason, lang)
+	r.Advice, r.Lang = c.text(classMeaning(r).AdviceKey, lang)
 	return r
 }
 
@@ -192,7 +192,6 @@ func (c *Classifier) Answer(raw, probs []float32, q *Quality, lang string) *Clas
 		}
 	}
 	lse := float32(float64(best) + math.Log(sum))
-	key := ""
 	abstain := idx[0] == c.abstain && probs[c.abstain] >= pp.AbstainMinScore ||
 		pp.MinLogit != nil && best < *pp.MinLogit || pp.MinLogSumExp != nil && lse < *pp.MinLogSumExp
 	plantLike := pp.AbstainMaxGreen != nil && q != nil && q.Green >= *pp.AbstainMaxGreen
@@ -201,20 +200,17 @@ func (c *Classifier) Answer(raw, probs []float32, q *Quality, lang string) *Clas
 		// The model cannot place it, but it is green: a plant it has
 		// not seen, not proof that there is no leaf.
 		r.Uncertain, r.Label = true, UncertainLabel
-		key = UncertainLabel
 	case abstain:
 		r.Outcome, r.Label, r.Uncertain = OutcomeNotALeaf, OutcomeNotALeaf, true
-		key = OutcomeNotALeaf
 	case r.Score < thr:
 		r.Uncertain, r.Label = true, UncertainLabel
-		key = UncertainLabel
-	default:
-		key = r.Label
 	}
 	if lang == "" {
 		lang = "en"
 	}
-	r.Advice, r.Lang = c.text(key, lang)
+	// The words are the ones the task table says this answer means (the
+	// kiosk speaks the same key in another language).
+	r.Advice, r.Lang = c.text(classMeaning(r).AdviceKey, lang)
 	return r
 }
 

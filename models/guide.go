@@ -64,13 +64,7 @@ func Guide(m *Model, frame []byte, lang string) (*Guidance, error) {
 func GuideText(m *Model, reason, lang string) (string, bool) {
 	words := looksGood
 	if reason != "ok" {
-		advice := BuiltinAdvice()
-		if a, err := LoadAdvice(m); err == nil {
-			for k, v := range a {
-				advice[k] = v
-			}
-		}
-		words = advice["retake_"+reason]
+		words = AdviceFor(m)["retake_"+reason]
 	}
 	if len(words) == 0 {
 		return "", false

@@ -25,6 +25,10 @@ type TaskSpec struct {
 	New            func(m *Model, sess runtime.Session, o PipelineOptions) (Pipeline, error)
 	// Text writes the result as a few human lines (`infer --format text`).
 	Text func(w io.Writer, r *Result)
+	// Mean says what a result means past the model (MeaningOf): its
+	// priority, whether it may be shared, the words to say, what the hub
+	// counts.
+	Mean func(output any) Meaning
 }
 
 var audioTypes = []string{"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}
@@ -34,6 +38,7 @@ var taskTable = []TaskSpec{
 		Task:         TaskImageClassification,
 		ContentTypes: []string{"image/jpeg", "image/png"},
 		Extensions:   []string{".jpg", ".jpeg", ".png"},
+		Mean:         classMeaning,
 		New: func(m *Model, sess runtime.Session, o PipelineOptions) (Pipeline, error) {
 			c, err := NewClassifier(m, sess)
 			if err != nil {
@@ -65,6 +70,7 @@ var taskTable = []TaskSpec{
 		Task:         TaskVAD,
 		ContentTypes: audioTypes,
 		Extensions:   []string{".wav"},
+		Mean:         vadMeaning,
 		New: func(m *Model, sess runtime.Session, o PipelineOptions) (Pipeline, error) {
 			v, err := NewVAD(sess, &m.Manifest, o.VAD)
 			if err != nil {
@@ -86,6 +92,7 @@ var taskTable = []TaskSpec{
 		ContentTypes:   audioTypes,
 		Extensions:     []string{".wav"},
 		NeedsSegmenter: true,
+		Mean:           kwsMeaning,
 		New: func(m *Model, sess runtime.Session, o PipelineOptions) (Pipeline, error) {
 			k, err := NewKWS(m, sess, o.Segmenter, o.Embedding)
 			if err != nil {

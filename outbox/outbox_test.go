@@ -116,11 +116,28 @@ func TestRecord_RoundTrip(t *testing.T) {
 	if _, err := DecodeRecord(b); err == nil || !strings.Contains(err.Error(), "version 9") {
 		t.Fatalf("version: %v", err)
 	}
+	// The meaning the device's task table gave it travels with it (v3),
+	// with or without a boot.
+	for _, boot := range []ID{{}, NewIDGen().New()} {
+		m := *r
+		m.Boot, m.Mono, m.Outcome, m.Label = boot, 5*time.Second, "diagnosis", "blight"
+		b := m.Encode(nil)
+		got, err := DecodeRecord(b)
+		if err != nil || b[0] != recordV3 || got.Outcome != "diagnosis" || got.Label != "blight" || got.Boot != boot || got.Mono != 5*time.Second {
+			t.Fatalf("v3 (boot %v): %+v, %v", boot, got, err)
+		}
+		for i := 0; i < len(b); i++ {
+			if _, err := DecodeRecord(b[:i]); !errors.Is(err, ErrCorruptRecord) {
+				t.Fatalf("v3 truncated at %d: err = %v", i, err)
+			}
+		}
+	}
 }
 
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add((&Record{Output: []byte("x"), Evidence: &Evidence{Size: 3}}).Encode(nil))
 	f.Add([]byte{1})
+	f.Add((&Record{Output: []byte("{}"), Outcome: "diagnosis", Label: "rust", Mono: 7}).Encode(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeRecord(b)
 		if err != nil {

@@ -87,6 +87,14 @@ type Record struct {
 	// hub corrects Created with them.
 	Boot ID            `json:"boot,omitzero"`
 	Mono time.Duration `json:"mono_ns,omitempty"`
+	// Outcome and Label are what the result means, set by the device from
+	// its task table (models.MeaningOf) so the hub never guesses it from
+	// the output's field names: what happened ("diagnosis", "retake",
+	// "command", …) and the label the hub counts ("" when none: an
+	// uncertain answer counts as no disease). Empty in records from
+	// devices before they were carried (the hub derives them once).
+	Outcome string `json:"outcome,omitempty"`
+	Label   string `json:"label,omitempty"`
 }
 
 // MarshalJSON writes Output as embedded JSON (not base64) when it is valid
@@ -129,9 +137,12 @@ var ErrCorruptRecord = errors.New("outbox: corrupt record")
 //	evidence flag u8 [ | content type, sha256: length+bytes | size uvarint ]
 //
 // recordV2 (written when the record has a Boot) appends boot [16] | mono-ns uvarint.
+// recordV3 (written when the record carries its meaning) appends to the
+// V2 layout (boot all zero when unknown) outcome, label: length+bytes.
 const (
 	recordV1 = 1
 	recordV2 = 2
+	recordV3 = 3
 )
 
 // maxField bounds any one decoded field so a corrupt length cannot allocate gigabytes.
@@ -139,6 +150,16 @@ const maxField = 16 << 20
 
 // Encode appends r's binary form to dst.
 func (r *Record) Encode(dst []byte) []byte {
+	if r.Outcome != "" || r.Label != "" || r.Boot == (ID{}) && r.Mono != 0 {
+		dst = r.encodeV1(append(dst, recordV3))
+		dst = append(dst, r.Boot[:]...)
+		dst = binary.AppendUvarint(dst, uint64(max(r.Mono, 0)))
+		for _, s := range []string{r.Outcome, r.Label} {
+			dst = binary.AppendUvarint(dst, uint64(len(s)))
+			dst = append(dst, s...)
+		}
+		return dst
+	}
 	if r.Boot != (ID{}) {
 		dst = r.encodeV1(append(dst, recordV2))
 		dst = append(dst, r.Boot[:]...)
@@ -173,11 +194,11 @@ func (r *Record) encodeV1(dst []byte) []byte {
 func DecodeRecord(b []byte) (*Record, error) {
 	d := decoder{b: b}
 	v := d.byte()
-	if v != recordV1 && v != recordV2 {
+	if v != recordV1 && v != recordV2 && v != recordV3 {
 		if d.err != nil {
 			return nil, d.err
 		}
-		return nil, fmt.Errorf("%w: version %d (this build reads %d and %d)", ErrCorruptRecord, v, recordV1, recordV2)
+		return nil, fmt.Errorf("%w: version %d (this build reads %d to %d)", ErrCorruptRecord, v, recordV1, recordV3)
 	}
 	r := &Record{}
 	copy(r.ID[:], d.bytes(16))
@@ -200,12 +221,15 @@ func DecodeRecord(b []byte) (*Record, error) {
 			d.err = fmt.Errorf("%w: evidence flag %d (want 0 or 1)", ErrCorruptRecord, flag)
 		}
 	}
-	if v == recordV2 {
+	if v >= recordV2 {
 		copy(r.Boot[:], d.bytes(16))
 		r.Mono = time.Duration(d.uvarint())
-		if d.err == nil && (r.Boot == ID{} || r.Mono < 0) {
+		if d.err == nil && (v == recordV2 && r.Boot == ID{} || r.Mono < 0) {
 			d.err = fmt.Errorf("%w: v2 record without a boot id", ErrCorruptRecord)
 		}
+	}
+	if v == recordV3 {
+		r.Outcome, r.Label = d.str(), d.str()
 	}
 	if d.err == nil && d.p != len(b) {
 		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorruptRecord, len(b)-d.p)

@@ -11,6 +11,7 @@ import (
 	"hash/crc32"
 	"image"
 	"image/jpeg"
+	"image/png"
 	"io"
 	"log/slog"
 	"mime/multipart"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/models"
+	"github.com/outpost-edge/outpost/outbox"
 )
 
 func newTestDaemon(t *testing.T, mutate func(*Config)) (*Daemon, *httptest.Server) {
@@ -401,4 +403,43 @@ func TestKiosk_HistoryAcrossRestart(t *testing.T) {
 	if resp.StatusCode != 200 || len(wav) < 1000 {
 		t.Fatalf("the answer from before the restart, spoken: %d, %d bytes", resp.StatusCode, len(wav))
 	}
+}
+
+// TestStore_RecordCarriesMeaning (issue 30): real photos through the API;
+// the record in the outbox carries what the task table says the answer
+// means — blight first (alert), a non-leaf as bulk and counted as nothing,
+// a keyword as a command — so the hub never reads it from field names.
+func TestStore_RecordCarriesMeaning(t *testing.T) {
+	d, srv := newTestDaemon(t, nil)
+	for _, c := range []struct {
+		path, model, ctype string
+		body               []byte
+		outcome, label     string
+		prio               outbox.Priority
+	}{
+		{"blight", "crop-disease", "image/jpeg", sample(t, "crop-disease/samples/blight.jpg"), "diagnosis", "blight", outbox.Alert},
+		{"rust", "crop-disease", "image/jpeg", sample(t, "crop-disease/samples/rust.jpg"), "diagnosis", "rust", outbox.Normal},
+		{"black frame", "crop-disease", "image/png", blackPNG(t), "retake", "", outbox.Bulk},
+	} {
+		code, body, _ := post(t, srv.URL+"/v1/models/"+c.model+"/infer", c.ctype, c.body)
+		if code != 201 {
+			t.Fatalf("%s: %d %v", c.path, code, body)
+		}
+		id, err := outbox.ParseID(body["id"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := d.dev.Outbox().Get(id)
+		if err != nil || r.Outcome != c.outcome || r.Label != c.label || r.Priority != c.prio {
+			t.Errorf("%s: stored outcome %q label %q priority %v (%v), want %q %q %v", c.path, r.Outcome, r.Label, r.Priority, err, c.outcome, c.label, c.prio)
+		}
+	}
+}
+
+func blackPNG(t *testing.T) []byte {
+	var b bytes.Buffer
+	if err := png.Encode(&b, image.NewGray(image.Rect(0, 0, 320, 240))); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }

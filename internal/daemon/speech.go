@@ -44,23 +44,12 @@ func (d *Daemon) answerText(s *stored, lang string) (string, error) {
 	if lang == cr.Lang || lang == "" {
 		return cr.Advice, nil
 	}
-	key := cr.Label
-	switch {
-	case cr.Outcome == models.OutcomeRetake:
-		key = "retake_" + cr.Reason
-	case cr.Outcome == models.OutcomeNotALeaf:
-		key = models.OutcomeNotALeaf
-	case cr.Uncertain:
-		key = models.UncertainLabel
+	key := models.MeaningOf(models.TaskImageClassification, cr).AdviceKey
+	var m *models.Model
+	if found, err := d.dev.Model(s.Model); err == nil {
+		m = found
 	}
-	advice := models.BuiltinAdvice()
-	if m, err := d.dev.Model(s.Model); err == nil {
-		if a, err := models.LoadAdvice(m); err == nil {
-			for k, v := range a {
-				advice[k] = v
-			}
-		}
-	}
+	advice := models.AdviceFor(m)
 	if text := advice[key][lang]; text != "" {
 		return text, nil
 	}
@@ -93,14 +82,11 @@ func (d *Daemon) reviewText(rv *osync.Review, model, lang string) (string, error
 	if rv.Advice != "" && (rv.Lang == lang || rv.Lang == "") {
 		return open + " " + rv.Advice, nil
 	}
-	advice := models.BuiltinAdvice()
-	if m, err := d.dev.Model(model); err == nil {
-		if a, err := models.LoadAdvice(m); err == nil {
-			for k, v := range a {
-				advice[k] = v
-			}
-		}
+	var m *models.Model
+	if found, err := d.dev.Model(model); err == nil {
+		m = found
 	}
+	advice := models.AdviceFor(m)
 	if text := advice[rv.Label][lang]; text != "" {
 		return open + " " + text, nil
 	}

@@ -523,16 +523,20 @@ func (d *Device) StoreKeyed(ctx context.Context, res *models.Result, prio outbox
 	if err != nil {
 		return nil, fmt.Errorf("encode result: %w", err)
 	}
-	if cr, ok := res.Output.(*models.ClassResult); ok && prio == outbox.Normal {
-		switch {
-		case cr.Outcome == models.OutcomeDiagnosis && !cr.Uncertain && cr.Label == "blight":
-			prio = outbox.Alert // spreads in days: goes first and may spend the budget
-		case cr.Outcome == models.OutcomeRetake || cr.Outcome == models.OutcomeNotALeaf:
-			prio = outbox.Bulk // worth counting at the hub, after every answer
+	// What the answer means is the task table's to say (models.MeaningOf),
+	// and it travels with the record: the hub counts its label as is.
+	mean := models.MeaningOf(res.Task, res.Output)
+	if prio == outbox.Normal {
+		switch mean.Urgency {
+		case models.Urgent:
+			prio = outbox.Alert
+		case models.Bulk:
+			prio = outbox.Bulk
 		}
 	}
-	rec := &outbox.Record{Device: d.cfg.DeviceID, Model: res.Model, Version: res.Version, Task: string(res.Task), Priority: prio, Output: out}
-	ev, err := d.evidence(res, raw)
+	rec := &outbox.Record{Device: d.cfg.DeviceID, Model: res.Model, Version: res.Version, Task: string(res.Task), Priority: prio, Output: out,
+		Outcome: mean.Outcome, Label: mean.Label}
+	ev, err := d.evidence(res, mean, raw)
 	if err != nil {
 		// The answer matters more than its photo: stored without it.
 		d.log.Warn("evidence not kept", "model", res.Model, "err", err)
@@ -570,9 +574,9 @@ type keptEvidence struct {
 
 // evidence applies the model's sharing policy to one answer: nil when
 // nothing may leave, else what may, in the form the policy says.
-func (d *Device) evidence(res *models.Result, raw []byte) (*keptEvidence, error) {
+func (d *Device) evidence(res *models.Result, mean models.Meaning, raw []byte) (*keptEvidence, error) {
 	p := d.cfg.Policy(res.Model)
-	if len(raw) == 0 || !Shares(p, res.Output) {
+	if len(raw) == 0 || !Shares(p, mean) {
 		return nil, nil
 	}
 	data, ctype := raw, models.ContentType(raw)
@@ -591,16 +595,15 @@ func (d *Device) evidence(res *models.Result, raw []byte) (*keptEvidence, error)
 }
 
 // Shares says whether policy p lets an answer's evidence leave: always,
-// or when uncertain — an image answer the model was not sure of (not a
-// retake: the photo itself was the problem), never a confident answer.
-func Shares(p SharePolicy, output any) bool {
+// or when uncertain — an answer the model was not sure of (not a retake:
+// the photo itself was the problem; the task table says which), never a
+// confident answer.
+func Shares(p SharePolicy, m models.Meaning) bool {
 	switch p.Evidence {
 	case ShareAlways:
 		return true
 	case ShareUncertain:
-		if cr, ok := output.(*models.ClassResult); ok {
-			return cr.Uncertain && cr.Outcome != models.OutcomeRetake
-		}
+		return m.Uncertain
 	}
 	return false
 }
