@@ -29,12 +29,20 @@ const (
 
 // WireCost estimates the bytes a batch costs on the wire, both directions:
 // the PUBLISH with its headers and TCP/IP segments, the PUBACK, and the
-// collector's ack (16 bytes per record ID plus its own headers).
+// collector's ack coming back — its fixed part, then per record the ID and
+// the sum of the bytes stored (ackPerRecord: 24 bytes; counting 16 made
+// the labels tier 10 % cheaper than the MQTT bytes the 30-day simulation
+// measured), in as many TCP segments as it takes.
 func WireCost(topic string, payload, records int) int64 {
 	pub := mqttPublishOverhead + len(topic) + payload
 	segs := (pub + segmentPayload - 1) / segmentPayload
-	return int64(pub + segs*tcpIPPerSegment + mqttPubackBytes + tcpIPPerSegment + ackOverhead + 16*records + len(topic))
+	ack := ackOverhead - mqttPubackBytes - 2*tcpIPPerSegment + len(topic) + ackPerRecord*records
+	ackSegs := max(1, (ack+segmentPayload-1)/segmentPayload)
+	return int64(pub + segs*tcpIPPerSegment + mqttPubackBytes + tcpIPPerSegment + ack + ackSegs*tcpIPPerSegment + mqttPubackBytes + tcpIPPerSegment)
 }
+
+// ackPerRecord: a record's ID and Sum in the collector's ack.
+const ackPerRecord = 16 + len(Sum{})
 
 // Budget is a daily byte allowance for a metered link, persisted so a
 // reboot does not reset it. Alerts may always spend (an outbreak report

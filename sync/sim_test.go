@@ -1,17 +1,24 @@
-package sync
+package sync_test
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	gosync "sync"
 	"testing"
 	"time"
 
+	osync "github.com/outpost-edge/outpost/sync"
+
+	"github.com/outpost-edge/outpost/hub"
+	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/outbox"
+	"github.com/outpost-edge/outpost/sync/memmqtt"
 )
 
 // TestSimulation_30DaysOffline: a kiosk with no link for 30 days (fake
@@ -21,19 +28,30 @@ import (
 // 64 MB (8 MB of records, 56 MB of evidence). For each queue policy: the
 // file stays inside the cap and the policy's choices are counted. Then
 // the link returns as a simulated 2G link (5 KB/s, 5 % of messages lost)
-// with a 2 MB daily budget: alerts go first, then answers, then bulk and
-// evidence within the budget's bulk share; no day goes over the budget
-// (alerts excepted, and there are none left after day 1); the days to
-// drain are reported.
+// with a 2 MB daily budget, and the device's real uplink (Uplink.Drain,
+// one session a day, as `outpost sync --once` from cron) sends to the
+// real hub collector through an in-memory broker (memmqtt) that counts
+// every MQTT packet exactly and advances the fake clock at the link's
+// rate: alerts go first, then answers, then bulk and evidence within the
+// budget's bulk share; the budget's estimate of each day is never under
+// the MQTT bytes really sent, and no day goes over the budget; the days
+// to drain are reported.
 func TestSimulation_30DaysOffline(t *testing.T) {
 	for _, policy := range []outbox.Policy{outbox.PolicyPause, outbox.PolicyDropLowest} {
 		t.Run(string(policy), func(t *testing.T) { simulate(t, policy) })
 	}
 }
 
-type simClock struct{ t time.Time }
+// simClock is the simulation's time; the broker's hooks move it from the
+// clients' goroutines.
+type simClock struct {
+	mu gosync.Mutex
+	t  time.Time
+}
 
-func (c *simClock) Now() time.Time { return c.t }
+func (c *simClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *simClock) Set(t time.Time)     { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+func (c *simClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 func simulate(t *testing.T, policy outbox.Policy) {
 	clock := &simClock{t: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
@@ -46,7 +64,14 @@ func simulate(t *testing.T, policy outbox.Policy) {
 	defer ob.Close()
 	rng := rand.New(rand.NewPCG(7, 11))
 	ctx := context.Background()
+	// A real photo (the hub takes only what sniffs as one), padded to a
+	// phone photo's 250 KB; its last byte varies so each is its own.
 	photo := make([]byte, 250<<10)
+	leaf, err := os.ReadFile(filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples", "blight.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(photo, leaf)
 	appended := map[outbox.Priority]int{}
 	refused := map[string]int{}
 	labels := []string{"healthy", "leaf_spot", "rust", "mosaic"}
@@ -63,10 +88,10 @@ func simulate(t *testing.T, policy outbox.Policy) {
 		}
 	}
 	for day := 0; day < 30; day++ {
-		start := clock.t
+		start := clock.Now()
 		// Daylight photos, 07:00–18:00, every 2–6 minutes.
 		for m := 7 * 60; m < 18*60; m += 2 + rng.IntN(5) {
-			clock.t = start.Add(time.Duration(m) * time.Minute)
+			clock.Set(start.Add(time.Duration(m) * time.Minute))
 			prio, label := outbox.Normal, labels[rng.IntN(len(labels))]
 			if rng.IntN(50) == 0 {
 				prio, label = outbox.Alert, "blight"
@@ -76,7 +101,7 @@ func simulate(t *testing.T, policy outbox.Policy) {
 			r := &outbox.Record{Device: "kiosk-sim", Model: "crop-disease", Version: "0.2.0-demo", Task: "image-classification", Priority: prio, Output: []byte(out)}
 			add(r, nil)
 			if rng.IntN(10) == 0 {
-				photo[0] = byte(rng.IntN(256))
+				photo[len(photo)-1] = byte(rng.IntN(256))
 				sum := sha256.Sum256(photo)
 				ref := &outbox.Evidence{ContentType: "image/jpeg", Size: int64(len(photo)), SHA256: hex.EncodeToString(sum[:])}
 				add(&outbox.Record{Device: "kiosk-sim", Model: "crop-disease", Task: "evidence", Priority: outbox.Bulk, Tier: outbox.TierEvidence,
@@ -85,7 +110,7 @@ func simulate(t *testing.T, policy outbox.Policy) {
 		}
 		// Spoken commands and retakes through the day: bulk and normal.
 		for i := 0; i < 40; i++ {
-			clock.t = start.Add(time.Duration(6*3600+rng.IntN(14*3600)) * time.Second)
+			clock.Set(start.Add(time.Duration(6*3600+rng.IntN(14*3600)) * time.Second))
 			prio := outbox.Normal
 			if i%4 == 0 {
 				prio = outbox.Bulk // a retake
@@ -93,7 +118,7 @@ func simulate(t *testing.T, policy outbox.Policy) {
 			add(&outbox.Record{Device: "kiosk-sim", Model: "kws", Version: "0.2.0-demo", Task: "keyword-spotting", Priority: prio,
 				Output: []byte(`{"keywords":[{"word":"repeat","score":0.9}],"command":"repeat"}`)}, nil)
 		}
-		clock.t = start.Add(24 * time.Hour)
+		clock.Set(start.Add(24 * time.Hour))
 		if _, err := ob.Trim(); err != nil { // as the daemon does every minute
 			t.Fatal(err)
 		}
@@ -119,90 +144,121 @@ func simulate(t *testing.T, policy outbox.Policy) {
 		t.Fatalf("every answer must fit its 8 MB: refused %v", refused)
 	}
 
-	// The link returns: a 2G link with a 2 MB daily budget.
-	budget := &Budget{Daily: 2 << 20, BulkShare: 0.5}
-	const linkRate, lossPct = 5000, 5
-	hub := map[outbox.ID]bool{}
+	drainThroughTheRealUplink(t, policy, ob, clock, rng)
+}
+
+// drainThroughTheRealUplink: the second half of the simulation.
+func drainThroughTheRealUplink(t *testing.T, policy outbox.Policy, ob *outbox.Outbox, clock *simClock, rng *rand.Rand) {
+	const device, linkRate, lossPct = "kiosk-sim", 5000.0, 5
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := hub.OpenBolt(filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	col, err := hub.New(st, hub.CollectorOptions{ClientID: "hub", Now: clock.Now, WarnEvery: -1, Logger: testutil.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer col.Close()
+	b := memmqtt.New()
+	var mu gosync.Mutex // the broker's hooks run on both clients' goroutines
+	var mqttBytes, lost int64
 	order := []outbox.Priority{}
+	seen := map[outbox.ID]bool{}
+	devClient := "outpost-" + device
+	b.Wire = func(client, topic string, up bool, n int) {
+		if client != devClient {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		mqttBytes += int64(n)
+		clock.Add(time.Duration(float64(n) / linkRate * float64(time.Second))) // the 2G link's pace
+	}
+	b.Fault = func(client, topic string, payload []byte) memmqtt.Fault {
+		if client != devClient || topic == osync.StatusTopic(device) {
+			return memmqtt.Deliver
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if rng.IntN(100) < lossPct {
+			lost++
+			// A real device waits out its ack timeout before sending again.
+			clock.Add(ackTimeout + time.Second)
+			return memmqtt.Drop
+		}
+		if topic == osync.ResultsTopic(device) {
+			if bt, err := osync.DecodeBatch(payload); err == nil {
+				for _, r := range bt.Records {
+					if !seen[r.ID] {
+						seen[r.ID] = true
+						order = append(order, r.Priority)
+					}
+				}
+			}
+		}
+		return memmqtt.Deliver
+	}
+	go col.Run(ctx, b.Dialer(true))
+	testutil.Eventually(t, 10*time.Second, "the collector to subscribe", col.Connected)
+
+	budget := &osync.Budget{Daily: 2 << 20, BulkShare: 0.5}
+	u, err := osync.NewUplink(ob, b.Dialer(false), osync.UplinkOptions{Device: device, Budget: budget, Now: clock.Now,
+		AckTimeout: ackTimeout, AckCheck: 2 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Time also passes while the device waits for an answer (a lost
+	// chunk's ack never comes): a real millisecond is a simulated second.
+	go func() {
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				clock.Add(time.Second)
+			}
+		}
+	}()
+
 	labelsDoneDay, days := -1, 0
-	var lost int
+	var worst float64
 	for day := 0; day < 120; day++ {
 		days = day + 1
-		clock.t = clock.t.Add(24 * time.Hour).Truncate(24 * time.Hour).Add(6 * time.Hour)
-		dayStart := clock.t
-		linkSeconds := 0.0
-		for linkSeconds < 12*3600 {
-			lo, _ := budget.leaseOptions(clock.t, 500, 256<<10)
-			recs, err := ob.LeaseWith(lo)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(recs) > 0 {
-				msg := EncodeBatch(&Batch{ID: outbox.NewIDGen().New(), Device: "kiosk-sim", Sent: clock.t, Records: recs})
-				cost := WireCost(ResultsTopic("kiosk-sim"), len(msg), len(recs))
-				ids := make([]outbox.ID, len(recs))
-				for i, r := range recs {
-					ids[i] = r.ID
-				}
-				if !budget.fits(clock.t, cost, recs) {
-					ob.Release(ids)
-					recs = nil
-				} else {
-					budget.spendOn(clock.t, TierNameLabels, cost)
-					linkSeconds += float64(cost) / linkRate
-					if rng.IntN(100) < lossPct {
-						lost++
-						ob.Release(ids) // no ack: sent again
-						continue
-					}
-					for _, r := range recs {
-						if !hub[r.ID] {
-							order = append(order, r.Priority)
-						}
-						hub[r.ID] = true
-					}
-					ob.Ack(ids)
-					continue
-				}
-			}
-			// No answer eligible: evidence, one 16 KiB chunk at a time.
-			evs, _ := ob.LeaseWith(outbox.LeaseOptions{Max: 1, MinTier: outbox.TierEvidence, MaxTier: outbox.TierEvidence, MaxPriority: outbox.Bulk})
-			if len(evs) == 0 {
-				break
-			}
-			if labelsDoneDay < 0 {
-				labelsDoneDay = day + 1
-			}
-			e := evs[0]
-			sent, ok := int64(0), true
-			for sent < e.Evidence.Size {
-				n := min(int64(DefaultEvidenceChunk), e.Evidence.Size-sent)
-				cost := WireCost(EvidenceTopic("kiosk-sim"), int(n)+100, 0) - ackOverhead + 80
-				if !budget.allowsBulk(clock.t, cost) {
-					ok = false
-					break
-				}
-				budget.spendOn(clock.t, TierNameEvidence, cost)
-				linkSeconds += float64(cost) / linkRate
-				if rng.IntN(100) < lossPct {
-					lost++
-					continue // the chunk again
-				}
-				sent += n
-			}
-			if !ok {
-				// The bulk share is spent: the rest of this piece tomorrow
-				// (a real device resumes at the hub's offset; the
-				// simulation resends the piece, erring on the slow side).
-				ob.Release([]outbox.ID{e.ID})
-				break
-			}
-			hub[e.ID] = true
-			ob.Ack([]outbox.ID{e.ID})
+		clock.Set(clock.Now().Add(24 * time.Hour).Truncate(24 * time.Hour).Add(6 * time.Hour))
+		dayStart := clock.Now()
+		mu.Lock()
+		before := mqttBytes
+		mu.Unlock()
+		err := u.Drain(ctx)
+		if err != nil && !errors.Is(err, osync.ErrBudget) {
+			t.Fatalf("day %d: %v", day+1, err)
 		}
-		used := budget.Spent(dayStart)
-		if used > budget.Daily+(256<<10) {
-			t.Fatalf("day %d spent %d bytes over a %d budget", day+1, used, budget.Daily)
+		mu.Lock()
+		sent := mqttBytes - before
+		mu.Unlock()
+		spent := budget.Spent(dayStart)
+		if spent > budget.Daily+(256<<10) {
+			t.Fatalf("day %d spent %d bytes over a %d budget", day+1, spent, budget.Daily)
+		}
+		if sent > spent {
+			t.Fatalf("day %d: the budget counted %d bytes but MQTT carried %d: it undercounts the link", day+1, spent, sent)
+		}
+		if sent > 0 {
+			worst = max(worst, float64(spent)/float64(sent))
+		}
+		answers := 0
+		ob.Each(func(r *outbox.Record) error {
+			if r.Tier != outbox.TierEvidence {
+				answers++
+			}
+			return nil
+		})
+		if labelsDoneDay < 0 && answers == 0 {
+			labelsDoneDay = day + 1
 		}
 		if s, _ := ob.Stats(); s.Count == 0 {
 			break
@@ -210,6 +266,10 @@ func simulate(t *testing.T, policy outbox.Policy) {
 	}
 	if s, _ := ob.Stats(); s.Count != 0 {
 		t.Fatalf("not drained after %d days: %d records left", days, s.Count)
+	}
+	n, _ := col.Count()
+	if int(n) != len(seen) {
+		t.Fatalf("the hub stored %d results, the device sent %d distinct", n, len(seen))
 	}
 	// Priority order: every alert reached the hub before any bulk record.
 	lastAlert, firstBulk := -1, len(order)
@@ -224,6 +284,11 @@ func simulate(t *testing.T, policy outbox.Policy) {
 	if lastAlert > firstBulk {
 		t.Fatalf("an alert arrived after a bulk record (alert #%d, bulk #%d)", lastAlert, firstBulk)
 	}
-	t.Logf("%s, link back (5 KB/s, %d%% loss, 2 MB/day): answers drained on day %d, everything on day %d; %d messages lost and resent; %d records and pieces at the hub",
-		policy, lossPct, labelsDoneDay, days, lost, len(hub))
+	us := u.Stats()
+	t.Logf("%s, link back (5 KB/s, %d%% of messages lost, 2 MB/day) through the real uplink and collector: answers drained on day %d, everything on day %d; "+
+		"%d messages lost, %d batches resent; %d results at the hub; MQTT bytes %d, budget's estimate up to %.2fx the MQTT bytes of a day",
+		policy, lossPct, labelsDoneDay, days, lost, us.Resent, n, mqttBytes, worst)
 }
+
+// ackTimeout: the device's, in the simulation's time.
+const ackTimeout = 30 * time.Second

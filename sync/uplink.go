@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
@@ -22,6 +23,7 @@ type UplinkOptions struct {
 	BatchBytes   int           // encoded record bytes per batch before compression; default 256 KiB
 	Window       int           // batches published but not yet acked by the collector; default 4
 	AckTimeout   time.Duration // a batch unacked this long is released and sent again; default 30s
+	AckCheck     time.Duration // how often deadlines are looked at (real time); default min(AckTimeout/4, 1s)
 	MinBackoff   time.Duration // reconnect backoff floor; default 1s
 	MaxBackoff   time.Duration // reconnect backoff cap; default 5m
 	Idle         time.Duration // Run: how often to look for new records when not notified; default 10s
@@ -340,7 +342,7 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 			u.ob.Release(f.ids)
 		}
 	}()
-	tick := time.NewTicker(min(u.o.AckTimeout/4, time.Second))
+	tick := time.NewTicker(cmp.Or(u.o.AckCheck, min(u.o.AckTimeout/4, time.Second)))
 	defer tick.Stop()
 	idle := time.NewTimer(u.o.Idle)
 	defer idle.Stop()
@@ -377,7 +379,11 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 				}
 			}
 		}
-		if once && len(pending) == 0 && u.ev == nil {
+		// An upload that neither moved nor waits for the hub is held by the
+		// budget's bulk share: a one-shot sync ends there (it waited
+		// forever before, found by the 30-day simulation on this code).
+		evIdle := u.ev == nil || caughtUp && !evMoved && !u.ev.asked
+		if once && len(pending) == 0 && evIdle {
 			if st, err := u.ob.Stats(); err == nil && st.Count == 0 {
 				// A one-shot sync disconnects cleanly (no Will): say so.
 				u.publishStatus(ctx, conn, "offline")
@@ -403,6 +409,16 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 		case msg := <-acks:
 			u.handleAck(msg, pending)
 		case <-tick.C:
+			// Acks that came in while the window was being sent count before
+			// any deadline does (select picks among ready cases at random).
+			for more := true; more; {
+				select {
+				case msg := <-acks:
+					u.handleAck(msg, pending)
+				default:
+					more = false
+				}
+			}
 			u.retryDeletes()
 			now := u.o.Now()
 			for id, f := range pending {
@@ -479,7 +495,11 @@ func (u *Uplink) sendOne(ctx context.Context, conn Conn, pending map[outbox.ID]*
 	}
 	u.o.Budget.spendOn(now, TierNameLabels, cost)
 	u.wire.Add(cost)
-	pending[b.ID] = &inflight{ids: ids, deadline: now.Add(u.o.AckTimeout)}
+	// The ack clock starts when the broker has the batch: on a 5 KB/s link
+	// a 130 KB batch takes 26 s to send, and timing it from before the
+	// publish resent batches whose acks were on their way (found by the
+	// 30-day simulation once it ran this code).
+	pending[b.ID] = &inflight{ids: ids, deadline: u.o.Now().Add(u.o.AckTimeout)}
 	u.remember(b.ID, sums)
 	return true, nil
 }
