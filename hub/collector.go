@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/counter"
 	osync "github.com/outpost-edge/outpost/sync"
 )
 
@@ -64,32 +65,34 @@ type CollectorOptions struct {
 	Now        func() time.Time
 }
 
-// CollectorStats count messages since start.
+// CollectorStats are the collector's counters since start, declared once:
+// the API's /v1/stats (JSON) and /metrics (outpost_hub_*) both come from
+// these tags (internal/counter).
 type CollectorStats struct {
-	Batches     int64 `json:"batches"`
-	Stored      int64 `json:"stored"`
-	Duplicates  int64 `json:"duplicates"`
-	Malformed   int64 `json:"malformed"`
-	Acks        int64 `json:"acks"`
-	Rejected    int64 `json:"rejected"`   // undecodable records named in acks
-	Conflicts   int64 `json:"conflicts"`  // records whose ID the hub holds with other bytes; not acked
-	NotDevice   int64 `json:"not_device"` // batches not signed by their device's enrolled key; refused
-	Refused     int64 `json:"refused"`    // acks refusing (part of) a batch
-	Deferred    int64 `json:"deferred"`   // messages held for a later commit: their device was over its share of one
-	Offers      int64 `json:"offers"`     // model update offers sent
-	Chunks      int64 `json:"chunks"`     // package chunks sent
-	ChunkBytes  int64 `json:"chunk_bytes"`
-	BadFetches  int64 `json:"bad_fetches"` // chunk requests refused (unknown package, not for this device, malformed)
-	Evidence    int64 `json:"evidence"`    // pieces of evidence stored whole
-	EvRefused   int64 `json:"evidence_refused"`
-	EvThrottled int64 `json:"evidence_throttled"` // chunks not stored: the device was over its daily evidence quota
-	EvBytes     int64 `json:"evidence_bytes"`
-	Reviews     int64 `json:"reviews"`      // reviews posted
-	Sent        int64 `json:"reviews_sent"` // review messages sent to devices
-	BadReviews  int64 `json:"bad_reviews"`  // refused: unknown result, duplicate, malformed
-	Warnings    int64 `json:"warnings"`     // regional warnings issued
-	WarnSent    int64 `json:"warnings_sent"`
-	WarnRecpts  int64 `json:"warning_receipts"` // devices' confirmations
+	Batches     int64 `json:"batches" metric:"batches_total" help:"Result batches received."`
+	Stored      int64 `json:"stored" metric:"stored_total" help:"Results stored (new)."`
+	Duplicates  int64 `json:"duplicates" metric:"duplicates_total" help:"Results received again and acknowledged again, not stored twice."`
+	Malformed   int64 `json:"malformed" metric:"malformed_total" help:"Messages that did not decode; dropped."`
+	Acks        int64 `json:"acks" metric:"acks_total" help:"Acks published after a durable commit."`
+	Rejected    int64 `json:"rejected" metric:"rejected_total" help:"Undecodable records named in acks (the device drops them)."`
+	Conflicts   int64 `json:"conflicts" metric:"conflicts_total" help:"Records whose ID the hub holds with other bytes; not acked."`
+	NotDevice   int64 `json:"not_device" metric:"not_device_total" help:"Batches not signed by their device's enrolled key; refused."`
+	Refused     int64 `json:"refused" metric:"refused_total" help:"Acks refusing (part of) a batch; the device keeps the records."`
+	Deferred    int64 `json:"deferred" metric:"deferred_total" help:"Messages held for a later commit: their device was over its share of one."`
+	Offers      int64 `json:"offers" metric:"offers_total" help:"Model update offers sent."`
+	Chunks      int64 `json:"chunks" metric:"chunks_total" help:"Model package chunks sent."`
+	ChunkBytes  int64 `json:"chunk_bytes" metric:"chunk_bytes_total" help:"Model package bytes sent."`
+	BadFetches  int64 `json:"bad_fetches" metric:"bad_fetches_total" help:"Chunk requests refused (unknown package, not for this device, malformed)."`
+	Evidence    int64 `json:"evidence" metric:"evidence_total" help:"Pieces of evidence (photos, recordings) stored whole."`
+	EvRefused   int64 `json:"evidence_refused" metric:"evidence_refused_total" help:"Pieces of evidence refused (type, size, digest)."`
+	EvThrottled int64 `json:"evidence_throttled" metric:"evidence_throttled_total" help:"Evidence chunks not stored: the device was over its daily quota."`
+	EvBytes     int64 `json:"evidence_bytes" metric:"evidence_bytes_total" help:"Evidence bytes stored."`
+	Reviews     int64 `json:"reviews" metric:"reviews_total" help:"Expert reviews posted."`
+	Sent        int64 `json:"reviews_sent" metric:"reviews_sent_total" help:"Review messages sent to devices."`
+	BadReviews  int64 `json:"bad_reviews" metric:"bad_reviews_total" help:"Reviews refused: unknown result, duplicate, malformed."`
+	Warnings    int64 `json:"warnings" metric:"warnings_issued_total" help:"Regional warnings issued."`
+	WarnSent    int64 `json:"warnings_sent" metric:"warnings_sent_total" help:"Warning messages sent to devices."`
+	WarnRecpts  int64 `json:"warning_receipts" metric:"warning_receipts_total" help:"Devices' confirmations of warnings."`
 }
 
 // Collector stores devices' results on the hub, idempotently by record ID,
@@ -100,22 +103,17 @@ type Collector struct {
 	log *slog.Logger
 	in  chan msg
 
-	batches, stored, dups, malformed, acks, rejected, refused, deferred atomic.Int64
-	offers, chunks, chunkBytes, badFetches                              atomic.Int64
-	evStored, evRefused, evBytes                                        atomic.Int64
-	conflicts, notDevice, evThrottled                                   atomic.Int64
-	probe                                                               osync.ProbeWait                           // Run's goroutine only
-	early                                                               map[string]map[int64]*osync.EvidenceChunk // putInOrder; Run's goroutine only
-	evQuota                                                             evidenceQuota
-	keys                                                                keyCache
-	reviews, reviewsSent, badReviews                                    atomic.Int64
-	warningsIssued, warningsSent, warningReceipts                       atomic.Int64
-	deliver                                                             chan string // devices with a new review
-	err                                                                 error       // the session's last handling error (session goroutine only)
-	connected                                                           atomic.Bool // subscribed and the session up (healthz)
-	closeOnce                                                           gosync.Once
-	ready                                                               chan struct{}
-	readyOnce                                                           gosync.Once
+	n         counter.Set[CollectorStats]               // every counter, declared once
+	probe     osync.ProbeWait                           // Run's goroutine only
+	early     map[string]map[int64]*osync.EvidenceChunk // putInOrder; Run's goroutine only
+	evQuota   evidenceQuota
+	keys      keyCache
+	deliver   chan string // devices with a new review
+	err       error       // the session's last handling error (session goroutine only)
+	connected atomic.Bool // subscribed and the session up (healthz)
+	closeOnce gosync.Once
+	ready     chan struct{}
+	readyOnce gosync.Once
 }
 
 type msg struct {
@@ -161,7 +159,9 @@ func New(st Store, o CollectorOptions) (*Collector, error) {
 		}
 		o.ClientID = id
 	}
-	return &Collector{st: st, o: o, log: o.Logger, in: make(chan msg, 256), ready: make(chan struct{}), deliver: make(chan string, 64)}, nil
+	c := &Collector{st: st, o: o, log: o.Logger, in: make(chan msg, 256), ready: make(chan struct{}), deliver: make(chan string, 64)}
+	c.n.Init("outpost_hub_")
+	return c, nil
 }
 
 // ClientID is the MQTT client id this collector connects with.
@@ -181,14 +181,10 @@ func (c *Collector) Close() error {
 }
 
 // Stats returns the counters since start.
-func (c *Collector) Stats() CollectorStats {
-	return CollectorStats{Batches: c.batches.Load(), Stored: c.stored.Load(), Duplicates: c.dups.Load(),
-		Malformed: c.malformed.Load(), Acks: c.acks.Load(), Rejected: c.rejected.Load(), Conflicts: c.conflicts.Load(), NotDevice: c.notDevice.Load(), Refused: c.refused.Load(), Deferred: c.deferred.Load(),
-		Offers: c.offers.Load(), Chunks: c.chunks.Load(), ChunkBytes: c.chunkBytes.Load(), BadFetches: c.badFetches.Load(),
-		Evidence: c.evStored.Load(), EvRefused: c.evRefused.Load(), EvThrottled: c.evThrottled.Load(), EvBytes: c.evBytes.Load(),
-		Reviews: c.reviews.Load(), Sent: c.reviewsSent.Load(), BadReviews: c.badReviews.Load(),
-		Warnings: c.warningsIssued.Load(), WarnSent: c.warningsSent.Load(), WarnRecpts: c.warningReceipts.Load()}
-}
+func (c *Collector) Stats() CollectorStats { return c.n.Snapshot() }
+
+// count adds n to one of the collector's counters.
+func (c *Collector) count(field *int64, n int64) { atomic.AddInt64(field, n) }
 
 // Run connects (retrying with jittered backoff), subscribes to every
 // device's results and status, and stores and acks until ctx ends.
@@ -321,7 +317,7 @@ func (c *Collector) next(ctx context.Context, conn osync.Conn, queue []msg) []ms
 		if len(group) >= groupMax || per[d] >= perDevice {
 			if !m.held {
 				m.held = true
-				c.deferred.Add(1)
+				c.count(&c.n.C.Deferred, 1)
 			}
 			held = append(held, m)
 			continue
@@ -348,7 +344,7 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 	for _, m := range group {
 		device, kind, ok := osync.DeviceFromTopic(m.topic)
 		if !ok {
-			c.malformed.Add(1)
+			c.count(&c.n.C.Malformed, 1)
 			c.log.Warn("collector: message on an unexpected topic ignored", "topic", m.topic)
 			continue
 		}
@@ -372,7 +368,7 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 		case "results":
 			b, err := osync.DecodeBatch(m.payload)
 			if err != nil {
-				c.malformed.Add(1)
+				c.count(&c.n.C.Malformed, 1)
 				c.log.Warn("collector: batch rejected", "device", device, "bytes", len(m.payload), "err", err)
 				if id, ok := osync.BatchID(m.payload); ok {
 					refusals = append(refusals, decoded{device: device, ack: &osync.Ack{Batch: id,
@@ -381,7 +377,7 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 				continue
 			}
 			if b.Device != device {
-				c.malformed.Add(1)
+				c.count(&c.n.C.Malformed, 1)
 				c.log.Warn("collector: batch device does not match its topic; refused", "topic", m.topic, "device", b.Device)
 				// Refused by batch ID on the topic's device, never silent.
 				refusals = append(refusals, decoded{device: device, ack: &osync.Ack{Batch: b.ID,
@@ -393,7 +389,7 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 				code := osync.RefusedUnavailable
 				if errors.Is(err, ErrNotDevice) {
 					code = osync.RefusedNotDevice
-					c.notDevice.Add(1)
+					c.count(&c.n.C.NotDevice, 1)
 					c.log.Warn("collector: batch refused: not the device's", "device", device, "batch", b.ID.String(), "err", err)
 				}
 				refusals = append(refusals, decoded{device: device, ack: &osync.Ack{Batch: b.ID, Refused: &osync.Refusal{Code: code, Reason: err.Error()}}})
@@ -438,9 +434,9 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 		if errs[i] != nil {
 			return fmt.Errorf("publish ack to %s: %w", d.device, errs[i])
 		}
-		c.acks.Add(1)
+		c.count(&c.n.C.Acks, 1)
 		if d.ack.Refused != nil {
-			c.refused.Add(1)
+			c.count(&c.n.C.Refused, 1)
 		}
 	}
 	return nil
@@ -461,20 +457,20 @@ func (c *Collector) store(ctx context.Context, batches []decoded, now time.Time)
 		d := &batches[i]
 		d.ack = ackFor(d.batch, counts[i])
 		for _, bad := range d.batch.Bad {
-			c.rejected.Add(1)
+			c.count(&c.n.C.Rejected, 1)
 			c.log.Error("collector: record rejected for good (the device will drop it)", "device", d.device, "id", bad.ID.String(), "err", bad.Err)
 		}
 		if n := len(counts[i].Conflicts); n > 0 {
-			c.conflicts.Add(int64(n))
+			c.count(&c.n.C.Conflicts, int64(n))
 			c.log.Error("collector: records arrived whose IDs the hub holds with other bytes (a copy published by someone else first?); not acknowledged, the device keeps them",
 				"device", d.device, "batch", d.batch.ID.String(), "records", n)
 		}
 		stored += counts[i].New
 		dups += counts[i].Duplicate
 	}
-	c.batches.Add(int64(len(batches)))
-	c.stored.Add(stored)
-	c.dups.Add(dups)
+	c.count(&c.n.C.Batches, int64(len(batches)))
+	c.count(&c.n.C.Stored, stored)
+	c.count(&c.n.C.Duplicates, dups)
 	if dups > 0 {
 		c.log.Info("collector: duplicate records acknowledged again, not stored twice", "count", dups)
 	}
@@ -517,18 +513,18 @@ const MaxStatusBytes = 4 << 10
 
 func (c *Collector) recordStatus(ctx context.Context, device string, m msg, now time.Time) *osync.Status {
 	if len(m.payload) > MaxStatusBytes {
-		c.malformed.Add(1)
+		c.count(&c.n.C.Malformed, 1)
 		c.log.Warn("collector: status rejected: too large", "device", device, "bytes", len(m.payload), "max", MaxStatusBytes)
 		return nil
 	}
 	var st osync.Status
 	if err := json.Unmarshal(m.payload, &st); err != nil || st.V != osync.ProtocolVersion || (st.Device != "" && st.Device != device) {
-		c.malformed.Add(1)
+		c.count(&c.n.C.Malformed, 1)
 		c.log.Warn("collector: status rejected", "device", device, "err", err, "v", st.V)
 		return nil
 	}
 	if len(st.Version) > 64 || len(st.State) > 16 || len(st.Models) > 32 {
-		c.malformed.Add(1)
+		c.count(&c.n.C.Malformed, 1)
 		c.log.Warn("collector: status rejected: overlong field", "device", device)
 		return nil
 	}
@@ -606,7 +602,7 @@ func (c *Collector) offer(ctx context.Context, conn osync.Conn, device string, s
 		c.log.Warn("collector: offer not sent", "device", device, "err", err)
 		return
 	}
-	c.offers.Add(1)
+	c.count(&c.n.C.Offers, 1)
 	c.log.Info("collector: offered a model update", "device", device, "model", o.Model, "version", o.Version, "seq", o.Seq, "bytes", o.Size)
 }
 
@@ -621,7 +617,7 @@ func (c *Collector) serveChunk(ctx context.Context, conn osync.Conn, device stri
 		data, err = c.o.Shelf.Chunk(id, device, c.o.Registry[device].Region, i)
 	}
 	if err != nil {
-		c.badFetches.Add(1)
+		c.count(&c.n.C.BadFetches, 1)
 		c.log.Warn("collector: chunk request refused", "device", device, "err", err)
 		return
 	}
@@ -629,8 +625,8 @@ func (c *Collector) serveChunk(ctx context.Context, conn osync.Conn, device stri
 		c.log.Warn("collector: chunk not sent", "device", device, "err", err)
 		return
 	}
-	c.chunks.Add(1)
-	c.chunkBytes.Add(int64(len(data)))
+	c.count(&c.n.C.Chunks, 1)
+	c.count(&c.n.C.ChunkBytes, int64(len(data)))
 }
 
 // Devices lists what the hub knows about each device.

@@ -90,12 +90,12 @@ func looksLikeEvidence(b []byte) bool {
 func (c *Collector) handleEvidence(ctx context.Context, conn osync.Conn, device string, payload []byte, now time.Time) {
 	ch, err := osync.DecodeEvidenceChunk(payload)
 	if err != nil {
-		c.malformed.Add(1)
+		c.count(&c.n.C.Malformed, 1)
 		c.log.Warn("collector: evidence chunk rejected", "device", device, "err", err)
 		if id, ok := osync.EvidenceID(payload); ok {
 			// Refused by name, so the device drops it instead of resending
 			// it forever (too large, or not decodable at all).
-			c.evRefused.Add(1)
+			c.count(&c.n.C.EvRefused, 1)
 			a := &osync.EvidenceAck{ID: id, State: osync.EvidenceRefused, Reason: err.Error()}
 			conn.Publish(ctx, osync.CmdTopic(device), 1, false, osync.EncodeEvidenceAck(a, device, c.o.Key))
 		}
@@ -104,7 +104,7 @@ func (c *Collector) handleEvidence(ctx context.Context, conn osync.Conn, device 
 	if len(ch.Data) > 0 && !c.evQuota.take(device, int64(len(ch.Data)), now, c.o.EvidenceDaily) {
 		// Over the device's daily quota: store nothing, tell it what the
 		// hub has (it resumes from there another day).
-		c.evThrottled.Add(1)
+		c.count(&c.n.C.EvThrottled, 1)
 		ch.Data = nil
 	}
 	info, err := c.putInOrder(ctx, device, ch, now)
@@ -116,15 +116,15 @@ func (c *Collector) handleEvidence(ctx context.Context, conn osync.Conn, device 
 	switch {
 	case info.Refused != "":
 		a.State, a.Reason = osync.EvidenceRefused, info.Refused
-		c.evRefused.Add(1)
+		c.count(&c.n.C.EvRefused, 1)
 		c.log.Warn("collector: evidence refused", "device", device, "id", ch.ID.String(), "reason", info.Refused)
 	case info.Complete:
 		a.State = osync.EvidenceStored
 		if len(ch.Data) > 0 && ch.Offset+int64(len(ch.Data)) == info.Size {
-			c.evStored.Add(1)
+			c.count(&c.n.C.Evidence, 1)
 		}
 	}
-	c.evBytes.Add(int64(len(ch.Data)))
+	c.count(&c.n.C.EvBytes, int64(len(ch.Data)))
 	if err := conn.Publish(ctx, osync.CmdTopic(device), 1, false, osync.EncodeEvidenceAck(a, device, c.o.Key)); err != nil {
 		c.log.Warn("collector: evidence ack not sent", "device", device, "err", err)
 	}

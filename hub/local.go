@@ -9,8 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"io/fs"
 	"net"
@@ -21,6 +19,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
 	"github.com/outpost-edge/outpost/internal/safefile"
@@ -324,14 +325,7 @@ func writeCreated(w http.ResponseWriter, v any) {
 // seen (the hub's view of its fleet's lag).
 func (c *Collector) metrics() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	for name, f := range map[string]func() int64{
-		"batches": c.batches.Load, "stored": c.stored.Load, "duplicates": c.dups.Load, "malformed": c.malformed.Load,
-		"acks": c.acks.Load, "rejected": c.rejected.Load, "refused": c.refused.Load, "deferred": c.deferred.Load,
-		"warnings_issued": c.warningsIssued.Load, "warnings_sent": c.warningsSent.Load, "warning_receipts": c.warningReceipts.Load,
-	} {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_hub_" + name + "_total",
-			Help: "collector " + name + " since start"}, func() float64 { return float64(f()) }))
-	}
+	reg.MustRegister(&c.n)
 	reg.MustRegister(deviceLag{c}, alertCount{c})
 	return reg
 }

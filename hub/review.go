@@ -84,7 +84,7 @@ func (c *Collector) PostReview(ctx context.Context, r *osync.Review) error {
 	if err := c.st.PutReview(ctx, r); err != nil {
 		return err
 	}
-	c.reviews.Add(1)
+	c.count(&c.n.C.Reviews, 1)
 	select {
 	case c.deliver <- r.Device:
 	default: // delivered on the device's next status anyway
@@ -107,7 +107,7 @@ func (c *Collector) deliverReviews(ctx context.Context, conn osync.Conn, device 
 			c.log.Warn("collector: review not sent", "device", device, "err", err)
 			return
 		}
-		c.reviewsSent.Add(1)
+		c.count(&c.n.C.Sent, 1)
 	}
 }
 
@@ -129,7 +129,7 @@ func (c *Collector) receipt(ctx context.Context, device, what string, payload []
 		err = mark(id)
 	}
 	if err != nil {
-		c.malformed.Add(1)
+		c.count(&c.n.C.Malformed, 1)
 		c.log.Warn("collector: "+what+" receipt rejected", "device", device, "err", err)
 		return false
 	}
@@ -184,19 +184,19 @@ func (c *Collector) reviewRoutes(mux *http.ServeMux) {
 		dec := json.NewDecoder(io.LimitReader(r.Body, 16<<10))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&rv); err != nil {
-			c.badReviews.Add(1)
+			c.count(&c.n.C.BadReviews, 1)
 			apiFail(w, http.StatusBadRequest, "bad_request", fmt.Errorf("review: %w", err))
 			return
 		}
 		switch err := c.PostReview(r.Context(), &rv); {
 		case errors.Is(err, ErrUnknownResult):
-			c.badReviews.Add(1)
+			c.count(&c.n.C.BadReviews, 1)
 			apiFail(w, http.StatusNotFound, "unknown_result", err)
 		case errors.Is(err, ErrReviewed):
-			c.badReviews.Add(1)
+			c.count(&c.n.C.BadReviews, 1)
 			apiFail(w, http.StatusConflict, "already_reviewed", err)
 		case errors.Is(err, osync.ErrMalformed):
-			c.badReviews.Add(1)
+			c.count(&c.n.C.BadReviews, 1)
 			apiFail(w, http.StatusBadRequest, "bad_request", err)
 		case err != nil:
 			apiFail(w, http.StatusServiceUnavailable, "store", err)

@@ -79,7 +79,7 @@ func (c *Collector) IssueWarning(ctx context.Context, w *osync.Warning) error {
 	if err := c.st.PutWarning(ctx, w); err != nil {
 		return err
 	}
-	c.warningsIssued.Add(1)
+	c.count(&c.n.C.Warnings, 1)
 	c.log.Info("collector: warning issued", "region", w.Region, "disease", w.Disease, "source", w.Source, "until", w.Until)
 	for _, dev := range c.regionDevices(w.Region) {
 		select {
@@ -216,7 +216,7 @@ func (c *Collector) deliverWarnings(ctx context.Context, conn osync.Conn, device
 			c.log.Warn("collector: warning not sent", "device", device, "err", err)
 			return
 		}
-		c.warningsSent.Add(1)
+		c.count(&c.n.C.WarnSent, 1)
 	}
 }
 
@@ -224,7 +224,7 @@ func (c *Collector) deliverWarnings(ctx context.Context, conn osync.Conn, device
 func (c *Collector) handleWarningReceipt(ctx context.Context, device string, payload []byte) {
 	if c.receipt(ctx, device, "warning", payload, osync.DecodeWarningReceipt,
 		func(id outbox.ID) error { return c.st.MarkWarningDelivered(ctx, id, device, c.o.Now()) }) {
-		c.warningReceipts.Add(1)
+		c.count(&c.n.C.WarnRecpts, 1)
 	}
 }
 

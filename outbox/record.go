@@ -145,6 +145,11 @@ const (
 	recordV3 = 3
 )
 
+// RecordVersion is the newest record encoding this build writes and
+// reads; a hub takes batches whose records are no newer (sync's decoder
+// asks this, so a new version cannot be forgotten there: it was, once).
+const RecordVersion = recordV3
+
 // maxField bounds any one decoded field so a corrupt length cannot allocate gigabytes.
 const maxField = 16 << 20
 

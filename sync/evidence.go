@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/outpost-edge/outpost/outbox"
@@ -188,12 +189,12 @@ type upload struct {
 
 // EvidenceStats count evidence uploads in this process.
 type EvidenceStats struct {
-	Uploaded  int64 `json:"uploaded"`   // pieces the hub stored whole
-	Refused   int64 `json:"refused"`    // pieces the hub refused for good (dropped)
-	Withheld  int64 `json:"withheld"`   // pieces the sharing policy no longer lets go (dropped)
-	Bytes     int64 `json:"bytes"`      // chunk bytes sent
-	Resent    int64 `json:"resent"`     // chunk bytes sent again (lost link, timeout)
-	WireBytes int64 `json:"wire_bytes"` // estimated, both directions
+	Uploaded  int64 `json:"uploaded" metric:"outpost_sync_evidence_uploaded_total" help:"Photos and recordings the hub stored whole."`
+	Refused   int64 `json:"refused" metric:"outpost_sync_evidence_refused_total" help:"Photos and recordings the hub refused for good (dropped)."`
+	Withheld  int64 `json:"withheld" metric:"outpost_sync_evidence_withheld_total" help:"Photos and recordings the sharing policy no longer lets go (dropped unsent)."`
+	Bytes     int64 `json:"bytes" metric:"outpost_sync_evidence_bytes_total" help:"Evidence chunk bytes sent."`
+	Resent    int64 `json:"resent" metric:"outpost_sync_evidence_resent_bytes_total" help:"Evidence chunk bytes sent again (lost link, timeout)."`
+	WireBytes int64 `json:"wire_bytes" metric:"outpost_sync_evidence_wire_bytes_total" help:"Estimated bytes on the wire for evidence, both directions."`
 }
 
 // sendEvidence moves the evidence tier along by at most one message:
@@ -201,7 +202,7 @@ type EvidenceStats struct {
 // chunk, inside the budget's bulk share.
 func (u *Uplink) sendEvidence(ctx context.Context, conn Conn) (bool, error) {
 	now := u.o.Now()
-	if u.ev == nil {
+	if u.up == nil {
 		recs, err := u.ob.LeaseWith(outbox.LeaseOptions{Max: 1, MinTier: outbox.TierEvidence, MaxTier: outbox.TierEvidence, MaxPriority: outbox.Bulk})
 		if err != nil || len(recs) == 0 {
 			return false, err
@@ -210,7 +211,7 @@ func (u *Uplink) sendEvidence(ctx context.Context, conn Conn) (bool, error) {
 		if u.o.MayShare != nil && !u.o.MayShare(r) {
 			// The policy changed since it was kept: it must not leave.
 			u.ob.Ack([]outbox.ID{r.ID})
-			u.evWithheld.Add(1)
+			atomic.AddInt64(&u.ev.C.Withheld, 1)
 			u.log.Info("sync: evidence withheld by the sharing policy; deleted", "id", r.ID.String(), "model", r.Model)
 			return true, nil
 		}
@@ -233,15 +234,15 @@ func (u *Uplink) sendEvidence(ctx context.Context, conn Conn) (bool, error) {
 			return false, nil
 		}
 		sum, _ := hex.DecodeString(r.Evidence.SHA256)
-		u.ev = &upload{rec: r, blob: blob, of: ofID}
-		copy(u.ev.sum[:], sum)
+		u.up = &upload{rec: r, blob: blob, of: ofID}
+		copy(u.up.sum[:], sum)
 	}
-	e := u.ev
+	e := u.up
 	// Up to EvidenceWindow chunks in flight, acked by offset: one chunk per
 	// round trip cost 225 s for 72 MB on loopback, far more on a 2G link.
 	if e.asked && now.Sub(e.sentAt) >= u.o.AckTimeout {
 		// Nothing heard for a while: send again from what the hub has.
-		u.evResent.Add(max(e.next-e.have, min(int64(u.o.EvidenceChunk), int64(len(e.blob))-e.have)))
+		atomic.AddInt64(&u.ev.C.Resent, max(e.next-e.have, min(int64(u.o.EvidenceChunk), int64(len(e.blob))-e.have)))
 		e.next, e.asked, e.out = e.have, false, 0
 	}
 	if !e.probed && e.asked {
@@ -275,8 +276,8 @@ func (u *Uplink) sendEvidence(ctx context.Context, conn Conn) (bool, error) {
 		return false, fmt.Errorf("publish evidence: %w", err)
 	}
 	u.o.Budget.spendOn(now, TierNameEvidence, cost)
-	u.evWire.Add(cost)
-	u.evBytes.Add(int64(len(c.Data)))
+	atomic.AddInt64(&u.ev.C.WireBytes, cost)
+	atomic.AddInt64(&u.ev.C.Bytes, int64(len(c.Data)))
 	if !e.asked {
 		e.sentAt = now // the ack clock runs from the oldest unanswered chunk
 	}
@@ -290,13 +291,13 @@ func (u *Uplink) sendEvidence(ctx context.Context, conn Conn) (bool, error) {
 func (u *Uplink) handleEvidenceAck(msg []byte) {
 	a, err := DecodeEvidenceAck(msg, u.o.Device, u.o.HubKeys)
 	if err != nil {
-		u.forged.Add(1)
+		atomic.AddInt64(&u.n.C.ForgedAcks, 1)
 		u.log.Warn("sync: ignoring an evidence ack", "err", err)
 		return
 	}
-	e := u.ev
+	e := u.up
 	if e == nil || a.ID != e.rec.ID {
-		u.stray.Add(1)
+		atomic.AddInt64(&u.n.C.StrayAcks, 1)
 		return
 	}
 	switch a.State {
@@ -305,12 +306,12 @@ func (u *Uplink) handleEvidenceAck(msg []byte) {
 			u.log.Error("sync: deleting uploaded evidence failed; it will be offered again", "err", err)
 		}
 		if a.State == EvidenceStored {
-			u.evUploaded.Add(1)
+			atomic.AddInt64(&u.ev.C.Uploaded, 1)
 		} else {
-			u.evRefused.Add(1)
+			atomic.AddInt64(&u.ev.C.Refused, 1)
 			u.log.Error("sync: the hub refused evidence; dropped", "id", e.rec.ID.String(), "reason", a.Reason)
 		}
-		u.ev = nil
+		u.up = nil
 	default:
 		// Answers may arrive out of order (paho hands messages over
 		// concurrently): what the hub has only grows, except when it
@@ -328,7 +329,7 @@ func (u *Uplink) handleEvidenceAck(msg []byte) {
 			// Every chunk answered, yet the hub lacks some (one came to it
 			// out of order, or it started over): send again from its last word.
 			e.have = min(e.have, h)
-			u.evResent.Add(e.next - e.have)
+			atomic.AddInt64(&u.ev.C.Resent, e.next-e.have)
 			e.next, e.sentAt = e.have, now
 		}
 		e.asked = e.next > e.have
@@ -336,7 +337,4 @@ func (u *Uplink) handleEvidenceAck(msg []byte) {
 }
 
 // EvidenceStats returns the evidence counters.
-func (u *Uplink) EvidenceStats() EvidenceStats {
-	return EvidenceStats{Uploaded: u.evUploaded.Load(), Refused: u.evRefused.Load(), Withheld: u.evWithheld.Load(),
-		Bytes: u.evBytes.Load(), Resent: u.evResent.Load(), WireBytes: u.evWire.Load()}
-}
+func (u *Uplink) EvidenceStats() EvidenceStats { return u.ev.Snapshot() }

@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/counter"
 	"github.com/outpost-edge/outpost/internal/safefile"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrAlreadyInstalled, from FetcherOptions.Accept: the offered version is
@@ -81,19 +83,19 @@ const (
 
 // FetchStats count what the fetcher did in this process.
 type FetchStats struct {
-	Offers     int64 `json:"offers"`      // offers received (valid)
-	Refused    int64 `json:"refused"`     // offers or downloads refused (reason in UpdateStatus)
-	Chunks     int64 `json:"chunks"`      // new chunks stored
-	Bytes      int64 `json:"bytes"`       // their bytes
-	Resent     int64 `json:"resent"`      // chunk requests repeated (lost link, timeout)
-	Duplicates int64 `json:"duplicates"`  // chunks received that were already stored
-	BadChunks  int64 `json:"bad_chunks"`  // chunks whose hash or length did not match the offer
-	Stray      int64 `json:"stray"`       // chunks for another offer, or offers that were not for us
-	Installed  int64 `json:"installed"`   // packages installed
-	Requests   int64 `json:"requests"`    // chunk requests sent
-	WireBytes  int64 `json:"wire_bytes"`  // estimated bytes on the wire, both directions
-	Malformed  int64 `json:"malformed"`   // undecodable cmd messages
-	Forged     int64 `json:"forged"`      // offers not signed by a pinned hub key
+	Offers     int64 `json:"offers" metric:"outpost_update_offers_total" help:"Model update offers received (valid)."`
+	Refused    int64 `json:"refused" metric:"outpost_update_refused_total" help:"Model updates refused (signature, digest, downgrade, size, health check, crash loop)."`
+	Chunks     int64 `json:"chunks" metric:"outpost_update_chunks_total" help:"Model package chunks downloaded and stored."`
+	Bytes      int64 `json:"bytes" metric:"outpost_update_bytes_total" help:"Model package bytes downloaded and stored."`
+	Resent     int64 `json:"resent" metric:"outpost_update_resent_chunks_total" help:"Model package chunks asked for again (lost link, timeout)."`
+	Duplicates int64 `json:"duplicates"` // chunks received that were already stored
+	BadChunks  int64 `json:"bad_chunks" metric:"outpost_update_bad_chunks_total" help:"Chunks whose hash or length did not match the offer."`
+	Stray      int64 `json:"stray"` // chunks for another offer, or offers that were not for us
+	Installed  int64 `json:"installed" metric:"outpost_update_installed_total" help:"Model updates installed by this process."`
+	Requests   int64 `json:"requests"` // chunk requests sent
+	WireBytes  int64 `json:"wire_bytes" metric:"outpost_update_wire_bytes_total" help:"Estimated bytes on the wire for model updates, both directions."`
+	Malformed  int64 `json:"malformed"` // undecodable cmd messages
+	Forged     int64 `json:"forged" metric:"outpost_update_forged_offers_total" help:"Offers not signed by a pinned hub key; ignored."`
 	OfferBytes int64 `json:"offer_bytes"` // bytes of offers received
 }
 
@@ -112,7 +114,7 @@ type Fetcher struct {
 	refused map[string]string // offer id -> reason
 	changed chan struct{}     // the state to report changed
 
-	offers, refusedN, chunks, bytes, resent, dups, bad, stray, installed, requests, wire, malformed, forged, offerBytes atomic.Int64
+	n counter.Set[FetchStats] // declared once: JSON and Prometheus
 }
 
 type download struct {
@@ -157,6 +159,7 @@ func OpenFetcher(o FetcherOptions) (*Fetcher, error) {
 		return nil, fmt.Errorf("sync: updates dir: %w", err)
 	}
 	f := &Fetcher{o: o, log: o.Logger, refused: map[string]string{}, changed: make(chan struct{}, 1)}
+	f.n.Init("")
 	var st fetchState
 	if err := safefile.LoadJSON(filepath.Join(o.Dir, "state.json"), 1<<20, &st); err != nil {
 		f.log.Warn("updates: download state damaged; starting over", "err", err)
@@ -238,14 +241,14 @@ func (f *Fetcher) discard(id string) {
 // HandleOffer takes an offer from the cmd topic. It never blocks on the
 // network; a refused offer is remembered with its reason.
 func (f *Fetcher) HandleOffer(msg []byte) {
-	f.offerBytes.Add(int64(len(msg)))
-	f.wire.Add(WireCost(CmdTopic(f.o.Device), len(msg), 0) - ackOverhead)
+	atomic.AddInt64(&f.n.C.OfferBytes, int64(len(msg)))
+	atomic.AddInt64(&f.n.C.WireBytes, WireCost(CmdTopic(f.o.Device), len(msg), 0)-ackOverhead)
 	off, err := DecodeOffer(msg, f.o.Device, f.o.HubKeys)
 	if err != nil {
 		if errors.Is(err, ErrForged) {
-			f.forged.Add(1)
+			atomic.AddInt64(&f.n.C.Forged, 1)
 		} else {
-			f.malformed.Add(1)
+			atomic.AddInt64(&f.n.C.Malformed, 1)
 		}
 		f.log.Warn("updates: offer ignored", "err", err, "bytes", len(msg))
 		return
@@ -266,7 +269,7 @@ func (f *Fetcher) HandleOffer(msg []byte) {
 	if f.last.Offer == off.ID && f.last.State == UpdateInstalled {
 		return
 	}
-	f.offers.Add(1)
+	atomic.AddInt64(&f.n.C.Offers, 1)
 	if f.cur != nil {
 		if f.cur.offer.Model != off.Model || off.Seq <= f.cur.offer.Seq || f.cur.finished {
 			f.log.Info("updates: busy with another download; offer left for later", "offer", off.ID, "model", off.Model, "busy_with", f.cur.offer.Model)
@@ -319,7 +322,7 @@ func (f *Fetcher) check(off *Offer) error {
 func (f *Fetcher) HandleChunk(msg []byte) {
 	id, i, data, err := DecodeChunk(msg)
 	if err != nil {
-		f.malformed.Add(1)
+		atomic.AddInt64(&f.n.C.Malformed, 1)
 		f.log.Warn("updates: chunk ignored", "err", err)
 		return
 	}
@@ -328,17 +331,17 @@ func (f *Fetcher) HandleChunk(msg []byte) {
 	d := f.cur
 	switch {
 	case d == nil || d.offer.ID != id:
-		f.stray.Add(1)
+		atomic.AddInt64(&f.n.C.Stray, 1)
 		f.log.Warn("updates: chunk for another offer ignored", "offer", id, "chunk", i)
 		return
 	case i < d.have || d.finished:
-		f.dups.Add(1)
+		atomic.AddInt64(&f.n.C.Duplicates, 1)
 		return
 	case i > d.have:
-		f.stray.Add(1) // we ask in order: not an answer to us
+		atomic.AddInt64(&f.n.C.Stray, 1) // we ask in order: not an answer to us
 		return
 	case !d.offer.ChunkOK(i, data):
-		f.bad.Add(1)
+		atomic.AddInt64(&f.n.C.BadChunks, 1)
 		d.asked = -1 // ask again now
 		f.log.Warn("updates: chunk does not match the offer; asking again", "offer", id, "chunk", i, "bytes", len(data))
 		return
@@ -357,8 +360,8 @@ func (f *Fetcher) HandleChunk(msg []byte) {
 	}
 	d.have++
 	d.asked = -1
-	f.chunks.Add(1)
-	f.bytes.Add(int64(len(data)))
+	atomic.AddInt64(&f.n.C.Chunks, 1)
+	atomic.AddInt64(&f.n.C.Bytes, int64(len(data)))
 	f.last.Have = d.have
 	if d.have == d.offer.NumChunks() {
 		f.complete(d)
@@ -390,7 +393,7 @@ func (f *Fetcher) complete(d *download) {
 			f.refuse(d, err.Error())
 			return
 		}
-		f.installed.Add(1)
+		atomic.AddInt64(&f.n.C.Installed, 1)
 		f.finish(d, UpdateInstalled, "")
 		f.log.Info("updates: installed", "model", d.offer.Model, "version", d.offer.Version, "seq", d.offer.Seq)
 	}()
@@ -398,7 +401,7 @@ func (f *Fetcher) complete(d *download) {
 
 // refuse ends a download (or an offer) for good (mu held).
 func (f *Fetcher) refuse(d *download, reason string) {
-	f.refusedN.Add(1)
+	atomic.AddInt64(&f.n.C.Refused, 1)
 	f.refused[d.offer.ID] = reason
 	f.log.Error("updates: refused", "model", d.offer.Model, "version", d.offer.Version, "seq", d.offer.Seq, "reason", reason)
 	f.finish(d, UpdateRefused, reason)
@@ -462,15 +465,15 @@ func (f *Fetcher) Next(now time.Time) (offerID string, i, size int, ok bool) {
 func (f *Fetcher) Requested(now time.Time, offerID string, i int, cost int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.requests.Add(1)
-	f.wire.Add(cost)
+	atomic.AddInt64(&f.n.C.Requests, 1)
+	atomic.AddInt64(&f.n.C.WireBytes, cost)
 	d := f.cur
 	if d == nil || d.offer.ID != offerID {
 		return
 	}
 	if d.lastAsk == i {
 		d.resent++
-		f.resent.Add(1)
+		atomic.AddInt64(&f.n.C.Resent, 1)
 		f.last.Resent = d.resent
 	}
 	d.asked, d.askedAt, d.lastAsk = i, now, i
@@ -517,11 +520,11 @@ func (f *Fetcher) Stats() FetchStats {
 	if f == nil {
 		return FetchStats{}
 	}
-	return FetchStats{Offers: f.offers.Load(), Refused: f.refusedN.Load(), Chunks: f.chunks.Load(), Bytes: f.bytes.Load(),
-		Resent: f.resent.Load(), Duplicates: f.dups.Load(), BadChunks: f.bad.Load(), Stray: f.stray.Load(),
-		Installed: f.installed.Load(), Requests: f.requests.Load(), WireBytes: f.wire.Load(), Malformed: f.malformed.Load(),
-		Forged: f.forged.Load(), OfferBytes: f.offerBytes.Load()}
+	return f.n.Snapshot()
 }
+
+// Counters are the fetcher's counters for a Prometheus registry.
+func (f *Fetcher) Counters() prometheus.Collector { return &f.n }
 
 // Close closes the partial download's file (kept on disk).
 func (f *Fetcher) Close() {

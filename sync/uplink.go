@@ -13,7 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/counter"
 	"github.com/outpost-edge/outpost/outbox"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // UplinkOptions configure an Uplink. Zero values take the documented defaults.
@@ -114,17 +116,17 @@ func (o *UplinkOptions) defaults() error {
 
 // UplinkStats count what the uplink did in this process.
 type UplinkStats struct {
-	Batches      int64     `json:"batches"`         // published and acked by the collector
-	Records      int64     `json:"records"`         // deleted from the outbox on ack
-	Rejected     int64     `json:"rejected"`        // refused by the collector for good (dropped)
-	Refused      int64     `json:"refused"`         // batch-level refusals: records kept, resent after a backoff
-	StrayAcks    int64     `json:"stray_acks"`      // acks (or IDs in acks) for nothing this device sent; ignored
-	Mismatched   int64     `json:"mismatched_acks"` // records an ack named with other bytes than those sent; kept
-	ForgedAcks   int64     `json:"forged_acks"`     // unsigned or badly signed acks while hub keys are pinned; ignored
-	Resent       int64     `json:"resent"`          // batches released after AckTimeout
-	Connects     int64     `json:"connects"`        // successful connections
-	ConnectFails int64     `json:"connect_fails"`   // failed attempts
-	WireBytes    int64     `json:"wire_bytes"`      // estimated bytes on the wire, both directions
+	Batches      int64     `json:"batches" metric:"outpost_sync_batches_acked_total" help:"Batches the collector acknowledged."`
+	Records      int64     `json:"records" metric:"outpost_sync_records_acked_total" help:"Records deleted after the collector's ack."`
+	Rejected     int64     `json:"rejected" metric:"outpost_sync_rejected_total" help:"Records the hub rejected for good (dropped)."`
+	Refused      int64     `json:"refused" metric:"outpost_sync_refused_batches_total" help:"Batches the hub refused (records kept, resent after a backoff)."`
+	StrayAcks    int64     `json:"stray_acks" metric:"outpost_sync_stray_acks_total" help:"Acks naming batches or records this device did not send; ignored."`
+	Mismatched   int64     `json:"mismatched_acks" metric:"outpost_sync_mismatched_acks_total" help:"Records an ack named with other bytes than those sent (substituted on the way); kept."`
+	ForgedAcks   int64     `json:"forged_acks" metric:"outpost_sync_forged_acks_total" help:"Acks not signed by a pinned hub key; nothing deleted."`
+	Resent       int64     `json:"resent" metric:"outpost_sync_resent_total" help:"Batches resent after no ack."`
+	Connects     int64     `json:"connects" metric:"outpost_sync_connects_total" help:"Successful broker connections."`
+	ConnectFails int64     `json:"connect_fails" metric:"outpost_sync_connect_failures_total" help:"Failed broker connections."`
+	WireBytes    int64     `json:"wire_bytes" metric:"outpost_sync_wire_bytes_total" help:"Estimated bytes on the wire for results, both directions."`
 	LastSync     time.Time `json:"last_sync,omitzero"`
 }
 
@@ -140,14 +142,13 @@ type Uplink struct {
 	mu    gosync.Mutex
 	stats UplinkStats
 
-	batches, records, rejected, refused, stray, resent, connects, fails, wire, forged atomic.Int64
-	mismatched                                                                        atomic.Int64
-	connected                                                                         atomic.Bool
+	n         counter.Set[UplinkStats] // declared once: JSON and Prometheus
+	ev        counter.Set[EvidenceStats]
+	connected atomic.Bool
 
-	ev                                                           *upload // evidence being uploaded (session goroutine)
-	evUploaded, evRefused, evWithheld, evBytes, evResent, evWire atomic.Int64
-	reviews, reviewsDup, reviewsRefused                          atomic.Int64
-	warnings, warningsRefused                                    atomic.Int64
+	up                                  *upload // evidence being uploaded (session goroutine)
+	reviews, reviewsDup, reviewsRefused atomic.Int64
+	warnings, warningsRefused           atomic.Int64
 
 	// sent remembers the records of the last maxRecent batches this device
 	// published (the session goroutine alone touches it). An ack is applied
@@ -181,9 +182,12 @@ func NewUplink(ob *outbox.Outbox, dial Dialer, o UplinkOptions) (*Uplink, error)
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	return &Uplink{ob: ob, dial: dial, o: o, log: o.Logger, wake: make(chan struct{}, 1),
+	u := &Uplink{ob: ob, dial: dial, o: o, log: o.Logger, wake: make(chan struct{}, 1),
 		probe: ProbeWait{Probe: o.Probe, Every: o.ProbeEvery, Log: o.Logger},
-		sent:  map[outbox.ID]map[outbox.ID]Sum{}, refusals: map[outbox.ID]int{}}, nil
+		sent:  map[outbox.ID]map[outbox.ID]Sum{}, refusals: map[outbox.ID]int{}}
+	u.n.Init("")
+	u.ev.Init("")
+	return u, nil
 }
 
 // Connected reports whether a session to the broker is up now (the kiosk's
@@ -200,12 +204,16 @@ func (u *Uplink) Notify() {
 
 // Stats returns the counters.
 func (u *Uplink) Stats() UplinkStats {
+	st := u.n.Snapshot()
 	u.mu.Lock()
-	last := u.stats.LastSync
+	st.LastSync = u.stats.LastSync
 	u.mu.Unlock()
-	return UplinkStats{Batches: u.batches.Load(), Records: u.records.Load(), Rejected: u.rejected.Load(),
-		Refused: u.refused.Load(), StrayAcks: u.stray.Load(), Mismatched: u.mismatched.Load(), ForgedAcks: u.forged.Load(), Resent: u.resent.Load(), Connects: u.connects.Load(), ConnectFails: u.fails.Load(), WireBytes: u.wire.Load(), LastSync: last}
+	return st
 }
+
+// Counters are the uplink's results and evidence counters for a
+// Prometheus registry (read in place at each scrape).
+func (u *Uplink) Counters() []prometheus.Collector { return []prometheus.Collector{&u.n, &u.ev} }
 
 // errDrained ends a session in once-mode.
 var errDrained = errors.New("drained")
@@ -276,7 +284,7 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 	will := &Will{Topic: StatusTopic(u.o.Device), Payload: u.status("offline").encode(), Retained: true}
 	conn, err := u.dial(ctx, "outpost-"+u.o.Device, will)
 	if err != nil {
-		u.fails.Add(1)
+		atomic.AddInt64(&u.n.C.ConnectFails, 1)
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close()
@@ -302,9 +310,9 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 	defer func() {
 		// An upload in progress resumes in the next session, at what the
 		// hub says it has.
-		if u.ev != nil {
-			u.ob.Release([]outbox.ID{u.ev.rec.ID})
-			u.ev = nil
+		if u.up != nil {
+			u.ob.Release([]outbox.ID{u.up.rec.ID})
+			u.up = nil
 		}
 	}()
 	// Reviews queue apart: a flood of them (1,500 forged ones dropped 819
@@ -327,7 +335,7 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", CmdTopic(u.o.Device), err)
 	}
-	u.connects.Add(1)
+	atomic.AddInt64(&u.n.C.Connects, 1)
 	u.connected.Store(true)
 	defer u.connected.Store(false)
 	u.probe.Connected()
@@ -373,7 +381,7 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 				}
 				evMoved = true
 			}
-			if !evMoved && u.ev == nil {
+			if !evMoved && u.up == nil {
 				if err := u.fetchMore(ctx, conn); err != nil {
 					return err
 				}
@@ -382,7 +390,7 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 		// An upload that neither moved nor waits for the hub is held by the
 		// budget's bulk share: a one-shot sync ends there (it waited
 		// forever before, found by the 30-day simulation on this code).
-		evIdle := u.ev == nil || caughtUp && !evMoved && !u.ev.asked
+		evIdle := u.up == nil || caughtUp && !evMoved && !u.up.asked
 		if once && len(pending) == 0 && evIdle {
 			if st, err := u.ob.Stats(); err == nil && st.Count == 0 {
 				// A one-shot sync disconnects cleanly (no Will): say so.
@@ -425,7 +433,7 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 				if now.After(f.deadline) {
 					u.ob.Release(f.ids)
 					delete(pending, id)
-					u.resent.Add(1)
+					atomic.AddInt64(&u.n.C.Resent, 1)
 					u.log.Warn("sync: no ack from the collector; batch will be resent", "batch", id.String(), "records", len(f.ids))
 				}
 			}
@@ -494,7 +502,7 @@ func (u *Uplink) sendOne(ctx context.Context, conn Conn, pending map[outbox.ID]*
 		return false, fmt.Errorf("publish batch %s: %w", b.ID, err)
 	}
 	u.o.Budget.spendOn(now, TierNameLabels, cost)
-	u.wire.Add(cost)
+	atomic.AddInt64(&u.n.C.WireBytes, cost)
 	// The ack clock starts when the broker has the batch: on a 5 KB/s link
 	// a 130 KB batch takes 26 s to send, and timing it from before the
 	// publish resent batches whose acks were on their way (found by the
@@ -616,7 +624,7 @@ func (u *Uplink) retryDeletes() {
 	if err != nil {
 		return
 	}
-	u.records.Add(int64(n))
+	atomic.AddInt64(&u.n.C.Records, int64(n))
 	u.log.Info("sync: deleted records acknowledged earlier", "count", n)
 	u.undeleted = nil
 }
@@ -644,7 +652,7 @@ func (u *Uplink) refusalBackoff(n int) time.Duration {
 func (u *Uplink) handleAck(msg []byte, pending map[outbox.ID]*inflight) {
 	if err := VerifyAck(msg, u.o.Device, u.o.HubKeys); err != nil {
 		// Someone other than the hub: never delete on it.
-		u.forged.Add(1)
+		atomic.AddInt64(&u.n.C.ForgedAcks, 1)
 		u.log.Warn("sync: ignoring an ack the hub did not sign", "err", err, "bytes", len(msg))
 		return
 	}
@@ -653,10 +661,10 @@ func (u *Uplink) handleAck(msg []byte, pending map[outbox.ID]*inflight) {
 		u.log.Warn("sync: ignoring malformed ack", "err", err, "bytes", len(msg))
 		return
 	}
-	u.wire.Add(int64(len(msg)) + ackOverhead)
+	atomic.AddInt64(&u.n.C.WireBytes, int64(len(msg))+ackOverhead)
 	sentSums, ok := u.sent[a.Batch]
 	if !ok {
-		u.stray.Add(1)
+		atomic.AddInt64(&u.n.C.StrayAcks, 1)
 		u.log.Warn("sync: ignoring an ack for a batch this device did not send (or sent too long ago)",
 			"batch", a.Batch.String(), "stored", len(a.Stored), "rejected", len(a.Rejected))
 		return
@@ -686,12 +694,12 @@ func (u *Uplink) handleAck(msg []byte, pending map[outbox.ID]*inflight) {
 	}
 	stored, rejected := keep(a.Stored, a.StoredSums), keep(a.Rejected, a.RejectedSums)
 	if mismatched > 0 {
-		u.mismatched.Add(int64(mismatched))
+		atomic.AddInt64(&u.n.C.Mismatched, int64(mismatched))
 		u.log.Warn("sync: ack names records by bytes this device did not send (substituted or cut short on the way, or a hub without sums); they are kept",
 			"batch", a.Batch.String(), "records", mismatched)
 	}
 	if extra := len(a.Stored) + len(a.Rejected) - len(stored) - len(rejected) - mismatched; extra > 0 {
-		u.stray.Add(1)
+		atomic.AddInt64(&u.n.C.StrayAcks, 1)
 		u.log.Warn("sync: ack names records its batch did not carry; those are ignored", "batch", a.Batch.String(), "ignored", extra)
 	}
 	n, err := u.ob.Ack(stored)
@@ -708,7 +716,7 @@ func (u *Uplink) handleAck(msg []byte, pending map[outbox.ID]*inflight) {
 			u.log.Error("sync: dropping rejected records failed; they will be resent", "err", err)
 			return
 		}
-		u.rejected.Add(int64(len(rejected)))
+		atomic.AddInt64(&u.n.C.Rejected, int64(len(rejected)))
 		u.log.Error("sync: collector rejected records; dropped", "count", len(rejected), "batch", a.Batch.String())
 	}
 	for _, id := range stored {
@@ -723,10 +731,10 @@ func (u *Uplink) handleAck(msg []byte, pending map[outbox.ID]*inflight) {
 	_, live := pending[a.Batch]
 	if live {
 		delete(pending, a.Batch)
-		u.batches.Add(1)
+		atomic.AddInt64(&u.n.C.Batches, 1)
 	}
 	if a.Refused != nil {
-		u.refused.Add(1)
+		atomic.AddInt64(&u.n.C.Refused, 1)
 		// Keep what the ack did not name; send it again only after a
 		// backoff that grows with each refusal of the same records.
 		worst := 0
@@ -743,7 +751,7 @@ func (u *Uplink) handleAck(msg []byte, pending map[outbox.ID]*inflight) {
 		// Anything in the batch the ack did not name goes back to the queue.
 		u.ob.Release(missing)
 	}
-	u.records.Add(int64(n))
+	atomic.AddInt64(&u.n.C.Records, int64(n))
 	if len(stored) > 0 || len(rejected) > 0 {
 		u.mu.Lock()
 		u.stats.LastSync = u.o.Now()

@@ -113,7 +113,7 @@ type Batch struct {
 }
 
 // maxRecordVersion is the newest record encoding this build reads.
-const maxRecordVersion = 2
+const maxRecordVersion = outbox.RecordVersion
 
 // BadRecord is an undecodable record inside a well-framed batch.
 type BadRecord struct {

@@ -323,5 +323,16 @@ func TestServe_Demo(t *testing.T) {
 	if err != nil || int64(strings.Count(string(out), `"received":`)) < st.Sync.Synced {
 		t.Fatalf("collect export against the running demo: %v, %d results for %d synced", err, strings.Count(string(out), `"received":`), st.Sync.Synced)
 	}
+	// The device's sync counters reach Prometheus from their one declaration.
+	resp, err := http.Get(p.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("outpost_sync_records_acked_total %d", st.Sync.Synced); !strings.Contains(string(metrics), want) ||
+		!strings.Contains(string(metrics), "# HELP outpost_sync_connects_total Successful broker connections.") {
+		t.Errorf("metrics lack %q or the connects counter:\n%s", want, metrics)
+	}
 	t.Logf("demo: %d results synced on signed acks; the hub enrolled the device's key %s", st.Sync.Synced, st.Trust.Fingerprint)
 }

@@ -3,7 +3,6 @@ package daemon
 import (
 	"time"
 
-	"github.com/outpost-edge/outpost/outbox"
 	osync "github.com/outpost-edge/outpost/sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,73 +28,14 @@ func newMetrics(d *Daemon) *metrics {
 		Help: "Files taken from the watch folder, by outcome (done, failed, refused unread)."}, []string{"outcome"})
 	m.stored = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_results_total",
 		Help: "Results after inference, by outcome: stored in the outbox, or refused (queue or disk full) this process."}, []string{"outcome"})
-	total := func(f func(st outboxStats) int64) func() float64 {
-		return func() float64 {
-			st, err := d.dev.Outbox().Stats()
-			if err != nil {
-				return 0
-			}
-			return float64(f(st))
-		}
-	}
-	queue := func(f func(count, bytes float64) float64) func() float64 {
-		return func() float64 {
-			st, err := d.dev.Outbox().Stats()
-			if err != nil {
-				return 0
-			}
-			return f(float64(st.Count), float64(st.Bytes))
-		}
-	}
-	m.reg.MustRegister(m.infer, m.latency, m.watchOut, m.stored,
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_queue_refused_total",
-			Help: "Results the outbox refused (cap reached, disk full), since the outbox was created."}, total(func(st outboxStats) int64 { return st.Refused })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_queue_evicted_total",
-			Help: "Records evicted under queue_policy drop-lowest, since the outbox was created."}, total(func(st outboxStats) int64 { return st.Evicted })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_queue_expired_total",
-			Help: "Records deleted past their TTL, since the outbox was created."}, total(func(st outboxStats) int64 { return st.Expired })),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_queue_records", Help: "Records waiting in the outbox."},
-			queue(func(c, _ float64) float64 { return c })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_queue_bytes", Help: "Encoded bytes waiting in the outbox."},
-			queue(func(_, b float64) float64 { return b })),
-	)
-	if d.dev.Uplink() != nil {
-		stat := func(f func() int64) func() float64 { return func() float64 { return float64(f()) } }
-		m.reg.MustRegister(
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_batches_acked_total", Help: "Batches the collector acknowledged."},
-				stat(func() int64 { return d.dev.Uplink().Stats().Batches })),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_records_acked_total", Help: "Records deleted after the collector's ack."},
-				stat(func() int64 { return d.dev.Uplink().Stats().Records })),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_resent_total", Help: "Batches resent after no ack."},
-				stat(func() int64 { return d.dev.Uplink().Stats().Resent })),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_rejected_total", Help: "Records the hub rejected for good (dropped)."},
-				stat(func() int64 { return d.dev.Uplink().Stats().Rejected })),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_refused_batches_total", Help: "Batches the hub refused (records kept, resent after a backoff)."},
-				stat(func() int64 { return d.dev.Uplink().Stats().Refused })),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_stray_acks_total", Help: "Acks naming batches or records this device did not send; ignored."},
-				stat(func() int64 { return d.dev.Uplink().Stats().StrayAcks })),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_forged_acks_total", Help: "Acks not signed by a pinned hub key; nothing deleted."},
-				stat(func() int64 { return d.dev.Uplink().Stats().ForgedAcks })),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_mismatched_acks_total", Help: "Records an ack named with other bytes than those sent (substituted on the way); kept."},
-				stat(func() int64 { return d.dev.Uplink().Stats().Mismatched })),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_connect_failures_total", Help: "Failed broker connections."},
-				stat(func() int64 { return d.dev.Uplink().Stats().ConnectFails })),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_sync_wire_bytes_total", Help: "Estimated bytes on the wire, both directions."},
-				stat(func() int64 { return d.dev.Uplink().Stats().WireBytes })),
-		)
+	m.reg.MustRegister(m.infer, m.latency, m.watchOut, m.stored, queueCollector{d},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if up := d.dev.Uplink(); up != nil {
+		// The counters as the sync engine declares them (one place: their
+		// JSON names, metric names and help text), read in place.
+		m.reg.MustRegister(up.Counters()...)
 		if f := d.dev.Fetcher(); f != nil {
-			m.reg.MustRegister(
-				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_update_chunks_total", Help: "Model package chunks downloaded and stored."},
-					stat(func() int64 { return f.Stats().Chunks })),
-				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_update_resent_chunks_total", Help: "Model package chunks asked for again (lost link, timeout)."},
-					stat(func() int64 { return f.Stats().Resent })),
-				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_update_refused_total", Help: "Model updates refused (signature, digest, downgrade, size, health check, crash loop)."},
-					stat(func() int64 { return f.Stats().Refused })),
-				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_update_installed_total", Help: "Model updates installed by this process."},
-					stat(func() int64 { return f.Stats().Installed })),
-				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_update_wire_bytes_total", Help: "Estimated bytes on the wire for model updates, both directions."},
-					stat(func() int64 { return f.Stats().WireBytes })),
+			m.reg.MustRegister(f.Counters(),
 				prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_update_progress_ratio", Help: "Chunks stored of the latest model update (1 when installed)."},
 					func() float64 {
 						if u := f.Status(); u != nil && u.Chunks > 0 {
@@ -138,4 +78,36 @@ func (m *metrics) observe(model string, took time.Duration, err error) {
 	}
 }
 
-type outboxStats = outbox.Stats
+// queueCollector exports the outbox's figures from one Stats read per
+// scrape (it was one read per metric).
+type queueCollector struct{ d *Daemon }
+
+var queueDescs = struct{ refused, evicted, expired, records, bytes *prometheus.Desc }{
+	prometheus.NewDesc("outpost_queue_refused_total", "Results the outbox refused (cap reached, disk full), since the outbox was created.", nil, nil),
+	prometheus.NewDesc("outpost_queue_evicted_total", "Records evicted under queue_policy drop-lowest, since the outbox was created.", nil, nil),
+	prometheus.NewDesc("outpost_queue_expired_total", "Records deleted past their TTL, since the outbox was created.", nil, nil),
+	prometheus.NewDesc("outpost_queue_records", "Records waiting in the outbox.", nil, nil),
+	prometheus.NewDesc("outpost_queue_bytes", "Encoded bytes waiting in the outbox.", nil, nil),
+}
+
+func (queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{queueDescs.refused, queueDescs.evicted, queueDescs.expired, queueDescs.records, queueDescs.bytes} {
+		ch <- d
+	}
+}
+
+func (q queueCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := q.d.dev.Outbox().Stats()
+	if err != nil {
+		return // the scrape says nothing rather than zeros
+	}
+	for _, v := range []struct {
+		d *prometheus.Desc
+		t prometheus.ValueType
+		n int64
+	}{{queueDescs.refused, prometheus.CounterValue, st.Refused}, {queueDescs.evicted, prometheus.CounterValue, st.Evicted},
+		{queueDescs.expired, prometheus.CounterValue, st.Expired}, {queueDescs.records, prometheus.GaugeValue, st.Count},
+		{queueDescs.bytes, prometheus.GaugeValue, st.Bytes}} {
+		ch <- prometheus.MustNewConstMetric(v.d, v.t, float64(v.n))
+	}
+}
