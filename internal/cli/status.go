@@ -66,54 +66,7 @@ func runStatus(ctx context.Context, std IO, args []string) error {
 		std.Out.Write(body)
 		return nil
 	}
-	var st struct {
-		Device  string `json:"device"`
-		Version string `json:"version"`
-		Uptime  int    `json:"uptime_s"`
-		Queue   struct {
-			Count int64 `json:"count"`
-			Bytes int64 `json:"bytes"`
-		} `json:"queue"`
-		EvidenceWaiting int64 `json:"evidence_waiting_bytes"`
-		Sync            struct {
-			Broker    bool             `json:"broker"`
-			LastSync  *time.Time       `json:"last_sync"`
-			Left      *int64           `json:"budget_left_bytes"`
-			ByTier    map[string]int64 `json:"budget_used_by_tier"`
-			WireTiers map[string]int64 `json:"wire_bytes_by_tier"`
-			Bandwidth *struct {
-				Days []struct {
-					Day   string           `json:"day"`
-					Used  int64            `json:"used"`
-					Tiers map[string]int64 `json:"tiers"`
-				} `json:"days"`
-				Daily   int64    `json:"daily_budget"`
-				Left    *int64   `json:"left_today"`
-				Backlog int64    `json:"backlog_bytes"`
-				Drain   *float64 `json:"days_to_drain"`
-			} `json:"bandwidth"`
-		} `json:"sync"`
-		Update struct {
-			Latest *struct {
-				Model, Version, State, Reason string
-				Seq                           int64
-				Have, Chunks                  int
-			} `json:"latest"`
-		} `json:"update"`
-		Sharing struct {
-			ByLang map[string][]string `json:"text_by_lang"`
-		} `json:"sharing"`
-		Trust device.TrustStatus `json:"trust"`
-		Clock *struct {
-			Wall     time.Time `json:"wall"`
-			Jumps    int       `json:"jumps"`
-			LastJump *struct {
-				At     time.Time     `json:"at"`
-				By     time.Duration `json:"by_ns"`
-				Reboot bool          `json:"across_reboot"`
-			} `json:"last_jump"`
-		} `json:"clock"`
-	}
+	var st device.Status // the daemon's own type: one schema, written and read
 	if err := json.Unmarshal(body, &st); err != nil {
 		return fmt.Errorf("status: %s: %w", url, err)
 	}
@@ -130,21 +83,21 @@ func runStatus(ctx context.Context, std IO, args []string) error {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", d.Day, d.Used, d.Tiers[osync.TierNameLabels], d.Tiers[osync.TierNameEvidence], d.Tiers[osync.TierNameUpdates])
 		}
 		tw.Flush()
-		if bw.Daily > 0 && bw.Left != nil {
-			fmt.Fprintf(w, "daily budget %d bytes, %d left today\n", bw.Daily, *bw.Left)
+		if bw.DailyBudget > 0 && bw.LeftToday != nil {
+			fmt.Fprintf(w, "daily budget %d bytes, %d left today\n", bw.DailyBudget, *bw.LeftToday)
 		} else {
 			fmt.Fprintln(w, "no daily budget")
 		}
 		fmt.Fprintf(w, "backlog %d bytes", bw.Backlog)
-		if bw.Drain != nil {
-			fmt.Fprintf(w, ", about %.1f days to send at this rate\n", *bw.Drain)
+		if bw.DaysToDrain != nil {
+			fmt.Fprintf(w, ", about %.1f days to send at this rate\n", *bw.DaysToDrain)
 		} else {
 			fmt.Fprintln(w, ", no rate yet to estimate the days to send it")
 		}
 		return nil
 	}
-	fmt.Fprintf(w, "device %s, outpost %s, up %s\n", st.Device, st.Version, (time.Duration(st.Uptime) * time.Second).String())
-	fmt.Fprintf(w, "queue: %d results (%d bytes), %d bytes of photos/recordings waiting to go\n", st.Queue.Count, st.Queue.Bytes, st.EvidenceWaiting)
+	fmt.Fprintf(w, "device %s, outpost %s, up %s\n", st.Device, st.Version, (time.Duration(st.UptimeS) * time.Second).String())
+	fmt.Fprintf(w, "queue: %d results (%d bytes), %d bytes of photos/recordings waiting to go\n", st.Queue.Count, st.Queue.Bytes, st.Evidence)
 	switch {
 	case !st.Sync.Broker:
 		fmt.Fprintln(w, "sync: no broker configured; everything stays on this device")
@@ -161,11 +114,11 @@ func runStatus(ctx context.Context, std IO, args []string) error {
 	if st.Trust.Fingerprint != "" {
 		fmt.Fprintf(w, "device key: %s (fingerprint %s; the hub shows the one it enrolled)\n", st.Trust.DeviceKey, st.Trust.Fingerprint)
 	}
-	if st.Sync.Left != nil {
-		fmt.Fprintf(w, "budget: %d bytes left today; used by tier %s\n", *st.Sync.Left, tiers(st.Sync.ByTier))
+	if st.Sync.BudgetLeft != nil {
+		fmt.Fprintf(w, "budget: %d bytes left today; used by tier %s\n", *st.Sync.BudgetLeft, tiers(st.Sync.BudgetByTier))
 	}
-	if len(st.Sync.WireTiers) > 0 {
-		fmt.Fprintf(w, "bytes on the wire since start, by tier: %s\n", tiers(st.Sync.WireTiers))
+	if len(st.Sync.WireByTier) > 0 {
+		fmt.Fprintf(w, "bytes on the wire since start, by tier: %s\n", tiers(st.Sync.WireByTier))
 	}
 	if c := st.Clock; c != nil {
 		fmt.Fprintf(w, "clock: %s", c.Wall.Local().Format(time.RFC3339))
@@ -175,12 +128,13 @@ func runStatus(ctx context.Context, std IO, args []string) error {
 		}
 		fmt.Fprintln(w)
 	}
-	if u := st.Update.Latest; u != nil {
+	if st.Update != nil && st.Update.Latest != nil {
+		u := st.Update.Latest
 		fmt.Fprintf(w, "model update: %s %s (seq %d) %s %d/%d %s\n", u.Model, u.Version, u.Seq, u.State, u.Have, u.Chunks, u.Reason)
 	}
-	text := st.Sharing.ByLang[lang]
+	text := st.Sharing.TextByLang[lang]
 	if text == nil {
-		text = st.Sharing.ByLang["en"]
+		text = st.Sharing.TextByLang["en"]
 	}
 	printSharing(w, text)
 	return nil

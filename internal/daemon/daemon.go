@@ -237,66 +237,53 @@ func (d *Daemon) expireKeys(ctx context.Context) {
 }
 
 // statusBody is GET /v1/status.
-func (d *Daemon) statusBody() map[string]any {
+func (d *Daemon) statusBody() device.Status {
 	st, _ := d.dev.Outbox().Stats()
-	var ms []string
+	s := device.Status{Device: d.cfg.DeviceID, Version: d.version, UptimeS: int(time.Since(d.started).Seconds()),
+		Queue: device.QueueStatus{Count: st.Count, Bytes: st.Bytes, OldestAgeS: int(st.OldestAge.Seconds()),
+			Refused: st.Refused, Evicted: st.Evicted, Expired: st.Expired},
+		Sync:      device.SyncStatus{Broker: d.cfg.Broker != ""},
+		Installed: d.dev.InstalledModels(), Clock: d.dev.Clock(), Sharing: d.sharing(), Trust: d.dev.Trust(),
+		Speech:   device.SpeechStatus{Requests: d.speech.requests.Load(), CacheHits: d.speech.hits.Load(), Unavailable: d.speech.unavailable.Load()},
+		Evidence: st.EvidenceBytes}
 	for _, m := range d.dev.Registry().Models() {
-		ms = append(ms, m.Name)
+		s.Models = append(s.Models, m.Name)
 	}
-	s := map[string]any{"device": d.cfg.DeviceID, "version": d.version, "uptime_s": int(time.Since(d.started).Seconds()),
-		"models": ms, "queue": map[string]any{"count": st.Count, "bytes": st.Bytes, "oldest_age_s": int(st.OldestAge.Seconds()),
-			// Lost by policy or never stored: totals that survive restarts.
-			"refused_total": st.Refused, "evicted_total": st.Evicted, "expired_total": st.Expired},
-		"sync": map[string]any{"broker": d.cfg.Broker != "", "last_sync": nil}}
 	if !st.LastAck.IsZero() {
-		s["sync"].(map[string]any)["last_sync"] = st.LastAck
+		s.Sync.LastSync = &st.LastAck
 	}
 	if d.cfg.Inbox != "" {
 		w := d.watchSt.snapshot()
-		if why := d.watchSt.stalled(time.Now(), watchEvery); why != "" {
-			w["stuck"] = why
-		}
-		s["watch"] = w
+		w.Stuck = d.watchSt.stalled(time.Now(), watchEvery)
+		s.Watch = &w
 	}
 	if up := d.dev.Uplink(); up != nil {
-		us := up.Stats()
-		sy := map[string]any{"broker": true, "connected": up.Connected(), "records_synced": us.Records, "connects": us.Connects,
-			"rejected_by_hub": us.Rejected, "refused_batches": us.Refused, "stray_acks": us.StrayAcks, "mismatched_acks": us.Mismatched, "forged_acks": us.ForgedAcks, "last_sync": nil}
-		if !st.LastAck.IsZero() {
-			sy["last_sync"] = st.LastAck
-		}
+		us, ev := up.Stats(), up.EvidenceStats()
+		y := &s.Sync
+		y.Connected, y.RecordsSynced, y.Connects, y.RejectedByHub, y.RefusedBatches = up.Connected(), us.Records, us.Connects, us.Rejected, us.Refused
+		y.StrayAcks, y.MismatchedAcks, y.ForgedAcks, y.Evidence = us.StrayAcks, us.Mismatched, us.ForgedAcks, &ev
 		if b := d.dev.Budget(); b != nil {
 			if b.Daily > 0 {
-				sy["budget_left_bytes"] = b.Remaining(time.Now())
+				left := b.Remaining(time.Now())
+				y.BudgetLeft = &left
 			}
-			sy["budget_used_by_tier"] = b.ByTier(time.Now())
-			sy["bandwidth"] = d.bandwidth(st)
+			y.BudgetByTier = b.ByTier(time.Now())
+			y.Bandwidth = d.bandwidth(st)
 		}
-		ev := up.EvidenceStats()
-		sy["evidence"] = ev
 		// Bytes on the wire this process, per tier.
-		sy["wire_bytes_by_tier"] = map[string]int64{osync.TierNameLabels: us.WireBytes, osync.TierNameEvidence: ev.WireBytes,
+		y.WireByTier = map[string]int64{osync.TierNameLabels: us.WireBytes, osync.TierNameEvidence: ev.WireBytes,
 			osync.TierNameUpdates: d.dev.Fetcher().Stats().WireBytes}
-		s["sync"] = sy
 	}
 	if f := d.dev.Fetcher(); f != nil {
-		s["update"] = map[string]any{"latest": f.Status(), "stats": f.Stats()}
+		s.Update = &device.UpdateReport{Latest: f.Status(), Stats: f.Stats()}
 	}
-	s["installed"] = d.dev.InstalledModels()
-	if c := d.dev.Clock(); c != nil {
-		s["clock"] = c
-	}
-	s["sharing"] = d.sharing()
-	s["trust"] = d.dev.Trust()
-	s["speech"] = map[string]int64{"requests": d.speech.requests.Load(), "cache_hits": d.speech.hits.Load(), "unavailable": d.speech.unavailable.Load()}
-	s["evidence_waiting_bytes"] = st.EvidenceBytes
 	return s
 }
 
 // sharing is what /v1/status says this device shares: the policy per
 // model and the same in plain words, in the configured language and in
 // every kiosk language (the kiosk shows the user's).
-func (d *Daemon) sharing() map[string]any {
+func (d *Daemon) sharing() device.SharingStatus {
 	var names []string
 	policies := map[string]device.SharePolicy{}
 	tasks := map[string]string{}
@@ -309,21 +296,22 @@ func (d *Daemon) sharing() map[string]any {
 	for _, l := range models.Languages {
 		text[l] = d.cfg.SharingText(names, tasks, l)
 	}
-	return map[string]any{"policies": policies, "text": text[d.cfg.Lang], "text_by_lang": text}
+	return device.SharingStatus{Policies: policies, Text: text[d.cfg.Lang], TextByLang: text}
 }
 
 // bandwidth is the report of /v1/status and `outpost status --bandwidth`:
 // bytes on the wire per day and per tier (30 days), the daily budget and
 // what is left of it, the backlog, and the days it takes to send it.
-func (d *Daemon) bandwidth(st outbox.Stats) map[string]any {
+func (d *Daemon) bandwidth(st outbox.Stats) *device.BandwidthReport {
 	b, now := d.dev.Budget(), time.Now()
-	backlog := st.Bytes + st.EvidenceBytes
-	out := map[string]any{"days": b.Days(now), "daily_budget": b.Daily, "backlog_bytes": backlog, "days_to_drain": nil}
+	out := &device.BandwidthReport{Days: b.Days(now), DailyBudget: b.Daily, Backlog: st.Bytes + st.EvidenceBytes}
 	if b.Daily > 0 {
-		out["left_today"] = b.Remaining(now)
+		left := b.Remaining(now)
+		out.LeftToday = &left
 	}
-	if days := b.DaysToDrain(now, backlog); days >= 0 {
-		out["days_to_drain"] = math.Round(days*10) / 10
+	if days := b.DaysToDrain(now, out.Backlog); days >= 0 {
+		r := math.Round(days*10) / 10
+		out.DaysToDrain = &r
 	}
 	return out
 }

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/outpost-edge/outpost/internal/device"
-	"github.com/outpost-edge/outpost/internal/httpguard"
 	"io"
 	"io/fs"
 	"mime"
@@ -16,6 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/device"
+	"github.com/outpost-edge/outpost/internal/httpguard"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/outpost-edge/outpost/internal/atomicfile"
+	"github.com/outpost-edge/outpost/internal/device"
 	"github.com/outpost-edge/outpost/internal/safefile"
 	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/outbox"
@@ -44,21 +45,19 @@ type watchState struct {
 	lastErr   string
 }
 
-func (w *watchState) snapshot() map[string]any {
+func (w *watchState) snapshot() device.WatchStatus {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	m := map[string]any{"dir": w.dir, "taken": w.taken, "failed": w.failed, "refused": w.refused,
-		"unmovable": w.stuck, "waiting_for_room": w.retrying}
+	s := device.WatchStatus{Dir: w.dir, Taken: w.taken, Failed: w.failed, Refused: w.refused, Unmovable: w.stuck,
+		WaitingForRoom: w.retrying, Error: w.lastErr}
 	if !w.lastPoll.IsZero() {
-		m["last_poll"] = w.lastPoll.UTC()
-	}
-	if w.lastErr != "" {
-		m["error"] = w.lastErr
+		t := w.lastPoll.UTC()
+		s.LastPoll = &t
 	}
 	if w.busyFile != "" {
-		m["busy_file"], m["busy_s"] = w.busyFile, int(time.Since(w.busySince).Seconds())
+		s.BusyFile, s.BusyS = w.busyFile, int(time.Since(w.busySince).Seconds())
 	}
-	return m
+	return s
 }
 
 // stalled says why the watcher looks stuck, or "" when it is fine: no poll

@@ -5,7 +5,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -103,7 +102,7 @@ func TestWatch_SymlinkedSubfolders(t *testing.T) {
 	os.WriteFile(filepath.Join(inbox, "leaf.jpg"), sample(t, "crop-disease/samples/mosaic.jpg"), 0o644)
 	runWatch(t, d, inbox)
 	waitFor(t, "the watcher to report the symlinked done/", func() bool {
-		return strings.Contains(fmt.Sprint(d.watchSt.snapshot()["error"]), "symlink")
+		return strings.Contains(d.watchSt.snapshot().Error, "symlink")
 	})
 	if ents, _ := os.ReadDir(elsewhere); len(ents) != 0 || queueCount(t, d) != 0 {
 		t.Fatalf("moved %d files through the symlink; queue %d", len(ents), queueCount(t, d))
@@ -131,7 +130,7 @@ func TestWatch_NamesAndUnmovable(t *testing.T) {
 	if n := queueCount(t, d); n != 3 {
 		t.Fatalf("queue %d after the unmovable file sat in the inbox, want 3 (stored once)", n)
 	}
-	if st := d.watchSt.snapshot(); st["unmovable"] != 1 {
+	if st := d.watchSt.snapshot(); st.Unmovable != 1 {
 		t.Fatalf("status %v, want unmovable 1", st)
 	}
 
@@ -155,7 +154,7 @@ func TestWatch_QueueFullRetried(t *testing.T) {
 	os.WriteFile(filepath.Join(inbox, "a.jpg"), leaf, 0o644)
 	os.WriteFile(filepath.Join(inbox, "b.jpg"), leaf, 0o644)
 	runWatch(t, d, inbox)
-	waitFor(t, "one stored, one waiting", func() bool { return d.watchSt.snapshot()["waiting_for_room"] == 1 && queueCount(t, d) == 1 })
+	waitFor(t, "one stored, one waiting", func() bool { return d.watchSt.snapshot().WaitingForRoom == 1 && queueCount(t, d) == 1 })
 	if ents, _ := os.ReadDir(filepath.Join(inbox, "failed")); len(ents) != 0 {
 		t.Fatalf("failed/ holds %d entries; a full queue is not the file's fault", len(ents))
 	}
@@ -234,10 +233,10 @@ func TestWatch_UnmovableAcrossRestartAndHealth(t *testing.T) {
 		done := make(chan struct{})
 		go func() { d.watch(ctx, inbox, 30*time.Millisecond); close(done) }()
 		start := time.Now()
-		waitFor(t, "the file stored and found unmovable", func() bool { return d.watchSt.snapshot()["unmovable"] == 1 })
+		waitFor(t, "the file stored and found unmovable", func() bool { return d.watchSt.snapshot().Unmovable == 1 })
 		waitFor(t, "ten more polls", func() bool {
-			last, _ := d.watchSt.snapshot()["last_poll"].(time.Time)
-			return last.After(start.Add(300 * time.Millisecond))
+			last := d.watchSt.snapshot().LastPoll
+			return last != nil && last.After(start.Add(300*time.Millisecond))
 		})
 		if n := queueCount(t, d); n != 1 {
 			t.Fatalf("run %d: queue %d, want the unmovable file stored once across restarts", run, n)
