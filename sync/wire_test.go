@@ -344,7 +344,7 @@ func TestParseBytes(t *testing.T) {
 func TestDecodeBatch_NewerRecordVersion(t *testing.T) {
 	g := outbox.NewIDGen()
 	good := (&outbox.Record{ID: g.New(), Device: "pi-1", Model: "m", Version: "1", Task: "t", Output: []byte(`{}`)}).Encode(nil)
-	newer := append([]byte{3}, good[1:]...)
+	newer := append([]byte{outbox.RecordVersion + 1}, good[1:]...)
 	bid := g.New()
 	body := append([]byte(nil), bid[:]...)
 	body = binary.AppendUvarint(body, 4)
@@ -357,7 +357,7 @@ func TestDecodeBatch_NewerRecordVersion(t *testing.T) {
 	}
 	b, err := DecodeBatch(append([]byte{'O', 'B', 1, 0}, body...))
 	if err != nil || len(b.Records) != 1 || len(b.Bad) != 0 || b.NewerRecords != 1 {
-		t.Fatalf("a v3 record beside a v1: %+v %v", b, err)
+		t.Fatalf("a record newer than this build beside a v1: %+v %v", b, err)
 	}
 }
 
