@@ -63,6 +63,13 @@ type Manifest struct {
 	License        string               `json:"license"`
 	Source         string               `json:"source,omitempty"`
 	Languages      []string             `json:"languages,omitempty"`
+	// VariantOf names the model this one is the same network as, at
+	// another precision (an FP32 twin of an INT8 model), in the same
+	// folder: the device may run either for requests naming that model,
+	// and picks the faster on its own hardware (device.VariantsFile). A
+	// different network (a smaller keyword model) is never a variant: its
+	// accuracy differs.
+	VariantOf string `json:"variant_of,omitempty"`
 }
 
 // Preprocessing says how raw input becomes tensors.

@@ -25,9 +25,12 @@ type Timings struct {
 
 // Result is what a pipeline produced for one input.
 type Result struct {
-	ID      string  `json:"id,omitempty"` // set once the result is stored durably
-	Model   string  `json:"model"`
-	Version string  `json:"version"`
+	ID      string `json:"id,omitempty"` // set once the result is stored durably
+	Model   string `json:"model"`
+	Version string `json:"version"`
+	// Variant is the variant of Model that ran, when the device chose one
+	// other than the model itself (device.VariantsFile).
+	Variant string  `json:"variant,omitempty"`
 	Task    Task    `json:"task"`
 	Input   string  `json:"input,omitempty"`
 	Output  any     `json:"result"`

@@ -19,6 +19,10 @@ type Model struct {
 	Dir  string // folder holding manifest.json
 	Path string // absolute path of the model file
 	Size int64
+	// Variant: loaded from a manifest-*.json beside the folder's
+	// manifest.json (an FP32 twin of an INT8 model, say); the device may
+	// run it for requests naming the folder's model (Variants).
+	Variant bool
 }
 
 // Problem is a model folder the registry refused, with the reason.
@@ -69,6 +73,7 @@ func LoadDir(dir string) (*Registry, error) {
 				r.problems = append(r.problems, Problem{Dir: where, Err: err})
 				continue
 			}
+			m.Variant = filepath.Base(man) != ManifestFile
 			if prev, dup := r.models[m.Name]; dup {
 				r.problems = append(r.problems, Problem{Dir: where, Err: fmt.Errorf("%w: name %q already used by %s", ErrBadManifest, m.Name, prev.Dir)})
 				continue

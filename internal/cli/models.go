@@ -4,9 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/outpost-edge/outpost/internal/device"
 	"github.com/outpost-edge/outpost/models"
 	"github.com/outpost-edge/outpost/runtime/onnx"
 )
@@ -14,6 +20,7 @@ import (
 const modelsExamples = `  outpost models list                    # bundled models
   outpost models list --dir ./my-models --json
   outpost models verify                  # checksums, then load each model and check its inputs/outputs
+  outpost models verify --bench --data-dir /var/lib/outpost   # time each model's variants here; the device runs the fastest that agrees
   outpost models add model.onnx --labels labels.txt --name cassava   # bring your own (see models add --help)
 `
 
@@ -31,10 +38,22 @@ func runModels(ctx context.Context, io IO, args []string) error {
 	var rf runtimeFlags
 	var asJSON bool
 	fs := newFlags(io, "models", "outpost models list|verify|add|pack|install [--dir DIR] [--json]", modelsExamples)
+	var df dataFlags
+	var bench bool
+	var runs int
 	rf.register(fs, "dir")
+	df.register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	fs.BoolVar(&bench, "bench", false, "verify: time every variant of each model (INT8, FP32) on its samples on this device, check they answer alike, and record the fastest as the one the device runs (variants.json in --data-dir)")
+	fs.IntVar(&runs, "runs", 10, "verify --bench: timed runs per sample and variant")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if bench {
+		if fs.NArg() != 1 || fs.Arg(0) != "verify" {
+			return usagef("--bench goes with verify: outpost models verify --bench")
+		}
+		return benchVariants(ctx, io, rf, df, runs, asJSON)
 	}
 	if fs.NArg() != 1 || (fs.Arg(0) != "list" && fs.Arg(0) != "verify") {
 		return usagef("want 'list' or 'verify', got %q", strings.Join(fs.Args(), " "))
@@ -124,4 +143,59 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// benchVariants is `models verify --bench`: the device's own measurement
+// of each model's variants, recorded where the daemon reads it.
+func benchVariants(ctx context.Context, std IO, rf runtimeFlags, df dataFlags, runs int, asJSON bool) error {
+	c := device.Defaults()
+	if err := c.LoadEnv(os.Getenv); err != nil {
+		return err
+	}
+	dir, err := rf.dir()
+	if err != nil {
+		return err
+	}
+	c.ModelsDir, c.DataDir, c.Threads = dir, df.path(), rf.threads
+	if rf.ortLib != "" {
+		c.ORTLib = rf.ortLib
+	}
+	dev, err := device.Open(c, device.Options{Version: Version, NoOutbox: true, NoUplink: true,
+		Logger: slog.New(slog.NewTextHandler(std.Err, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
+		return fmt.Errorf("models verify --bench: %w", err)
+	}
+	ch, err := dev.BenchVariants(ctx, max(runs, 1))
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(std.Out).Encode(ch)
+	}
+	if len(ch) == 0 {
+		fmt.Fprintln(std.Out, "no model here has variants to choose between (a manifest-*.json beside a manifest.json)")
+		return nil
+	}
+	tw := tabwriter.NewWriter(std.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODEL\tVARIANT\tMS/INPUT\tANSWERS\tRUNS HERE")
+	for _, n := range slices.Sorted(maps.Keys(ch)) {
+		v := ch[n]
+		for _, m := range slices.Sorted(maps.Keys(v.Millis)) {
+			agree, chosen := "same", ""
+			if why, bad := v.Disagree[m]; bad {
+				agree = "differ: " + why
+			}
+			if m == v.Use {
+				chosen = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.2f\t%s\t%s\n", n, m, v.Millis[m], agree, chosen)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(std.Out, "recorded in %s: requests for each model run the variant marked\n", filepath.Join(c.DataDir, device.VariantsFile))
+	return nil
 }

@@ -87,8 +87,10 @@ type Device struct {
 	// as broken in /v1/models and refused with 503, not offered.
 	broken map[string]string
 	pipes  map[[2]string]pipeEntry // (model, lang) -> pipeline
-	swaps  int64
-	once   gosync.Once
+	// variants: the variant each model runs on this device (VariantsFile).
+	variants map[string]VariantChoice
+	swaps    int64
+	once     gosync.Once
 }
 
 type pipeEntry struct {
@@ -148,6 +150,7 @@ func Open(cfg Config, o Options) (*Device, error) {
 		for _, p := range d.reg.Problems() {
 			d.log.Error("model refused", "dir", p.Dir, "err", p.Err)
 		}
+		d.loadVariants()
 	}
 	if !o.NoOutbox {
 		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
@@ -340,6 +343,7 @@ func (d *Device) pipeline(model, lang string, hold bool) (pipeEntry, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	model = d.routedLocked(model)
 	e, ok := d.pipes[[2]string{model, lang}]
 	if !ok {
 		op, err := d.openModel(model)
@@ -500,6 +504,11 @@ func (d *Device) Infer(ctx context.Context, model string, in models.Input, lang 
 	res, err := e.p.Infer(ctx, in)
 	if d.o.Observe != nil {
 		d.o.Observe(model, time.Since(t0), err)
+	}
+	if res != nil && res.Model != model && e.op.m.Variant {
+		// A variant chosen on this device answered: the result is the
+		// model's (its sharing policy, its series at the hub).
+		res.Variant, res.Model = res.Model, model
 	}
 	return res, err
 }

@@ -17,7 +17,7 @@ const maintainEvery = time.Minute
 // test, another program) calls this one method; the commands that only
 // open a device for a moment (infer, queue, status) do not.
 func (d *Device) Run(ctx context.Context) {
-	jobs := []func(context.Context){d.WatchActivation, d.every(maintainEvery, d.expireRecords),
+	jobs := []func(context.Context){d.WatchActivation, d.chooseVariantsOnce, d.every(maintainEvery, d.expireRecords),
 		d.every(maintainEvery, d.checkClock), d.every(maintainEvery, d.stayInsideCap)}
 	if d.up != nil {
 		jobs = append(jobs, func(ctx context.Context) { d.up.Run(ctx) })
