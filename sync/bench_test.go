@@ -83,9 +83,9 @@ func BenchmarkDrain(b *testing.B) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		cdone := make(chan error, 1)
-		go func() { cdone <- c.Run(ctx, dialer(&testing.T{}, broker.URL(), false)) }()
+		go func() { cdone <- c.Run(ctx, dialer(b, broker.URL(), false)) }()
 		<-c.Ready()
-		up, _ := osync.NewUplink(ob, dialer(&testing.T{}, proxy.URL(), true), osync.UplinkOptions{Device: "bench-1", BatchRecords: 500, Window: 8})
+		up, _ := osync.NewUplink(ob, dialer(b, proxy.URL(), true), osync.UplinkOptions{Device: "bench-1", BatchRecords: 500, Window: 8})
 		resetPeakRSS()
 		b.ResetTimer()
 		t0 := time.Now()

@@ -19,7 +19,7 @@ import (
 
 func logger(t *testing.T) *slog.Logger { return testutil.Logger(t) }
 
-func dialer(t *testing.T, url string, clean bool) osync.Dialer { return testutil.Dialer(t, url, clean) }
+func dialer(t testing.TB, url string, clean bool) osync.Dialer { return testutil.Dialer(t, url, clean) }
 
 // device is an outbox full of n records plus an uplink to url.
 func device(t *testing.T, name, url string, n int, o osync.UplinkOptions) (*outbox.Outbox, *osync.Uplink) {

@@ -28,7 +28,7 @@ import (
 	"github.com/outpost-edge/outpost/outbox"
 )
 
-func newTestDaemon(t *testing.T, mutate func(*Config)) (*Daemon, *httptest.Server) {
+func newTestDaemon(t testing.TB, mutate func(*Config)) (*Daemon, *httptest.Server) {
 	t.Helper()
 	testutil.SileroPath(t)
 	c := Defaults()
@@ -45,7 +45,7 @@ func newTestDaemon(t *testing.T, mutate func(*Config)) (*Daemon, *httptest.Serve
 	return d, srv
 }
 
-func sample(t *testing.T, rel string) []byte {
+func sample(t testing.TB, rel string) []byte {
 	b, err := os.ReadFile(filepath.Join(testutil.ModelsDir(t), rel))
 	if err != nil {
 		t.Fatal(err)
