@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/outpost-edge/outpost/internal/safefile"
 )
 
 // Variants groups the models a device may choose between: for each folder
@@ -55,7 +57,8 @@ func SampleInputs(m *Model, max int) [][]byte {
 		sort.Strings(names)
 		var out [][]byte
 		for _, n := range names[:min(len(names), max)] {
-			if b, err := os.ReadFile(filepath.Join(m.Dir, sub, n)); err == nil {
+			// Bounded: a folder can arrive in a model package.
+			if b, err := safefile.ReadFile(filepath.Join(m.Dir, sub, n), maxSample); err == nil {
 				out = append(out, b)
 			}
 		}
@@ -65,6 +68,9 @@ func SampleInputs(m *Model, max int) [][]byte {
 	}
 	return nil
 }
+
+// maxSample bounds one sample input (a phone photo, a few seconds of audio).
+const maxSample = 32 << 20
 
 // AgreeKey is what two variants must both answer for an input to count as
 // the same answer: the outcome and the best label of a photo, the
