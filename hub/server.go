@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -162,7 +163,17 @@ func (c Config) OpenStore(ctx context.Context, mustExist bool) (st Store, where 
 // directory, made on first use and said once (secure by default).
 func (c Config) SigningKey(log *slog.Logger) (ed25519.PrivateKey, error) {
 	if c.Key != "" {
-		b, err := safefile.ReadFile(c.Key, osync.KeyFileMax)
+		// An admin's file: followed if a symlink (secret mounts are), but
+		// read bounded.
+		f, err := os.Open(c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("hub signing key: %w", err)
+		}
+		b, err := io.ReadAll(io.LimitReader(f, osync.KeyFileMax+1))
+		f.Close()
+		if err == nil && len(b) > osync.KeyFileMax {
+			err = fmt.Errorf("%s is over %d bytes: not a key file", c.Key, osync.KeyFileMax)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("hub signing key: %w", err)
 		}
