@@ -243,7 +243,7 @@ func (d *Daemon) statusBody() device.Status {
 		Queue: device.QueueStatus{Count: st.Count, Bytes: st.Bytes, OldestAgeS: int(st.OldestAge.Seconds()),
 			Refused: st.Refused, Evicted: st.Evicted, Expired: st.Expired},
 		Sync:      device.SyncStatus{Broker: d.cfg.Broker != ""},
-		Installed: d.dev.InstalledModels(), Clock: d.dev.Clock(), Sharing: d.sharing(), Trust: d.dev.Trust(),
+		Installed: d.dev.InstalledModels(), Variants: d.dev.Variants(), Clock: d.dev.Clock(), Sharing: d.sharing(), Trust: d.dev.Trust(),
 		Speech:   device.SpeechStatus{Requests: d.speech.requests.Load(), CacheHits: d.speech.hits.Load(), Unavailable: d.speech.unavailable.Load()},
 		Evidence: st.EvidenceBytes}
 	for _, m := range d.dev.Registry().Models() {

@@ -20,11 +20,13 @@ type Status struct {
 	Watch     *WatchStatus     `json:"watch,omitempty"`
 	Update    *UpdateReport    `json:"update,omitempty"`
 	Installed map[string]int64 `json:"installed"`
-	Clock     *ClockState      `json:"clock,omitempty"`
-	Sharing   SharingStatus    `json:"sharing"`
-	Trust     TrustStatus      `json:"trust"`
-	Speech    SpeechStatus     `json:"speech"`
-	Evidence  int64            `json:"evidence_waiting_bytes"`
+	// Variants: which variant each model runs on this device, as measured.
+	Variants map[string]VariantChoice `json:"variants,omitempty"`
+	Clock    *ClockState              `json:"clock,omitempty"`
+	Sharing  SharingStatus            `json:"sharing"`
+	Trust    TrustStatus              `json:"trust"`
+	Speech   SpeechStatus             `json:"speech"`
+	Evidence int64                    `json:"evidence_waiting_bytes"`
 }
 
 // QueueStatus is the outbox as the status reports it.

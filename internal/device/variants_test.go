@@ -62,6 +62,9 @@ func TestVariants_ChosenOnTheDevice(t *testing.T) {
 	if crop.Use != faster {
 		t.Fatalf("chose %s, the faster here is %s: %v", crop.Use, faster, crop.Millis)
 	}
+	if d.Variants()["crop-disease"].Use != faster {
+		t.Fatalf("the device reports %+v in force", d.Variants())
+	}
 	if kws := ch["kws"]; len(kws.Disagree) == 0 || kws.Use == "" {
 		t.Fatalf("kws: a different network passed as a twin: %+v", kws)
 	}
