@@ -178,6 +178,22 @@ func (s *BoltStore) Devices(context.Context) ([]DeviceStatus, error) {
 	return out, err
 }
 
+// DeviceKeys implements Store.
+func (s *BoltStore) DeviceKeys(_ context.Context, devices []string) (map[string]string, error) {
+	out := map[string]string{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bDevices)
+		for _, name := range devices {
+			var d DeviceStatus
+			if v := b.Get([]byte(name)); v != nil && json.Unmarshal(v, &d) == nil && d.Key != "" {
+				out[name] = d.Key
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
 // Each implements Store.
 func (s *BoltStore) Each(_ context.Context, fn func(StoredResult) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {

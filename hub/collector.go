@@ -58,7 +58,11 @@ type CollectorOptions struct {
 	// Probe cheaply checks the broker is reachable (sync/mqtt's Prober):
 	// while waiting out a reconnect backoff the collector probes every
 	// second or so and connects as soon as the broker is back.
-	Probe      func(ctx context.Context) error
+	Probe func(ctx context.Context) error
+	// Commits is how many commit groups may be in flight at once
+	// (default 4): the collector decodes and commits the next groups while
+	// one waits on the store's fsync, and acks each as it commits.
+	Commits    int
 	MinBackoff time.Duration // default 1s
 	MaxBackoff time.Duration // default 1m
 	Logger     *slog.Logger
@@ -109,7 +113,6 @@ type Collector struct {
 	evQuota   evidenceQuota
 	keys      keyCache
 	deliver   chan string // devices with a new review
-	err       error       // the session's last handling error (session goroutine only)
 	connected atomic.Bool // subscribed and the session up (healthz)
 	closeOnce gosync.Once
 	ready     chan struct{}
@@ -257,33 +260,33 @@ func (c *Collector) session(ctx context.Context, dial osync.Dialer, bo *osync.Ba
 	alertTick := time.NewTicker(cmp.Or(c.o.AlertEvery, time.Minute))
 	defer alertTick.Stop()
 	var held []msg
-	c.err = nil
+	pipe := newPipeline(cmp.Or(c.o.Commits, 4))
+	defer pipe.wait() // a commit in flight finishes (its acks fail with the connection)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-conn.Done():
 			return fmt.Errorf("connection lost: %w", conn.Err())
+		case <-pipe.failed:
+			return pipe.err
 		case <-alertTick.C:
 			c.publishAlerts(ctx, conn, alerts)
 		case dev := <-c.deliver:
 			c.deliverReviews(ctx, conn, dev)
 			c.deliverWarnings(ctx, conn, dev)
 		case m := <-c.in:
-			held = c.next(ctx, conn, append(held, m))
+			held = c.next(ctx, conn, pipe, append(held, m))
 			// Held messages need no new arrival to be handled.
 			for len(held) > 0 && ctx.Err() == nil {
 				select {
 				case <-conn.Done():
 					return fmt.Errorf("connection lost: %w", conn.Err())
+				case <-pipe.failed:
+					return pipe.err
 				default:
 				}
-				if held = c.next(ctx, conn, held); c.err != nil {
-					return c.err
-				}
-			}
-			if c.err != nil {
-				return c.err
+				held = c.next(ctx, conn, pipe, held)
 			}
 		}
 	}
@@ -299,8 +302,9 @@ const (
 )
 
 // next takes what is waiting (queue first, then the channel), handles one
-// fair group, and returns what it held back.
-func (c *Collector) next(ctx context.Context, conn osync.Conn, queue []msg) []msg {
+// fair group, hands its commit to the pipeline (waiting for a free slot),
+// and returns what it held back.
+func (c *Collector) next(ctx context.Context, conn osync.Conn, pipe *pipeline, queue []msg) []msg {
 	for len(queue) < heldMax {
 		select {
 		case m := <-c.in:
@@ -325,9 +329,48 @@ func (c *Collector) next(ctx context.Context, conn osync.Conn, queue []msg) []ms
 		per[d]++
 		group = append(group, m)
 	}
-	c.err = c.handle(ctx, conn, group)
+	if j := c.handle(ctx, conn, group); len(j.batches)+len(j.refusals) > 0 {
+		pipe.submit(ctx, conn.Done(), func() error { return c.commit(ctx, conn, j) })
+	}
 	return held
 }
+
+// pipeline runs up to n commits at once. The first error stops the
+// session (failed closes); a commit in flight always finishes.
+type pipeline struct {
+	slots  chan struct{}
+	wg     gosync.WaitGroup
+	once   gosync.Once
+	failed chan struct{}
+	err    error // set before failed closes
+}
+
+func newPipeline(n int) *pipeline {
+	return &pipeline{slots: make(chan struct{}, n), failed: make(chan struct{})}
+}
+
+// submit runs f once a slot is free; it gives up (f not run) when ctx
+// ends, the connection is gone or a commit failed.
+func (p *pipeline) submit(ctx context.Context, gone <-chan struct{}, f func() error) {
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return
+	case <-gone:
+		return
+	case <-p.failed:
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer func() { <-p.slots; p.wg.Done() }()
+		if err := f(); err != nil {
+			p.once.Do(func() { p.err = err; close(p.failed) })
+		}
+	}()
+}
+
+func (p *pipeline) wait() { p.wg.Wait() }
 
 type decoded struct {
 	device string
@@ -335,10 +378,11 @@ type decoded struct {
 	ack    *osync.Ack
 }
 
-// handle stores a group of messages in one transaction, then publishes the
-// acks. A batch it cannot take is refused by name whenever its ID can be
-// read, so the device backs off instead of resending it forever.
-func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) error {
+// handle handles a group's statuses, fetches and evidence in turn and
+// decodes its result batches into a job for a commit worker. A batch it
+// cannot take is refused by name whenever its ID can be read, so the
+// device backs off instead of resending it forever.
+func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) job {
 	now := c.o.Now()
 	var batches, refusals []decoded
 	for _, m := range group {
@@ -384,23 +428,47 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 					Refused: &osync.Refusal{Code: osync.RefusedMalformed, Reason: fmt.Sprintf("batch names device %q, its topic %q", b.Device, device)}}})
 				continue
 			}
-			enrolled, err := c.keys.check(ctx, c.st, device, b.Key, now)
-			if err != nil {
-				code := osync.RefusedUnavailable
-				if errors.Is(err, ErrNotDevice) {
-					code = osync.RefusedNotDevice
-					c.count(&c.n.C.NotDevice, 1)
-					c.log.Warn("collector: batch refused: not the device's", "device", device, "batch", b.ID.String(), "err", err)
-				}
-				refusals = append(refusals, decoded{device: device, ack: &osync.Ack{Batch: b.ID, Refused: &osync.Refusal{Code: code, Reason: err.Error()}}})
-				continue
-			}
-			if enrolled {
-				c.log.Info("collector: device enrolled on first contact (compare the fingerprint with the device's `outpost status`)",
-					"device", device, "fingerprint", osync.Fingerprint(b.Key))
-			}
 			batches = append(batches, decoded{device: device, batch: b})
 		}
+	}
+	return job{batches: batches, refusals: refusals, now: now}
+}
+
+// job is one group's decoded batches and the refusals already known: what
+// a commit worker checks, stores and acknowledges.
+type job struct {
+	batches, refusals []decoded
+	now               time.Time
+}
+
+// commit checks the group's signers, stores what passes in one
+// transaction, then publishes every ack of the group at once. It runs on
+// a pipeline worker, several groups in flight: the collector reads, decodes
+// and commits the next groups while this one waits on the store's fsync.
+func (c *Collector) commit(ctx context.Context, conn osync.Conn, j job) error {
+	now, refusals := j.now, j.refusals
+	ss := make([]signer, len(j.batches))
+	for i, d := range j.batches {
+		ss[i] = signer{d.device, d.batch.Key}
+	}
+	enrolled, errs := c.keys.checkAll(ctx, c.st, ss, now)
+	var batches []decoded
+	for i, d := range j.batches {
+		if err := errs[i]; err != nil {
+			code := osync.RefusedUnavailable
+			if errors.Is(err, ErrNotDevice) {
+				code = osync.RefusedNotDevice
+				c.count(&c.n.C.NotDevice, 1)
+				c.log.Warn("collector: batch refused: not the device's", "device", d.device, "batch", d.batch.ID.String(), "err", err)
+			}
+			refusals = append(refusals, decoded{device: d.device, ack: &osync.Ack{Batch: d.batch.ID, Refused: &osync.Refusal{Code: code, Reason: err.Error()}}})
+			continue
+		}
+		if enrolled[i] {
+			c.log.Info("collector: device enrolled on first contact (compare the fingerprint with the device's `outpost status`)",
+				"device", d.device, "fingerprint", osync.Fingerprint(d.batch.Key))
+		}
+		batches = append(batches, d)
 	}
 	if len(batches) > 0 {
 		if err := c.store(ctx, batches, now); err != nil {
@@ -416,7 +484,7 @@ func (c *Collector) handle(ctx context.Context, conn osync.Conn, group []msg) er
 	// the round trip, not the store, the limit (BenchmarkFleet: 7.4k
 	// records/s with 10,000 devices before).
 	all := append(batches, refusals...)
-	errs := make([]error, len(all))
+	errs = make([]error, len(all))
 	var wg gosync.WaitGroup
 	for i, d := range all {
 		wg.Add(1)

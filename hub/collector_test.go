@@ -393,3 +393,93 @@ func TestCollector_BadEvidence(t *testing.T) {
 		t.Fatalf("a photo past the daily quota: %+v, stats %+v", a, h.C.Stats())
 	}
 }
+
+// slowStore holds each Commit until another one is in flight too (or a
+// deadline passes), and records how many ran at once.
+type slowStore struct {
+	hub.Store
+	mu        gosync.Mutex
+	in, most  int
+	overlap   chan struct{}
+	closeOnce gosync.Once
+}
+
+func (s *slowStore) Commit(ctx context.Context, bs []*osync.Batch, now time.Time) ([]hub.Counts, error) {
+	s.mu.Lock()
+	s.in++
+	s.most = max(s.most, s.in)
+	if s.in >= 2 {
+		s.closeOnce.Do(func() { close(s.overlap) })
+	}
+	s.mu.Unlock()
+	select {
+	case <-s.overlap:
+	case <-time.After(3 * time.Second):
+	}
+	defer func() { s.mu.Lock(); s.in--; s.mu.Unlock() }()
+	return s.Store.Commit(ctx, bs, now)
+}
+
+// TestCollector_CommitsInFlight: while one group waits on the store, the
+// collector reads and commits the next (issue 31: one group at a time made
+// the round trip, not the store, the hub's pace); every batch is still
+// acked only after its own commit, and nothing is stored twice.
+func TestCollector_CommitsInFlight(t *testing.T) {
+	broker := testutil.StartMosquitto(t, false)
+	bolt, err := hub.OpenBolt(filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &slowStore{Store: bolt, overlap: make(chan struct{})}
+	c, err := hub.New(st, hub.CollectorOptions{Logger: testutil.Logger(t), Commits: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c.Run(ctx, dialer(t, broker.URL(), false))
+	<-c.Ready()
+	g := outbox.NewIDGen()
+	acked := make(chan outbox.ID, 400)
+	const devices, perDevice = 40, 3
+	for d := range devices {
+		name := fmt.Sprintf("pi-%02d", d)
+		conn, err := dialer(t, broker.URL(), true)(ctx, name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if err := conn.Subscribe(ctx, osync.AckTopic(name), 1, func(m osync.Message) {
+			if a, err := osync.DecodeAck(m.Payload); err == nil && a.Refused == nil {
+				acked <- a.Batch
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for range perDevice {
+			b := &osync.Batch{ID: g.New(), Device: name, Sent: time.Now(),
+				Records: []*outbox.Record{{ID: g.New(), Device: name, Model: "m", Output: []byte(`{}`)}}}
+			if err := conn.Publish(ctx, osync.ResultsTopic(name), 1, false, osync.EncodeBatch(b)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	seen := map[outbox.ID]bool{}
+	testutil.Eventually(t, 20*time.Second, "every batch acked", func() bool {
+		for {
+			select {
+			case id := <-acked:
+				seen[id] = true
+			default:
+				return len(seen) == devices*perDevice
+			}
+		}
+	})
+	st.mu.Lock()
+	most := st.most
+	st.mu.Unlock()
+	if n, _ := bolt.Count(ctx); most < 2 || n != devices*perDevice {
+		t.Fatalf("at most %d commits in flight, %d records stored; want ≥ 2 at once and %d stored", most, n, devices*perDevice)
+	}
+}

@@ -61,31 +61,75 @@ type keyCache struct {
 // unsignedFor is how long "this device does not sign" is believed.
 const unsignedFor = 30 * time.Second
 
-func (k *keyCache) check(ctx context.Context, st Store, device string, key ed25519.PublicKey, now time.Time) (bool, error) {
+// signer is one batch's device and the key that signed it (nil: unsigned).
+type signer struct {
+	device string
+	key    ed25519.PublicKey
+}
+
+// checkAll checks a commit group's signers with one store read for those
+// not cached; only a first signed contact (enrolment) or a key that does
+// not match goes through Enrol, one device at a time.
+func (k *keyCache) checkAll(ctx context.Context, st Store, ss []signer, now time.Time) (enrolled []bool, errs []error) {
+	enrolled, errs = make([]bool, len(ss)), make([]error, len(ss))
+	var miss []string
+	for _, s := range ss {
+		if !k.cached(s.device, s.key, now) {
+			miss = append(miss, s.device)
+		}
+	}
+	if len(miss) == 0 {
+		return enrolled, errs
+	}
+	have, err := st.DeviceKeys(ctx, miss)
+	for i, s := range ss {
+		switch {
+		case k.cached(s.device, s.key, now):
+		case err != nil:
+			errs[i] = err
+		case have[s.device] == "" && s.key == nil:
+			k.remember(s.device, nil, now)
+		case have[s.device] != "" && s.key != nil && have[s.device] == osync.FormatPublicKey(s.key):
+			k.remember(s.device, s.key, now)
+		default:
+			enrolled[i], errs[i] = k.check(ctx, st, s.device, s.key, now)
+		}
+	}
+	return enrolled, errs
+}
+
+// cached reports whether the cache alone accepts key for device.
+func (k *keyCache) cached(device string, key ed25519.PublicKey, now time.Time) bool {
 	k.mu.Lock()
+	defer k.mu.Unlock()
+	have, ok := k.keys[device]
+	seen, known := k.unsigned[device]
+	return ok && key != nil && have == osync.FormatPublicKey(key) ||
+		!ok && key == nil && known && now.Sub(seen) < unsignedFor
+}
+
+func (k *keyCache) remember(device string, key ed25519.PublicKey, now time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	if k.keys == nil {
 		k.keys, k.unsigned = map[string]string{}, map[string]time.Time{}
 	}
-	have, ok := k.keys[device]
-	seen, known := k.unsigned[device]
-	k.mu.Unlock()
-	switch {
-	case ok && key != nil && have == osync.FormatPublicKey(key):
-		return false, nil
-	case !ok && key == nil && known && now.Sub(seen) < unsignedFor:
-		return false, nil
-	}
-	enrolled, err := Enrol(ctx, st, device, key, now)
-	if err != nil {
-		return false, err
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
 	if key != nil {
 		k.keys[device] = osync.FormatPublicKey(key)
 		delete(k.unsigned, device)
 	} else {
 		k.unsigned[device] = now
 	}
+}
+
+func (k *keyCache) check(ctx context.Context, st Store, device string, key ed25519.PublicKey, now time.Time) (bool, error) {
+	if k.cached(device, key, now) {
+		return false, nil
+	}
+	enrolled, err := Enrol(ctx, st, device, key, now)
+	if err != nil {
+		return false, err
+	}
+	k.remember(device, key, now)
 	return enrolled, nil
 }

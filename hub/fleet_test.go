@@ -27,8 +27,9 @@ import (
 // BenchmarkFleet (make bench, not make test): OUTPOST_FLEET_DEVICES
 // (default 10,000) simulated devices, each its own MQTT connection and a
 // backlog of 50 records sent as two batches of 25 (window 1, as the
-// uplink does), reconnect within a 10 s ramp with jitter after an outage;
-// mosquitto, collectors as separate processes. For the bbolt store with
+// uplink does). They reconnect within a 10 s ramp with jitter after an
+// outage, then all send at once (the uplink coming back): the hub, not the
+// ramp, sets the pace. Mosquitto, collectors as separate processes. For the bbolt store with
 // one collector and PostgreSQL with one and three (shared subscription):
 // time until every batch is acked, records/s stored, p50/p99 ack latency,
 // broker and collector CPU seconds and peak RSS. One run per sub-benchmark.
@@ -40,11 +41,14 @@ func BenchmarkFleet(b *testing.B) {
 	// 10,000 sockets here and in the broker (it inherits the limit).
 	lim := syscall.Rlimit{Cur: 200000, Max: 200000}
 	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	// "serial": one commit group at a time per collector, as before the
+	// pipeline (CollectorOptions.Commits 1), measured in the same run.
 	for _, cfg := range []struct {
 		name       string
 		collectors int
 		pg         bool
-	}{{"bolt-1", 1, false}, {"postgres-1", 1, true}, {"postgres-3", 3, true}} {
+		commits    int
+	}{{"bolt-1", 1, false, 0}, {"postgres-1-serial", 1, true, 1}, {"postgres-3-serial", 3, true, 1}, {"postgres-1", 1, true, 0}, {"postgres-3", 3, true, 0}} {
 		b.Run(cfg.name, func(b *testing.B) {
 			broker := testutil.StartMosquitto(b, false)
 			var cs []*child
@@ -55,6 +59,7 @@ func BenchmarkFleet(b *testing.B) {
 			} else {
 				env = []string{"HUB_CHILD_BOLT=" + filepath.Join(b.TempDir(), "hub.db")}
 			}
+			env = append(env, fmt.Sprintf("HUB_CHILD_COMMITS=%d", cfg.commits))
 			for i := 0; i < cfg.collectors; i++ {
 				cs = append(cs, startChild(b, fmt.Sprintf("hub-%d", i), store, broker.URL(), env...))
 			}
@@ -164,15 +169,20 @@ func runFleet(b *testing.B, url string, devices, backlog, batch int, ramp time.D
 	var first atomic.Int64
 	var last atomic.Int64
 	var failed atomic.Int64
-	var wg gosync.WaitGroup
+	var wg, connected gosync.WaitGroup
+	go_ := make(chan struct{})
 	start := time.Now()
 	for d := 0; d < devices; d++ {
 		wg.Add(1)
+		connected.Add(1)
 		go func(d int) {
 			defer wg.Done()
+			var once gosync.Once
+			ready := func() { once.Do(connected.Done) }
+			defer ready()
 			time.Sleep(time.Duration(rand.Int64N(int64(ramp)))) // reconnect jitter
 			name := fmt.Sprintf("fleet-%05d", d)
-			if err := fleetDevice(url, name, backlog, batch, &first, &last, func(l time.Duration) {
+			if err := fleetDevice(url, name, backlog, batch, func() { ready(); <-go_ }, &first, &last, func(l time.Duration) {
 				mu.Lock()
 				lat = append(lat, l)
 				mu.Unlock()
@@ -183,6 +193,9 @@ func runFleet(b *testing.B, url string, devices, backlog, batch int, ramp time.D
 			}
 		}(d)
 	}
+	connected.Wait()
+	b.Logf("%d devices connected in %s; all send now", devices, time.Since(start).Round(time.Millisecond))
+	close(go_)
 	wg.Wait()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	r := fleetResult{drain: time.Duration(last.Load() - first.Load()), records: len(lat) * batch, failed: int(failed.Load())}
@@ -194,9 +207,10 @@ func runFleet(b *testing.B, url string, devices, backlog, batch int, ramp time.D
 	return r
 }
 
-// fleetDevice: connect, subscribe to its acks, send the backlog in
-// batches with one in flight, each resent after 10 s without an ack.
-func fleetDevice(url, name string, backlog, batch int, first, last *atomic.Int64, observe func(time.Duration)) error {
+// fleetDevice: connect, subscribe to its acks, wait for the word, send
+// the backlog in batches with one in flight, each resent after 10 s
+// without an ack.
+func fleetDevice(url, name string, backlog, batch int, wait func(), first, last *atomic.Int64, observe func(time.Duration)) error {
 	acks := make(chan outbox.ID, 4)
 	o := paho.NewClientOptions().AddBroker(url).SetClientID(name).SetCleanSession(true).
 		SetConnectTimeout(30 * time.Second).SetAutoReconnect(false).SetKeepAlive(60 * time.Second)
@@ -215,12 +229,14 @@ func fleetDevice(url, name string, backlog, batch int, first, last *atomic.Int64
 	}); !t.WaitTimeout(60*time.Second) || t.Error() != nil {
 		return fmt.Errorf("subscribe: %v", t.Error())
 	}
+	wait()
 	g := outbox.NewIDGen()
 	for sent := 0; sent < backlog; sent += batch {
 		bt := &osync.Batch{ID: g.New(), Device: name, Sent: time.Now()}
 		for i := 0; i < batch; i++ {
 			bt.Records = append(bt.Records, &outbox.Record{ID: g.New(), Device: name, Seq: uint64(sent + i + 1), Created: time.Now(),
-				Model: "crop-disease", Version: "0.2.0", Task: "image-classification", Output: []byte(`{"outcome":"diagnosis","label":"rust","score":0.93}`)})
+				Model: "crop-disease", Version: "0.2.0", Task: "image-classification", Output: []byte(`{"outcome":"diagnosis","label":"rust","score":0.93}`),
+				Outcome: "diagnosis", Label: "rust"}) // as a device of today sends it (v3)
 		}
 		payload := osync.EncodeBatch(bt)
 		deadline := time.Now().Add(5 * time.Minute)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,7 +35,8 @@ func collectorChild() {
 		fmt.Println("error", err)
 		os.Exit(3)
 	}
-	c, err := hub.New(st, hub.CollectorOptions{ShareGroup: os.Getenv("HUB_CHILD_SHARE"), MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
+	commits, _ := strconv.Atoi(os.Getenv("HUB_CHILD_COMMITS")) // 0: the default
+	c, err := hub.New(st, hub.CollectorOptions{ShareGroup: os.Getenv("HUB_CHILD_SHARE"), Commits: commits, MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(3)

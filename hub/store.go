@@ -29,6 +29,10 @@ type Store interface {
 	UpdateDevice(ctx context.Context, device string, f func(*DeviceStatus) error) error
 	// Devices lists the device view.
 	Devices(ctx context.Context) ([]DeviceStatus, error)
+	// DeviceKeys returns the enrolled key ("ed25519:…") of each of devices
+	// that has one, in one read (the collector checks a commit group's
+	// signers at once).
+	DeviceKeys(ctx context.Context, devices []string) (map[string]string, error)
 	// Each calls fn for every stored result, by device then ID.
 	Each(ctx context.Context, fn func(StoredResult) error) error
 	// Count is the number of stored results.

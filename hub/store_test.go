@@ -426,10 +426,11 @@ func TestPostgres_MigrationFailureLeavesSchema(t *testing.T) {
 		"migrations/0002_evidence.sql": &fstest.MapFile{Data: []byte("SELECT 1")},
 		"migrations/0003_daily.sql":    &fstest.MapFile{Data: []byte("SELECT 1")},
 		"migrations/0004_warnings.sql": &fstest.MapFile{Data: []byte("SELECT 1")},
-		"migrations/0005_half.sql": &fstest.MapFile{Data: []byte(
+		"migrations/0005_ingest.sql":   &fstest.MapFile{Data: []byte("SELECT 1")},
+		"migrations/0006_half.sql": &fstest.MapFile{Data: []byte(
 			"CREATE TABLE half_done (x int); ALTER TABLE results ADD COLUMN extra int; SELECT no_such_function();")},
 	}
-	if _, err := st.MigrateFS(ctx, bad); err == nil || !strings.Contains(err.Error(), "0005_half.sql") {
+	if _, err := st.MigrateFS(ctx, bad); err == nil || !strings.Contains(err.Error(), "0006_half.sql") {
 		t.Fatalf("a failing migration: %v", err)
 	}
 	conn, err := pgx.Connect(ctx, url)
@@ -441,7 +442,7 @@ func TestPostgres_MigrationFailureLeavesSchema(t *testing.T) {
 	conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'`).Scan(&tables)
 	conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'results' AND column_name = 'extra'`).Scan(&cols)
 	conn.QueryRow(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v)
-	if tables != 0 || cols != 0 || v != 4 {
+	if tables != 0 || cols != 0 || v != 5 {
 		t.Fatalf("after a failed migration: half_done tables %d, extra columns %d, schema version %d", tables, cols, v)
 	}
 }

@@ -194,7 +194,7 @@ func TestCollect_PostgresStore(t *testing.T) {
 	pg := testutil.StartPostgres(t)
 	url := pg.NewDatabase(t)
 	out, errOut, code := run(t, nil, "collect", "migrate", "--store", url)
-	if code != 0 || !strings.Contains(errOut, "at version 4") || !strings.Contains(errOut, "applied now: [1 2 3 4]") {
+	if code != 0 || !strings.Contains(errOut, "at version 5") || !strings.Contains(errOut, "applied now: [1 2 3 4 5]") {
 		t.Fatalf("migrate: %d %s%s", code, out, errOut)
 	}
 	if _, errOut, _ := run(t, nil, "collect", "migrate", "--store", url); !strings.Contains(errOut, "applied now: []") {
