@@ -88,9 +88,6 @@ func (o *Outbox) deleteKey(tx *bolt.Tx, m *meta, key []byte) error {
 	if err := recs.Delete(key); err != nil {
 		return err
 	}
-	if err := tx.Bucket(bIndex).Delete(id); err != nil {
-		return err
-	}
 	m.add(countKey(p), -1)
 	m.add(bytesKey(p), -size)
 	return m.err

@@ -112,13 +112,13 @@ func (o *Outbox) Ack(ids []ID) (int, error) {
 	err := o.db.Update(func(tx *bolt.Tx) error {
 		n = 0
 		m := newMeta(tx)
-		idx := tx.Bucket(bIndex)
+		recs := tx.Bucket(bRecords)
 		for _, id := range ids {
-			p := idx.Get(id[:])
-			if len(p) != 1 {
+			key, ok := findKey(recs, id)
+			if !ok {
 				continue
 			}
-			if err := o.deleteKey(tx, m, recordKey(Priority(p[0]), id)); err != nil {
+			if err := o.deleteKey(tx, m, key); err != nil {
 				return err
 			}
 			n++
@@ -127,7 +127,7 @@ func (o *Outbox) Ack(ids []ID) (int, error) {
 		if n > 0 {
 			m.set(mLastAck, uint64(o.opts.Now().UnixMilli()))
 		}
-		return m.err
+		return m.flush()
 	})
 	o.mu.RUnlock()
 	if err != nil {
@@ -172,7 +172,7 @@ func (o *Outbox) Expire(now time.Time) (int, error) {
 			}
 			m.add(expiredKey(p), int64(len(keys)))
 		}
-		return m.err
+		return m.flush()
 	})
 	o.mu.RUnlock()
 	if err != nil {

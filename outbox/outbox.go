@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	gosync "sync"
 	"sync/atomic"
@@ -123,7 +124,7 @@ func (o *Options) validate() error {
 
 var (
 	bRecords  = []byte("records")  // priority(1) | id(16) -> encoded Record
-	bIndex    = []byte("index")    // id -> priority
+	bIndex    = []byte("index")    // gone: files before 0.4 kept id -> priority here (findKey replaces it)
 	bEvidence = []byte("evidence") // id -> raw bytes
 	bMeta     = []byte("meta")     // counters, see meta.go
 	bKeys     = []byte("keys")     // idempotency key -> appended unix-ms [8] | record id [16]
@@ -150,6 +151,7 @@ type Outbox struct {
 	leases  map[ID]time.Time
 
 	commits, committed atomic.Int64 // group commits and records in them, this process
+	appending          atomic.Int64 // Appends between entry and their answer
 	refusedDiskFull    atomic.Int64 // appends refused on a full disk, this process
 }
 
@@ -237,8 +239,16 @@ func (o *Outbox) tryOpen() (db *bolt.DB, err error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bRecords, bIndex, bEvidence, bMeta, bKeys} {
+		for _, b := range [][]byte{bRecords, bEvidence, bMeta, bKeys} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		// The ID index of older files: a record is found by trying each
+		// priority (findKey), which spares every append and ack a page
+		// write (issue 31); its pages go back to the free list.
+		if tx.Bucket(bIndex) != nil {
+			if err := tx.DeleteBucket(bIndex); err != nil {
 				return err
 			}
 		}
@@ -302,6 +312,8 @@ func (o *Outbox) AppendKeyed(ctx context.Context, r *Record, evidence []byte, ke
 		r.Evidence = &Evidence{Size: int64(len(evidence))}
 	}
 	req := &appendReq{rec: r, evidence: evidence, key: key, done: make(chan struct{})}
+	o.appending.Add(1)
+	defer o.appending.Add(-1)
 	// closeMu makes "closed" and "handed over" exclusive: once Close holds
 	// it, no request can slip into the channel after the committer's drain.
 	o.closeMu.RLock()
@@ -346,12 +358,22 @@ func (o *Outbox) commitLoop() {
 			}
 		}
 		batch = append(batch[:0], first)
+		// Producers answered by the last commit are on their way back with
+		// their next record: let them run a moment so the commit takes them
+		// (a bounded wait, only while more Appends are under way than this
+		// group holds).
+		yields := 0
 	fill:
 		for len(batch) < o.opts.MaxBatch {
 			select {
 			case r := <-o.reqs:
 				batch = append(batch, r)
 			default:
+				if yields < 8 && o.appending.Load() > int64(len(batch)) {
+					yields++
+					runtime.Gosched()
+					continue
+				}
 				break fill
 			}
 		}
@@ -362,18 +384,19 @@ func (o *Outbox) commitLoop() {
 func (o *Outbox) commit(batch []*appendReq) {
 	o.mu.RLock()
 	err := o.db.Update(func(tx *bolt.Tx) error {
+		m := newMeta(tx)
 		for _, r := range batch {
 			r.err, r.evicted = nil, nil
-			if err := o.put(tx, r); err != nil {
+			if err := o.put(tx, m, r); err != nil {
 				if errors.Is(err, ErrFull) || errors.Is(err, ErrTooLarge) {
 					r.err = err // this record only; the rest of the batch goes on
-					newMeta(tx).add(mRefused, 1)
+					m.add(mRefused, 1)
 					continue
 				}
 				return err
 			}
 		}
-		return nil
+		return m.flush()
 	})
 	o.mu.RUnlock()
 	if err == nil {
@@ -406,10 +429,10 @@ func (o *Outbox) commit(batch []*appendReq) {
 	}
 }
 
-func (o *Outbox) put(tx *bolt.Tx, r *appendReq) error {
-	m := newMeta(tx)
+func (o *Outbox) put(tx *bolt.Tx, m *meta, r *appendReq) error {
 	rec := r.rec
-	if rec.ID == (ID{}) {
+	fresh := rec.ID == (ID{})
+	if fresh {
 		// Assigned here, in commit order, so ID order, Seq order and the
 		// order Appends were acknowledged all agree.
 		rec.ID = o.ids.New()
@@ -434,13 +457,10 @@ func (o *Outbox) put(tx *bolt.Tx, r *appendReq) error {
 			return err
 		}
 	}
-	if recs.Get(key) != nil {
+	if !fresh && recs.Get(key) != nil {
 		return nil // same ID appended twice (a retried Append): store once
 	}
 	if err := recs.Put(key, val); err != nil {
-		return err
-	}
-	if err := tx.Bucket(bIndex).Put(rec.ID[:], []byte{byte(rec.Priority)}); err != nil {
 		return err
 	}
 	if r.evidence != nil {
@@ -454,9 +474,7 @@ func (o *Outbox) put(tx *bolt.Tx, r *appendReq) error {
 	m.add(bytesKey(rec.Priority), size)
 	m.add(mAppended, 1)
 	if last := m.raw(mLastID); len(last) != 16 || string(last) < string(rec.ID[:]) {
-		if err := m.putRaw(mLastID, rec.ID[:]); err != nil {
-			return err
-		}
+		m.putRaw(mLastID, append([]byte(nil), rec.ID[:]...))
 	}
 	return m.err
 }
@@ -507,6 +525,17 @@ func (o *Outbox) ExpireKeys(ttl time.Duration) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// findKey returns the records bucket's key for id: one lookup per
+// priority, in memory (the file is mapped).
+func findKey(recs *bolt.Bucket, id ID) ([]byte, bool) {
+	for p := Priority(0); p < NumPriorities; p++ {
+		if k := recordKey(p, id); recs.Get(k) != nil {
+			return k, true
+		}
+	}
+	return nil, false
 }
 
 func recordKey(p Priority, id ID) []byte {

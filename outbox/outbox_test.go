@@ -12,6 +12,8 @@ import (
 	gosync "sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // clock is a settable test clock.
@@ -551,5 +553,70 @@ func TestOutbox_KeyedAppend(t *testing.T) {
 	}
 	if _, err := ob.AppendKeyed(context.Background(), &Record{Device: "d"}, nil, strings.Repeat("x", MaxKeyLen+1)); err == nil {
 		t.Fatal("an overlong key accepted")
+	}
+}
+
+// TestOpen_DropsOldIDIndex: a file written before 0.4 kept an ID → priority
+// index bucket, written on every append and ack. Opened now, the index is
+// gone and records are still found, read and acked by ID.
+func TestOpen_DropsOldIDIndex(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	ob, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []ID
+	for p := Priority(0); p < NumPriorities; p++ {
+		id, err := ob.Append(context.Background(), &Record{Device: "pi", Model: "m", Priority: p, Output: []byte(`{}`)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	ob.Close()
+	// As the old format had it.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("index"))
+		if err != nil {
+			return err
+		}
+		for i, id := range ids {
+			if err := b.Put(id[:], []byte{byte(i)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	ob, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	ob.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket([]byte("index")) != nil {
+			t.Error("the old index bucket is still there")
+		}
+		return nil
+	})
+	for i, id := range ids {
+		if r, err := ob.Get(id); err != nil || r.Priority != Priority(i) {
+			t.Fatalf("get %s: %v, %v", id, r, err)
+		}
+	}
+	if n, err := ob.Ack(ids[1:]); err != nil || n != 2 {
+		t.Fatalf("ack: %d, %v; want 2", n, err)
+	}
+	if _, err := ob.Get(ids[1]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("acked record still there: %v", err)
+	}
+	if st, _ := ob.Stats(); st.Count != 1 {
+		t.Fatalf("count %d after acking 2 of 3", st.Count)
 	}
 }

@@ -104,14 +104,12 @@ func (o *Outbox) Get(id ID) (*Record, error) {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
 	err := o.db.View(func(tx *bolt.Tx) error {
-		p := tx.Bucket(bIndex).Get(id[:])
-		if len(p) != 1 {
+		recs := tx.Bucket(bRecords)
+		k, ok := findKey(recs, id)
+		if !ok {
 			return fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
-		v := tx.Bucket(bRecords).Get(recordKey(Priority(p[0]), id))
-		if v == nil {
-			return fmt.Errorf("%w: %s (index without record)", ErrNotFound, id)
-		}
+		v := recs.Get(k)
 		var err error
 		r, err = DecodeRecord(v)
 		return err
