@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
@@ -55,18 +56,53 @@ func BenchmarkHTTPInfer(b *testing.B) {
 		resp.Body.Close()
 		return time.Since(t0)
 	}
+	// Where the HTTP path's time goes, beside it: the daemon's own
+	// InferAndStore on a fresh copy of the photo (as a request body is),
+	// and the transport floor, the same POST to a handler that only reads
+	// the body and answers in JSON. http ≈ daemon + floor + the handler.
+	ias := func() time.Duration {
+		t0 := time.Now()
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		fresh := append([]byte(nil), photo...)
+		if _, err := d.InferAndStore(cctx, "crop-disease", "rust.jpg", fresh, "", outbox.Normal, ""); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0)
+	}
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		data, _ := readAllSized(r.Body, r.ContentLength)
+		writeJSON(w, 201, map[string]int{"n": len(data)})
+	}))
+	defer echo.Close()
+	floor := func() time.Duration {
+		t0 := time.Now()
+		resp, err := http.Post(echo.URL, "image/jpeg", bytes.NewReader(photo))
+		if err != nil || resp.StatusCode != 201 {
+			b.Fatalf("%v %v", err, resp)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return time.Since(t0)
+	}
+	var tf time.Duration
 	for i := 0; i < 10; i++ {
 		direct()
 		durable()
 		viaHTTP()
 	}
-	var td, tdur, th time.Duration
+	var td, tdur, th, tias time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		td += direct()
 		tdur += durable()
 		th += viaHTTP()
+		tias += ias()
+		tf += floor()
 	}
+	b.ReportMetric(float64(tf.Microseconds())/float64(b.N), "floor-µs")
+
+	b.ReportMetric(float64(tias.Microseconds())/float64(b.N), "daemon-µs")
 	b.StopTimer()
 	n := float64(b.N)
 	b.ReportMetric(float64(td.Microseconds())/n, "infer-µs")
