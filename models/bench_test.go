@@ -3,14 +3,17 @@ package models_test
 import (
 	"bytes"
 	"context"
-	"golang.org/x/image/draw"
+	"fmt"
 	"image"
 	"image/jpeg"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/image/draw"
 
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/runtime"
@@ -199,4 +202,103 @@ func BenchmarkGuide(b *testing.B) {
 	}
 	b.ReportMetric(float64(guide.Microseconds())/float64(b.N)/1000, "ms/guide-frame")
 	b.ReportMetric(float64(guide)/float64(diag), "guide/diagnosis")
+}
+
+// BenchmarkCropDiseaseProfile (make bench): both crop-disease variants under
+// ONNX Runtime's profiler, 300 runs each on the same photo's tensor; logs
+// the time per operator type per run, and reports the INT8 graph's time in
+// float operators and in (de)quantisation — the "float islands" an INT8
+// export can leave — beside its integer kernels.
+func BenchmarkCropDiseaseProfile(b *testing.B) {
+	jpg, err := os.ReadFile(filepath.Join(testutil.ModelsDir(b), "crop-disease", "samples", "rust.jpg"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg, _ := models.LoadDir(testutil.ModelsDir(b))
+	const runs = 300
+	profile := func(name string) (*onnx.Profile, *models.Model) {
+		m, err := reg.Get(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		prefix := filepath.Join(b.TempDir(), "ort")
+		s, err := m.Open(testutil.ORT(b).Loader(onnx.SessionOptions{ProfilePrefix: prefix}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		img, _ := models.DecodeImage(jpg)
+		in, _ := models.ImageTensor(img, m.Preprocessing)
+		for range runs {
+			if _, err := s.Run(context.Background(), map[string]*runtime.Tensor{"input": in}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		s.Close()
+		prof, err := onnx.ReadProfiles(prefix)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return prof, m
+	}
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / runs }
+	var quant, float, integer, all32 float64
+	convs := map[string][]onnx.NodeTime{}
+	var names []string
+	for _, m := range models.Variants(reg)["crop-disease"] {
+		names = append(names, m.Name)
+	}
+	for _, name := range names {
+		prof, _ := profile(name)
+		for _, n := range prof.Nodes {
+			if n.Op == "Conv" || n.Op == "QLinearConv" {
+				convs[name] = append(convs[name], n)
+			}
+		}
+		var lines []string
+		var total float64
+		for _, o := range prof.Ops {
+			us := per(o.Total)
+			total += us
+			lines = append(lines, fmt.Sprintf("  %-22s %3d nodes %8.1f µs/run", o.Op, o.Nodes, us))
+			switch {
+			case name == "crop-disease-fp32":
+				all32 += us
+			case name != "crop-disease":
+			case o.Op == "QuantizeLinear" || o.Op == "DequantizeLinear" || o.Op == "DynamicQuantizeLinear":
+				quant += us
+			case strings.HasPrefix(o.Op, "QLinear") || strings.Contains(o.Op, "Integer") || strings.HasPrefix(o.Op, "QGemm") || strings.HasPrefix(o.Op, "QAttention"):
+				integer += us
+			default:
+				float += us
+			}
+		}
+		// Printed whole (a benchmark's log is cut at ten lines).
+		fmt.Printf("%s: %.1f µs/run in kernels\n%s\n", name, total, strings.Join(lines, "\n"))
+	}
+	// Conv by conv, in execution order (both graphs run the same 13).
+	f := convs["crop-disease-fp32"]
+	head := "  conv  weights        "
+	for _, name := range names {
+		head += fmt.Sprintf(" %18s", name)
+	}
+	lines := []string{head + "  (µs per run)"}
+	for i := range f {
+		w := "?"
+		if len(f[i].Inputs) > 1 {
+			w = fmt.Sprint(f[i].Inputs[1]) // [out, in/groups, k, k]: in/groups 1 is depthwise
+		}
+		l := fmt.Sprintf("  %4d  %-15s", i, w)
+		for _, name := range names {
+			if c := convs[name]; i < len(c) {
+				l += fmt.Sprintf(" %18.1f", per(c[i].Total))
+			}
+		}
+		lines = append(lines, l)
+	}
+	fmt.Printf("per conv:\n%s\n", strings.Join(lines, "\n"))
+	b.ReportMetric(integer, "int8-integer-µs")
+	b.ReportMetric(float, "int8-float-µs")
+	b.ReportMetric(quant, "int8-quant-µs")
+	b.ReportMetric(all32, "fp32-µs")
+	b.ReportMetric(0, "ns/op")
 }
