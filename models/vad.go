@@ -183,13 +183,31 @@ func (v *VAD) Probabilities(ctx context.Context, samples []float32) ([]float32, 
 	frame := make([]float32, v.ctxN+v.chunk)
 	sr, _ := runtime.NewInt64(runtime.Shape{}, []int64{int64(v.rate)})
 	in, _ := runtime.NewFloat32(runtime.Shape{1, int64(len(frame))}, frame)
+	st, _ := runtime.NewFloat32(v.state, state)
+	feeds := map[string]*runtime.Tensor{"input": in, "state": st, "sr": sr}
+	// Where the session can, the outputs land in two tensors reused chunk
+	// after chunk (the state swapped with the next chunk's input state).
+	into, _ := v.sess.(runtime.IntoRunner)
+	var outs map[string]*runtime.Tensor
+	if into != nil {
+		p, _ := runtime.NewFloat32(runtime.Shape{1, 1}, make([]float32, 1))
+		ns, _ := runtime.NewFloat32(v.state, make([]float32, len(state)))
+		outs = map[string]*runtime.Tensor{"output": p, "stateN": ns}
+	}
 	for i := 0; i < n; i++ {
 		// frame = [last ctxN samples of previous chunk | this chunk]
 		copy(frame, frame[v.chunk:])
 		chunk := samples[i*v.chunk : min((i+1)*v.chunk, len(samples))]
 		clear(frame[v.ctxN+copy(frame[v.ctxN:], chunk):])
-		st, _ := runtime.NewFloat32(v.state, state)
-		out, err := v.sess.Run(ctx, map[string]*runtime.Tensor{"input": in, "state": st, "sr": sr})
+		var out map[string]*runtime.Tensor
+		var err error
+		if into != nil {
+			err = into.RunInto(ctx, feeds, outs)
+			out = outs
+		} else {
+			feeds["state"], _ = runtime.NewFloat32(v.state, state)
+			out, err = v.sess.Run(ctx, feeds)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("models: vad chunk %d: %w", i, err)
 		}
@@ -198,7 +216,11 @@ func (v *VAD) Probabilities(ctx context.Context, samples []float32) ([]float32, 
 			return nil, fmt.Errorf("%w: vad outputs must be output (probability) and stateN %s", ErrModelMismatch, v.state)
 		}
 		probs = append(probs, p.Float32()[0])
-		state = ns.Float32()
+		if into != nil {
+			feeds["state"], outs["stateN"] = ns, feeds["state"] // the new state in, the old one's memory out
+		} else {
+			state = ns.Float32()
+		}
 	}
 	return probs, nil
 }

@@ -205,6 +205,17 @@ type Session interface {
 	Close() error
 }
 
+// IntoRunner is a Session that can write its outputs into the caller's
+// tensors: a loop that runs a model thousands of times (voice activity
+// detection, chunk by chunk) reuses its output tensors instead of
+// receiving new ones each call. RunInto validates inputs as Run does; each
+// tensor in outputs must have the dtype and shape the model produces for
+// these inputs (names it does not produce are an error; outputs left out
+// are not returned).
+type IntoRunner interface {
+	RunInto(ctx context.Context, inputs, outputs map[string]*Tensor) error
+}
+
 // Validate checks inputs against the declared infos: every declared input is
 // present exactly, no unknown names, dtypes equal and shapes accepted. The
 // error names the input and both shapes, and wraps ErrBadInput.

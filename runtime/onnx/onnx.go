@@ -280,6 +280,25 @@ func (s *Session) Outputs() []runtime.TensorInfo { return s.outputs }
 // Run implements runtime.Session. Inputs are validated first, so a shape
 // mistake is an error naming the input rather than an ORT message.
 func (s *Session) Run(ctx context.Context, inputs map[string]*runtime.Tensor) (map[string]*runtime.Tensor, error) {
+	return s.run(ctx, inputs, nil)
+}
+
+// RunInto implements runtime.IntoRunner: outputs are copied into the
+// caller's tensors, nothing is allocated for the answer (allocating it
+// right after the run cost ~2 µs per Silero chunk, 2 % of the run: the
+// allocator's caches are cold after ORT's).
+func (s *Session) RunInto(ctx context.Context, inputs, outputs map[string]*runtime.Tensor) error {
+	for name := range outputs {
+		if !slices.ContainsFunc(s.outputs, func(o runtime.TensorInfo) bool { return o.Name == name }) {
+			return fmt.Errorf("onnx: %w: the model has no output %q", runtime.ErrBadInput, name)
+		}
+	}
+	_, err := s.run(ctx, inputs, outputs)
+	return err
+}
+
+// run is Run, or with into set RunInto.
+func (s *Session) run(ctx context.Context, inputs, into map[string]*runtime.Tensor) (map[string]*runtime.Tensor, error) {
 	if err := runtime.Validate(s.inputs, inputs); err != nil {
 		return nil, fmt.Errorf("onnx: %w", err)
 	}
@@ -356,8 +375,20 @@ func (s *Session) Run(ctx context.Context, inputs map[string]*runtime.Tensor) (m
 		}
 		return nil, fmt.Errorf("onnx: run: %w", err)
 	}
-	res := make(map[string]*runtime.Tensor, len(outs))
+	var res map[string]*runtime.Tensor
+	if into == nil {
+		res = make(map[string]*runtime.Tensor, len(outs))
+	}
 	for i, v := range outs {
+		if into != nil {
+			if t := into[s.outputs[i].Name]; t != nil {
+				if err = copyInto(t, v); err != nil {
+					err = fmt.Errorf("onnx: output %q: %w", s.outputs[i].Name, err)
+					break
+				}
+			}
+			continue
+		}
 		t, terr := toTensor(v) // copies: the ORT buffers are reused next call
 		if terr != nil {
 			err = fmt.Errorf("onnx: output %q: %w", s.outputs[i].Name, terr)
@@ -551,6 +582,40 @@ func toTensor(v ort.Value) (*runtime.Tensor, error) {
 		return runtime.NewInt64(runtime.Shape{}, []int64{t.GetData()})
 	}
 	return nil, fmt.Errorf("unsupported output type %T", v)
+}
+
+// copyInto copies v into the caller's tensor t, which must have its dtype
+// and shape.
+func copyInto(t *runtime.Tensor, v ort.Value) error {
+	shape := runtime.Shape(v.GetShape())
+	if !slices.Equal(t.Shape, shape) {
+		return fmt.Errorf("%w: the caller's tensor is %s, the model produced %s", runtime.ErrBadInput, t.Shape, shape)
+	}
+	var ok bool
+	switch o := v.(type) {
+	case *ort.Tensor[float32]:
+		ok = t.DType == runtime.Float32 && copy(t.Float32(), o.GetData()) == len(o.GetData())
+	case *ort.Tensor[int64]:
+		ok = t.DType == runtime.Int64 && copy(t.Int64(), o.GetData()) == len(o.GetData())
+	case *ort.Tensor[uint8]:
+		ok = t.DType == runtime.Uint8 && copy(t.Uint8(), o.GetData()) == len(o.GetData())
+	case *ort.Tensor[int8]:
+		ok = t.DType == runtime.Int8 && copy(t.Int8(), o.GetData()) == len(o.GetData())
+	case *ort.Scalar[float32]:
+		ok = t.DType == runtime.Float32 && len(t.Float32()) == 1
+		if ok {
+			t.Float32()[0] = o.GetData()
+		}
+	case *ort.Scalar[int64]:
+		ok = t.DType == runtime.Int64 && len(t.Int64()) == 1
+		if ok {
+			t.Int64()[0] = o.GetData()
+		}
+	}
+	if !ok {
+		return fmt.Errorf("%w: the caller's tensor is %s, the model produced %T", runtime.ErrBadInput, t.DType, v)
+	}
+	return nil
 }
 
 // goOutputs replaces ORT-allocated outputs by Go-backed tensors of the

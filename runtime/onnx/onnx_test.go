@@ -220,3 +220,36 @@ func TestNewEnv_OtherLibrary(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestSession_RunInto: outputs land in the caller's tensors, equal to what
+// Run returns; a tensor of the wrong shape or dtype, or a name the model
+// does not produce, is an error naming it.
+func TestSession_RunInto(t *testing.T) {
+	s := loadTiny(t)
+	x := []float32{1, 2, 3, 4, -1, 0, 0.5, 2}
+	xt, _ := runtime.NewFloat32(runtime.Shape{2, 4}, x)
+	it, _ := runtime.NewInt64(runtime.Shape{2}, []int64{7, 8})
+	feeds := map[string]*runtime.Tensor{"x": xt, "i": it}
+	y, _ := runtime.NewFloat32(runtime.Shape{2, 3}, make([]float32, 6))
+	z, _ := runtime.NewInt64(runtime.Shape{2}, make([]int64, 2))
+	for range 2 { // the second time through the pooled outputs
+		if err := s.RunInto(context.Background(), feeds, map[string]*runtime.Tensor{"y": y, "z": z}); err != nil {
+			t.Fatal(err)
+		}
+		if !close32(y.Float32(), tinyWant(x)) || z.Int64()[0] != 8 || z.Int64()[1] != 9 {
+			t.Fatalf("y = %v z = %v, want %v [8 9]", y.Float32(), z.Int64(), tinyWant(x))
+		}
+	}
+	short, _ := runtime.NewFloat32(runtime.Shape{1, 3}, make([]float32, 3))
+	wrongType, _ := runtime.NewFloat32(runtime.Shape{2}, make([]float32, 2))
+	for name, into := range map[string]map[string]*runtime.Tensor{
+		"shape":   {"y": short},
+		"dtype":   {"z": wrongType},
+		"unknown": {"w": y},
+	} {
+		err := s.RunInto(context.Background(), feeds, into)
+		if !errors.Is(err, runtime.ErrBadInput) {
+			t.Errorf("%s: %v, want ErrBadInput", name, err)
+		}
+	}
+}
