@@ -38,9 +38,12 @@ type Config struct {
 	// ShareGroup subscribes to results as $share/GROUP/…: collectors in one
 	// group split the devices between them.
 	ShareGroup string `json:"share-group,omitempty"`
-	Listen     string `json:"listen,omitempty"`   // HTTP page and API; off loopback a Token is required
-	HubUser    string `json:"hub-user,omitempty"` // the broker login collectors use (ACL, provision); default "hub"
-	Token      string `json:"token,omitempty"`
+	// Commits is how many commit groups may be in flight at once (default
+	// 4; 1 commits one group at a time).
+	Commits int    `json:"commits,omitempty"`
+	Listen  string `json:"listen,omitempty"`   // HTTP page and API; off loopback a Token is required
+	HubUser string `json:"hub-user,omitempty"` // the broker login collectors use (ACL, provision); default "hub"
+	Token   string `json:"token,omitempty"`
 
 	Broker   string `json:"broker,omitempty"` // comma-separated for a cluster
 	Username string `json:"username,omitempty"`
@@ -297,6 +300,9 @@ func OpenServer(ctx context.Context, cfg Config) (*Server, error) {
 	s.where = where
 	o := cfg.Collector
 	o.Logger, o.ShareGroup = s.log, cfg.ShareGroup
+	if cfg.Commits > 0 {
+		o.Commits = cfg.Commits
+	}
 	if o.Key, err = cfg.SigningKey(s.log); err == nil {
 		o.Registry, err = cfg.LoadRegistry()
 	}

@@ -76,7 +76,7 @@ func collectSubs() map[string]collectSub {
 	with := func(sets ...[]string) []string { return slices.Concat(sets...) }
 	return map[string]collectSub{
 		"": {"outpost collect [--config hub.json] [--data-dir DIR | --store postgres://…] --broker URL [--listen ADDR]",
-			with(storeFlags, []string{"key", "registry", "advice", "packages", "share-group", "listen", "token", "print-config"}, brokerNames), runHub},
+			with(storeFlags, []string{"key", "registry", "advice", "packages", "share-group", "commits", "listen", "token", "print-config"}, brokerNames), runHub},
 		"export": {"outpost collect export [--format jsonl|csv] | --reviewed --out DIR  [--data-dir DIR | --store URL]",
 			with(storeFlags, []string{"format", "out", "reviewed"}), collectExport},
 		"devices": {"outpost collect devices [--data-dir DIR | --store URL]", storeFlags, collectDevices},
@@ -122,6 +122,7 @@ func collectFlagSet(o *collectOpts, secret *struct{ password, token string }) *p
 	fs.StringVar(&c.Advice, "advice", c.Advice, "the model's advice.json that regional outbreak warnings quote (env OUTPOST_HUB_ADVICE)")
 	fs.StringVar(&c.Packages, "packages", c.Packages, "model packages published to devices (default: packages/ in --data-dir)")
 	fs.StringVar(&c.ShareGroup, "share-group", c.ShareGroup, "subscribe to results as $share/GROUP/…: collectors in one group split the load")
+	fs.IntVar(&c.Commits, "commits", c.Commits, "commit groups in flight at once: the collector reads and commits the next while one waits on the store (default 4)")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "serve the hub page and API here (/, /healthz, /v1/…, /metrics); off loopback a --token is required")
 	fs.StringVar(&secret.token, "token", "", "bearer token for the page and API (prefer env OUTPOST_HUB_TOKEN or the config file)")
 	fs.BoolVar(&o.printConfig, "print-config", false, "print the config in effect (file < environment < flags), secrets masked, and exit")

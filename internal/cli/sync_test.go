@@ -487,18 +487,18 @@ func TestCollect_ConfigFile(t *testing.T) {
 	// --print-config: what is in effect, from all three, secrets masked.
 	os.WriteFile(conf, []byte(`{"broker": "tcp://10.0.0.2:1883", "password": "file-secret", "store": "postgres://hub:dbpass@db/outpost", "listen": "127.0.0.1:1"}`), 0o644)
 	t.Setenv("OUTPOST_HUB_TOKEN", "env-token")
-	out, errOut, code := run(t, nil, "collect", "--print-config", "--listen", "127.0.0.1:9")
+	out, errOut, code := run(t, nil, "collect", "--print-config", "--listen", "127.0.0.1:9", "--commits", "2")
 	if code != ExitOK {
 		t.Fatalf("--print-config: %d %s", code, errOut)
 	}
-	var shown map[string]string
+	var shown map[string]any
 	if err := json.Unmarshal([]byte(out), &shown); err != nil {
 		t.Fatalf("--print-config printed %q: %v", out, err)
 	}
 	for k, want := range map[string]string{"broker": "tcp://10.0.0.2:1883", "listen": "127.0.0.1:9", "password": "********", "token": "********",
-		"store": "postgres://hub:xxxxx@db/outpost", "data-dir": filepath.Join(dir, "env")} {
-		if shown[k] != want {
-			t.Errorf("--print-config %s = %q, want %q", k, shown[k], want)
+		"store": "postgres://hub:xxxxx@db/outpost", "data-dir": filepath.Join(dir, "env"), "commits": "2"} {
+		if fmt.Sprint(shown[k]) != want {
+			t.Errorf("--print-config %s = %v, want %q", k, shown[k], want)
 		}
 	}
 	if strings.Contains(out, "secret") || strings.Contains(out, "dbpass") || strings.Contains(out, "env-token") {
