@@ -23,17 +23,7 @@ import (
 // interleaved call by call so machine noise hits both alike, and the ratio
 // is reported as outpost/direct (target ≤ 1.02).
 func BenchmarkRunOverhead(b *testing.B) {
-	env := testutil.ORT(b)
-	model, err := os.ReadFile(testutil.SileroPath(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	sess, err := env.Load(model, onnx.SessionOptions{IntraOpThreads: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sess.Close()
-	direct := onnx.Raw(sess)
+	sess, direct := loadBoth(b, testutil.SileroPath(b))
 
 	audio := make([]float32, 576)
 	for i := range audio {
@@ -112,6 +102,21 @@ func BenchmarkRunOverheadTiny(b *testing.B) {
 		func() error { _, err := sess.Run(context.Background(), feeds); return err })
 }
 
+// loadBoth opens the model at path through runtime/onnx (1 thread) and
+// returns it with the onnxruntime_go session under it, closed when b ends.
+func loadBoth(b *testing.B, path string) (*onnx.Session, *ort.DynamicAdvancedSession) {
+	model, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sess, err := testutil.ORT(b).Load(model, onnx.SessionOptions{IntraOpThreads: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { sess.Close() })
+	return sess, onnx.Raw(sess)
+}
+
 // directSession is the baseline: onnxruntime_go with the same session
 // options Load uses (1+1 threads, no spinning), destroyed when b ends.
 func directSession(b *testing.B, model []byte, in, out []string) *ort.DynamicAdvancedSession {
@@ -133,17 +138,7 @@ func directSession(b *testing.B, model []byte, in, out []string) *ort.DynamicAdv
 // model (INT8, a 3×96×96 photo): direct gets a preallocated input it never
 // copies into, so any copy outpost makes shows in the ratio.
 func BenchmarkRunOverheadCrop(b *testing.B) {
-	env := testutil.ORT(b)
-	model, err := os.ReadFile(filepath.Join(testutil.ModelsDir(b), "crop-disease", "crop_disease_int8.onnx"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	sess, err := env.Load(model, onnx.SessionOptions{IntraOpThreads: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sess.Close()
-	direct := onnx.Raw(sess)
+	sess, direct := loadBoth(b, filepath.Join(testutil.ModelsDir(b), "crop-disease", "crop_disease_int8.onnx"))
 	out := sess.Outputs()[0]
 	photo := make([]float32, 3*96*96)
 	for i := range photo {
