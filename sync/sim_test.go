@@ -292,3 +292,42 @@ func drainThroughTheRealUplink(t *testing.T, policy outbox.Policy, ob *outbox.Ou
 
 // ackTimeout: the device's, in the simulation's time.
 const ackTimeout = 30 * time.Second
+
+// TestBudget_ChargesTheSession: a day with nothing to send still connects,
+// subscribes and says it is online and then offline; the budget counts
+// those bytes (its "session" tier) at least as the link carries them
+// (the 30-day simulation once found a light day at 415 counted, 752 sent).
+func TestBudget_ChargesTheSession(t *testing.T) {
+	ob, err := outbox.Open(filepath.Join(t.TempDir(), "outbox.db"), outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	b := memmqtt.New()
+	var mu gosync.Mutex
+	var sent int64
+	b.Wire = func(client, topic string, up bool, n int) {
+		if client == "outpost-quiet" {
+			mu.Lock()
+			sent += int64(n)
+			mu.Unlock()
+		}
+	}
+	budget := &osync.Budget{Daily: 1 << 20}
+	u, err := osync.NewUplink(ob, b.Dialer(false), osync.UplinkOptions{Device: "quiet", Budget: budget})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // three days' connections
+		if err := u.Drain(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	charged := budget.ByTier(time.Now())[osync.TierNameSession]
+	if sent == 0 || charged < sent || charged != budget.Spent(time.Now()) {
+		t.Fatalf("the link carried %d bytes, the budget's session tier counts %d (of %d spent)", sent, charged, budget.Spent(time.Now()))
+	}
+	t.Logf("three empty drains: %d bytes of MQTT, %d charged", sent, charged)
+}

@@ -288,6 +288,8 @@ func (u *Uplink) session(ctx context.Context, once bool, bo *Backoff) error {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close()
+	u.o.Budget.spendOn(u.o.Now(), TierNameSession,
+		sessionCost("outpost-"+u.o.Device, will, []string{AckTopic(u.o.Device), CmdTopic(u.o.Device)}))
 	acks := make(chan []byte, 64)
 	err = conn.Subscribe(ctx, AckTopic(u.o.Device), 1, func(m Message) {
 		select {
@@ -779,7 +781,9 @@ func (u *Uplink) status(state string) Status {
 func (u *Uplink) publishStatus(ctx context.Context, conn Conn, state string) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := conn.Publish(pctx, StatusTopic(u.o.Device), 1, true, u.status(state).encode()); err != nil {
+	payload := u.status(state).encode()
+	u.o.Budget.spendOn(u.o.Now(), TierNameSession, statusCost(StatusTopic(u.o.Device), len(payload)))
+	if err := conn.Publish(pctx, StatusTopic(u.o.Device), 1, true, payload); err != nil {
 		u.log.Debug("sync: status publish failed", "err", err)
 	}
 }

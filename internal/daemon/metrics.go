@@ -48,7 +48,7 @@ func newMetrics(d *Daemon) *metrics {
 		if b := d.dev.Budget(); b != nil {
 			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_sync_budget_used_bytes", Help: "Bytes on the wire today (what the daily budget counts)."},
 				func() float64 { return float64(b.Spent(time.Now())) }))
-			for _, tier := range []string{osync.TierNameLabels, osync.TierNameEvidence, osync.TierNameUpdates} {
+			for _, tier := range []string{osync.TierNameLabels, osync.TierNameEvidence, osync.TierNameUpdates, osync.TierNameSession} {
 				m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_sync_tier_bytes_today",
 					Help: "Bytes on the wire today, by tier.", ConstLabels: prometheus.Labels{"tier": tier}},
 					func() float64 { return float64(b.ByTier(time.Now())[tier]) }))
