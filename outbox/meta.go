@@ -18,72 +18,117 @@ var (
 	mEvBytes  = []byte("evidence_bytes")
 )
 
-func countKey(p Priority) []byte   { return []byte{'c', byte(p)} }
-func bytesKey(p Priority) []byte   { return []byte{'b', byte(p)} }
-func evictedKey(p Priority) []byte { return []byte{'e', byte(p)} }
-func expiredKey(p Priority) []byte { return []byte{'x', byte(p)} }
+// Per-priority counter keys, built once: makeRoom and put read and
+// write them for every appended record.
+var (
+	countKeys, bytesKeys, evictedKeys, expiredKeys [NumPriorities][]byte
+)
 
-// meta reads and writes counters within one transaction. Writes are held
-// and put once each by flush: a commit of 32 appends changed the same five
-// counters 32 times, each a bbolt Put (issue 31: the outbox at 0.73× raw
-// bbolt with 64 producers).
-type meta struct {
-	b     *bolt.Bucket
-	vals  map[string][]byte // read or written in this transaction
-	dirty map[string]bool
-	err   error
-}
-
-func newMeta(tx *bolt.Tx) *meta { return &meta{b: tx.Bucket(bMeta)} }
-
-func (m *meta) get(k []byte) uint64 {
-	v := m.raw(k)
-	if len(v) != 8 {
-		return 0
+func init() {
+	for p := Priority(0); p < NumPriorities; p++ {
+		countKeys[p], bytesKeys[p] = []byte{'c', byte(p)}, []byte{'b', byte(p)}
+		evictedKeys[p], expiredKeys[p] = []byte{'e', byte(p)}, []byte{'x', byte(p)}
 	}
-	return binary.BigEndian.Uint64(v)
 }
 
-func (m *meta) set(k []byte, v uint64) { m.putRaw(k, putUint64(v)) }
+func countKey(p Priority) []byte   { return countKeys[p] }
+func bytesKey(p Priority) []byte   { return bytesKeys[p] }
+func evictedKey(p Priority) []byte { return evictedKeys[p] }
+func expiredKey(p Priority) []byte { return expiredKeys[p] }
+
+// meta reads and writes counters within one transaction. Each is read once
+// and put once, by flush: a commit of 32 appends changed the same five
+// counters 32 times, each a bbolt Put (issue 31: the outbox at 0.73× raw
+// bbolt with 64 producers). Counters are held as integers in between, so a
+// record's five updates cost map lookups, not allocations.
+type meta struct {
+	b    *bolt.Bucket
+	nums map[string]*metaNum
+	raws map[string]*metaRaw
+	err  error
+}
+
+type metaNum struct {
+	v     uint64
+	dirty bool
+}
+
+type metaRaw struct {
+	v     []byte
+	dirty bool
+}
+
+func newMeta(tx *bolt.Tx) *meta {
+	return &meta{b: tx.Bucket(bMeta), nums: make(map[string]*metaNum, 16)}
+}
+
+func (m *meta) num(k []byte) *metaNum {
+	if n, ok := m.nums[string(k)]; ok {
+		return n
+	}
+	n := &metaNum{}
+	if v := m.b.Get(k); len(v) == 8 {
+		n.v = binary.BigEndian.Uint64(v)
+	}
+	m.nums[string(k)] = n
+	return n
+}
+
+func (m *meta) get(k []byte) uint64 { return m.num(k).v }
+
+func (m *meta) set(k []byte, v uint64) {
+	n := m.num(k)
+	n.v, n.dirty = v, true
+}
 
 // add adjusts a counter, flooring at zero.
 func (m *meta) add(k []byte, d int64) {
-	v := int64(m.get(k)) + d
+	n := m.num(k)
+	v := int64(n.v) + d
 	if v < 0 {
 		v = 0
 	}
-	m.set(k, uint64(v))
+	n.v, n.dirty = uint64(v), true
 }
 
-// raw reads a value once per transaction (only this meta writes the bucket
-// while the transaction lasts).
+// raw reads a non-counter value once per transaction (only this meta
+// writes the bucket while the transaction lasts).
 func (m *meta) raw(k []byte) []byte {
-	if v, ok := m.vals[string(k)]; ok {
-		return v
+	if r, ok := m.raws[string(k)]; ok {
+		return r.v
+	}
+	if m.raws == nil {
+		m.raws = map[string]*metaRaw{}
 	}
 	v := m.b.Get(k)
-	if m.vals == nil {
-		m.vals, m.dirty = map[string][]byte{}, map[string]bool{}
-	}
-	m.vals[string(k)] = v
+	m.raws[string(k)] = &metaRaw{v: v}
 	return v
 }
 
+// putRaw holds v (owned by meta from now on) until flush.
 func (m *meta) putRaw(k, v []byte) {
-	if m.vals == nil {
-		m.vals, m.dirty = map[string][]byte{}, map[string]bool{}
-	}
-	m.vals[string(k)], m.dirty[string(k)] = v, true
+	m.raw(k)
+	r := m.raws[string(k)]
+	r.v, r.dirty = v, true
 }
 
 // flush puts what changed; the transaction must not commit without it.
 func (m *meta) flush() error {
-	for k := range m.dirty {
-		if err := m.b.Put([]byte(k), m.vals[k]); err != nil && m.err == nil {
-			m.err = err
+	for k, n := range m.nums {
+		if n.dirty {
+			if err := m.b.Put([]byte(k), putUint64(n.v)); err != nil && m.err == nil {
+				m.err = err
+			}
 		}
 	}
-	m.vals, m.dirty = nil, nil
+	for k, r := range m.raws {
+		if r.dirty {
+			if err := m.b.Put([]byte(k), r.v); err != nil && m.err == nil {
+				m.err = err
+			}
+		}
+	}
+	m.nums, m.raws = nil, nil
 	return m.err
 }
 

@@ -157,6 +157,7 @@ type Outbox struct {
 
 type appendReq struct {
 	rec      *Record
+	rest     []byte // rec encoded after its Seq (Record.encodeRest)
 	evidence []byte
 	key      string // idempotency key, kept with the record (AppendKeyed)
 	err      error
@@ -311,7 +312,9 @@ func (o *Outbox) AppendKeyed(ctx context.Context, r *Record, evidence []byte, ke
 	if evidence != nil && r.Evidence == nil {
 		r.Evidence = &Evidence{Size: int64(len(evidence))}
 	}
-	req := &appendReq{rec: r, evidence: evidence, key: key, done: make(chan struct{})}
+	// Everything but ID and Seq is encoded here, on the producer's
+	// goroutine, not inside the single write transaction.
+	req := &appendReq{rec: r, rest: r.encodeRest(nil), evidence: evidence, key: key, done: make(chan struct{})}
 	o.appending.Add(1)
 	defer o.appending.Add(-1)
 	// closeMu makes "closed" and "handed over" exclusive: once Close holds
@@ -379,6 +382,10 @@ func (o *Outbox) commitLoop() {
 				break fill
 			}
 		}
+		// Filled first, then put and committed: putting each record as
+		// it arrived, the transaction open while the group filled, was
+		// slower (8 producers 0.80–0.97× raw against 0.85–0.99×): the
+		// committer's puts took the core the returning producers need.
 		o.commit(batch)
 	}
 }
@@ -456,7 +463,7 @@ func (o *Outbox) put(tx *bolt.Tx, m *meta, r *appendReq) error {
 		rec.ID = o.ids.New()
 	}
 	rec.Seq = m.get(mSeq) + 1
-	val := rec.Encode(nil)
+	val := rec.encodeWithRest(r.rest)
 	key := recordKey(rec.Priority, rec.ID)
 	size := int64(len(key) + len(val))
 	if size > o.opts.MaxBytes {
@@ -492,7 +499,7 @@ func (o *Outbox) put(tx *bolt.Tx, m *meta, r *appendReq) error {
 	m.add(bytesKey(rec.Priority), size)
 	m.add(mAppended, 1)
 	if last := m.raw(mLastID); len(last) != 16 || string(last) < string(rec.ID[:]) {
-		m.putRaw(mLastID, append([]byte(nil), rec.ID[:]...))
+		m.putRaw(mLastID, key[1:]) // key is this record's own copy of its ID
 	}
 	return m.err
 }

@@ -3,6 +3,7 @@ package outbox
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -618,5 +619,37 @@ func TestOpen_DropsOldIDIndex(t *testing.T) {
 	}
 	if st, _ := ob.Stats(); st.Count != 1 {
 		t.Fatalf("count %d after acking 2 of 3", st.Count)
+	}
+}
+
+// TestEncode_BytesPinned keeps the on-disk layout of every record version
+// byte for byte (the bytes were written by the encoder before it was split
+// into head and rest), through both Encode and the outbox's split path.
+func TestEncode_BytesPinned(t *testing.T) {
+	c := time.Date(2026, 12, 6, 11, 0, 0, 5, time.UTC)
+	var boot ID
+	for i := range boot {
+		boot[i] = byte(0xa0 + i)
+	}
+	id := ID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	for i, tc := range []struct {
+		r    *Record
+		want string
+	}{
+		{&Record{ID: id, Seq: 300, Created: c, Priority: Alert, Tier: 1, Device: "pi-7", Model: "crop", Version: "1.0.0", Task: "image-classification", Output: []byte(`{"a":1}`)},
+			"010102030405060708090a0b0c0d0e0f10ac028a80af98cec4d2ee3100010470692d370463726f7005312e302e3014696d6167652d636c617373696669636174696f6e077b2261223a317d00"},
+		{&Record{ID: id, Seq: 1, Created: c, Device: "d", Output: []byte("x"), Evidence: &Evidence{ContentType: "image/jpeg", SHA256: "ab", Size: 70000}, Boot: boot, Mono: 5 * time.Second},
+			"020102030405060708090a0b0c0d0e0f10018a80af98cec4d2ee31000001640000000178010a696d6167652f6a706567026162f0a204a0a1a2a3a4a5a6a7a8a9aaabacadaeaf80e497d012"},
+		{&Record{ID: id, Seq: 1 << 40, Created: c, Device: "d", Output: []byte("{}"), Outcome: "diagnosis", Label: "leaf_rust", Boot: boot, Mono: 7},
+			"030102030405060708090a0b0c0d0e0f108080808080208a80af98cec4d2ee3100000164000000027b7d00a0a1a2a3a4a5a6a7a8a9aaabacadaeaf0709646961676e6f736973096c6561665f72757374"},
+		{&Record{ID: id, Seq: 2, Created: c, Device: "d", Output: []byte("{}"), Mono: 9},
+			"030102030405060708090a0b0c0d0e0f10028a80af98cec4d2ee3100000164000000027b7d0000000000000000000000000000000000090000"},
+	} {
+		if got := hex.EncodeToString(tc.r.Encode(nil)); got != tc.want {
+			t.Errorf("record %d: Encode\n got %s\nwant %s", i, got, tc.want)
+		}
+		if got := hex.EncodeToString(tc.r.encodeWithRest(tc.r.encodeRest(nil))); got != tc.want {
+			t.Errorf("record %d: head + rest\n got %s\nwant %s", i, got, tc.want)
+		}
 	}
 }

@@ -155,27 +155,38 @@ const maxField = 16 << 20
 
 // Encode appends r's binary form to dst.
 func (r *Record) Encode(dst []byte) []byte {
-	if r.Outcome != "" || r.Label != "" || r.Boot == (ID{}) && r.Mono != 0 {
-		dst = r.encodeV1(append(dst, recordV3))
-		dst = append(dst, r.Boot[:]...)
-		dst = binary.AppendUvarint(dst, uint64(max(r.Mono, 0)))
-		for _, s := range []string{r.Outcome, r.Label} {
-			dst = binary.AppendUvarint(dst, uint64(len(s)))
-			dst = append(dst, s...)
-		}
-		return dst
-	}
-	if r.Boot != (ID{}) {
-		dst = r.encodeV1(append(dst, recordV2))
-		dst = append(dst, r.Boot[:]...)
-		return binary.AppendUvarint(dst, uint64(max(r.Mono, 0)))
-	}
-	return r.encodeV1(append(dst, recordV1))
+	return r.encodeRest(r.encodeHead(dst))
 }
 
-func (r *Record) encodeV1(dst []byte) []byte {
+// The encoding is version | ID | Seq | rest. The outbox assigns ID and Seq
+// at commit, inside its write transaction; everything else is known at
+// Append, so the producer encodes the rest on its own goroutine and the
+// committer only joins the two (encodeWithRest).
+
+func (r *Record) version() byte {
+	switch {
+	case r.Outcome != "" || r.Label != "" || r.Boot == (ID{}) && r.Mono != 0:
+		return recordV3
+	case r.Boot != (ID{}):
+		return recordV2
+	}
+	return recordV1
+}
+
+func (r *Record) encodeHead(dst []byte) []byte {
+	dst = append(dst, r.version())
 	dst = append(dst, r.ID[:]...)
-	dst = binary.AppendUvarint(dst, r.Seq)
+	return binary.AppendUvarint(dst, r.Seq)
+}
+
+// encodeWithRest is Encode given rest = encodeRest(nil) made earlier.
+func (r *Record) encodeWithRest(rest []byte) []byte {
+	dst := make([]byte, 0, 1+len(r.ID)+binary.MaxVarintLen64+len(rest))
+	return append(r.encodeHead(dst), rest...)
+}
+
+func (r *Record) encodeRest(dst []byte) []byte {
+	v := r.version()
 	dst = binary.AppendVarint(dst, r.Created.UnixNano())
 	dst = append(dst, byte(r.Priority), byte(r.Tier))
 	for _, s := range []string{r.Device, r.Model, r.Version, r.Task} {
@@ -185,14 +196,28 @@ func (r *Record) encodeV1(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(r.Output)))
 	dst = append(dst, r.Output...)
 	if r.Evidence == nil {
-		return append(dst, 0)
+		dst = append(dst, 0)
+	} else {
+		dst = append(dst, 1)
+		for _, s := range []string{r.Evidence.ContentType, r.Evidence.SHA256} {
+			dst = binary.AppendUvarint(dst, uint64(len(s)))
+			dst = append(dst, s...)
+		}
+		dst = binary.AppendUvarint(dst, uint64(r.Evidence.Size))
 	}
-	dst = append(dst, 1)
-	for _, s := range []string{r.Evidence.ContentType, r.Evidence.SHA256} {
-		dst = binary.AppendUvarint(dst, uint64(len(s)))
-		dst = append(dst, s...)
+	// V2 adds the boot and monotonic clock; V3 (boot all zero when
+	// unknown) also outcome and label.
+	if v >= recordV2 {
+		dst = append(dst, r.Boot[:]...)
+		dst = binary.AppendUvarint(dst, uint64(max(r.Mono, 0)))
 	}
-	return binary.AppendUvarint(dst, uint64(r.Evidence.Size))
+	if v == recordV3 {
+		for _, s := range []string{r.Outcome, r.Label} {
+			dst = binary.AppendUvarint(dst, uint64(len(s)))
+			dst = append(dst, s...)
+		}
+	}
+	return dst
 }
 
 // DecodeRecord parses an encoded record. It never panics; errors wrap ErrCorruptRecord.
