@@ -239,6 +239,7 @@ func (p *classPipeline) Infer(ctx context.Context, in Input) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Name, err)
 	}
+	defer putRGBA(img) // only measured and made a tensor of, never kept
 	t1 := time.Now()
 	m := p.c.m
 	res := &Result{Model: m.Name, Version: m.Version, Task: m.Task, Input: in.Name}
@@ -258,6 +259,7 @@ func (p *classPipeline) Infer(ctx context.Context, in Input) (*Result, error) {
 	}
 	t2 := time.Now()
 	raw, probs, err := p.c.Scores(ctx, t)
+	putF32(t.Float32()) // the run is over: ORT holds no reference to it
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Name, err)
 	}

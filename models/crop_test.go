@@ -3,6 +3,7 @@ package models_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"image"
 	"image/color"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	gosync "sync"
 	"testing"
 
 	"github.com/outpost-edge/outpost/internal/testutil"
@@ -446,4 +448,52 @@ func mapChannels(img image.Image, r, g, b float64) *image.RGBA {
 		}
 	}
 	return dst
+}
+
+// TestCropDisease_ScratchReuse: decode, quality and tensor buffers are
+// reused from photo to photo (models/scratch.go). Photos of different
+// sizes, one after another and four at a time, must each get exactly the
+// answer they get alone: a buffer read before it is fully written, or
+// handed to two photos at once, changes a score or a quality figure.
+func TestCropDisease_ScratchReuse(t *testing.T) {
+	p := cropPipeline(t, "crop-disease")
+	files, _ := filepath.Glob(filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples", "*.jpg"))
+	files = append(files, evalFiles(t)[:3]...)
+	if len(files) < 6 {
+		t.Fatalf("only %d photos to rotate", len(files))
+	}
+	answer := func(f string) string {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Error(err)
+			return ""
+		}
+		res, err := p.Infer(context.Background(), models.Input{Name: filepath.Base(f), Data: data})
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			return ""
+		}
+		b, _ := json.Marshal(res.Output)
+		return string(b)
+	}
+	want := map[string]string{}
+	for _, f := range files {
+		want[f] = answer(f)
+	}
+	var wg gosync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for round := 0; round < 3; round++ {
+				for i := range files {
+					f := files[(i+g)%len(files)]
+					if got := answer(f); got != want[f] {
+						t.Errorf("%s (worker %d, round %d):\n got %s\nwant %s", filepath.Base(f), g, round, got, want[f])
+					}
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
 }

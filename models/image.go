@@ -7,6 +7,7 @@ import (
 	"image"
 	_ "image/jpeg" // DecodeConfig for JPEG headers; decoding goes through jpegDecode
 	_ "image/png"
+	gosync "sync"
 
 	"golang.org/x/image/draw"
 
@@ -271,6 +272,37 @@ func boxDown(src *image.RGBA, f int) *image.RGBA {
 	return dst
 }
 
+// scalers keeps Catmull-Rom scalers by size. A device's camera gives the
+// same sizes photo after photo, and a kept Scaler reuses its weights and
+// its scratch rows; draw.CatmullRom.Scale made both afresh per photo (for
+// a 896-row source, 6 MB allocated and zeroed: ~110 µs of each request).
+var scalers struct {
+	mu    gosync.Mutex
+	m     map[[4]int]draw.Scaler
+	order [][4]int // oldest first; at most maxScalers
+}
+
+const maxScalers = 8
+
+func catmullRom(dw, dh, sw, sh int) draw.Scaler {
+	k := [4]int{dw, dh, sw, sh}
+	scalers.mu.Lock()
+	defer scalers.mu.Unlock()
+	if z, ok := scalers.m[k]; ok {
+		return z
+	}
+	if scalers.m == nil {
+		scalers.m = map[[4]int]draw.Scaler{}
+	}
+	if len(scalers.order) == maxScalers {
+		delete(scalers.m, scalers.order[0])
+		scalers.order = scalers.order[1:]
+	}
+	z := draw.CatmullRom.NewScaler(dw, dh, sw, sh)
+	scalers.m[k], scalers.order = z, append(scalers.order, k)
+	return z
+}
+
 // ImageTensor center-crops img to the model's aspect ratio, resizes it with
 // Catmull-Rom (sharp, no aliasing on downscale), normalises each channel as
 // (v/255 − mean)/std and lays it out as NCHW or NHWC with a batch of one.
@@ -287,7 +319,8 @@ func ImageTensor(img image.Image, p Preprocessing) (*runtime.Tensor, error) {
 	}
 	origin := image.Pt(b.Min.X+(b.Dx()-cw)/2, b.Min.Y+(b.Dy()-ch)/2)
 	crop := image.Rectangle{Min: origin, Max: origin.Add(image.Pt(cw, ch))}
-	dst := image.NewRGBA(image.Rect(0, 0, w, h))
+	dst := getRGBA(image.Rect(0, 0, w, h)) // draw.Src writes every pixel
+	defer putRGBA(dst)
 	switch {
 	case cw == w && ch == h:
 		draw.Draw(dst, dst.Bounds(), img, crop.Min, draw.Src)
@@ -299,9 +332,9 @@ func ImageTensor(img image.Image, p Preprocessing) (*runtime.Tensor, error) {
 		src := image.NewRGBA(image.Rect(0, 0, cw, ch))
 		draw.Draw(src, src.Bounds(), img, crop.Min, draw.Src)
 		small := boxDown(src, f)
-		draw.CatmullRom.Scale(dst, dst.Bounds(), small, small.Bounds(), draw.Src, nil)
+		catmullRom(w, h, small.Bounds().Dx(), small.Bounds().Dy()).Scale(dst, dst.Bounds(), small, small.Bounds(), draw.Src, nil)
 	default:
-		draw.CatmullRom.Scale(dst, dst.Bounds(), img, crop, draw.Src, nil)
+		catmullRom(w, h, cw, ch).Scale(dst, dst.Bounds(), img, crop, draw.Src, nil)
 	}
 	mean, std := [3]float32{0, 0, 0}, [3]float32{1, 1, 1}
 	for c := 0; c < 3; c++ {
@@ -312,7 +345,7 @@ func ImageTensor(img image.Image, p Preprocessing) (*runtime.Tensor, error) {
 			std[c] = p.Std[c]
 		}
 	}
-	data := make([]float32, 3*w*h)
+	data := getF32(3 * w * h) // every value written below; see ReleaseTensor
 	nhwc := p.Layout == "NHWC"
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {

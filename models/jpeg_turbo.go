@@ -67,7 +67,7 @@ func decodeJPEG(b []byte, div int) (*image.RGBA, error) {
 		return nil, fmt.Errorf("%s", C.GoString(C.tjGetErrorStr2(tj)))
 	}
 	w, h := (int(cw)+div-1)/div, (int(ch)+div-1)/div
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	img := getRGBA(image.Rect(0, 0, w, h)) // the decoder writes every pixel
 	// STOPONWARNING: a damaged file is refused, not half-decoded.
 	// LIMITSCANS: a progressive file with absurdly many scans is refused
 	// (a CPU bomb) rather than decoded for minutes.

@@ -135,6 +135,7 @@ func MeasureQuality(img image.Image, w, h int) Quality {
 	// Photos smaller than the gate's square are measured as they are:
 	// enlarging would invent blur.
 	dst := areaDown(src, crop, max(1, min(gateSize, cw, ch)))
+	defer putRGBA(dst)
 	return measureRGBA(dst)
 }
 
@@ -143,7 +144,7 @@ func MeasureQuality(img image.Image, w, h int) Quality {
 // once, and nothing aliases — a blurred photo must not look sharp because
 // the downscale skipped pixels.
 func areaDown(src *image.RGBA, r image.Rectangle, n int) *image.RGBA {
-	dst := image.NewRGBA(image.Rect(0, 0, n, n))
+	dst := getRGBA(image.Rect(0, 0, n, n)) // every pixel written below
 	cw, ch := r.Dx(), r.Dy()
 	// Where each destination pixel covers step×step source pixels or more,
 	// one of each step×step block is enough to average (step² cheaper).
@@ -188,7 +189,8 @@ func areaDown(src *image.RGBA, r image.Rectangle, n int) *image.RGBA {
 
 func measureRGBA(m *image.RGBA) Quality {
 	w, h := m.Bounds().Dx(), m.Bounds().Dy()
-	luma := make([]float32, w*h)
+	luma := getF32(w * h)
+	defer putF32(luma)
 	var sum, sum2 float64
 	var clipped, plant, green int
 	for y := 0; y < h; y++ {
@@ -235,10 +237,11 @@ func blurEffect(l []float32, w, h, step, n int) float64 {
 	}
 	var sumF, sumV float64
 	re := make([]float32, n)
+	pad := make([]float32, n+k) // one line padded with its end values; reused line after line
 	for line := 0; line < lines; line++ {
 		base := line * stride
 		// box mean of k pixels, clamped at the ends, as a running sum
-		line := make([]float32, n+k) // the line padded with its end values
+		line := pad
 		for i := range line {
 			line[i] = l[base+min(max(i-k/2, 0), n-1)*step]
 		}

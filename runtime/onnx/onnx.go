@@ -315,6 +315,12 @@ func (s *Session) run(ctx context.Context, inputs, into map[string]*runtime.Tens
 	if err != nil {
 		return nil, err
 	}
+	// Deferred in this order so they run as: release this run's bound
+	// inputs, unpin their memory, and only then hand the set to the next
+	// run. The set went back first before, and a concurrent run that took
+	// it had its own bound input destroyed under it (found by -race with
+	// four photos at a time: TestCropDisease_ScratchReuse).
+	defer s.putSet(key, set)
 	// Large inputs are not copied: ORT reads the caller's own slice, pinned
 	// for the call (a crop photo's 110 KB copy was most of the gap to
 	// onnxruntime_go called directly). Small ones are copied into pooled
@@ -322,12 +328,11 @@ func (s *Session) run(ctx context.Context, inputs, into map[string]*runtime.Tens
 	var pin goruntime.Pinner
 	defer pin.Unpin()
 	var bound []int
+	defer func() { destroyBound(set, bound) }()
 	for i, in := range s.inputs {
 		if set.fill[i] == nil {
 			v, err := bind(inputs[in.Name], set.shapes[i], &pin)
 			if err != nil {
-				destroyBound(set, bound)
-				s.putSet(key, set)
 				return nil, fmt.Errorf("onnx: input %q: %w", in.Name, err)
 			}
 			set.vals[i] = v
@@ -335,12 +340,9 @@ func (s *Session) run(ctx context.Context, inputs, into map[string]*runtime.Tens
 			continue
 		}
 		if err := set.fill[i](inputs[in.Name], &set.vals[i]); err != nil {
-			destroyBound(set, bound)
-			s.putSet(key, set)
 			return nil, fmt.Errorf("onnx: input %q: %w", in.Name, err)
 		}
 	}
-	defer destroyBound(set, bound)
 	var opts *ort.RunOptions
 	if ctx.Done() != nil {
 		// Cancellation reaches into ORT through RunOptions.Terminate.
@@ -355,7 +357,6 @@ func (s *Session) run(ctx context.Context, inputs, into map[string]*runtime.Tens
 			}()
 		}
 	}
-	defer s.putSet(key, set)
 	outs := make([]ort.Value, len(s.outputs))
 	copy(outs, set.outs)
 	err = s.s.RunWithOptions(set.vals, outs, opts)

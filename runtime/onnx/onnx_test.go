@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,38 +105,46 @@ func TestSession_Run(t *testing.T) {
 	}
 }
 
+// TestSession_RunConcurrent: eight goroutines on one session, with small
+// inputs (copied into pooled buffers) and with inputs of 16 KB and more
+// (bound to the caller's memory for the run; under -race this caught a
+// run's bound input being destroyed by another run's cleanup).
 func TestSession_RunConcurrent(t *testing.T) {
 	s := loadTiny(t)
-	var wg gosync.WaitGroup
-	errs := make(chan error, 8)
-	for g := 0; g < 8; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			for i := 0; i < 50; i++ {
-				n := 1 + (g+i)%3
-				x := make([]float32, n*4)
-				for k := range x {
-					x[k] = float32(g*100 + i + k)
-				}
-				xt, _ := runtime.NewFloat32(runtime.Shape{int64(n), 4}, x)
-				it, _ := runtime.NewInt64(runtime.Shape{2}, []int64{int64(g), int64(i)})
-				out, err := s.Run(context.Background(), map[string]*runtime.Tensor{"x": xt, "i": it})
-				if err != nil {
-					errs <- err
-					return
-				}
-				if !close32(out["y"].Float32(), tinyWant(x)) || out["z"].Int64()[1] != int64(i)+1 {
-					errs <- errors.New("concurrent run returned another call's result")
-					return
-				}
+	for _, rows := range []int{1, onnx.BindMin/16 + 1} {
+		t.Run(fmt.Sprintf("rows=%d", rows), func(t *testing.T) {
+			var wg gosync.WaitGroup
+			errs := make(chan error, 8)
+			for g := 0; g < 8; g++ {
+				wg.Add(1)
+				go func(g int) {
+					defer wg.Done()
+					for i := 0; i < 50; i++ {
+						n := rows + (g+i)%3
+						x := make([]float32, n*4)
+						for k := range x {
+							x[k] = float32(g*100 + i + k)
+						}
+						xt, _ := runtime.NewFloat32(runtime.Shape{int64(n), 4}, x)
+						it, _ := runtime.NewInt64(runtime.Shape{2}, []int64{int64(g), int64(i)})
+						out, err := s.Run(context.Background(), map[string]*runtime.Tensor{"x": xt, "i": it})
+						if err != nil {
+							errs <- err
+							return
+						}
+						if !close32(out["y"].Float32(), tinyWant(x)) || out["z"].Int64()[1] != int64(i)+1 {
+							errs <- errors.New("concurrent run returned another call's result")
+							return
+						}
+					}
+				}(g)
 			}
-		}(g)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
