@@ -235,8 +235,15 @@ func fleetDevice(url, name string, backlog, batch int, wait func(), first, last 
 	}); !t.WaitTimeout(60*time.Second) || t.Error() != nil {
 		return fmt.Errorf("subscribe: %v", t.Error())
 	}
-	wait()
+	// Batches are encoded (and compressed) before the word: each device
+	// in the field does that on its own CPU, not on the hub's. Encoding
+	// here during the drain gave the hub's cores to the load generator.
 	g := outbox.NewIDGen()
+	type encoded struct {
+		id      outbox.ID
+		payload []byte
+	}
+	var batches []encoded
 	for sent := 0; sent < backlog; sent += batch {
 		bt := &osync.Batch{ID: g.New(), Device: name, Sent: time.Now()}
 		for i := 0; i < batch; i++ {
@@ -244,7 +251,11 @@ func fleetDevice(url, name string, backlog, batch int, wait func(), first, last 
 				Model: "crop-disease", Version: "0.2.0", Task: "image-classification", Output: []byte(`{"outcome":"diagnosis","label":"rust","score":0.93}`),
 				Outcome: "diagnosis", Label: "rust"}) // as a device of today sends it (v3)
 		}
-		payload := osync.EncodeBatch(bt)
+		batches = append(batches, encoded{bt.ID, osync.EncodeBatch(bt)})
+	}
+	wait()
+	for n, bt := range batches {
+		payload := bt.payload
 		deadline := time.Now().Add(5 * time.Minute)
 		for {
 			t0 := time.Now()
@@ -254,7 +265,7 @@ func fleetDevice(url, name string, backlog, batch int, wait func(), first, last 
 			}
 			select {
 			case id := <-acks:
-				if id != bt.ID {
+				if id != bt.id {
 					continue
 				}
 				now := time.Now()
@@ -267,7 +278,7 @@ func fleetDevice(url, name string, backlog, batch int, wait func(), first, last 
 				}
 			case <-time.After(10 * time.Second):
 				if time.Now().After(deadline) {
-					return fmt.Errorf("batch %d not acked in 5 min", sent/batch)
+					return fmt.Errorf("batch %d not acked in 5 min", n)
 				}
 				continue
 			}
