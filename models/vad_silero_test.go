@@ -173,3 +173,80 @@ func TestModel_OpenMismatch(t *testing.T) {
 		t.Fatalf("junk model: err = %v", err)
 	}
 }
+
+// noBinder hides runtime.Binder: the VAD then runs chunk by chunk through
+// RunInto, as it does for a session that cannot bind.
+type noBinder struct {
+	runtime.Session
+	runtime.IntoRunner
+}
+
+// countingBinder counts binds and plain runs, to see which loop ran.
+type countingBinder struct {
+	runtime.Session
+	bd          runtime.Binder
+	binds, runs int
+}
+
+func (c *countingBinder) Bind(in, out map[string]*runtime.Tensor) (runtime.Bound, error) {
+	c.binds++
+	return c.bd.Bind(in, out)
+}
+
+func (c *countingBinder) Run(ctx context.Context, in map[string]*runtime.Tensor) (map[string]*runtime.Tensor, error) {
+	c.runs++
+	return c.Session.Run(ctx, in)
+}
+
+// TestVAD_BoundMatchesRunInto: the VAD's bound loop (two bindings with the
+// state crossed, the frame written in place) gives bit for bit the
+// probabilities of the chunk-by-chunk loop, over a spoken sentence.
+func TestVAD_BoundMatchesRunInto(t *testing.T) {
+	_, m := sileroPipeline(t)
+	sess, err := m.Open(testutil.ORT(t).Loader(onnx.SessionOptions{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if _, ok := sess.(runtime.Binder); !ok {
+		t.Fatal("the ONNX session does not bind")
+	}
+	b, err := os.ReadFile(testutil.Speak(t, "sw", "Tafadhali angalia majani ya mahindi shambani."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clip, err := models.DecodeWAV(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	samples := models.Resample(clip.Samples, clip.SampleRate, 16000)
+	var got [2][]float32
+	counted := &countingBinder{Session: sess, bd: sess.(runtime.Binder)}
+	for k, s := range []runtime.Session{counted, noBinder{sess, sess.(runtime.IntoRunner)}} {
+		v, err := models.NewVAD(s, &m.Manifest, models.VADOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[k], err = v.Probabilities(context.Background(), samples); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if counted.binds != 2 || counted.runs != 0 {
+		t.Fatalf("bound loop not taken: %d binds, %d plain runs", counted.binds, counted.runs)
+	}
+	if len(got[0]) < 50 || len(got[0]) != len(got[1]) {
+		t.Fatalf("%d and %d chunks", len(got[0]), len(got[1]))
+	}
+	speech := 0
+	for i := range got[0] {
+		if got[0][i] != got[1][i] {
+			t.Fatalf("chunk %d: bound %v, chunk by chunk %v", i, got[0][i], got[1][i])
+		}
+		if got[0][i] > 0.5 {
+			speech++
+		}
+	}
+	if speech < 10 {
+		t.Fatalf("only %d of %d chunks heard as speech", speech, len(got[0]))
+	}
+}

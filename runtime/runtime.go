@@ -216,6 +216,26 @@ type IntoRunner interface {
 	RunInto(ctx context.Context, inputs, outputs map[string]*Tensor) error
 }
 
+// Binder is a Session that binds a caller's tensors for repeated runs:
+// the model reads its inputs from, and writes its outputs into, the
+// caller's own memory, so a run copies nothing (the VAD loop: thousands
+// of chunks, each a few hundred floats in and out).
+type Binder interface {
+	// Bind validates inputs as Run does; outputs must name every output
+	// the model has, each with its dtype and the shape it will produce.
+	Bind(inputs, outputs map[string]*Tensor) (Bound, error)
+}
+
+// Bound runs a model over tensors bound by Binder.Bind. Between runs the
+// caller may change the bound tensors' values, never their shapes or
+// memory. One Bound is not for concurrent use; several may share tensors
+// (one's output the next one's input).
+type Bound interface {
+	Run(ctx context.Context) error
+	// Close releases the binding (not the caller's tensors); safe twice.
+	Close() error
+}
+
 // Validate checks inputs against the declared infos: every declared input is
 // present exactly, no unknown names, dtypes equal and shapes accepted. The
 // error names the input and both shapes, and wraps ErrBadInput.

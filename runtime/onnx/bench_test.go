@@ -53,6 +53,17 @@ func BenchmarkRunOverhead(b *testing.B) {
 	o1, _ := runtime.NewFloat32(runtime.Shape{1, 1}, make([]float32, 1))
 	o2, _ := runtime.NewFloat32(runtime.Shape{2, 1, 128}, make([]float32, 256))
 	into := map[string]*runtime.Tensor{"output": o1, "stateN": o2}
+	if os.Getenv("OUTPOST_BENCH_BOUND") != "" {
+		// Bound: ORT reads and writes the caller's tensors in place, as
+		// the direct call's preallocated values do (the VAD loop's way).
+		bd, err := sess.Bind(feeds, into)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer bd.Close()
+		interleave(b, func() error { return direct.Run(ins, outs) }, func() error { return bd.Run(ctx) })
+		return
+	}
 	if os.Getenv("OUTPOST_BENCH_ALLOC") != "" {
 		into = nil
 	}
@@ -71,6 +82,13 @@ func BenchmarkRunOverhead(b *testing.B) {
 // use): the allocation is the difference.
 func BenchmarkRunOverheadAlloc(b *testing.B) {
 	b.Setenv("OUTPOST_BENCH_ALLOC", "1")
+	BenchmarkRunOverhead(b)
+}
+
+// BenchmarkRunOverheadBound is BenchmarkRunOverhead through a binding
+// (Session.Bind): nothing is copied in or out, as with the direct call.
+func BenchmarkRunOverheadBound(b *testing.B) {
+	b.Setenv("OUTPOST_BENCH_BOUND", "1")
 	BenchmarkRunOverhead(b)
 }
 
@@ -151,8 +169,24 @@ func BenchmarkRunOverheadCrop(b *testing.B) {
 	ctx := context.Background()
 	logits, _ := runtime.NewFloat32(runtime.Shape{1, out.Shape[1]}, make([]float32, out.Shape[1]))
 	into := map[string]*runtime.Tensor{out.Name: logits}
+	if os.Getenv("OUTPOST_BENCH_BOUND") != "" {
+		bd, err := sess.Bind(feeds, into)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer bd.Close()
+		interleave(b, func() error { return direct.Run([]ort.Value{dIn}, []ort.Value{dOut}) }, func() error { return bd.Run(ctx) })
+		return
+	}
 	interleave(b, func() error { return direct.Run([]ort.Value{dIn}, []ort.Value{dOut}) },
 		func() error { return sess.RunInto(ctx, feeds, into) })
+}
+
+// BenchmarkRunOverheadCropBound is BenchmarkRunOverheadCrop through a
+// binding (what the classifier runs: a binding per photo in flight).
+func BenchmarkRunOverheadCropBound(b *testing.B) {
+	b.Setenv("OUTPOST_BENCH_BOUND", "1")
+	BenchmarkRunOverheadCrop(b)
 }
 
 // interleave runs direct and outpost alternately b.N times each and reports

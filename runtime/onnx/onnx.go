@@ -343,20 +343,8 @@ func (s *Session) run(ctx context.Context, inputs, into map[string]*runtime.Tens
 			return nil, fmt.Errorf("onnx: input %q: %w", in.Name, err)
 		}
 	}
-	var opts *ort.RunOptions
-	if ctx.Done() != nil {
-		// Cancellation reaches into ORT through RunOptions.Terminate.
-		if o, _ := s.runs.Get().(*ort.RunOptions); o != nil {
-			opts = o
-			stop := context.AfterFunc(ctx, func() { _ = o.Terminate() })
-			defer func() {
-				if !stop() {
-					_ = o.UnsetTerminate()
-				}
-				s.runs.Put(o)
-			}()
-		}
-	}
+	opts, done := s.runOptions(ctx)
+	defer done()
 	outs := make([]ort.Value, len(s.outputs))
 	copy(outs, set.outs)
 	err = s.s.RunWithOptions(set.vals, outs, opts)
@@ -410,6 +398,26 @@ func (s *Session) run(ctx context.Context, inputs, into map[string]*runtime.Tens
 		return nil, err
 	}
 	return res, nil
+}
+
+// runOptions returns the options for one run under ctx (nil when ctx
+// cannot end) and what to call once the run is over. Cancellation reaches
+// into ORT through RunOptions.Terminate.
+func (s *Session) runOptions(ctx context.Context) (*ort.RunOptions, func()) {
+	if ctx.Done() == nil {
+		return nil, func() {}
+	}
+	o, _ := s.runs.Get().(*ort.RunOptions)
+	if o == nil {
+		return nil, func() {}
+	}
+	stop := context.AfterFunc(ctx, func() { _ = o.Terminate() })
+	return o, func() {
+		if !stop() {
+			_ = o.UnsetTerminate()
+		}
+		s.runs.Put(o)
+	}
 }
 
 func (s *Session) getSet(key uint64, inputs map[string]*runtime.Tensor) (*inputSet, error) {

@@ -262,3 +262,64 @@ func TestSession_RunInto(t *testing.T) {
 		}
 	}
 }
+
+// TestSession_Bind: a binding reads the caller's tensors in place and
+// writes the outputs into the caller's; values changed between runs are
+// seen, and a wrong output tensor, a closed binding or a closed session is
+// an error naming what was wrong.
+func TestSession_Bind(t *testing.T) {
+	s := loadTiny(t)
+	x := make([]float32, 2*4)
+	i := []int64{41, -1}
+	y, z := make([]float32, 2*3), make([]int64, 2)
+	xt, _ := runtime.NewFloat32(runtime.Shape{2, 4}, x)
+	it, _ := runtime.NewInt64(runtime.Shape{2}, i)
+	yt, _ := runtime.NewFloat32(runtime.Shape{2, 3}, y)
+	zt, _ := runtime.NewInt64(runtime.Shape{2}, z)
+	ins := map[string]*runtime.Tensor{"x": xt, "i": it}
+	b, err := s.Bind(ins, map[string]*runtime.Tensor{"y": yt, "z": zt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for run := 0; run < 3; run++ {
+		for k := range x {
+			x[k] = float32(run*10 + k) // written in place, never handed over again
+		}
+		i[0] = int64(run)
+		if err := b.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if !close32(y, tinyWant(x)) || z[0] != int64(run)+1 || z[1] != 0 {
+			t.Fatalf("run %d: y = %v (want %v), z = %v", run, y, tinyWant(x), z)
+		}
+	}
+	b.Close()
+	b.Close()
+	if err := b.Run(context.Background()); !errors.Is(err, runtime.ErrClosed) {
+		t.Fatalf("run after Close: %v", err)
+	}
+
+	wrong, _ := runtime.NewFloat32(runtime.Shape{2, 4}, make([]float32, 8))
+	for _, tc := range []struct {
+		outs map[string]*runtime.Tensor
+		want string
+	}{
+		{map[string]*runtime.Tensor{"y": yt}, "1 outputs given, the model has 2"},
+		{map[string]*runtime.Tensor{"y": yt, "w": zt}, `no tensor for output "z"`},
+		{map[string]*runtime.Tensor{"y": wrong, "z": zt}, `output "y" has shape [2 4], the model produces [? 3]`},
+		{map[string]*runtime.Tensor{"y": yt, "z": yt}, `output "z" is float32, the model produces int64`},
+	} {
+		if _, err := s.Bind(ins, tc.outs); !errors.Is(err, runtime.ErrBadInput) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Bind: %v, want %q", err, tc.want)
+		}
+	}
+	b2, err := s.Bind(ins, map[string]*runtime.Tensor{"y": yt, "z": zt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	s.Close()
+	if err := b2.Run(context.Background()); !errors.Is(err, runtime.ErrClosed) {
+		t.Fatalf("run after the session closed: %v", err)
+	}
+}
