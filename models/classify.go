@@ -4,13 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"golang.org/x/sync/semaphore"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	gosync "sync"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/outpost-edge/outpost/runtime"
 )
@@ -80,6 +82,21 @@ type Classifier struct {
 	advice  Advice
 	gate    QualityGate
 	abstain int // index of the abstain label, or -1
+
+	// Photos run through bindings kept for the session's life, one per
+	// photo in flight (at most as many as ever ran at once): the photo is
+	// written where the model reads it and the scores read where the model
+	// wrote them (the wrapper then costs 0.1 % of a run, not 1–2 %: issue
+	// 31). binder is nil when the session cannot bind or the model does
+	// not suit one (several outputs).
+	binder   runtime.Binder
+	bindMu   gosync.Mutex
+	bindFree []*photoBinding
+}
+
+type photoBinding struct {
+	in, out *runtime.Tensor
+	b       runtime.Bound
 }
 
 // NewClassifier checks the model's single image input and loads its advice.
@@ -92,6 +109,9 @@ func NewClassifier(m *Model, sess runtime.Session) (*Classifier, error) {
 		return nil, err
 	}
 	c := &Classifier{m: m, sess: sess, in: sess.Inputs()[0].Name, advice: adv, gate: m.Quality.Gate(), abstain: -1}
+	if bd, ok := sess.(runtime.Binder); ok && len(sess.Outputs()) == 1 {
+		c.binder = bd
+	}
 	if a := m.Postprocessing.AbstainLabel; a != "" {
 		c.abstain = slices.Index(m.Labels, a)
 		if c.abstain < 0 {
@@ -108,7 +128,55 @@ func (c *Classifier) Scores(ctx context.Context, t *runtime.Tensor) (raw, probs 
 	if err != nil {
 		return nil, nil, err
 	}
-	o := out[c.sess.Outputs()[0].Name].Float32()
+	return c.scores(out[c.sess.Outputs()[0].Name].Float32())
+}
+
+// binding returns a free photo binding, making one if none is free; nil
+// when the session cannot bind (then it never tries again).
+func (c *Classifier) binding() *photoBinding {
+	c.bindMu.Lock()
+	defer c.bindMu.Unlock()
+	if c.binder == nil {
+		return nil
+	}
+	if n := len(c.bindFree); n > 0 {
+		pb := c.bindFree[n-1]
+		c.bindFree = c.bindFree[:n-1]
+		return pb
+	}
+	shape, err := imageShape(c.m.Preprocessing)
+	if err != nil {
+		c.binder = nil
+		return nil
+	}
+	in, _ := runtime.NewFloat32(shape, make([]float32, shape.Size()))
+	out, _ := runtime.NewFloat32(runtime.Shape{1, int64(len(c.m.Labels))}, make([]float32, len(c.m.Labels)))
+	b, err := c.binder.Bind(map[string]*runtime.Tensor{c.in: in}, map[string]*runtime.Tensor{c.sess.Outputs()[0].Name: out})
+	if err != nil {
+		// A model whose output is not [1, labels] (checked again by
+		// scores on the plain path, which names what is wrong).
+		c.binder = nil
+		return nil
+	}
+	return &photoBinding{in: in, out: out, b: b}
+}
+
+// runBound runs the photo written into pb's input and scores it; pb is
+// free again when it returns.
+func (c *Classifier) runBound(ctx context.Context, pb *photoBinding) (raw, probs []float32, err error) {
+	err = pb.b.Run(ctx)
+	raw = slices.Clone(pb.out.Float32())
+	c.bindMu.Lock()
+	c.bindFree = append(c.bindFree, pb)
+	c.bindMu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.scores(raw)
+}
+
+// scores checks the model's output o against the labels and calibrates it.
+func (c *Classifier) scores(o []float32) (raw, probs []float32, err error) {
 	if len(o) != len(c.m.Labels) {
 		return nil, nil, fmt.Errorf("%w: %s: output has %d values, manifest lists %d labels", ErrModelMismatch, c.m.Name, len(o), len(c.m.Labels))
 	}
@@ -253,13 +321,21 @@ func (p *classPipeline) Infer(ctx context.Context, in Input) (*Result, error) {
 			return res, nil
 		}
 	}
-	t, err := ImageTensor(img, p.c.m.Preprocessing)
-	if err != nil {
+	pb := p.c.binding()
+	var t *runtime.Tensor
+	if pb != nil {
+		imageInto(img, p.c.m.Preprocessing, pb.in.Float32())
+	} else if t, err = ImageTensor(img, p.c.m.Preprocessing); err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Name, err)
 	}
 	t2 := time.Now()
-	raw, probs, err := p.c.Scores(ctx, t)
-	putF32(t.Float32()) // the run is over: ORT holds no reference to it
+	var raw, probs []float32
+	if pb != nil {
+		raw, probs, err = p.c.runBound(ctx, pb)
+	} else {
+		raw, probs, err = p.c.Scores(ctx, t)
+		putF32(t.Float32()) // the run is over: ORT holds no reference to it
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Name, err)
 	}

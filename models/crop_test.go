@@ -19,6 +19,7 @@ import (
 
 	"github.com/outpost-edge/outpost/internal/testutil"
 	"github.com/outpost-edge/outpost/models"
+	"github.com/outpost-edge/outpost/runtime"
 	"github.com/outpost-edge/outpost/runtime/onnx"
 )
 
@@ -496,4 +497,54 @@ func TestCropDisease_ScratchReuse(t *testing.T) {
 		}(g)
 	}
 	wg.Wait()
+}
+
+// TestCropDisease_BoundMatchesPlain: the classifier's bound path (the
+// photo written where the model reads it) answers every sample exactly as
+// the plain Run path does, and is the path taken.
+func TestCropDisease_BoundMatchesPlain(t *testing.T) {
+	reg, err := models.LoadDir(testutil.ModelsDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := reg.Get("crop-disease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := m.Open(testutil.ORT(t).Loader(onnx.SessionOptions{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	counted := &countingBinder{Session: sess, bd: sess.(runtime.Binder)}
+	bound, err := models.NewPipeline(m, counted, models.PipelineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := models.NewPipeline(m, noBinder{sess, sess.(runtime.IntoRunner)}, models.PipelineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples", "*.jpg"))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got [2]string
+		for k, p := range []models.Pipeline{bound, plain} {
+			res, err := p.Infer(context.Background(), models.Input{Name: filepath.Base(f), Data: data})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(res.Output)
+			got[k] = string(b)
+		}
+		if got[0] != got[1] {
+			t.Errorf("%s: bound %s\nplain %s", filepath.Base(f), got[0], got[1])
+		}
+	}
+	if counted.binds != 1 || counted.runs != 0 {
+		t.Fatalf("%d binds and %d plain runs for %d photos one at a time, want 1 and 0", counted.binds, counted.runs, len(files))
+	}
 }

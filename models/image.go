@@ -307,10 +307,32 @@ func catmullRom(dw, dh, sw, sh int) draw.Scaler {
 // Catmull-Rom (sharp, no aliasing on downscale), normalises each channel as
 // (v/255 − mean)/std and lays it out as NCHW or NHWC with a batch of one.
 func ImageTensor(img image.Image, p Preprocessing) (*runtime.Tensor, error) {
+	shape, err := imageShape(p)
+	if err != nil {
+		return nil, err
+	}
+	data := getF32(3 * p.Width * p.Height) // every value written by imageInto
+	imageInto(img, p, data)
+	return runtime.NewFloat32(shape, data)
+}
+
+// imageShape is the tensor shape ImageTensor makes for p.
+func imageShape(p Preprocessing) (runtime.Shape, error) {
 	w, h := p.Width, p.Height
 	if w <= 0 || h <= 0 {
 		return nil, fmt.Errorf("models: image model needs preprocessing.width and height")
 	}
+	if p.Layout == "NHWC" {
+		return runtime.Shape{1, int64(h), int64(w), 3}, nil
+	}
+	return runtime.Shape{1, 3, int64(h), int64(w)}, nil
+}
+
+// imageInto is ImageTensor writing into data (3·width·height values, every
+// one written): the classifier's bound input, which the model reads in
+// place.
+func imageInto(img image.Image, p Preprocessing, data []float32) {
+	w, h := p.Width, p.Height
 	b := img.Bounds()
 	// Largest centred crop with the target aspect.
 	cw, ch := b.Dx(), b.Dx()*h/w
@@ -345,7 +367,6 @@ func ImageTensor(img image.Image, p Preprocessing) (*runtime.Tensor, error) {
 			std[c] = p.Std[c]
 		}
 	}
-	data := getF32(3 * w * h) // every value written below; see ReleaseTensor
 	nhwc := p.Layout == "NHWC"
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
@@ -360,9 +381,4 @@ func ImageTensor(img image.Image, p Preprocessing) (*runtime.Tensor, error) {
 			}
 		}
 	}
-	shape := runtime.Shape{1, 3, int64(h), int64(w)}
-	if nhwc {
-		shape = runtime.Shape{1, int64(h), int64(w), 3}
-	}
-	return runtime.NewFloat32(shape, data)
 }

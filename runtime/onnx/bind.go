@@ -84,6 +84,12 @@ func (s *Session) Bind(inputs, outputs map[string]*runtime.Tensor) (runtime.Boun
 		}
 		b.outs = append(b.outs, v)
 	}
+	s.freeMu.Lock()
+	if s.bounds == nil {
+		s.bounds = map[*bound]struct{}{}
+	}
+	s.bounds[b] = struct{}{}
+	s.freeMu.Unlock()
 	return b, nil
 }
 
@@ -121,11 +127,21 @@ func (b *bound) Run(ctx context.Context) error {
 
 // Close implements runtime.Bound.
 func (b *bound) Close() error {
+	b.s.freeMu.Lock()
+	delete(b.s.bounds, b)
+	b.s.freeMu.Unlock()
+	b.release()
+	return nil
+}
+
+// release frees the ORT values and unpins the caller's memory, once. A run
+// in flight holds the session's read lock, and Session.Close (which calls
+// this) its write lock; Bound.Close must not race the binding's own Run.
+func (b *bound) release() {
 	b.once.Do(func() {
 		destroyAll(b.ins)
 		destroyAll(b.outs)
 		b.ins, b.outs = nil, nil
 		b.pin.Unpin()
 	})
-	return nil
 }

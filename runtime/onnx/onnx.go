@@ -199,6 +199,9 @@ type Session struct {
 	free   map[uint64][]*inputSet
 	all    []*inputSet
 	runs   gosync.Pool
+	// bounds are the bindings not yet closed: Close releases them, so a
+	// binding kept by a pipeline lives exactly as long as its session.
+	bounds map[*bound]struct{}
 }
 
 type inputSet struct {
@@ -677,6 +680,13 @@ func (s *Session) Close() error {
 		destroyAll(set.outs)
 	}
 	s.all, s.free = nil, nil
+	s.freeMu.Lock()
+	bounds := s.bounds
+	s.bounds = nil
+	s.freeMu.Unlock()
+	for b := range bounds {
+		b.release()
+	}
 	if err := s.s.Destroy(); err != nil {
 		return fmt.Errorf("onnx: close session: %w", err)
 	}
