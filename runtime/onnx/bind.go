@@ -3,7 +3,6 @@ package onnx
 import (
 	"context"
 	"fmt"
-	goruntime "runtime"
 	gosync "sync"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -12,15 +11,19 @@ import (
 )
 
 // bound is Session.Bind's binding: ORT values over the caller's tensors,
-// pinned until Close.
+// which it keeps referenced until Close. Not pinned: a runtime.Pinner
+// still pinned when it is collected panics, and a binding whose session
+// is dropped without Close (a one-shot tool, a test) must not bring the
+// process down; Go's collector does not move heap memory, which is what
+// onnxruntime_go's own tensors rely on too.
 type bound struct {
-	s      *Session
-	inputs map[string]*runtime.Tensor
-	ins    []ort.Value
-	outs   []ort.Value
-	fill   []fillFunc // rank-0 inputs, refreshed from the caller's value each run
-	pin    goruntime.Pinner
-	once   gosync.Once
+	s       *Session
+	inputs  map[string]*runtime.Tensor
+	outputs map[string]*runtime.Tensor
+	ins     []ort.Value
+	outs    []ort.Value
+	fill    []fillFunc // rank-0 inputs, refreshed from the caller's value each run
+	once    gosync.Once
 }
 
 // Bind implements runtime.Binder. Inputs of rank 0 (Silero's sample rate)
@@ -37,7 +40,7 @@ func (s *Session) Bind(inputs, outputs map[string]*runtime.Tensor) (runtime.Boun
 	if s.closed {
 		return nil, fmt.Errorf("onnx: %w", runtime.ErrClosed)
 	}
-	b := &bound{s: s, inputs: inputs}
+	b := &bound{s: s, inputs: inputs, outputs: outputs}
 	fail := func(err error) (runtime.Bound, error) {
 		b.Close()
 		return nil, fmt.Errorf("onnx: bind: %w", err)
@@ -62,7 +65,7 @@ func (s *Session) Bind(inputs, outputs map[string]*runtime.Tensor) (runtime.Boun
 			b.ins, b.fill = append(b.ins, v), append(b.fill, fill)
 			continue
 		}
-		v, err := bind(t, ort.NewShape(t.Shape...), &b.pin)
+		v, err := bind(t, ort.NewShape(t.Shape...), nil)
 		if err != nil {
 			return fail(fmt.Errorf("input %q: %w", in.Name, err))
 		}
@@ -78,7 +81,7 @@ func (s *Session) Bind(inputs, outputs map[string]*runtime.Tensor) (runtime.Boun
 		case len(t.Shape) == 0 || !out.Shape.Accepts(t.Shape):
 			return fail(fmt.Errorf("%w: output %q has shape %s, the model produces %s", runtime.ErrBadInput, out.Name, t.Shape, out.Shape))
 		}
-		v, err := bind(t, ort.NewShape(t.Shape...), &b.pin)
+		v, err := bind(t, ort.NewShape(t.Shape...), nil)
 		if err != nil {
 			return fail(fmt.Errorf("output %q: %w", out.Name, err))
 		}
@@ -134,7 +137,7 @@ func (b *bound) Close() error {
 	return nil
 }
 
-// release frees the ORT values and unpins the caller's memory, once. A run
+// release frees the ORT values, once. A run
 // in flight holds the session's read lock, and Session.Close (which calls
 // this) its write lock; Bound.Close must not race the binding's own Run.
 func (b *bound) release() {
@@ -142,6 +145,6 @@ func (b *bound) release() {
 		destroyAll(b.ins)
 		destroyAll(b.outs)
 		b.ins, b.outs = nil, nil
-		b.pin.Unpin()
+		b.inputs, b.outputs = nil, nil
 	})
 }

@@ -460,7 +460,9 @@ func tensorBytes(t *runtime.Tensor) int {
 	return 4*len(t.Float32()) + 8*len(t.Int64()) + len(t.Uint8()) + len(t.Int8())
 }
 
-// bind wraps t's own data as an ORT tensor, pinned until pin is unpinned.
+// bind wraps t's own data as an ORT tensor, pinned until pin is unpinned
+// (nil pin: not pinned; the caller keeps the data referenced while the
+// tensor lives, as onnxruntime_go's own tensors do).
 func bind(t *runtime.Tensor, shape ort.Shape, pin *goruntime.Pinner) (ort.Value, error) {
 	switch t.DType {
 	case runtime.Float32:
@@ -476,7 +478,9 @@ func bind(t *runtime.Tensor, shape ort.Shape, pin *goruntime.Pinner) (ort.Value,
 }
 
 func bindData[T ort.TensorData](data []T, shape ort.Shape, pin *goruntime.Pinner) (ort.Value, error) {
-	pin.Pin(&data[0])
+	if pin != nil {
+		pin.Pin(&data[0])
+	}
 	return ort.NewTensor(shape, data)
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	gosync "sync"
 	"testing"
@@ -321,5 +322,36 @@ func TestSession_Bind(t *testing.T) {
 	s.Close()
 	if err := b2.Run(context.Background()); !errors.Is(err, runtime.ErrClosed) {
 		t.Fatalf("run after the session closed: %v", err)
+	}
+}
+
+// TestSession_BindDropped: a binding and its session dropped without
+// Close (a one-shot tool, a forgetful caller) are collected without
+// bringing the process down — a pinned runtime.Pinner panics when
+// collected, so bindings do not pin.
+func TestSession_BindDropped(t *testing.T) {
+	model, err := os.ReadFile(filepath.Join(testutil.Root(t), "runtime", "testdata", "tiny.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		s, err := testutil.ORT(t).Load(model, onnx.SessionOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		xt, _ := runtime.NewFloat32(runtime.Shape{1, 4}, make([]float32, 4))
+		it, _ := runtime.NewInt64(runtime.Shape{2}, make([]int64, 2))
+		yt, _ := runtime.NewFloat32(runtime.Shape{1, 3}, make([]float32, 3))
+		zt, _ := runtime.NewInt64(runtime.Shape{2}, make([]int64, 2))
+		b, err := s.Bind(map[string]*runtime.Tensor{"x": xt, "i": it}, map[string]*runtime.Tensor{"y": yt, "z": zt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	for range 3 {
+		goruntime.GC()
 	}
 }
