@@ -174,6 +174,9 @@ func (d *Daemon) inferAndStore(ctx context.Context, model, name string, data []b
 	}
 	d.historyDirty = true
 	d.recentMu.Unlock()
+	// The answer as the record holds it, already JSON: the response need
+	// not encode it a second time (the kiosk's list keeps the object).
+	s.Result = json.RawMessage(rec.Output)
 	return s, nil
 }
 
