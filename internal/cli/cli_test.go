@@ -248,3 +248,45 @@ func TestSay(t *testing.T) {
 		t.Fatalf("Hausa: %d %s", code, errOut)
 	}
 }
+
+// TestModels_BenchProfile: `models verify --bench --profile` times the crop
+// model's variants, then profiles each on this machine: the INT8 one spends
+// its kernel time in QLinearConv, the FP32 one in Conv, both with time > 0.
+// --profile alone is a usage error.
+func TestModels_BenchProfile(t *testing.T) {
+	out, errOut, code := run(t, nil, "models", "verify", "--bench", "--profile", "--runs", "2", "--dir", testutil.ModelsDir(t), "--data-dir", t.TempDir())
+	if code != ExitOK {
+		t.Fatalf("code %d: %s\n%s", code, errOut, out)
+	}
+	for _, want := range []string{"crop-disease-fp32 (crop-disease): ", "QLinearConv", "Conv ", "µs/INPUT"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	out, errOut, code = run(t, nil, "models", "verify", "--bench", "--profile", "--json", "--runs", "1", "--dir", testutil.ModelsDir(t), "--data-dir", t.TempDir())
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var profs []struct {
+		Variant string `json:"variant"`
+		Kernels int64  `json:"kernels_ns_per_run"`
+		Ops     []struct {
+			Op string `json:"op"`
+		} `json:"ops"`
+		Error string `json:"error"`
+	}
+	if code != ExitOK || json.Unmarshal([]byte(lines[len(lines)-1]), &profs) != nil {
+		t.Fatalf("code %d: %s\n%s", code, errOut, out)
+	}
+	top := map[string]string{}
+	for _, p := range profs {
+		if p.Error != "" || p.Kernels <= 0 || len(p.Ops) == 0 {
+			t.Fatalf("%s: %+v", p.Variant, p)
+		}
+		top[p.Variant] = p.Ops[0].Op
+	}
+	if top["crop-disease"] != "QLinearConv" || top["crop-disease-fp32"] != "Conv" {
+		t.Fatalf("slowest operator per variant: %v", top)
+	}
+	if _, errOut, code := run(t, nil, "models", "verify", "--profile", "--dir", testutil.ModelsDir(t)); code != ExitUsage || !strings.Contains(errOut, "--profile goes with verify --bench") {
+		t.Fatalf("--profile alone: code %d: %s", code, errOut)
+	}
+}

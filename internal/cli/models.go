@@ -39,13 +39,14 @@ func runModels(ctx context.Context, io IO, args []string) error {
 	var asJSON bool
 	fs := newFlags(io, "models", "outpost models list|verify|add|pack|install [--dir DIR] [--json]", modelsExamples)
 	var df dataFlags
-	var bench bool
+	var bench, profile bool
 	var runs int
 	rf.register(fs, "dir")
 	df.register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	fs.BoolVar(&bench, "bench", false, "verify: time every variant of each model (INT8, FP32) on its samples on this device, check they answer alike, and record the fastest as the one the device runs (variants.json in --data-dir)")
 	fs.IntVar(&runs, "runs", 10, "verify --bench: timed runs per sample and variant")
+	fs.BoolVar(&profile, "profile", false, "verify --bench: also run each variant under ONNX Runtime's profiler and print where its time goes, operator by operator")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -53,7 +54,13 @@ func runModels(ctx context.Context, io IO, args []string) error {
 		if fs.NArg() != 1 || fs.Arg(0) != "verify" {
 			return usagef("--bench goes with verify: outpost models verify --bench")
 		}
-		return benchVariants(ctx, io, rf, df, runs, asJSON)
+		if err := benchVariants(ctx, io, rf, df, runs, asJSON); err != nil || !profile {
+			return err
+		}
+		return profileVariants(ctx, io, rf, runs, asJSON)
+	}
+	if profile {
+		return usagef("--profile goes with verify --bench: outpost models verify --bench --profile")
 	}
 	if fs.NArg() != 1 || (fs.Arg(0) != "list" && fs.Arg(0) != "verify") {
 		return usagef("want 'list' or 'verify', got %q", strings.Join(fs.Args(), " "))
