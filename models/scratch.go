@@ -12,34 +12,31 @@ import (
 // that). A buffer handed out is fully overwritten by its user: nothing
 // reads what the last photo left in it.
 var (
-	bytePool, f32Pool gosync.Pool
+	bytePool slicePool[byte]
+	f32Pool  slicePool[float32]
 )
 
-func getBytes(n int) []byte {
-	if p, _ := bytePool.Get().(*[]byte); p != nil && cap(*p) >= n {
+// slicePool hands out slices of at least the asked length; a pooled slice
+// too short for the ask is dropped for a new one.
+type slicePool[T any] struct{ p gosync.Pool }
+
+func (sp *slicePool[T]) get(n int) []T {
+	if p, _ := sp.p.Get().(*[]T); p != nil && cap(*p) >= n {
 		return (*p)[:n]
 	}
-	return make([]byte, n)
+	return make([]T, n)
 }
 
-func putBytes(b []byte) {
+func (sp *slicePool[T]) put(b []T) {
 	if cap(b) > 0 {
-		bytePool.Put(&b)
+		sp.p.Put(&b)
 	}
 }
 
-func getF32(n int) []float32 {
-	if p, _ := f32Pool.Get().(*[]float32); p != nil && cap(*p) >= n {
-		return (*p)[:n]
-	}
-	return make([]float32, n)
-}
-
-func putF32(b []float32) {
-	if cap(b) > 0 {
-		f32Pool.Put(&b)
-	}
-}
+func getBytes(n int) []byte  { return bytePool.get(n) }
+func putBytes(b []byte)      { bytePool.put(b) }
+func getF32(n int) []float32 { return f32Pool.get(n) }
+func putF32(b []float32)     { f32Pool.put(b) }
 
 // getRGBA is image.NewRGBA from the pool; every pixel must be written.
 func getRGBA(r image.Rectangle) *image.RGBA {

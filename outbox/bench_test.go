@@ -99,6 +99,24 @@ func BenchmarkAppend(b *testing.B) {
 // returns each Append's latency and the time they all took.
 func appendConcurrently(b *testing.B, ob *Outbox, producers, n int) ([]time.Duration, time.Duration) {
 	lat := make([][]time.Duration, producers)
+	el := inParallel(producers, n, func(p, k int) {
+		l := make([]time.Duration, 0, k)
+		for i := 0; i < k; i++ {
+			t0 := time.Now()
+			if _, err := ob.Append(context.Background(), benchRecord(), nil); err != nil {
+				b.Error(err)
+				return
+			}
+			l = append(l, time.Since(t0))
+		}
+		lat[p] = l
+	})
+	return slices.Concat(lat...), el
+}
+
+// inParallel runs f(p, k) on producers goroutines, p's share k of n, and
+// returns the time until all have returned.
+func inParallel(producers, n int, f func(p, k int)) time.Duration {
 	var wg gosync.WaitGroup
 	start := time.Now()
 	for p := 0; p < producers; p++ {
@@ -109,20 +127,11 @@ func appendConcurrently(b *testing.B, ob *Outbox, producers, n int) ([]time.Dura
 		wg.Add(1)
 		go func(p, k int) {
 			defer wg.Done()
-			l := make([]time.Duration, 0, k)
-			for i := 0; i < k; i++ {
-				t0 := time.Now()
-				if _, err := ob.Append(context.Background(), benchRecord(), nil); err != nil {
-					b.Error(err)
-					return
-				}
-				l = append(l, time.Since(t0))
-			}
-			lat[p] = l
+			f(p, k)
 		}(p, k)
 	}
 	wg.Wait()
-	return slices.Concat(lat...), time.Since(start)
+	return time.Since(start)
 }
 
 // rawBolt is the floor: one goroutine, one bucket, values encoded once.
@@ -186,31 +195,19 @@ func openBoltBatch(b *testing.B, path string, producers int) *bolt.DB {
 // time taken.
 func boltBatchPuts(b *testing.B, db *bolt.DB, producers, n int) time.Duration {
 	ids := NewIDGen()
-	var wg gosync.WaitGroup
-	start := time.Now()
-	for p := 0; p < producers; p++ {
-		k := n / producers
-		if p < n%producers {
-			k++
-		}
-		wg.Add(1)
-		go func(k int) {
-			defer wg.Done()
-			for i := 0; i < k; i++ {
-				val := benchRecord().Encode(nil)
-				err := db.Batch(func(tx *bolt.Tx) error {
-					id := ids.New()
-					return tx.Bucket([]byte("r")).Put(id[:], val)
-				})
-				if err != nil {
-					b.Error(err)
-					return
-				}
+	return inParallel(producers, n, func(_, k int) {
+		for i := 0; i < k; i++ {
+			val := benchRecord().Encode(nil)
+			err := db.Batch(func(tx *bolt.Tx) error {
+				id := ids.New()
+				return tx.Bucket([]byte("r")).Put(id[:], val)
+			})
+			if err != nil {
+				b.Error(err)
+				return
 			}
-		}(k)
-	}
-	wg.Wait()
-	return time.Since(start)
+		}
+	})
 }
 
 // BenchmarkFdatasync is the physical floor: one 4 KiB write + fdatasync on
