@@ -3,6 +3,7 @@ package models
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -165,6 +166,17 @@ func (c *Classifier) binding() *photoBinding {
 // free again when it returns.
 func (c *Classifier) runBound(ctx context.Context, pb *photoBinding) (raw, probs []float32, err error) {
 	err = pb.b.Run(ctx)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, runtime.ErrClosed) {
+		// A model the binding does not suit (a dynamic output that is not
+		// one score per label): this classifier stops binding, and the
+		// plain path runs the photo — naming what is wrong, if anything is.
+		t, _ := runtime.NewFloat32(pb.in.Shape, slices.Clone(pb.in.Float32()))
+		c.bindMu.Lock()
+		c.binder = nil
+		c.bindMu.Unlock()
+		pb.b.Close()
+		return c.Scores(ctx, t)
+	}
 	raw = slices.Clone(pb.out.Float32())
 	c.bindMu.Lock()
 	c.bindFree = append(c.bindFree, pb)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"image"
 	"image/color"
@@ -546,5 +547,78 @@ func TestCropDisease_BoundMatchesPlain(t *testing.T) {
 	}
 	if counted.binds != 1 || counted.runs != 0 {
 		t.Fatalf("%d binds and %d plain runs for %d photos one at a time, want 1 and 0", counted.binds, counted.runs, len(files))
+	}
+}
+
+// badOutputSession is the crop model's session with a dynamic output that
+// is one value short of the labels (a fake behind runtime.Session, for the
+// classifier's fallback alone): its binding's runs fail as ORT's would,
+// its plain runs answer the short output.
+type badOutputSession struct {
+	runtime.Session
+	binds, runs int
+}
+
+type failingBound struct{}
+
+func (failingBound) Run(context.Context) error { return errors.New("ORT: output shape {1,4} != {1,5}") }
+func (failingBound) Close() error              { return nil }
+
+func (s *badOutputSession) Outputs() []runtime.TensorInfo {
+	o := s.Session.Outputs()[0]
+	o.Shape = runtime.Shape{-1, -1}
+	return []runtime.TensorInfo{o}
+}
+
+func (s *badOutputSession) Bind(in, out map[string]*runtime.Tensor) (runtime.Bound, error) {
+	s.binds++
+	return failingBound{}, nil
+}
+
+func (s *badOutputSession) Run(ctx context.Context, in map[string]*runtime.Tensor) (map[string]*runtime.Tensor, error) {
+	s.runs++
+	out, err := s.Session.Run(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	for name, t := range out {
+		short, _ := runtime.NewFloat32(runtime.Shape{1, int64(len(t.Float32()) - 1)}, t.Float32()[:len(t.Float32())-1])
+		out[name] = short
+	}
+	return out, nil
+}
+
+// TestClassifier_BindingFallsBack: when a bound run fails (a model whose
+// output does not suit the binding), the photo is answered by the plain
+// path — here with the error naming the mismatch — and the classifier
+// does not bind again.
+func TestClassifier_BindingFallsBack(t *testing.T) {
+	reg, err := models.LoadDir(testutil.ModelsDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := reg.Get("crop-disease")
+	sess, err := m.Open(testutil.ORT(t).Loader(onnx.SessionOptions{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	fake := &badOutputSession{Session: sess}
+	p, err := models.NewPipeline(m, fake, models.PipelineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(testutil.ModelsDir(t), "crop-disease", "samples", "rust.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		_, err := p.Infer(context.Background(), models.Input{Name: "rust.jpg", Data: data})
+		if !errors.Is(err, models.ErrModelMismatch) || !strings.Contains(err.Error(), "labels") {
+			t.Fatalf("photo %d: %v, want the output/labels mismatch named", i, err)
+		}
+	}
+	if fake.binds != 1 || fake.runs != 2 {
+		t.Fatalf("%d binds, %d plain runs; want 1 and 2", fake.binds, fake.runs)
 	}
 }
