@@ -157,12 +157,18 @@ type Outbox struct {
 
 type appendReq struct {
 	rec      *Record
-	rest     []byte // rec encoded after its Seq (Record.encodeRest)
+	rest     []byte // rec encoded after its Seq (Record.encodeRest); nil: encoded in the commit
 	evidence []byte
 	key      string // idempotency key, kept with the record (AppendKeyed)
 	err      error
 	evicted  []ID
 	done     chan struct{}
+	// An attachment (AppendWith): follow rides with its record into the
+	// same group, right after it; of is that record, output makes the
+	// attachment's Output from its ID.
+	follow *appendReq
+	of     *appendReq
+	output func(ID) []byte
 }
 
 // Open opens or creates the outbox at path. A file that bbolt cannot open or
@@ -294,9 +300,72 @@ func (o *Outbox) Append(ctx context.Context, r *Record, evidence []byte) (ID, er
 // Idempotency-Key) finds the record it already stored (Keyed) instead of
 // storing a second one. Keys are at most MaxKeyLen bytes.
 func (o *Outbox) AppendKeyed(ctx context.Context, r *Record, evidence []byte, key string) (ID, error) {
+	id, _, err := o.AppendWith(ctx, r, evidence, key, nil)
+	return id, err
+}
+
+// Attachment is a second record committed in the same transaction as the
+// record it is attached to, right after it (one fsync for both): an
+// evidence record naming the answer whose photo it carries. Its Output is
+// made from that record's ID once the ID is assigned. It is stored only
+// if its record is.
+type Attachment struct {
+	Record   *Record
+	Evidence []byte
+	Output   func(of ID) []byte
+}
+
+// AppendWith is AppendKeyed with an optional attachment. err is the
+// record's; attErr the attachment's alone (refused by a cap while the
+// record was stored, or not stored because the record was not).
+func (o *Outbox) AppendWith(ctx context.Context, r *Record, evidence []byte, key string, att *Attachment) (id ID, attErr, err error) {
 	if len(key) > MaxKeyLen {
-		return r.ID, fmt.Errorf("outbox: append: idempotency key of %d bytes, at most %d", len(key), MaxKeyLen)
+		return r.ID, nil, fmt.Errorf("outbox: append: idempotency key of %d bytes, at most %d", len(key), MaxKeyLen)
 	}
+	req, err := o.request(r, evidence)
+	if err != nil {
+		return r.ID, nil, err
+	}
+	// Everything but ID and Seq is encoded here, on the producer's
+	// goroutine, not inside the single write transaction.
+	req.rest, req.key = r.encodeRest(nil), key
+	if att != nil {
+		if att.Output == nil {
+			return r.ID, nil, fmt.Errorf("outbox: append: an attachment needs its Output function")
+		}
+		if req.follow, err = o.request(att.Record, att.Evidence); err != nil {
+			return r.ID, nil, err
+		}
+		req.follow.of, req.follow.output = req, att.Output // encoded in the commit, once its Output is known
+	}
+	o.appending.Add(1)
+	defer o.appending.Add(-1)
+	// closeMu makes "closed" and "handed over" exclusive: once Close holds
+	// it, no request can slip into the channel after the committer's drain.
+	o.closeMu.RLock()
+	if o.isClosed {
+		o.closeMu.RUnlock()
+		return r.ID, nil, ErrClosed
+	}
+	select {
+	case <-ctx.Done():
+		o.closeMu.RUnlock()
+		return r.ID, nil, fmt.Errorf("outbox: append: %w", ctx.Err())
+	case o.reqs <- req:
+	}
+	o.closeMu.RUnlock()
+	// Once handed over, wait for the commit regardless of ctx: the caller
+	// must learn whether the record is stored.
+	<-req.done
+	if req.follow != nil {
+		<-req.follow.done
+		attErr = req.follow.err
+	}
+	return r.ID, attErr, req.err
+}
+
+// request checks r and fills what Append sets for the caller.
+func (o *Outbox) request(r *Record, evidence []byte) (*appendReq, error) {
 	if r.ID != (ID{}) {
 		o.ids.Observe(r.ID)
 	}
@@ -307,37 +376,21 @@ func (o *Outbox) AppendKeyed(ctx context.Context, r *Record, evidence []byte, ke
 		r.Boot, r.Mono = o.opts.Clock()
 	}
 	if r.Priority >= NumPriorities {
-		return r.ID, fmt.Errorf("outbox: append %s: priority %d out of range", r.ID, r.Priority)
+		return nil, fmt.Errorf("outbox: append %s: priority %d out of range", r.ID, r.Priority)
 	}
 	if evidence != nil && r.Evidence == nil {
 		r.Evidence = &Evidence{Size: int64(len(evidence))}
 	}
-	// Everything but ID and Seq is encoded here, on the producer's
-	// goroutine, not inside the single write transaction.
-	req := &appendReq{rec: r, rest: r.encodeRest(nil), evidence: evidence, key: key, done: make(chan struct{})}
-	o.appending.Add(1)
-	defer o.appending.Add(-1)
-	// closeMu makes "closed" and "handed over" exclusive: once Close holds
-	// it, no request can slip into the channel after the committer's drain.
-	o.closeMu.RLock()
-	if o.isClosed {
-		o.closeMu.RUnlock()
-		return r.ID, ErrClosed
+	return &appendReq{rec: r, evidence: evidence, done: make(chan struct{})}, nil
+}
+
+// withFollow is r and its attachment, in commit order.
+func withFollow(batch []*appendReq, r *appendReq) []*appendReq {
+	batch = append(batch, r)
+	if r.follow != nil {
+		batch = append(batch, r.follow)
 	}
-	select {
-	case <-ctx.Done():
-		o.closeMu.RUnlock()
-		return r.ID, fmt.Errorf("outbox: append: %w", ctx.Err())
-	case o.reqs <- req:
-	}
-	o.closeMu.RUnlock()
-	// Once handed over, wait for the commit regardless of ctx: the caller
-	// must learn whether the record is stored.
-	<-req.done
-	if req.err != nil {
-		return r.ID, req.err
-	}
-	return r.ID, nil
+	return batch
 }
 
 // commitLoop is the single writer: it takes every request waiting, commits
@@ -355,14 +408,14 @@ func (o *Outbox) commitLoop() {
 				for {
 					select {
 					case r := <-o.reqs:
-						o.commit([]*appendReq{r})
+						o.commit(withFollow(nil, r))
 					default:
 						return
 					}
 				}
 			}
 		}
-		batch = append(batch[:0], first)
+		batch = withFollow(batch[:0], first)
 		// Producers answered by the last commit are on their way back with
 		// their next record: let them run a moment so the commit takes them
 		// (a bounded wait, only while more Appends are under way than this
@@ -372,7 +425,7 @@ func (o *Outbox) commitLoop() {
 		for len(batch) < o.opts.MaxBatch {
 			select {
 			case r := <-o.reqs:
-				batch = append(batch, r)
+				batch = withFollow(batch, r)
 			default:
 				if yields < 8 && o.appending.Load() > int64(len(batch)) {
 					yields++
@@ -412,6 +465,11 @@ func (o *Outbox) commit(batch []*appendReq) {
 		m := newMeta(tx)
 		for _, r := range batch {
 			r.err, r.evicted = nil, nil
+			if r.of != nil && r.of.err != nil {
+				r.err = fmt.Errorf("outbox: not stored: the record it is attached to was not: %w", r.of.err)
+				m.add(mRefused, 1)
+				continue
+			}
 			if err := o.put(tx, m, r); err != nil {
 				if errors.Is(err, ErrFull) || errors.Is(err, ErrTooLarge) {
 					r.err = err // this record only; the rest of the batch goes on
@@ -463,7 +521,15 @@ func (o *Outbox) put(tx *bolt.Tx, m *meta, r *appendReq) error {
 		rec.ID = o.ids.New()
 	}
 	rec.Seq = m.get(mSeq) + 1
-	val := rec.encodeWithRest(r.rest)
+	if r.of != nil {
+		rec.Output = r.output(r.of.rec.ID)
+	}
+	var val []byte
+	if r.rest != nil {
+		val = rec.encodeWithRest(r.rest)
+	} else {
+		val = rec.Encode(nil)
+	}
 	key := recordKey(rec.Priority, rec.ID)
 	size := int64(len(key) + len(val))
 	if size > o.opts.MaxBytes {

@@ -653,3 +653,59 @@ func TestEncode_BytesPinned(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendWith_OneCommit: a record and its attachment are stored in one
+// commit (one fsync), the attachment right after the record, its Output
+// made from the record's ID; an attachment is never stored without its
+// record, and a record is stored when only its attachment is refused.
+func TestAppendWith_OneCommit(t *testing.T) {
+	ob, err := Open(filepath.Join(t.TempDir(), "o.db"), Options{EvidenceMaxBytes: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	att := func(evidence int) *Attachment {
+		return &Attachment{Record: &Record{Device: "d", Task: "evidence", Priority: Bulk}, Evidence: make([]byte, evidence),
+			Output: func(of ID) []byte { return []byte(`{"of":"` + of.String() + `"}`) }}
+	}
+	c0 := ob.commits.Load()
+	r := &Record{Device: "d", Output: []byte(`{"label":"rust"}`)}
+	id, attErr, err := ob.AppendWith(context.Background(), r, nil, "", att(500))
+	if err != nil || attErr != nil {
+		t.Fatal(err, attErr)
+	}
+	if n := ob.commits.Load() - c0; n != 1 {
+		t.Fatalf("%d commits for a record and its attachment, want 1", n)
+	}
+	st, _ := ob.Stats()
+	if st.Count != 2 || st.EvidenceBytes != 500 {
+		t.Fatalf("stats %+v", st)
+	}
+	var follow *Record
+	ob.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bRecords).ForEach(func(k, v []byte) error {
+			if rec, err := DecodeRecord(v); err == nil && rec.Task == "evidence" {
+				follow = rec
+			}
+			return nil
+		})
+	})
+	if follow == nil || string(follow.Output) != `{"of":"`+id.String()+`"}` || follow.Seq != r.Seq+1 || string(follow.ID[:]) <= string(id[:]) {
+		t.Fatalf("attachment %+v after record %s (seq %d)", follow, id, r.Seq)
+	}
+
+	// The attachment refused (its evidence over the cap): the record is stored.
+	_, attErr, err = ob.AppendWith(context.Background(), &Record{Device: "d", Output: []byte("{}")}, nil, "", att(2000))
+	if err != nil || !errors.Is(attErr, ErrTooLarge) {
+		t.Fatalf("err %v, attachment %v", err, attErr)
+	}
+	// The record refused: the attachment is not stored either.
+	_, attErr, err = ob.AppendWith(context.Background(), &Record{Device: "d", Output: []byte("{}")}, make([]byte, 2000), "", att(10))
+	if !errors.Is(err, ErrTooLarge) || attErr == nil || !strings.Contains(attErr.Error(), "attached to was not") {
+		t.Fatalf("err %v, attachment %v", err, attErr)
+	}
+	// Refused: the first attachment, then the record and its attachment.
+	if st, _ := ob.Stats(); st.Count != 3 || st.Refused != 3 {
+		t.Fatalf("after the refusals: %d records (want 3), %d refused (want 3)", st.Count, st.Refused)
+	}
+}

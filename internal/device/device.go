@@ -550,21 +550,28 @@ func (d *Device) StoreKeyed(ctx context.Context, res *models.Result, prio outbox
 		// The answer matters more than its photo: stored without it.
 		d.log.Warn("evidence not kept", "model", res.Model, "err", err)
 	}
+	var att *outbox.Attachment
 	if ev != nil {
 		rec.Evidence = ev.ref
+		// The evidence record names the answer by its ID and is committed
+		// with it, one fsync for both (two appends in a row took ~300 µs
+		// more per shared photo, and a crash between them kept the answer
+		// without its photo).
+		att = &outbox.Attachment{Evidence: ev.data,
+			Record: &outbox.Record{Device: d.cfg.DeviceID, Model: res.Model, Version: res.Version, Task: EvidenceTask,
+				Priority: outbox.Bulk, Tier: outbox.TierEvidence, Evidence: ev.ref},
+			Output: func(of outbox.ID) []byte {
+				b, _ := json.Marshal(map[string]string{"of": of.String()})
+				return b
+			}}
 	}
-	id, err := d.ob.AppendKeyed(ctx, rec, nil, key)
+	id, attErr, err := d.ob.AppendWith(ctx, rec, nil, key, att)
 	if err != nil {
 		return nil, fmt.Errorf("%s: result not stored: %w", res.Input, err)
 	}
 	res.ID = id.String()
-	if ev != nil {
-		of, _ := json.Marshal(map[string]string{"of": id.String()})
-		evRec := &outbox.Record{Device: d.cfg.DeviceID, Model: res.Model, Version: res.Version, Task: EvidenceTask,
-			Priority: outbox.Bulk, Tier: outbox.TierEvidence, Output: of, Evidence: ev.ref}
-		if _, err := d.ob.Append(ctx, evRec, ev.data); err != nil {
-			d.log.Warn("evidence not kept", "model", res.Model, "id", res.ID, "err", err)
-		}
+	if attErr != nil {
+		d.log.Warn("evidence not kept", "model", res.Model, "id", res.ID, "err", attErr)
 	}
 	if d.up != nil {
 		d.up.Notify()
