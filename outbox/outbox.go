@@ -330,8 +330,8 @@ func (o *Outbox) AppendWith(ctx context.Context, r *Record, evidence []byte, key
 	// goroutine, not inside the single write transaction.
 	req.rest, req.key = r.encodeRest(nil), key
 	if att != nil {
-		if att.Output == nil {
-			return r.ID, nil, fmt.Errorf("outbox: append: an attachment needs its Output function")
+		if att.Record == nil || att.Output == nil {
+			return r.ID, nil, fmt.Errorf("outbox: append: an attachment needs its Record and its Output function")
 		}
 		if req.follow, err = o.request(att.Record, att.Evidence); err != nil {
 			return r.ID, nil, err

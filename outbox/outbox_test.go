@@ -694,6 +694,9 @@ func TestAppendWith_OneCommit(t *testing.T) {
 		t.Fatalf("attachment %+v after record %s (seq %d)", follow, id, r.Seq)
 	}
 
+	if _, _, err := ob.AppendWith(context.Background(), &Record{Device: "d"}, nil, "", &Attachment{Record: &Record{}}); err == nil || !strings.Contains(err.Error(), "Output function") {
+		t.Fatalf("an attachment without its Output: %v", err)
+	}
 	// The attachment refused (its evidence over the cap): the record is stored.
 	_, attErr, err = ob.AppendWith(context.Background(), &Record{Device: "d", Output: []byte("{}")}, nil, "", att(2000))
 	if err != nil || !errors.Is(attErr, ErrTooLarge) {
