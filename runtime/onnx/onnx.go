@@ -478,6 +478,9 @@ func bind(t *runtime.Tensor, shape ort.Shape, pin *goruntime.Pinner) (ort.Value,
 }
 
 func bindData[T ort.TensorData](data []T, shape ort.Shape, pin *goruntime.Pinner) (ort.Value, error) {
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: an empty tensor (shape %v) cannot be bound", runtime.ErrBadInput, shape)
+	}
 	if pin != nil {
 		pin.Pin(&data[0])
 	}

@@ -314,6 +314,10 @@ func TestSession_Bind(t *testing.T) {
 			t.Errorf("Bind: %v, want %q", err, tc.want)
 		}
 	}
+	empty, _ := runtime.NewFloat32(runtime.Shape{0, 4}, nil)
+	if _, err := s.Bind(map[string]*runtime.Tensor{"x": empty, "i": it}, map[string]*runtime.Tensor{"y": yt, "z": zt}); !errors.Is(err, runtime.ErrBadInput) || !strings.Contains(err.Error(), "empty tensor") {
+		t.Errorf("Bind of an empty input: %v", err)
+	}
 	b2, err := s.Bind(ins, map[string]*runtime.Tensor{"y": yt, "z": zt})
 	if err != nil {
 		t.Fatal(err)
