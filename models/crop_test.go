@@ -54,6 +54,18 @@ type golden struct {
 
 func cropPipeline(t testing.TB, name string) models.Pipeline {
 	t.Helper()
+	m, sess := openBundled(t, name)
+	p, err := models.NewPipeline(m, sess, models.PipelineOptions{Lang: "sw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// openBundled opens the bundled model name through ONNX Runtime, closed
+// when t ends.
+func openBundled(t testing.TB, name string) (*models.Model, runtime.Session) {
+	t.Helper()
 	reg, err := models.LoadDir(testutil.ModelsDir(t))
 	if err != nil {
 		t.Fatal(err)
@@ -67,11 +79,7 @@ func cropPipeline(t testing.TB, name string) models.Pipeline {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sess.Close() })
-	p, err := models.NewPipeline(m, sess, models.PipelineOptions{Lang: "sw"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return m, sess
 }
 
 func evalFiles(t testing.TB) []string {
@@ -504,19 +512,7 @@ func TestCropDisease_ScratchReuse(t *testing.T) {
 // photo written where the model reads it) answers every sample exactly as
 // the plain Run path does, and is the path taken.
 func TestCropDisease_BoundMatchesPlain(t *testing.T) {
-	reg, err := models.LoadDir(testutil.ModelsDir(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := reg.Get("crop-disease")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, err := m.Open(testutil.ORT(t).Loader(onnx.SessionOptions{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
+	m, sess := openBundled(t, "crop-disease")
 	counted := &countingBinder{Session: sess, bd: sess.(runtime.Binder)}
 	bound, err := models.NewPipeline(m, counted, models.PipelineOptions{})
 	if err != nil {
@@ -593,16 +589,7 @@ func (s *badOutputSession) Run(ctx context.Context, in map[string]*runtime.Tenso
 // path — here with the error naming the mismatch — and the classifier
 // does not bind again.
 func TestClassifier_BindingFallsBack(t *testing.T) {
-	reg, err := models.LoadDir(testutil.ModelsDir(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := reg.Get("crop-disease")
-	sess, err := m.Open(testutil.ORT(t).Loader(onnx.SessionOptions{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
+	m, sess := openBundled(t, "crop-disease")
 	fake := &badOutputSession{Session: sess}
 	p, err := models.NewPipeline(m, fake, models.PipelineOptions{})
 	if err != nil {

@@ -202,12 +202,7 @@ func (c *countingBinder) Run(ctx context.Context, in map[string]*runtime.Tensor)
 // state crossed, the frame written in place) gives bit for bit the
 // probabilities of the chunk-by-chunk loop, over a spoken sentence.
 func TestVAD_BoundMatchesRunInto(t *testing.T) {
-	_, m := sileroPipeline(t)
-	sess, err := m.Open(testutil.ORT(t).Loader(onnx.SessionOptions{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
+	m, sess := openBundled(t, "silero-vad")
 	if _, ok := sess.(runtime.Binder); !ok {
 		t.Fatal("the ONNX session does not bind")
 	}
