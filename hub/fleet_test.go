@@ -43,6 +43,7 @@ func BenchmarkFleet(b *testing.B) {
 	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	// "serial": one commit group at a time per collector, as before the
 	// pipeline (CollectorOptions.Commits 1), measured in the same run.
+	one := map[int]float64{} // one collector's records/s, by commits
 	for _, cfg := range []struct {
 		name       string
 		collectors int
@@ -96,9 +97,22 @@ func BenchmarkFleet(b *testing.B) {
 				// when the fleet arrives faster than the hub stores it (a
 				// drain much longer than the ramp); with a small fleet the
 				// ramp, not the hub, sets records/s.
-				base := pgxBaseline(b, testutil.StartPostgres(b).NewDatabase(b), res.records, 64*25)
+				rate := float64(res.records) / res.drain.Seconds()
+				base := pgxBaseline(b, testutil.StartPostgres(b).NewDatabase(b), res.records, 64*25, 1)
 				b.ReportMetric(base, "pgx-records/s")
-				b.ReportMetric(float64(res.records)/res.drain.Seconds()/base, "collector/pgx")
+				b.ReportMetric(rate/base, "collector/pgx")
+				if cfg.collectors == 1 {
+					one[cfg.commits] = rate
+				} else if one[cfg.commits] > 0 {
+					// What N collectors could reach at most here: the store
+					// inserting alone over N connections, the machine
+					// otherwise idle. Divided by one collector's rate, it is
+					// the ceiling on "N ÷ one" on this machine.
+					baseN := pgxBaseline(b, testutil.StartPostgres(b).NewDatabase(b), res.records, 64*25, cfg.collectors)
+					b.ReportMetric(baseN, "pgx-n-conns-records/s")
+					b.ReportMetric(rate/one[cfg.commits], "n/one")
+					b.ReportMetric(baseN/one[cfg.commits], "ceiling-n/one")
+				}
 			}
 			b.ReportMetric(0, "ns/op")
 		})
@@ -107,30 +121,56 @@ func BenchmarkFleet(b *testing.B) {
 
 // pgxBaseline inserts n result rows into a fresh hub schema at url with
 // the PostgreSQL store's INSERT … SELECT FROM unnest … ON CONFLICT
-// statement, per commits of group rows, and returns rows per second.
-func pgxBaseline(b *testing.B, url string, n, group int) float64 {
+// statement, per commits of group rows, over conns connections at once
+// (each a share of the rows), and returns rows per second.
+func pgxBaseline(b *testing.B, url string, n, group, conns int) float64 {
 	ctx := context.Background()
 	st, err := hub.OpenPostgres(ctx, url, hub.PGOptions{Name: "baseline"}) // applies the migrations
 	if err != nil {
 		b.Fatal(err)
 	}
 	st.Close()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		b.Fatal(err)
+	cs := make([]*pgx.Conn, conns)
+	for i := range cs {
+		if cs[i], err = pgx.Connect(ctx, url); err != nil {
+			b.Fatal(err)
+		}
+		defer cs[i].Close(ctx)
 	}
-	defer conn.Close(ctx)
 	g := outbox.NewIDGen()
 	now := time.Now().UTC()
-	label := "healthy"
+	var wg gosync.WaitGroup
 	t0 := time.Now()
+	for i, conn := range cs {
+		share := n / conns
+		if i < n%conns {
+			share++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pgxInsert(ctx, conn, g, now, fmt.Sprintf("fleet-c%d-", i), share, group); err != nil {
+				b.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	rate := float64(n) / time.Since(t0).Seconds()
+	b.Logf("pgx baseline: %d rows in commits of %d over %d connections: %.0f rows/s", n, group, conns, rate)
+	return rate
+}
+
+// pgxInsert is one connection's share of pgxBaseline: n rows of devices
+// named prefix+number, in commits of group.
+func pgxInsert(ctx context.Context, conn *pgx.Conn, g *outbox.IDGen, now time.Time, prefix string, n, group int) error {
+	label := "healthy"
 	for done := 0; done < n; done += group {
 		k := min(group, n-done)
 		devs, ids, seqs := make([]string, k), make([]string, k), make([]int64, k)
 		created, mods, vers, tasks := make([]time.Time, k), make([]string, k), make([]string, k), make([]string, k)
 		labels, recs := make([]*string, k), make([][]byte, k)
 		for i := range k {
-			r := &outbox.Record{ID: g.New(), Seq: uint64(done + i + 1), Created: now, Device: fmt.Sprintf("fleet-%05d", (done+i)/50),
+			r := &outbox.Record{ID: g.New(), Seq: uint64(done + i + 1), Created: now, Device: fmt.Sprintf("%s%05d", prefix, (done+i)/50),
 				Model: "crop-disease", Version: "0.3.0", Task: "image_classification", Output: []byte(`{"outcome":"diagnosis","label":"healthy","score":0.9}`)}
 			devs[i], ids[i], seqs[i], created[i] = r.Device, r.ID.String(), int64(r.Seq), r.Created
 			mods[i], vers[i], tasks[i], labels[i], recs[i] = r.Model, r.Version, r.Task, &label, r.Encode(nil)
@@ -145,12 +185,10 @@ func pgxBaseline(b *testing.B, url string, n, group int) float64 {
 			return err
 		})
 		if err != nil {
-			b.Fatal(err)
+			return fmt.Errorf("pgx baseline insert: %w", err)
 		}
 	}
-	rate := float64(n) / time.Since(t0).Seconds()
-	b.Logf("pgx baseline: %d rows in commits of %d: %.0f rows/s", n, group, rate)
-	return rate
+	return nil
 }
 
 type fleetResult struct {
